@@ -1,0 +1,55 @@
+"""The bot's Starlette app: the front door only (verify, parse, start/cancel/query, serve pages)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import BaseRoute, Route
+from temporalio.client import Client
+
+from bot import runs
+from bot.dispatch import Dispatcher
+from bot.state import BotState
+from worker.logstore import LogStore
+from worker.settings import Settings
+from worker.temporal import connect
+
+
+async def healthz(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> JSONResponse:
+    state: BotState = request.app.state.bot
+    try:
+        ok = await state.client.service_client.check_health(timeout=timedelta(seconds=2))
+    except Exception as err:  # any transport failure means "not ready", with the reason
+        return JSONResponse({"ready": False, "temporal": str(err)}, status_code=503)
+    return JSONResponse({"ready": ok, "temporal": "ok" if ok else "unhealthy"}, status_code=200 if ok else 503)
+
+
+def create_app(settings: Settings, client: Client | None = None) -> Starlette:
+    """Build the bot; without an injected client it connects to Temporal lazily at startup."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        temporal = client or await connect(settings, lazy=True)
+        app.state.bot = BotState(
+            settings=settings,
+            client=temporal,
+            dispatcher=Dispatcher(temporal, settings.temporal_task_queue),
+            logs=LogStore(settings.logs_dir),
+        )
+        yield
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        *runs.routes(settings),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

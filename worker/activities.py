@@ -1,0 +1,281 @@
+"""The pipeline's activities: checkout and plan, run one stage, tear clusters down, wait for a lane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from worker.backends.base import BackendError, ComputeBackend, TaskSpecError, cluster_name_for
+from worker.contract import RunRequest, Trigger
+from worker.gitcheckout import CheckoutError, checkout, default_branch
+from worker.logparse import parse_metrics, parse_report, tail_lines
+from worker.logstore import LogStore
+from worker.models import (
+    CleanupInput,
+    DownInput,
+    LaneInput,
+    MetricPatternModel,
+    PlannedStage,
+    PrepareInput,
+    PrepareOutput,
+    StageInput,
+    StageOutput,
+)
+from worker.pipeline import (
+    PIPELINE_FILE,
+    MetricPattern,
+    Pipeline,
+    PipelineError,
+    branch_matches,
+    clusters_after,
+    load_pipeline,
+    merge_envs,
+    select_stages,
+)
+from worker.settings import Settings
+
+USER_ERROR = "UserError"
+HEARTBEAT_EVERY_S = 2.0
+NOT_WATCHED = "branch {branch} is not watched by on.push in {file}"
+
+
+def user_error(message: str) -> ApplicationError:
+    """A failure the user caused (bad pipeline, missing task, bad ref): never retried."""
+    return ApplicationError(message, type=USER_ERROR, non_retryable=True)
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(details: Callable[[], object] = lambda: None) -> AsyncIterator[None]:
+    """Heartbeat in the background while a long step runs, so cancellation reaches it."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(details())
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class PipelineActivities:
+    """Activities bound to this worker's settings, backend and Temporal client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: ComputeBackend,
+        client: Client | None = None,
+        token_provider: Callable[[RunRequest], str | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.client = client
+        self.logs = LogStore(settings.logs_dir)
+        self.pinned_queue = ""
+        """This worker's own queue when a run's activities must all stay here (set by main)."""
+        self._token_provider = token_provider or (lambda _request: None)
+
+    def checkout_dir(self, run_id: str) -> Path:
+        return self.settings.data_path / "checkouts" / run_id
+
+    async def _checkout(self, run_id: str, request: RunRequest, commit: str) -> str:
+        token = self._token_provider(request)
+        try:
+            return await checkout(
+                request.clone_url, request.ref, commit, self.checkout_dir(run_id), token=token
+            )
+        except CheckoutError as err:
+            if err.user_error:
+                raise user_error(str(err)) from None
+            raise
+
+    async def _ensure_checkout(self, run_id: str, request: RunRequest, commit: str) -> Path:
+        """Re-create the checkout where a task needs it: activities of one run may move workers."""
+        path = self.checkout_dir(run_id)
+        if not path.is_dir():
+            await self._checkout(run_id, request, "" if commit == "local" else commit)
+        return path
+
+    @activity.defn(name="prepare_run")
+    async def prepare_run(self, data: PrepareInput) -> PrepareOutput:
+        request = data.request
+        async with heartbeating():
+            commit = await self._checkout(data.run_id, request, request.commit)
+            path = self.checkout_dir(data.run_id)
+            try:
+                pipeline = await asyncio.to_thread(load_pipeline, path)
+            except PipelineError as err:
+                raise user_error(str(err)) from None
+            output = PrepareOutput(
+                commit=commit,
+                worker_queue=self.pinned_queue,
+                stages=[],
+                metric_patterns=[MetricPatternModel(m.name, m.pattern) for m in pipeline.metrics],
+                autostop_minutes=pipeline.autostop_minutes,
+                timeout_minutes=pipeline.timeout_minutes,
+                notify_slack=pipeline.notify_slack,
+                backend=self.backend.name,
+                dashboard_url=self.backend.dashboard_url(),
+            )
+            if request.check_push_filter and request.trigger is Trigger.PUSH:
+                default = request.default_branch
+                if pipeline.on_push is None and not default:
+                    default = await default_branch(request.clone_url, self._token_provider(request))
+                if not branch_matches(pipeline.on_push, request.ref, default):
+                    output.skip_reason = NOT_WATCHED.format(branch=request.ref, file=PIPELINE_FILE)
+                    return output
+            output.stages = await self._plan(data.run_id, request, pipeline, path)
+            return output
+
+    async def _plan(
+        self, run_id: str, request: RunRequest, pipeline: Pipeline, path: Path
+    ) -> list[PlannedStage]:
+        try:
+            stages = select_stages(pipeline, request.stages)
+        except PipelineError as err:
+            raise user_error(str(err)) from None
+        planned: list[PlannedStage] = []
+        launched: set[str] = set()
+        for index, stage in enumerate(stages):
+            task_yaml = (path / stage.task).read_text(encoding="utf-8")
+            task_envs = _task_envs(task_yaml)
+            envs = merge_envs(
+                task_envs, pipeline.envs, self.settings.skypilot_bucket_url, request.envs
+            )
+            envs.update(SKYRUN_RUN_ID=run_id, SKYRUN_STAGE=stage.name)
+            try:
+                await self.backend.validate(task_yaml, envs, path)
+            except TaskSpecError as err:
+                raise user_error(f"stage '{stage.name}' ({stage.task}): {err}") from None
+            still_needed = clusters_after(stages, index)
+            planned.append(
+                PlannedStage(
+                    name=stage.name,
+                    cluster=stage.cluster,
+                    cluster_name=cluster_name_for(run_id, stage.cluster),
+                    task_file=stage.task,
+                    task_yaml=task_yaml,
+                    envs=envs,
+                    launch=stage.cluster not in launched,
+                )
+            )
+            launched.add(stage.cluster)
+            if stage.cluster not in still_needed:
+                planned[-1].down_after = [cluster_name_for(run_id, stage.cluster)]
+        return planned
+
+    @activity.defn(name="run_stage")
+    async def run_stage(self, data: StageInput) -> StageOutput:
+        from worker.backends.base import TaskRun
+
+        stage = data.stage
+        path = await self._ensure_checkout(data.run_id, data.request, data.commit)
+        log_path = self.logs.path(data.run_id, stage.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        attempt = activity.info().attempt
+        task = TaskRun(
+            run_id=data.run_id,
+            stage=stage.name,
+            cluster_name=stage.cluster_name,
+            task_yaml=stage.task_yaml,
+            envs=stage.envs,
+            checkout_dir=path,
+            launch=stage.launch,
+            autostop_minutes=data.autostop_minutes,
+            labels={"skyrun-run": data.run_id, "skyrun-stage": stage.name},
+        )
+        started = time.monotonic()
+        with log_path.open("ab") as log:
+            offset = log.tell()
+            verb = "launch" if stage.launch else "exec"
+            header = f"[skyrun] stage {stage.name}: {verb} {stage.task_file} on cluster {stage.cluster}"
+            if attempt > 1:
+                header += f" (attempt {attempt})"
+            log.write(f"{header}\n".encode())
+            log.flush()
+            async with heartbeating(lambda: stage.name):
+                try:
+                    code = await self.backend.run(task, log)
+                except TaskSpecError as err:
+                    raise user_error(f"stage '{stage.name}': {err}") from None
+                except BackendError as err:
+                    log.write(f"[skyrun] backend error: {err}\n".encode())
+                    raise ApplicationError(str(err), type="BackendError") from None
+            log.write(f"[skyrun] stage {stage.name} exited with status {code}\n".encode())
+        duration = time.monotonic() - started
+        text = await asyncio.to_thread(_read_from, log_path, offset)
+        patterns = [MetricPattern(m.name, m.pattern) for m in data.metric_patterns]
+        return StageOutput(
+            exit_code=code,
+            metrics=parse_metrics(text, patterns),
+            report=parse_report(text),
+            log_tail=tail_lines(text, 20),
+            duration_s=round(duration, 3),
+        )
+
+    @activity.defn(name="down_clusters")
+    async def down_clusters(self, data: DownInput) -> None:
+        async with heartbeating():
+            for name in data.cluster_names:
+                try:
+                    await self.backend.down(name)
+                except BackendError as err:
+                    raise ApplicationError(str(err), type="BackendError") from None
+
+    @activity.defn(name="cleanup_run")
+    async def cleanup_run(self, data: CleanupInput) -> None:
+        path = self.checkout_dir(data.run_id)
+        if path.exists():
+            await asyncio.to_thread(shutil.rmtree, path, True)
+
+    @activity.defn(name="wait_for_lane")
+    async def wait_for_lane(self, data: LaneInput) -> None:
+        """Block until earlier runs of the lane have closed (they were asked to cancel)."""
+        if self.client is None:
+            return
+        async with heartbeating():
+            for run_id in data.run_ids:
+                handle = self.client.get_workflow_handle(run_id)
+                while True:
+                    try:
+                        desc = await handle.describe()
+                    except RPCError as err:
+                        if err.status is RPCStatusCode.NOT_FOUND:
+                            break
+                        raise
+                    if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
+                        break
+                    await asyncio.sleep(0.5)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def _task_envs(task_yaml: str) -> dict[str, str | None]:
+    import yaml
+
+    try:
+        config = yaml.safe_load(task_yaml)
+    except yaml.YAMLError:
+        return {}
+    envs = config.get("envs") if isinstance(config, dict) else None
+    if not isinstance(envs, dict):
+        return {}
+    return {str(k): None if v is None else str(v) for k, v in envs.items()}

@@ -1,0 +1,622 @@
+"""Local compute backend: runs a SkyPilot task YAML on this machine (`SKYRUN_BACKEND=local`).
+
+The task is parsed and validated by SkyPilot itself, then `setup` and `run` execute in `bash` with
+the environment SkyPilot gives a single-node job. A "cluster" is a directory that lives from the
+launch that creates it to `down`; stages naming the same cluster share it:
+
+    <clusters_dir>/<cluster_name>/
+        sky_workdir/   the task's `workdir` (default: the checkout), synced on launch and exec
+                       without deleting what earlier stages left there; cwd of `setup` and `run`
+        root/          file_mounts destinations `/x/y` (exported to the task as SKYRUN_MOUNT_ROOT)
+        home/          file_mounts destinations `~/x/y` (exported as SKYRUN_MOUNT_HOME);
+                       `~/sky_workdir/...` lands in `sky_workdir/`
+        scripts/       the setup and run scripts of each job
+        job.pid        process group and token of the job running now
+
+File mounts are synced on launch only, as SkyPilot does. Cloud storage, volumes, managed
+secrets and multi-node tasks are refused with a TaskSpecError; `resources` are ignored.
+
+A job runs in its own process group. Cancellation terminates the whole group (SIGTERM, then
+SIGKILL after a grace period), and so does the end of the job for processes it left behind.
+The job's shell gets PR_SET_PDEATHSIG (Linux), and `job.pid` lets the next run or `down` of the
+cluster kill what a worker killed with SIGKILL left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import ctypes
+import getpass
+import json
+import os
+import posixpath
+import re
+import secrets
+import shutil
+import signal
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import yaml
+
+from worker.backends.base import BackendError, TaskRun, TaskSpecError
+
+INVALID_TASK = "invalid task YAML: {problem}"
+NOT_A_MAPPING = "invalid task YAML: expected a mapping of SkyPilot task fields, got {kind}"
+ENV_NOT_SET = (
+    "env {name} is required by the task but has no value: set it under `envs:` in .skyrun.yaml "
+    "or pass {name}=VALUE with the command"
+)
+MULTI_NODE = (
+    "num_nodes: {num_nodes}: the local backend runs single-node tasks only; "
+    "use SKYRUN_BACKEND=skypilot or num_nodes: 1"
+)
+CLOUD_MOUNT = (
+    "file_mounts: {dest} -> {src}: cloud storage cannot be mounted by the local backend; "
+    "use SKYRUN_BACKEND=skypilot or a local path"
+)
+MOUNT_MISSING = "file_mounts: {dest} -> {src}: {path} does not exist in the checkout"
+MOUNT_DEST_INVALID = (
+    "file_mounts: {dest}: the destination must be an absolute path or start with ~/"
+)
+VOLUMES_UNSUPPORTED = (
+    "volumes: volumes cannot be attached by the local backend; use SKYRUN_BACKEND=skypilot"
+)
+MANAGED_SECRETS = (
+    "secrets: {names}: managed secrets cannot be resolved by the local backend; "
+    "give them a value under `envs:` or use SKYRUN_BACKEND=skypilot"
+)
+WORKDIR_NOT_LOCAL = (
+    "workdir: {workdir}: the local backend needs a directory of the repository; "
+    "use a local path or SKYRUN_BACKEND=skypilot"
+)
+WORKDIR_MISSING = "workdir: {workdir}: {path} is not a directory in the checkout"
+CLUSTER_NOT_UP = (
+    "cluster {name} is not up on this worker (local clusters live on the worker that launched them)"
+)
+CLUSTER_NAME_INVALID = "invalid local cluster name {name!r}"
+SYNC_FAILED = "could not sync {src} to cluster {name}: {error}"
+STALE_JOB_SURVIVED = "cluster {name}: process group {pgid} of an earlier job does not die"
+DOWN_FAILED = "could not remove cluster {name}: {error}"
+
+LOG_IGNORING_RESOURCES = "local backend: ignoring resources {resources}\n"
+LOG_SETUP_FAILED = "local backend: setup failed with return code {code}; run skipped\n"
+LOG_LEFTOVERS_KILLED = "local backend: stopped processes the task left running\n"
+
+SETUP_PREFIX = "(setup pid={pid}) "
+RUN_PREFIX = "({name}, pid={pid}) "
+
+WORKDIR = "sky_workdir"
+MOUNT_ROOT = "root"
+MOUNT_HOME = "home"
+SCRIPTS = "scripts"
+JOB_RECORD = "job.pid"
+
+# Marks every process of a job, so a recorded process group is only killed while it is ours.
+_TOKEN_ENV = "SKYRUN_JOB_TOKEN"
+# Settings of the worker itself that a task has no business seeing (or printing to its log).
+_WORKER_SECRETS = frozenset(
+    {
+        "GITHUB_WEBHOOK_SECRET",
+        "GITHUB_TOKEN",
+        "GITHUB_APP_PRIVATE_KEY",
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "TEMPORAL_API_KEY",
+    }
+)
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CHUNK = 64 * 1024
+_DRAIN_SECONDS = 1.0
+_POLL_SECONDS = 0.05
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class _Mount:
+    dest: str
+    target: PurePosixPath
+    """Where the source goes, relative to the cluster directory."""
+    source: Path
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What the local backend needs of a parsed, validated task."""
+
+    name: str | None
+    setup: str | None
+    run: str | None
+    envs: dict[str, str]
+    workdir: Path
+    mounts: tuple[_Mount, ...]
+    resources: str
+    """The ignored `resources` as one line, or "" when the task asks for none."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    pgid: int
+    token: str
+
+
+class LocalBackend:
+    """Runs tasks as process groups on this machine, one directory per cluster."""
+
+    name = "local"
+
+    def __init__(self, clusters_dir: Path, *, kill_grace_seconds: float = 5.0) -> None:
+        self.clusters_dir = clusters_dir.absolute()  # cwd and script paths of the jobs
+        self.kill_grace_seconds = kill_grace_seconds
+
+    async def validate(self, task_yaml: str, envs: dict[str, str], checkout_dir: Path) -> None:
+        await asyncio.to_thread(_parse, task_yaml, envs, checkout_dir)
+
+    async def run(self, task: TaskRun, log: BinaryIO) -> int:
+        spec = await asyncio.to_thread(_parse, task.task_yaml, task.envs, task.checkout_dir)
+        cluster = self._cluster_dir(task.cluster_name)
+        await self._kill_recorded(cluster)
+        if task.launch:
+            await asyncio.to_thread(cluster.mkdir, parents=True, exist_ok=True)
+        elif not await asyncio.to_thread(cluster.is_dir):
+            raise BackendError(CLUSTER_NOT_UP.format(name=task.cluster_name))
+        if spec.resources:
+            _write(log, LOG_IGNORING_RESOURCES.format(resources=spec.resources).encode())
+
+        await self._sync(spec.workdir, cluster / WORKDIR, task.cluster_name)
+        if task.launch:
+            for mount in spec.mounts:
+                await self._sync(mount.source, cluster / mount.target, task.cluster_name)
+
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")
+        task_id = f"sky-{stamp}_{task.cluster_name}_{task.stage}"
+        env = _base_env(spec.envs, cluster)
+        common = {
+            "SKYPILOT_TASK_ID": task_id,
+            "SKYPILOT_CLUSTER_INFO": json.dumps(
+                {"cluster_name": task.cluster_name, "cloud": "Local", "region": None, "zone": None}
+            ),
+            "SKYPILOT_USER": _user_name(),
+            "SKYPILOT_NUM_NODES": "1",
+        }
+        if task.launch and spec.setup is not None:
+            setup_env = {
+                **env,
+                **common,
+                "SKYPILOT_SETUP_NODE_IPS": "127.0.0.1",
+                "SKYPILOT_SETUP_NODE_RANK": "0",
+                "SKYPILOT_SETUP_NUM_GPUS_PER_NODE": "0",
+            }
+            script = await self._write_script(cluster, f"{task_id}-setup", spec.setup)
+            code = await self._execute(cluster, script, setup_env, SETUP_PREFIX, log)
+            if code != 0:
+                _write(log, LOG_SETUP_FAILED.format(code=code).encode())
+                return code
+        if spec.run is None:
+            return 0
+        run_env = {
+            **env,
+            **common,
+            "SKYPILOT_NODE_IPS": "127.0.0.1",
+            "SKYPILOT_NODE_RANK": "0",
+            "SKYPILOT_NUM_GPUS_PER_NODE": "0",
+        }
+        script = await self._write_script(cluster, f"{task_id}-run", spec.run)
+        prefix = RUN_PREFIX.format(name=spec.name or "task", pid="{pid}")
+        return await self._execute(cluster, script, run_env, prefix, log)
+
+    async def down(self, cluster_name: str) -> None:
+        cluster = self._cluster_dir(cluster_name)
+        if not await asyncio.to_thread(cluster.exists):
+            return
+        await self._kill_recorded(cluster)
+        try:
+            await asyncio.to_thread(_remove_tree, cluster)
+        except OSError as error:
+            raise BackendError(DOWN_FAILED.format(name=cluster_name, error=error)) from error
+
+    def dashboard_url(self) -> str:
+        return ""
+
+    def _cluster_dir(self, cluster_name: str) -> Path:
+        if not _CLUSTER_NAME.fullmatch(cluster_name):
+            raise ValueError(CLUSTER_NAME_INVALID.format(name=cluster_name))
+        return self.clusters_dir / cluster_name
+
+    async def _sync(self, source: Path, target: Path, cluster_name: str) -> None:
+        try:
+            await asyncio.to_thread(_sync_tree, source, target)
+        except OSError as error:
+            raise BackendError(
+                SYNC_FAILED.format(src=source, name=cluster_name, error=error)
+            ) from error
+
+    async def _write_script(self, cluster: Path, name: str, body: str) -> Path:
+        path = cluster / SCRIPTS / f"{name}.sh"
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body if body.endswith("\n") else body + "\n", encoding="utf-8")
+
+        await asyncio.to_thread(write)
+        return path
+
+    async def _execute(
+        self, cluster: Path, script: Path, env: dict[str, str], prefix: str, log: BinaryIO
+    ) -> int:
+        """Run one script as its own process group, streaming its output into `log`."""
+        token = secrets.token_hex(16)
+        proc = await asyncio.create_subprocess_exec(
+            _bash(),
+            str(script),
+            cwd=cluster / WORKDIR,
+            env={**env, _TOKEN_ENV: token},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        job = _Job(pgid=proc.pid, token=token)
+        _record(cluster, job)
+        assert proc.stdout is not None
+        pump = asyncio.create_task(_pump(proc.stdout, log, prefix.format(pid=proc.pid).encode()))
+        try:
+            code = await proc.wait()
+            # The job is over when its shell exits; as SkyPilot does, stop what it left running
+            # (background processes, possibly still holding the output pipe open).
+            await asyncio.wait({pump}, timeout=_DRAIN_SECONDS)
+            leftovers = not pump.done() or await asyncio.to_thread(_group_alive, job)
+            if leftovers:
+                await self._terminate(job, proc)
+            await pump
+            if leftovers:
+                _write(log, LOG_LEFTOVERS_KILLED.encode())
+        except BaseException:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            await self._terminate(job, proc)
+            raise
+        finally:
+            _clear_record(cluster, job)
+        return code
+
+    async def _terminate(self, job: _Job, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM the job's process group, SIGKILL what is left after the grace period."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.kill_grace_seconds
+        stopped = False
+        try:
+            _signal_group(job.pgid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), self.kill_grace_seconds)
+            stopped = await self._wait_gone(job, deadline - loop.time())
+        finally:
+            # Also when this cleanup is itself cancelled: nothing of the job may outlive it.
+            if not stopped:
+                _signal_group(job.pgid, signal.SIGKILL)
+        await proc.wait()
+
+    async def _kill_recorded(self, cluster: Path) -> None:
+        """Kill the job recorded for `cluster` if it still runs (its worker died with it)."""
+        job = await asyncio.to_thread(_read_record, cluster)
+        if job is None:
+            return
+        if await asyncio.to_thread(_group_alive, job):
+            _signal_group(job.pgid, signal.SIGKILL)
+            if not await self._wait_gone(job, max(self.kill_grace_seconds, 5.0)):
+                raise BackendError(STALE_JOB_SURVIVED.format(name=cluster.name, pgid=job.pgid))
+        _clear_record(cluster, job)
+
+    async def _wait_gone(self, job: _Job, within: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while await asyncio.to_thread(_group_alive, job):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(_POLL_SECONDS)
+        return True
+
+
+def list_clusters(clusters_dir: Path) -> list[str]:
+    """Names of the local clusters that are up (launched and not yet downed)."""
+    if not clusters_dir.is_dir():
+        return []
+    return sorted(entry.name for entry in clusters_dir.iterdir() if entry.is_dir())
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _parse(task_yaml: str, overrides: dict[str, str], checkout_dir: Path) -> _Spec:
+    """Parse the task with SkyPilot's own parser and check what the local backend can run."""
+    import sky  # slow (seconds) the first time: callers run this in a thread
+    from sky.utils import yaml_utils
+
+    try:
+        yaml_utils.check_no_duplicate_keys(task_yaml)
+        config = yaml_utils.safe_load(task_yaml)
+    except (yaml.YAMLError, ValueError) as error:
+        raise TaskSpecError(INVALID_TASK.format(problem=error)) from None
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise TaskSpecError(NOT_A_MAPPING.format(kind=type(config).__name__))
+    task_envs = config.get("envs")
+    if isinstance(task_envs, dict):
+        for key, value in {**task_envs, **overrides}.items():
+            if value is None:
+                raise TaskSpecError(ENV_NOT_SET.format(name=key))
+    raw: dict[str, Any] = copy.deepcopy(config)
+    try:
+        task: Any = sky.Task.from_yaml_config(config, env_overrides=list(overrides.items()))
+        task.validate_name()
+    except Exception as error:  # SkyPilot reports a bad task as ValueError, assert, ...
+        raise TaskSpecError(INVALID_TASK.format(problem=error)) from None
+
+    if task.num_nodes > 1:
+        raise TaskSpecError(MULTI_NODE.format(num_nodes=task.num_nodes))
+    if raw.get("volumes") or getattr(task, "volumes", None):
+        raise TaskSpecError(VOLUMES_UNSUPPORTED)
+    raw_mounts = raw.get("file_mounts") or {}
+    for dest, src in raw_mounts.items():
+        if isinstance(src, dict):  # a bucket or a volume
+            shown = src.get("source") or src.get("name") or src.get("store") or "storage"
+            raise TaskSpecError(CLOUD_MOUNT.format(dest=dest, src=shown))
+    for dest, storage in (task.storage_mounts or {}).items():
+        shown = storage.source or storage.name
+        raise TaskSpecError(CLOUD_MOUNT.format(dest=dest, src=shown))
+    refs = list(getattr(task, "managed_secret_refs", None) or [])
+    if refs:
+        names = ", ".join(str(getattr(ref, "name", ref)) for ref in refs)
+        raise TaskSpecError(MANAGED_SECRETS.format(names=names))
+
+    mounts = tuple(
+        _resolve_mount(str(dest), str(src), checkout_dir)
+        for dest, src in (task.file_mounts or {}).items()
+    )
+    resources = raw.get("resources")
+    return _Spec(
+        name=task.name,
+        setup=task.setup,
+        run=task.run,
+        envs={
+            key: value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+            for key, value in task.envs_and_secrets.items()
+        },
+        workdir=_resolve_workdir(task.workdir, checkout_dir),
+        mounts=mounts,
+        resources=json.dumps(resources, sort_keys=True, default=str) if resources else "",
+    )
+
+
+def _resolve_workdir(workdir: object, checkout_dir: Path) -> Path:
+    if workdir is None:
+        return checkout_dir
+    if isinstance(workdir, dict):
+        shown = workdir.get("url") or json.dumps(workdir, default=str)
+        raise TaskSpecError(WORKDIR_NOT_LOCAL.format(workdir=shown))
+    text = str(workdir)
+    if "://" in text:
+        raise TaskSpecError(WORKDIR_NOT_LOCAL.format(workdir=text))
+    path = checkout_dir / os.path.expanduser(text)
+    if not path.is_dir():
+        raise TaskSpecError(WORKDIR_MISSING.format(workdir=text, path=path))
+    return path
+
+
+def _resolve_mount(dest: str, src: str, checkout_dir: Path) -> _Mount:
+    if "://" in src:
+        raise TaskSpecError(CLOUD_MOUNT.format(dest=dest, src=src))
+    source = checkout_dir / os.path.expanduser(src)
+    if src.startswith("skypilot:") or not (source.exists() or source.is_symlink()):
+        raise TaskSpecError(MOUNT_MISSING.format(dest=dest, src=src, path=source))
+    return _Mount(dest=dest, target=_mount_target(dest), source=source)
+
+
+def _mount_target(dest: str) -> PurePosixPath:
+    """Map a destination on a SkyPilot node into the cluster directory (never outside it)."""
+    if dest == "~" or dest.startswith("~/"):
+        parts = PurePosixPath(posixpath.normpath("/" + dest[1:])).parts[1:]
+        if parts[:1] == (WORKDIR,):
+            return PurePosixPath(*parts)
+        return PurePosixPath(MOUNT_HOME, *parts)
+    if dest.startswith("/"):
+        return PurePosixPath(MOUNT_ROOT, *PurePosixPath(posixpath.normpath(dest)).parts[1:])
+    raise TaskSpecError(MOUNT_DEST_INVALID.format(dest=dest))
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def _base_env(task_envs: dict[str, str], cluster: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in _WORKER_SECRETS}
+    env["PYTHONUNBUFFERED"] = "1"  # as SkyPilot's job script does, so logs stream
+    env.update(task_envs)
+    env["SKYRUN_MOUNT_ROOT"] = str((cluster / MOUNT_ROOT).absolute())
+    env["SKYRUN_MOUNT_HOME"] = str((cluster / MOUNT_HOME).absolute())
+    return env
+
+
+def _bash() -> str:
+    return shutil.which("bash") or "/bin/bash"
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Resolved in the parent: the child, between fork and exec, only makes the call.
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: be SIGKILLed when the worker dies (Linux only)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+async def _pump(stream: asyncio.StreamReader, log: BinaryIO, prefix: bytes) -> None:
+    """Copy output into `log` as it comes, each line prefixed the way SkyPilot does."""
+    at_line_start = True
+    while chunk := await stream.read(_CHUNK):
+        data, at_line_start = _prefix_lines(chunk, prefix, at_line_start)
+        _write(log, data)
+    if not at_line_start:
+        _write(log, b"\n")
+
+
+def _prefix_lines(chunk: bytes, prefix: bytes, at_line_start: bool) -> tuple[bytes, bool]:
+    out = bytearray()
+    for line in _split_lf(chunk):
+        if at_line_start:
+            out += prefix
+        out += line
+        at_line_start = line.endswith(b"\n")
+    return bytes(out), at_line_start
+
+
+def _split_lf(chunk: bytes) -> list[bytes]:
+    """Split after each LF only: a progress bar's CR does not start a new log line."""
+    lines = [line + b"\n" for line in chunk.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return [line for line in lines if line]
+
+
+def _write(log: BinaryIO, data: bytes) -> None:
+    log.write(data)
+    log.flush()
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(job: _Job) -> bool:
+    """Whether a live (non-zombie) process of `job` is still in its process group."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # no procfs (macOS): trust the group id
+        try:
+            os.killpg(job.pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    needle = f"{_TOKEN_ENV}={job.token}".encode()
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (proc / entry.name / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            if int(fields[2]) != job.pgid or fields[0] == b"Z":
+                continue
+            if needle in (proc / entry.name / "environ").read_bytes().split(b"\0"):
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+def _record(cluster: Path, job: _Job) -> None:
+    (cluster / JOB_RECORD).write_text(f"{job.pgid} {job.token}\n", encoding="utf-8")
+
+
+def _read_record(cluster: Path) -> _Job | None:
+    try:
+        pgid, token = (cluster / JOB_RECORD).read_text(encoding="utf-8").split()
+        return _Job(pgid=int(pgid), token=token)
+    except (OSError, ValueError):
+        return None
+
+
+def _clear_record(cluster: Path, job: _Job) -> None:
+    if _read_record(cluster) == job:
+        with contextlib.suppress(FileNotFoundError):
+            (cluster / JOB_RECORD).unlink()
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def _sync_tree(source: Path, target: Path) -> None:
+    """Copy `source` onto `target` like `rsync -a` without `--delete`: extra files stay."""
+    if source.is_dir():
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            _remove(target)
+        target.mkdir(parents=True, exist_ok=True)
+        with os.scandir(source) as entries:
+            for entry in entries:
+                _sync_entry(entry, target / entry.name)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_file(source, target)
+
+
+def _sync_entry(entry: os.DirEntry[str], target: Path) -> None:
+    if entry.is_symlink():
+        link = os.readlink(entry.path)
+        if target.is_symlink() and os.readlink(target) == link:
+            return
+        if target.is_symlink() or target.exists():
+            _remove(target)
+        os.symlink(link, target)
+    elif entry.is_dir(follow_symlinks=False):
+        _sync_tree(Path(entry.path), target)
+    elif entry.is_file(follow_symlinks=False):
+        _copy_file(Path(entry.path), target)
+    # Sockets, FIFOs and devices are not copied (reading a FIFO would block).
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    if target.is_symlink() or target.exists():
+        if not target.is_symlink() and target.is_file():
+            have, want = target.stat(), source.stat()
+            if have.st_size == want.st_size and have.st_mtime_ns == want.st_mtime_ns:
+                return  # rsync's quick check: unchanged since the last sync
+        _remove(target)
+    shutil.copy2(source, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        _remove_tree(path)
+    else:
+        path.unlink()
+
+
+def _remove_tree(path: Path) -> None:
+    """`rm -rf`, also through read-only directories a task created (Go and pip caches do)."""
+
+    def retry_writable(func: Callable[..., object], failed: str, _exc: object) -> None:
+        parent = os.path.dirname(failed)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, os.stat(parent).st_mode | stat.S_IRWXU)
+        with contextlib.suppress(FileNotFoundError):
+            if func is os.rmdir or func is os.unlink or func is os.remove:
+                func(failed)
+            else:  # os.scandir / os.open on an unreadable directory
+                os.chmod(failed, os.stat(failed).st_mode | stat.S_IRWXU)
+                shutil.rmtree(failed, onerror=retry_writable)
+
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path, onerror=retry_writable)

@@ -1,0 +1,547 @@
+"""Runs stages as SkyPilot tasks (SKYRUN_BACKEND=skypilot), optionally through an API server.
+
+`sky` is imported lazily on first use (it takes seconds, and the bot must never import it), and
+every SDK call blocks on HTTP, so each one runs in a thread via `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import io
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import yaml
+
+from worker.backends.base import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_SUCCEEDED,
+    BackendError,
+    TaskRun,
+    TaskSpecError,
+)
+
+logger = logging.getLogger(__name__)
+
+# The variable SkyPilot 0.14.1 reads the API server URL from (sky/server/common.py
+# get_server_url). The SDK has no per-call endpoint and caches the URL process-wide, so the
+# endpoint is pinned once per process, before the first SDK call.
+ENDPOINT_ENV = "SKYPILOT_API_SERVER_ENDPOINT"
+# Where SkyPilot's API server serves its dashboard (sky/server/common.py get_dashboard_url).
+DASHBOARD_PATH = "/dashboard"
+# Prefix of every cluster skyrun names (see base.cluster_name_for).
+CLUSTER_PREFIX = "sr-"
+# How long cancellation waits for SkyPilot to stop a request or job before giving up on it.
+CANCEL_TIMEOUT_SECONDS = 60.0
+# Longest server message kept in an error (errors travel through Temporal and onto PRs).
+MAX_MESSAGE_CHARS = 2000
+
+# User-facing texts: errors (shown on the PR / in Slack) and lines written into the stage log.
+MSG_YAML_INVALID = "The task YAML is not valid YAML: {error}"
+MSG_YAML_NOT_MAPPING = "The task YAML must be a mapping of SkyPilot task fields, not {kind}."
+MSG_TASK_INVALID = "SkyPilot rejected the task: {error}"
+MSG_MISSING_ENVS = (
+    "The task needs a value for {names}: set it in the pipeline's `envs:` or pass it as "
+    "KEY=VALUE with the command."
+)
+MSG_OUTSIDE_CHECKOUT = (
+    "`{field}` points at {path!r}, outside the repository; local paths in a task must stay "
+    "inside the repository (use a bucket URL for other data)."
+)
+MSG_NO_CLOUD = (
+    "No cloud is enabled on the SkyPilot API server, so nothing can be launched; an operator "
+    "must set up cloud credentials (`sky check`) before re-running. SkyPilot said: {error}"
+)
+MSG_NO_RESOURCES = (
+    "No enabled cloud offers the resources the task asks for; change `resources:` in the task "
+    "or enable a cloud that has them. SkyPilot said: {error}"
+)
+MSG_CLUSTER_NOT_UP = (
+    "Cluster {cluster} is not up (it was not launched, failed to launch or was already torn "
+    "down). SkyPilot said: {error}"
+)
+MSG_BACKEND_FAILED = "SkyPilot failed to {action}: {error}"
+MSG_ENDPOINT_CONFLICT = (
+    "This process already uses SkyPilot API server {current}; one process talks to one server."
+)
+LOG_LAUNCHING = "[skyrun] launching cluster {cluster} (SkyPilot request {request_id})\n"
+LOG_EXECUTING = "[skyrun] running on cluster {cluster} (SkyPilot request {request_id})\n"
+LOG_JOB_STARTED = "[skyrun] job {job_id} submitted on cluster {cluster}; its output follows\n"
+LOG_NO_JOB = "[skyrun] the task has no `run` commands: nothing to run\n"
+LOG_CANCELLING = "[skyrun] cancelled: stopping the SkyPilot request and job\n"
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+):[^/\s@]+@")
+_URL_USERINFO = re.compile(r"://[^/\s@]*@")
+_SECRET_ENV_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|PRIVATE_KEY|AUTH", re.I)
+_LOCAL_PATH_SKIP = ("~", "$", "skypilot:")
+
+# Exceptions whose cause is the task (what it asks for), not the backend: not worth retrying.
+_USER_ERRORS = frozenset(
+    {
+        "InvalidSkyPilotConfigError",
+        "StorageSpecError",
+        "ResourcesMismatchError",
+        "NotSupportedError",
+        "UserRequestRejectedByPolicy",
+        "ValueError",
+    }
+)
+_CLUSTER_STATE_ERRORS = frozenset({"ClusterDoesNotExist", "ClusterNotUpError"})
+_TRANSIENT_RESOURCE_ERRORS = frozenset({"KubeAPIUnreachableError"})
+_BUILD_ERRORS = (ValueError, TypeError, KeyError, AssertionError)
+
+_sdk_lock = threading.Lock()
+_pinned_endpoint: str | None = None
+
+
+class SkyPilotBackend:
+    """Compute backend on SkyPilot: launch/exec a stage's task, follow its job, tear down."""
+
+    name = "skypilot"
+
+    def __init__(self, api_server_endpoint: str | None = None, sdk: Any | None = None) -> None:
+        self._endpoint = api_server_endpoint.rstrip("/") if api_server_endpoint else None
+        self._sdk = sdk
+        # In-flight launch/exec request per cluster, so `down` can cancel a launch still running.
+        self._requests: dict[str, str] = {}
+
+    # -- ComputeBackend -------------------------------------------------------------------------
+
+    async def validate(self, task_yaml: str, envs: dict[str, str], checkout_dir: Path) -> None:
+        sky = await self._sky()
+        await asyncio.to_thread(_build_task, sky, task_yaml, envs, checkout_dir)
+
+    async def run(self, task: TaskRun, log: BinaryIO) -> int:
+        sky = await self._sky()
+        cluster = task.cluster_name
+        secrets = _secret_values(task.task_yaml, task.envs)
+        stream = _LogStream(log)
+        request_id: str | None = None
+        job_id: int | None = None
+        try:
+            sky_task = await asyncio.to_thread(
+                _build_task, sky, task.task_yaml, task.envs, task.checkout_dir
+            )
+            request_id = await self._submit(sky, sky_task, task)
+            self._requests[cluster] = request_id
+            template = LOG_LAUNCHING if task.launch else LOG_EXECUTING
+            stream.write(template.format(cluster=cluster, request_id=request_id))
+            job_id, _handle = await asyncio.to_thread(
+                sky.stream_and_get, request_id, output_stream=stream
+            )
+            request_id = None
+            self._requests.pop(cluster, None)
+            if job_id is None:
+                stream.write(LOG_NO_JOB)
+                return EXIT_SUCCEEDED
+            stream.write(LOG_JOB_STARTED.format(job_id=job_id, cluster=cluster))
+            code = await asyncio.to_thread(
+                sky.tail_logs, cluster, job_id, follow=True, output_stream=stream
+            )
+            if code not in (EXIT_SUCCEEDED, EXIT_FAILED, EXIT_CANCELLED):
+                logger.warning("job %s on %s ended with unexpected code %s", job_id, cluster, code)
+            return int(code)
+        except asyncio.CancelledError:
+            stream.write(LOG_CANCELLING)
+            await self._stop_remote(sky, cluster, request_id, job_id)
+            raise
+        except (TaskSpecError, BackendError):
+            raise
+        except Exception as exc:
+            if job_id is not None:
+                # The job may still run; stop it so a retry of this stage starts clean.
+                await self._stop_remote(sky, cluster, None, job_id)
+            action = f"launch cluster {cluster}" if task.launch else f"run on cluster {cluster}"
+            raise _translate(exc, action, cluster, secrets) from None
+        finally:
+            stream.stop()
+            if request_id is not None and self._requests.get(cluster) == request_id:
+                del self._requests[cluster]
+
+    async def down(self, cluster_name: str) -> None:
+        """Tear the cluster down (INIT clusters too); if cancelled, the teardown still finishes."""
+        sky = await self._sky()
+        in_flight = self._requests.pop(cluster_name, None)
+        if in_flight is not None:
+            await self._stop_remote(sky, cluster_name, in_flight, None)
+        try:
+            request_id = await asyncio.to_thread(sky.down, cluster_name)
+            await asyncio.to_thread(
+                sky.stream_and_get, request_id, output_stream=_LoggerStream(cluster_name)
+            )
+        except Exception as exc:
+            if _is_a(exc, {"ClusterDoesNotExist"}):
+                logger.info("cluster %s is already gone", cluster_name)
+                return
+            action = f"tear down cluster {cluster_name}"
+            raise _translate(exc, action, cluster_name, [], force_transient=True) from None
+
+    def dashboard_url(self) -> str:
+        if not self._endpoint:
+            return ""
+        return _URL_USERINFO.sub("://", self._endpoint) + DASHBOARD_PATH
+
+    # -- extras for the CLI and metrics ---------------------------------------------------------
+
+    def cluster_names_up(self, prefix: str = CLUSTER_PREFIX) -> list[str]:
+        """Names of skyrun's clusters SkyPilot knows (any user). Blocking: call it in a thread."""
+        sky = self._load_sdk()
+        try:
+            records = sky.get(sky.status(all_users=True))
+        except Exception as exc:
+            raise _translate(exc, "list clusters", "", [], force_transient=True) from None
+        return sorted(str(r["name"]) for r in records if str(r["name"]).startswith(prefix))
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _sky(self) -> Any:
+        if self._sdk is not None:
+            return self._sdk
+        return await asyncio.to_thread(self._load_sdk)
+
+    def _load_sdk(self) -> Any:
+        with _sdk_lock:
+            if self._sdk is None:
+                if self._endpoint:
+                    _pin_endpoint(self._endpoint)
+                import sky  # lazy on purpose: slow, and only the worker needs it
+
+                self._sdk = sky
+            return self._sdk
+
+    async def _submit(self, sky: Any, sky_task: Any, task: TaskRun) -> str:
+        """Send the launch/exec request; if cancelled meanwhile, cancel the request it created."""
+        call: Callable[[], str]
+        if task.launch:
+            # Autostop with down on every launch: a backstop if `down` is never called. Retrying
+            # until up is left to Temporal, and nothing may prompt.
+            call = functools.partial(
+                sky.launch,
+                sky_task,
+                cluster_name=task.cluster_name,
+                retry_until_up=False,
+                idle_minutes_to_autostop=max(1, task.autostop_minutes),
+                down=True,
+                _need_confirmation=False,
+            )
+        else:
+            call = functools.partial(sky.exec, sky_task, cluster_name=task.cluster_name)
+        submitting = asyncio.ensure_future(asyncio.to_thread(call))
+        try:
+            return await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            # The request may reach the server anyway (the thread cannot be stopped): wait for
+            # its id so that it can be cancelled instead of provisioning a cluster unobserved.
+            request_id: str | None = None
+            with contextlib.suppress(Exception):
+                request_id = await asyncio.wait_for(submitting, CANCEL_TIMEOUT_SECONDS)
+            if request_id is not None:
+                await self._stop_remote(sky, task.cluster_name, request_id, None)
+            raise
+
+    async def _stop_remote(
+        self, sky: Any, cluster: str, request_id: str | None, job_id: int | None
+    ) -> None:
+        """Best effort: cancel the in-flight request and the job; errors are logged, not raised."""
+        if request_id is None and job_id is None:
+            return
+
+        def stop() -> None:
+            if request_id is not None:
+                try:
+                    sky.get(sky.api_cancel(request_id, silent=True))
+                except Exception:
+                    logger.warning(
+                        "could not cancel SkyPilot request %s", request_id, exc_info=True
+                    )
+            if job_id is not None:
+                try:
+                    sky.get(sky.cancel(cluster, job_ids=[job_id]))
+                except Exception:
+                    logger.warning("could not cancel job %s on %s", job_id, cluster, exc_info=True)
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(stop), CANCEL_TIMEOUT_SECONDS)
+        except Exception:
+            logger.warning("stopping request/job on %s did not finish", cluster, exc_info=True)
+
+
+# -- building the task ----------------------------------------------------------------------------
+
+
+def _build_task(sky: Any, task_yaml: str, envs: dict[str, str], checkout_dir: Path) -> Any:
+    """Parse the task YAML into a `sky.Task` with envs applied and local paths in the checkout.
+
+    Raises TaskSpecError for anything wrong with the task; runs only local checks (no server).
+    """
+    config = _parse_config(task_yaml)
+    missing = _missing_envs(config, envs)
+    if missing:
+        raise TaskSpecError(MSG_MISSING_ENVS.format(names=", ".join(missing)))
+    config = resolve_local_paths(config, checkout_dir)
+    secrets = _secret_values(task_yaml, envs)
+    try:
+        task = sky.Task.from_yaml_config(config, env_overrides=list(envs.items()))
+        _resolve_substituted_paths(task, checkout_dir)
+        _check_inside_checkout(task, checkout_dir)
+        task.expand_and_validate_workdir()
+        task.expand_and_validate_file_mounts()
+    except TaskSpecError:
+        raise
+    except _BUILD_ERRORS as exc:
+        raise TaskSpecError(MSG_TASK_INVALID.format(error=_describe(exc, secrets))) from None
+    except Exception as exc:
+        raise _translate(exc, "prepare the task", "", secrets) from None
+    return task
+
+
+def _parse_config(task_yaml: str) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(task_yaml)
+    except yaml.YAMLError as exc:
+        raise TaskSpecError(MSG_YAML_INVALID.format(error=exc)) from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise TaskSpecError(MSG_YAML_NOT_MAPPING.format(kind=type(config).__name__))
+    return config
+
+
+def _missing_envs(config: dict[str, Any], envs: dict[str, str]) -> list[str]:
+    """Env names the task declares without a value (`KEY:` / `KEY: null`) and nobody set."""
+    declared = config.get("envs")
+    if not isinstance(declared, dict):
+        return []
+    return sorted(str(k) for k, v in declared.items() if v is None and str(k) not in envs)
+
+
+def resolve_local_paths(config: dict[str, Any], checkout_dir: Path) -> dict[str, Any]:
+    """A copy of the task config with relative `workdir` and local mount sources made absolute.
+
+    SkyPilot resolves them against the process's cwd; a stage's paths mean the checkout.
+    Bucket URLs, `~` and `$VAR` paths are left alone (the latter are resolved after SkyPilot
+    substitutes envs).
+    """
+    resolved = dict(config)
+    workdir = resolved.get("workdir")
+    if isinstance(workdir, str):
+        resolved["workdir"] = _absolute(workdir, checkout_dir)
+    mounts = resolved.get("file_mounts")
+    if isinstance(mounts, dict):
+        new_mounts: dict[Any, Any] = {}
+        for dst, src in mounts.items():
+            if isinstance(src, str):
+                new_mounts[dst] = _absolute(src, checkout_dir)
+            elif isinstance(src, dict) and "source" in src:
+                source = src["source"]
+                if isinstance(source, str):
+                    source = _absolute(source, checkout_dir)
+                elif isinstance(source, list):
+                    source = [
+                        _absolute(s, checkout_dir) if isinstance(s, str) else s for s in source
+                    ]
+                new_mounts[dst] = {**src, "source": source}
+            else:
+                new_mounts[dst] = src
+        resolved["file_mounts"] = new_mounts
+    return resolved
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path and not path.startswith("skypilot:")
+
+
+def _absolute(path: str, checkout_dir: Path) -> str:
+    if not path or not _is_local(path) or path.startswith(_LOCAL_PATH_SKIP):
+        return path
+    if os.path.isabs(path):
+        return path
+    return os.path.normpath(checkout_dir / path)
+
+
+def _resolve_substituted_paths(task: Any, checkout_dir: Path) -> None:
+    """Paths that were relative only after env substitution (`workdir: $DIR`) mean the checkout."""
+    if isinstance(task.workdir, str):
+        task.workdir = _absolute(task.workdir, checkout_dir)
+    if task.file_mounts:
+        task.file_mounts = {
+            dst: _absolute(src, checkout_dir) if isinstance(src, str) else src
+            for dst, src in task.file_mounts.items()
+        }
+
+
+def _check_inside_checkout(task: Any, checkout_dir: Path) -> None:
+    """Local sources get uploaded to the cluster: keep the worker's own files off it."""
+    root = checkout_dir.resolve()
+
+    def check(field: str, path: str) -> None:
+        real = Path(os.path.expanduser(path))
+        real = (real if real.is_absolute() else checkout_dir / real).resolve()
+        if real != root and root not in real.parents:
+            raise TaskSpecError(MSG_OUTSIDE_CHECKOUT.format(field=field, path=path))
+
+    if isinstance(task.workdir, str):
+        check("workdir", task.workdir)
+    for dst, src in (task.file_mounts or {}).items():
+        if isinstance(src, str) and _is_local(src):
+            check(f"file_mounts.{dst}", src)
+    for dst, storage in (task.storage_mounts or {}).items():
+        sources = getattr(storage, "source", None)
+        for src in [sources] if isinstance(sources, str) else sources or []:
+            if isinstance(src, str) and _is_local(src):
+                check(f"file_mounts.{dst}.source", src)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def _is_a(exc: BaseException, names: Iterable[str]) -> bool:
+    """Match by class name along the MRO: server errors are rebuilt from their names anyway."""
+    wanted = set(names)
+    return any(cls.__name__ in wanted for cls in type(exc).__mro__)
+
+
+def _translate(
+    exc: BaseException,
+    action: str,
+    cluster: str,
+    secrets: list[str],
+    *,
+    force_transient: bool = False,
+) -> TaskSpecError | BackendError:
+    """Map an SDK / server exception to a user error (not retried) or a backend error (retried)."""
+    error = _describe(exc, secrets)
+    if _is_a(exc, _CLUSTER_STATE_ERRORS):
+        return BackendError(MSG_CLUSTER_NOT_UP.format(cluster=cluster, error=error))
+    if not force_transient:
+        if _is_a(exc, {"NoCloudAccessError"}):
+            return TaskSpecError(MSG_NO_CLOUD.format(error=error))
+        if _is_a(exc, {"ResourcesUnavailableError"}) and not _is_a(exc, _TRANSIENT_RESOURCE_ERRORS):
+            # An empty failover history means the optimizer found nothing to even try; else
+            # the clouds were tried and had no capacity, which may change.
+            if not getattr(exc, "failover_history", None):
+                return TaskSpecError(MSG_NO_RESOURCES.format(error=error))
+        elif _is_a(exc, _USER_ERRORS):
+            return TaskSpecError(MSG_TASK_INVALID.format(error=error))
+    return BackendError(MSG_BACKEND_FAILED.format(action=action, cluster=cluster, error=error))
+
+
+def _describe(exc: BaseException, secrets: list[str]) -> str:
+    """The exception as one clean line for users: type, message; no colours, no secrets."""
+    message = _ANSI.sub("", str(exc)).strip()
+    message = _URL_PASSWORD.sub(r"\1:***@", message)
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + " …"
+    name = type(exc).__name__
+    if not message:
+        return name
+    return message if name in ("Exception", "RuntimeError") else f"{name}: {message}"
+
+
+def _secret_values(task_yaml: str, envs: dict[str, str]) -> list[str]:
+    """Values to keep out of error messages: inline task secrets and secret-looking envs."""
+    values = [v for k, v in envs.items() if _SECRET_ENV_NAME.search(k)]
+    with contextlib.suppress(yaml.YAMLError):
+        config = yaml.safe_load(task_yaml)
+        if isinstance(config, dict):
+            for key in ("secrets", "envs"):
+                section = config.get(key)
+                if isinstance(section, dict):
+                    values += [
+                        str(v)
+                        for k, v in section.items()
+                        if v is not None and (key == "secrets" or _SECRET_ENV_NAME.search(str(k)))
+                    ]
+    return [v for v in values if len(v) >= 4]
+
+
+# -- endpoint -------------------------------------------------------------------------------------
+
+
+def _pin_endpoint(endpoint: str) -> None:
+    """Point this process's SDK at `endpoint`, once, before any SDK call caches the URL."""
+    global _pinned_endpoint
+    if _pinned_endpoint is not None:
+        if _pinned_endpoint != endpoint:
+            raise RuntimeError(MSG_ENDPOINT_CONFLICT.format(current=_redact_url(_pinned_endpoint)))
+        return
+    current = os.environ.get(ENDPOINT_ENV)
+    if current and current.rstrip("/") != endpoint:
+        logger.warning(
+            "%s=%s is overridden by the worker settings", ENDPOINT_ENV, _redact_url(current)
+        )
+    os.environ[ENDPOINT_ENV] = endpoint
+    _pinned_endpoint = endpoint
+    common = sys.modules.get("sky.server.common")
+    cache_clear = getattr(getattr(common, "get_server_url", None), "cache_clear", None)
+    if callable(cache_clear):
+        cache_clear()
+
+
+def _redact_url(url: str) -> str:
+    return _URL_PASSWORD.sub(r"\1:***@", url)
+
+
+# -- log streams ----------------------------------------------------------------------------------
+
+
+class _LogStream(io.TextIOBase):
+    """Text stream for the SDK's `output_stream`: UTF-8 into the stage's binary log, no colours.
+
+    `stop()` detaches it, so SDK threads still streaming after a cancellation stop writing.
+    """
+
+    def __init__(self, log: BinaryIO) -> None:
+        super().__init__()
+        self._log = log
+        self._lock = threading.Lock()
+        self._open = True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str, /) -> int:
+        with self._lock:
+            if self._open and s:
+                self._log.write(_ANSI.sub("", s).encode("utf-8", errors="replace"))
+                self._log.flush()
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        with self._lock:
+            self._open = False
+
+
+class _LoggerStream(io.TextIOBase):
+    """Text stream that forwards a request's output (e.g. teardown progress) to the worker log."""
+
+    def __init__(self, cluster: str) -> None:
+        super().__init__()
+        self._cluster = cluster
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str, /) -> int:
+        for line in _ANSI.sub("", s).splitlines():
+            if line.strip():
+                logger.info("[%s] %s", self._cluster, line)
+        return len(s)
+
+    def flush(self) -> None:
+        pass

@@ -1,0 +1,232 @@
+"""The `skyrun` command line: dev stack, bot, worker, and runs by hand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.dispatch import Dispatcher
+    from worker.contract import RunProgress
+    from worker.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 3
+
+NO_TEMPORAL = (
+    "cannot reach Temporal at {target}: {error}\n"
+    "start the local stack with `skyrun dev` (or `make run`), or set TEMPORAL_ADDRESS"
+)
+UNKNOWN_RUN = "no run with id {run_id} (see `skyrun runs`)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skyrun", description="Run ML pipelines as durable Temporal workflows over SkyPilot."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = sub.add_parser("dev", help="everything on one machine: Temporal dev server, worker, bot")
+    dev.add_argument("--example", metavar="REPO", help="start one run of REPO once the stack is up")
+    sub.add_parser("bot", help="the webhook / Slack / run pages server")
+    sub.add_parser("worker", help="a worker: runs workflows and their activities")
+    run = sub.add_parser("run", help="start a run by hand")
+    run.add_argument("repo", help="a git URL or a local path")
+    run.add_argument("--ref", default="", help="branch, tag or commit (default: the default branch)")
+    run.add_argument("--stage", action="append", default=[], help="run only this stage (repeatable)")
+    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    run.add_argument("--wait", action="store_true", help="follow the run; exit non-zero if it fails")
+    runs = sub.add_parser("runs", help="list recent runs")
+    runs.add_argument("--repo")
+    runs.add_argument("--state")
+    runs.add_argument("--limit", type=int, default=20)
+    status = sub.add_parser("status", help="show one run")
+    status.add_argument("run_id")
+    cancel = sub.add_parser("cancel", help="cancel a run (its clusters are still torn down)")
+    cancel.add_argument("run_id")
+    sub.add_parser("check", help="what is configured and reachable")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    from worker.logsetup import configure_logging
+    from worker.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ValueError as err:
+        print(f"skyrun: invalid settings: {err}", file=sys.stderr)
+        _exit(EXIT_USAGE)
+    configure_logging()
+    command = args.command
+    try:
+        if command == "bot":
+            from bot.server import serve_bot
+
+            code = serve_bot(settings)
+        else:
+            code = asyncio.run(_dispatch(command, args, settings))
+    except KeyboardInterrupt:
+        code = 130
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Leave deliberately: temporalio's runtime can crash at interpreter exit (sdk-python#300)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    if command == "dev":
+        from worker.dev import run_dev
+
+        return await run_dev(settings, example=args.example)
+    if command == "worker":
+        from worker.dev import run_worker
+
+        return await run_worker(settings)
+    if command == "check":
+        from worker.check import run_check
+
+        return await run_check(settings)
+    dispatcher = await _dispatcher(settings)
+    if dispatcher is None:
+        return EXIT_FAILED
+    if command == "run":
+        return await _run(args, settings, dispatcher)
+    if command == "runs":
+        return await _runs(args, dispatcher)
+    if command == "status":
+        return await _status(args.run_id, settings, dispatcher)
+    if command == "cancel":
+        cancelled = await dispatcher.cancel(args.run_id)
+        print(f"cancelling {args.run_id}" if cancelled else f"{args.run_id} is not running")
+        return EXIT_OK if cancelled else EXIT_FAILED
+    raise AssertionError(command)
+
+
+async def _dispatcher(settings: Settings) -> Dispatcher | None:
+    from bot.dispatch import Dispatcher
+    from worker.temporal import connect
+
+    try:
+        client = await connect(settings)
+    except RuntimeError as err:
+        print(NO_TEMPORAL.format(target=settings.temporal_target, error=err), file=sys.stderr)
+        return None
+    return Dispatcher(client, settings.temporal_task_queue)
+
+
+async def _run(args: argparse.Namespace, settings: Settings, dispatcher: Dispatcher) -> int:
+    from worker.manual import manual_request
+    from worker.pipeline import parse_env_assignments
+
+    try:
+        envs = parse_env_assignments(args.env)
+        request = await manual_request(args.repo, args.ref, args.stage, envs)
+    except ValueError as err:
+        print(f"skyrun run: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    outcome = await dispatcher.start(request)
+    from worker.links import Links
+
+    links = Links(settings)
+    verb = "started" if outcome.started else "already running"
+    print(f"{verb}: {outcome.run_id}  {links.run(outcome.run_id)}")
+    for other in outcome.superseded:
+        print(f"superseded: {other} (cancelled)")
+    if not args.wait:
+        return EXIT_OK
+    progress = await follow(dispatcher, outcome.run_id)
+    print_summary(progress, settings)
+    return exit_code_for(progress)
+
+
+def exit_code_for(progress: RunProgress | None) -> int:
+    from worker.contract import RunState
+
+    if progress is None:
+        return EXIT_FAILED
+    if progress.state in (RunState.SUCCEEDED, RunState.SKIPPED):
+        return EXIT_OK
+    if progress.state is RunState.CANCELLED:
+        return EXIT_CANCELLED
+    return EXIT_FAILED
+
+
+async def follow(dispatcher: Dispatcher, run_id: str, interval_s: float = 0.5) -> RunProgress | None:
+    """Print each stage change until the run is finished; return its final progress."""
+    seen: dict[str, str] = {}
+    progress = None
+    while True:
+        progress = await dispatcher.progress(run_id)
+        if progress is None:
+            print(UNKNOWN_RUN.format(run_id=run_id), file=sys.stderr)
+            return None
+        for stage in progress.stages:
+            if seen.get(stage.name) != stage.state.value:
+                seen[stage.name] = stage.state.value
+                took = f" ({stage.duration_s:.1f} s)" if stage.duration_s is not None else ""
+                print(f"  {stage.name:<14} {stage.state.value}{took}", flush=True)
+        if progress.state.finished:
+            return progress
+        await asyncio.sleep(interval_s)
+
+
+def print_summary(progress: RunProgress | None, settings: Settings) -> None:
+    from worker.links import Links
+
+    if progress is None:
+        return
+    links = Links(settings)
+    print(f"run {progress.run_id}: {progress.state.value}")
+    if progress.error:
+        print(f"  {progress.error}")
+    failed = progress.failed_stage
+    if failed and failed.log_tail:
+        print("  last log lines:")
+        for line in failed.log_tail[-10:]:
+            print(f"    {line}")
+    for name, value in progress.metrics.items():
+        print(f"  metric {name} = {value:g}")
+    print(f"  page:     {links.run(progress.run_id)}")
+    for stage in progress.stages:
+        print(f"  log:      {links.log(progress.run_id, stage.name)}")
+    print(f"  temporal: {links.temporal(progress.run_id)}")
+
+
+async def _runs(args: argparse.Namespace, dispatcher: Dispatcher) -> int:
+    runs = await dispatcher.list_runs(limit=args.limit, repo=args.repo, state=args.state)
+    if not runs:
+        print("no runs")
+    for run in runs:
+        took = f"{run.duration_s:.1f}s" if run.duration_s is not None else "-"
+        print(
+            f"{run.run_id:<28} {run.state.value:<10} {run.repo:<30} "
+            f"{run.ref or '-':<14} {run.trigger:<8} {took}"
+        )
+    return EXIT_OK
+
+
+async def _status(run_id: str, settings: Settings, dispatcher: Dispatcher) -> int:
+    progress = await dispatcher.progress(run_id)
+    if progress is None:
+        print(UNKNOWN_RUN.format(run_id=run_id), file=sys.stderr)
+        return EXIT_FAILED
+    for stage in progress.stages:
+        took = f"{stage.duration_s:.1f} s" if stage.duration_s is not None else ""
+        print(f"  {stage.name:<14} {stage.state.value:<10} {stage.cluster:<12} {took}")
+    print_summary(progress, settings)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The plain contract between the front doors (bot, CLI) and the durable worker.
+
+Dataclasses and names only: this module is imported by the bot, so it must stay free of
+heavy imports (no temporalio, no sky).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+WORKFLOW_NAME = "SkyrunPipeline"
+QUERY_PROGRESS = "progress"
+DEFAULT_TASK_QUEUE = "skyrun"
+
+# Search attributes every run carries, so runs can be listed and filtered without a database.
+SA_REPO = "SkyrunRepo"
+SA_LANE = "SkyrunLane"
+SA_REF = "SkyrunRef"
+SA_COMMIT = "SkyrunCommit"
+SA_TRIGGER = "SkyrunTrigger"
+SA_USER = "SkyrunUser"
+SA_PR = "SkyrunPr"
+SA_STATE = "SkyrunState"
+SA_DELIVERY = "SkyrunDelivery"
+KEYWORD_ATTRIBUTES = (
+    SA_REPO,
+    SA_LANE,
+    SA_REF,
+    SA_COMMIT,
+    SA_TRIGGER,
+    SA_USER,
+    SA_STATE,
+    SA_DELIVERY,
+)
+INT_ATTRIBUTES = (SA_PR,)
+
+
+class Trigger(str, Enum):
+    PUSH = "push"
+    COMMENT = "comment"
+    PULL_REQUEST = "pull_request"
+    SLACK = "slack"
+    CLI = "cli"
+
+
+class RunState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunState.QUEUED, RunState.RUNNING)
+
+
+class StageState(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class GitHubTarget:
+    """Where a GitHub-triggered run reports: the PR (if any) and the commit's check run."""
+
+    installation_id: int | None = None
+    pr_number: int | None = None
+    comment_id: int | None = None
+    base_branch: str | None = None
+    head_repo: str | None = None
+
+
+@dataclass
+class SlackTarget:
+    """Where a Slack-triggered (or Slack-notified) run reports."""
+
+    channel: str = ""
+    user: str = ""
+    response_url: str = ""
+
+
+@dataclass
+class RunRequest:
+    """Everything that identifies and parameterises one pipeline run."""
+
+    repo: str
+    """`owner/name` for GitHub repositories, otherwise the URL or absolute local path."""
+    clone_url: str
+    ref: str = ""
+    """Branch (or other ref) the run is for; empty means the repository's default."""
+    commit: str = ""
+    """Exact commit to run; empty means whatever `ref` points at when the checkout happens."""
+    stages: list[str] = field(default_factory=list)
+    envs: dict[str, str] = field(default_factory=dict)
+    trigger: Trigger = Trigger.CLI
+    requested_by: str = ""
+    lane: str = ""
+    delivery_id: str = ""
+    github: GitHubTarget | None = None
+    slack: SlackTarget | None = None
+    supersedes: list[str] = field(default_factory=list)
+    """Run ids of earlier runs in the same lane that were asked to cancel; waited for before compute."""
+    default_branch: str = ""
+    check_push_filter: bool = False
+    """Push-triggered: end quietly as skipped unless the pipeline's `on.push` globs match `ref`."""
+
+
+@dataclass
+class StageProgress:
+    name: str
+    cluster: str
+    state: StageState = StageState.PENDING
+    started_at: str = ""
+    finished_at: str = ""
+    duration_s: float | None = None
+    exit_code: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    report: str = ""
+    log_tail: list[str] = field(default_factory=list)
+    error: str = ""
+    launched: bool = False
+    """True when this stage launched its cluster, False when it exec'd on an existing one."""
+
+
+@dataclass
+class RunProgress:
+    """Live and final view of a run, returned by the progress query and as the workflow result."""
+
+    run_id: str
+    repo: str
+    ref: str
+    commit: str
+    trigger: Trigger
+    requested_by: str
+    state: RunState = RunState.QUEUED
+    stages: list[StageProgress] = field(default_factory=list)
+    error: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    backend: str = ""
+    clusters_up: list[str] = field(default_factory=list)
+    dashboard_url: str = ""
+    pr_number: int | None = None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for stage in self.stages:
+            merged.update(stage.metrics)
+        return merged
+
+    @property
+    def failed_stage(self) -> StageProgress | None:
+        return next((s for s in self.stages if s.state is StageState.FAILED), None)
+
+
+@dataclass
+class RunResult:
+    """What the pipeline workflow returns."""
+
+    progress: RunProgress
+
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return _SLUG.sub("-", text.lower()).strip("-")[:limit].strip("-") or "x"
+
+
+def lane_for_branch(repo: str, branch: str) -> str:
+    return f"{repo}#branch:{branch}"
+
+
+def lane_for_pr(repo: str, pr_number: int) -> str:
+    return f"{repo}#pr:{pr_number}"
+
+
+def run_id_for(request: RunRequest) -> str:
+    """Derive the workflow id from what identifies the work, so a repeat maps to the same run."""
+    identity = {
+        "repo": request.repo,
+        "lane": request.lane,
+        "ref": request.ref,
+        "commit": request.commit,
+        "stages": request.stages,
+        "envs": sorted(request.envs.items()),
+        "trigger": request.trigger.value,
+    }
+    if not request.commit:
+        # Without a commit the work is only identified by the delivery (or the caller's nonce).
+        identity["delivery"] = request.delivery_id
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    name = request.repo.rstrip("/").rsplit("/", 1)[-1]
+    return f"{slug(name, 24)}-{digest}"

@@ -1,0 +1,537 @@
+"""The `.skyrun.yaml` pipeline file: parse, validate (with file and line), defaults, env merging."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+from typing import NoReturn
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+PIPELINE_FILE = ".skyrun.yaml"
+MAX_FILE_BYTES = 256 * 1024
+BUCKET_ENV = "DATA_BUCKET_URL"
+
+TOP_KEYS = (
+    "on",
+    "stages",
+    "envs",
+    "metrics",
+    "notify",
+    "autostop_minutes",
+    "timeout_minutes",
+)
+ON_KEYS = ("push", "pull_request")
+STAGE_KEYS = ("name", "task", "cluster")
+METRIC_KEYS = ("name", "pattern")
+NOTIFY_KEYS = ("slack",)
+
+# User-facing texts. `{path}` is where in the file (e.g. "stages[1].task"), `{where}` the same as a
+# "stages[1]: " prefix (empty at the top level); quoted values come pre-quoted.
+E_TOO_LARGE = "the file is {size} bytes; the limit is 262144 bytes (256 KiB)"
+E_NOT_UTF8 = "the file is not UTF-8 text"
+E_INVALID_YAML = "invalid YAML: {problem}"
+E_TOO_DEEP = "invalid YAML: nested too deeply"
+E_EMPTY_FILE = (
+    "the file is empty: list your stages under 'stages:', or delete the file to use the "
+    "default stages"
+)
+E_TOP_NOT_MAPPING = "the top level must be a mapping with keys such as 'on:' and 'stages:'"
+E_UNKNOWN_KEY = "{where}unknown key {key} (known: {known})"
+E_DUPLICATE_KEY = "{where}duplicate key {key}"
+E_KEY_NOT_NAME = "{where}keys must be plain names"
+E_REQUIRED = "{path}: '{key}' is required"
+E_EMPTY_VALUE = "{path} must not be empty"
+E_NOT_STRING = "{path} must be a string, not a {kind}"
+E_NOT_MAPPING = "{path} must be a mapping, not a {kind}"
+E_NOT_LIST = "{path} must be a list, not a {kind}"
+E_NOT_BOOL = "{path} must be true or false"
+E_NOT_POSITIVE_INT = "{path} must be a positive integer"
+E_PUSH = "on.push must be a branch glob or a list of them, not a {kind}"
+E_STAGES_EMPTY = "stages must list at least one stage"
+E_STAGE_NAME = (
+    "stage names must start with a letter or digit and contain only letters, digits, "
+    "'_', '.' and '-' (got {name})"
+)
+E_CLUSTER_NAME = (
+    "cluster names must start with a letter or digit and contain only letters, digits, "
+    "'_', '.' and '-' (got {name})"
+)
+E_DUPLICATE_STAGE = "duplicate stage name {name}"
+E_TASK_SUFFIX = "{path} must name a .yaml or .yml file (got {task})"
+E_TASK_ESCAPE = (
+    "{path} must be a relative path inside the repository, without '..' or control "
+    "characters (got {task})"
+)
+E_ENV_NAME = (
+    "envs: {name} is not a valid environment variable name (letters, digits and '_', "
+    "not starting with a digit)"
+)
+E_ENV_VALUE = "envs.{name} must be a string, number or boolean, not a {kind}"
+E_METRIC_NAME = "{path} must contain only letters, digits, '_', '.', ':', '/' and '-' (got {name})"
+E_REGEX = "{path}: invalid regex: {error}"
+E_REGEX_GROUPS = "{path} must have exactly one capture group (it has {count})"
+E_SLACK_CHANNEL = (
+    "notify.slack must be a channel like '#ml-runs' or a channel ID like 'C0123456789' "
+    "(got {channel})"
+)
+E_SLACK_EMPTY = (
+    'notify.slack is empty: quote the channel, as in slack: "#ml-runs" '
+    "(an unquoted # starts a YAML comment)"
+)
+E_FILE_OUTSIDE = "the file is a symbolic link that points outside the repository (or in a loop)"
+E_NOT_A_FILE = "the path is not a regular file"
+E_TASK_MISSING = "stage {name}: task file {task} not found in the repository"
+E_TASK_OUTSIDE = "stage {name}: task file {task} points outside the repository (or in a loop)"
+E_TASK_NOT_FILE = "stage {name}: task file {task} is not a regular file"
+DEFAULTS_HINT = (
+    " (there is no .skyrun.yaml, so the default stages preprocess, train and eval are used; "
+    "add a .skyrun.yaml that lists your stages)"
+)
+NO_STAGES_HINT = (
+    " (.skyrun.yaml has no 'stages', so the default stages preprocess, train and eval are used; "
+    "list your stages under 'stages:')"
+)
+E_UNKNOWN_STAGE = "unknown stage {names} (known: {known})"
+E_UNKNOWN_STAGES = "unknown stages {names} (known: {known})"
+E_ASSIGNMENT = "expected KEY=VALUE, got {item}"
+E_ASSIGNMENT_NAME = (
+    "{name} is not a valid environment variable name (letters, digits and '_', "
+    "not starting with a digit)"
+)
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+METRIC_NAME_RE = re.compile(r"[A-Za-z0-9_.:/-]+")
+SLACK_CHANNEL_RE = re.compile(r"#[\w.-]{1,80}|[CGD][A-Z0-9]{6,}")
+
+_STR = "tag:yaml.org,2002:str"
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_NULL = "tag:yaml.org,2002:null"
+
+
+@dataclass
+class Stage:
+    name: str
+    task: str
+    """Path of a SkyPilot task YAML, relative to the repository root."""
+    cluster: str
+    """Defaults to the stage name; stages naming the same cluster share it."""
+
+
+@dataclass
+class MetricPattern:
+    name: str
+    pattern: str
+    """A regex with exactly one capture group giving the number."""
+
+
+@dataclass
+class Pipeline:
+    stages: list[Stage]
+    on_push: list[str] | None = None
+    """Branch globs whose pushes start a run; None means the repository's default branch."""
+    on_pull_request: bool = False
+    envs: dict[str, str] = field(default_factory=dict)
+    metrics: list[MetricPattern] = field(default_factory=list)
+    notify_slack: str = ""
+    autostop_minutes: int = 30
+    timeout_minutes: int = 180
+    from_file: bool = False
+    """False when the file was absent and the defaults were used."""
+
+
+class PipelineError(Exception):
+    """A user error in the pipeline file (or a task file it names): names file, line and problem."""
+
+    def __init__(self, problem: str, file: str = PIPELINE_FILE, line: int | None = None) -> None:
+        super().__init__(problem, file, line)
+        self.problem = problem
+        self.file = file
+        self.line = line
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return f"{self.file}: {self.problem}"
+        return f"{self.file}:{self.line}: {self.problem}"
+
+
+DEFAULT_STAGES: tuple[Stage, ...] = (
+    Stage(name="preprocess", task="data_preprocessing.yaml", cluster="preprocess"),
+    Stage(name="train", task="train.yaml", cluster="train"),
+    Stage(name="eval", task="eval.yaml", cluster="train"),
+)
+
+
+def default_pipeline() -> Pipeline:
+    return Pipeline(stages=[replace(stage) for stage in DEFAULT_STAGES])
+
+
+def _q(value: str, limit: int = 60) -> str:
+    """Quote a user value for an error text, cut so a huge value cannot flood a comment."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "mapping"
+    if isinstance(node, SequenceNode):
+        return "list"
+    return {_BOOL: "boolean", _INT: "number", _FLOAT: "number", _NULL: "null"}.get(
+        node.tag, "string"
+    )
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _Parser:
+    """Walks the composed node tree, so every error carries the line of the node at fault."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.constructor = SafeConstructor()
+        self.task_lines: dict[str, int] = {}
+
+    def fail(self, problem: str, node: Node) -> NoReturn:
+        raise PipelineError(problem, self.file, _line(node))
+
+    def mapping(
+        self, node: Node, path: str, known: tuple[str, ...]
+    ) -> dict[str, tuple[ScalarNode, Node]]:
+        if not isinstance(node, MappingNode):
+            self.fail(E_NOT_MAPPING.format(path=path, kind=_kind(node)), node)
+        where = f"{path}: " if path else ""
+        items: dict[str, tuple[ScalarNode, Node]] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL:
+                self.fail(E_KEY_NOT_NAME.format(where=where), key_node)
+            # The key as written: YAML 1.1 resolves a bare `on` to the boolean true, which a
+            # loader of Python objects would turn into the key True; GitHub Actions users write it.
+            key = str(key_node.value)
+            if key not in known:
+                self.fail(
+                    E_UNKNOWN_KEY.format(where=where, key=_q(key), known=", ".join(known)),
+                    key_node,
+                )
+            if key in items:
+                self.fail(E_DUPLICATE_KEY.format(where=where, key=_q(key)), key_node)
+            items[key] = (key_node, value_node)
+        return items
+
+    def sequence(self, node: Node, path: str) -> list[Node]:
+        if not isinstance(node, SequenceNode):
+            self.fail(E_NOT_LIST.format(path=path, kind=_kind(node)), node)
+        return list(node.value)
+
+    def string(self, node: Node, path: str) -> str:
+        """A scalar as written: `name: true` and `name: 1.10` give the strings "true" and "1.10"."""
+        if not isinstance(node, ScalarNode):
+            self.fail(E_NOT_STRING.format(path=path, kind=_kind(node)), node)
+        if node.tag == _NULL or node.value == "":
+            self.fail(E_EMPTY_VALUE.format(path=path), node)
+        return str(node.value)
+
+    def boolean(self, node: Node, path: str) -> bool:
+        if not isinstance(node, ScalarNode) or node.tag != _BOOL:
+            self.fail(E_NOT_BOOL.format(path=path), node)
+        return self.constructor.construct_yaml_bool(node)
+
+    def positive_int(self, node: Node, path: str) -> int:
+        if not isinstance(node, ScalarNode) or node.tag != _INT:
+            self.fail(E_NOT_POSITIVE_INT.format(path=path), node)
+        value = self.constructor.construct_yaml_int(node)
+        if value <= 0:
+            self.fail(E_NOT_POSITIVE_INT.format(path=path), node)
+        return value
+
+    def parse(self, root: Node) -> Pipeline:
+        if not isinstance(root, MappingNode):
+            self.fail(E_TOP_NOT_MAPPING, root)
+        items = self.mapping(root, "", TOP_KEYS)
+        pipeline = Pipeline(stages=[replace(stage) for stage in DEFAULT_STAGES], from_file=True)
+        if "on" in items:
+            self.on(items["on"][1], pipeline)
+        if "stages" in items:
+            pipeline.stages = self.stages(items["stages"][1])
+        if "envs" in items:
+            pipeline.envs = self.envs(items["envs"][1])
+        if "metrics" in items:
+            pipeline.metrics = self.metrics(items["metrics"][1])
+        if "notify" in items:
+            pipeline.notify_slack = self.notify(items["notify"][1])
+        if "autostop_minutes" in items:
+            pipeline.autostop_minutes = self.positive_int(
+                items["autostop_minutes"][1], "autostop_minutes"
+            )
+        if "timeout_minutes" in items:
+            pipeline.timeout_minutes = self.positive_int(
+                items["timeout_minutes"][1], "timeout_minutes"
+            )
+        return pipeline
+
+    def on(self, node: Node, pipeline: Pipeline) -> None:
+        items = self.mapping(node, "on", ON_KEYS)
+        if "push" in items:
+            push = items["push"][1]
+            if isinstance(push, ScalarNode) and push.tag != _NULL:
+                pipeline.on_push = [self.string(push, "on.push")]
+            elif isinstance(push, SequenceNode):
+                pipeline.on_push = [
+                    self.string(glob, f"on.push[{i}]") for i, glob in enumerate(push.value)
+                ]
+            else:
+                self.fail(E_PUSH.format(kind=_kind(push)), push)
+        if "pull_request" in items:
+            pipeline.on_pull_request = self.boolean(items["pull_request"][1], "on.pull_request")
+
+    def stages(self, node: Node) -> list[Stage]:
+        nodes = self.sequence(node, "stages")
+        if not nodes:
+            self.fail(E_STAGES_EMPTY, node)
+        stages: list[Stage] = []
+        for index, stage_node in enumerate(nodes):
+            path = f"stages[{index}]"
+            items = self.mapping(stage_node, path, STAGE_KEYS)
+            for key in ("name", "task"):
+                if key not in items:
+                    self.fail(E_REQUIRED.format(path=path, key=key), stage_node)
+            name_node = items["name"][1]
+            name = self.string(name_node, f"{path}.name")
+            if not NAME_RE.fullmatch(name):
+                self.fail(E_STAGE_NAME.format(name=_q(name)), name_node)
+            if any(stage.name == name for stage in stages):
+                self.fail(E_DUPLICATE_STAGE.format(name=_q(name)), name_node)
+            task_node = items["task"][1]
+            task = self.task(task_node, f"{path}.task")
+            cluster = name
+            if "cluster" in items:
+                cluster_node = items["cluster"][1]
+                cluster = self.string(cluster_node, f"{path}.cluster")
+                if not NAME_RE.fullmatch(cluster):
+                    self.fail(E_CLUSTER_NAME.format(name=_q(cluster)), cluster_node)
+            stages.append(Stage(name=name, task=task, cluster=cluster))
+            self.task_lines[name] = _line(task_node)
+        return stages
+
+    def task(self, node: Node, path: str) -> str:
+        task = self.string(node, path)
+        parts = PurePosixPath(task).parts
+        if (
+            PurePosixPath(task).is_absolute()
+            or ".." in parts
+            or any(ord(char) < 32 for char in task)
+        ):
+            self.fail(E_TASK_ESCAPE.format(path=path, task=_q(task)), node)
+        if not task.endswith((".yaml", ".yml")):
+            self.fail(E_TASK_SUFFIX.format(path=path, task=_q(task)), node)
+        return task
+
+    def envs(self, node: Node) -> dict[str, str]:
+        if not isinstance(node, MappingNode):
+            self.fail(E_NOT_MAPPING.format(path="envs", kind=_kind(node)), node)
+        envs: dict[str, str] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL:
+                self.fail(E_KEY_NOT_NAME.format(where="envs: "), key_node)
+            name = str(key_node.value)
+            if not ENV_NAME_RE.fullmatch(name):
+                self.fail(E_ENV_NAME.format(name=_q(name)), key_node)
+            if name in envs:
+                self.fail(E_DUPLICATE_KEY.format(where="envs: ", key=_q(name)), key_node)
+            if not isinstance(value_node, ScalarNode):
+                self.fail(E_ENV_VALUE.format(name=name, kind=_kind(value_node)), value_node)
+            # Scalars as written (`1.10` stays "1.10", `true` stays "true"); null means empty.
+            envs[name] = "" if value_node.tag == _NULL else str(value_node.value)
+        return envs
+
+    def metrics(self, node: Node) -> list[MetricPattern]:
+        metrics: list[MetricPattern] = []
+        for index, metric_node in enumerate(self.sequence(node, "metrics")):
+            path = f"metrics[{index}]"
+            items = self.mapping(metric_node, path, METRIC_KEYS)
+            for key in METRIC_KEYS:
+                if key not in items:
+                    self.fail(E_REQUIRED.format(path=path, key=key), metric_node)
+            name_node = items["name"][1]
+            name = self.string(name_node, f"{path}.name")
+            if not METRIC_NAME_RE.fullmatch(name):
+                self.fail(E_METRIC_NAME.format(path=f"{path}.name", name=_q(name)), name_node)
+            pattern_node = items["pattern"][1]
+            pattern = self.string(pattern_node, f"{path}.pattern")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                self.fail(E_REGEX.format(path=f"{path}.pattern", error=exc), pattern_node)
+            if compiled.groups != 1:
+                self.fail(
+                    E_REGEX_GROUPS.format(path=f"{path}.pattern", count=compiled.groups),
+                    pattern_node,
+                )
+            metrics.append(MetricPattern(name=name, pattern=pattern))
+        return metrics
+
+    def notify(self, node: Node) -> str:
+        items = self.mapping(node, "notify", NOTIFY_KEYS)
+        if "slack" not in items:
+            return ""
+        slack_node = items["slack"][1]
+        if isinstance(slack_node, ScalarNode) and slack_node.tag == _NULL:
+            self.fail(E_SLACK_EMPTY, slack_node)
+        channel = self.string(slack_node, "notify.slack")
+        if not SLACK_CHANNEL_RE.fullmatch(channel):
+            self.fail(E_SLACK_CHANNEL.format(channel=_q(channel)), slack_node)
+        return channel
+
+
+def _parse(text: str, file: str) -> tuple[Pipeline, dict[str, int]]:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise PipelineError(E_TOO_LARGE.format(size=size), file)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "unreadable"
+        if exc.context and problem.startswith("but "):
+            problem = f"{exc.context}, {problem}"
+        line = None if mark is None else int(mark.line) + 1
+        raise PipelineError(E_INVALID_YAML.format(problem=problem), file, line) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        problem = f"unacceptable character #x{char:04x}: {exc.reason}"
+        raise PipelineError(E_INVALID_YAML.format(problem=problem), file, line) from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(E_INVALID_YAML.format(problem=exc), file) from None
+    except RecursionError:
+        raise PipelineError(E_TOO_DEEP, file) from None
+    if root is None:
+        raise PipelineError(E_EMPTY_FILE, file)
+    parser = _Parser(file)
+    return parser.parse(root), parser.task_lines
+
+
+def parse_pipeline(text: str, file: str = PIPELINE_FILE) -> Pipeline:
+    """Parse and validate a pipeline file's text; a file without `stages` gets the default ones."""
+    return _parse(text, file)[0]
+
+
+def _resolve(path: Path, root: Path) -> Path | None:
+    """The real path if it stays inside `root` (symlinks followed), else None."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return resolved if resolved.is_relative_to(root) else None
+
+
+def load_pipeline(checkout: Path) -> Pipeline:
+    """Read the checkout's pipeline file (or use the defaults) and check every task file exists."""
+    root = checkout.resolve()
+    path = root / PIPELINE_FILE
+    task_lines: dict[str, int] = {}
+    if not path.is_symlink() and not path.exists():
+        pipeline, hint = default_pipeline(), DEFAULTS_HINT
+    else:
+        resolved = _resolve(path, root)
+        if resolved is None:
+            raise PipelineError(E_FILE_OUTSIDE)
+        if not resolved.is_file():
+            raise PipelineError(E_NOT_A_FILE)
+        size = resolved.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise PipelineError(E_TOO_LARGE.format(size=size))
+        try:
+            text = resolved.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise PipelineError(E_NOT_UTF8) from None
+        pipeline, task_lines = _parse(text, PIPELINE_FILE)
+        # Stages come with their lines from the file; none means the file fell back to defaults.
+        hint = "" if task_lines else NO_STAGES_HINT
+    for stage in pipeline.stages:
+        line = task_lines.get(stage.name)
+        task = _resolve(root / stage.task, root)
+        if task is None:
+            raise PipelineError(
+                E_TASK_OUTSIDE.format(name=_q(stage.name), task=stage.task), line=line
+            )
+        if not task.exists():
+            raise PipelineError(
+                E_TASK_MISSING.format(name=_q(stage.name), task=stage.task) + hint, line=line
+            )
+        if not task.is_file():
+            raise PipelineError(
+                E_TASK_NOT_FILE.format(name=_q(stage.name), task=stage.task), line=line
+            )
+    return pipeline
+
+
+def select_stages(pipeline: Pipeline, names: list[str]) -> list[Stage]:
+    """The named stages in pipeline order (all of them for no names); unknown names are an error."""
+    if not names:
+        return list(pipeline.stages)
+    known = [stage.name for stage in pipeline.stages]
+    unknown = list(dict.fromkeys(name for name in names if name not in known))
+    if unknown:
+        template = E_UNKNOWN_STAGE if len(unknown) == 1 else E_UNKNOWN_STAGES
+        raise PipelineError(
+            template.format(names=", ".join(_q(n) for n in unknown), known=", ".join(known))
+        )
+    wanted = set(names)
+    return [stage for stage in pipeline.stages if stage.name in wanted]
+
+
+def clusters_after(stages: list[Stage], index: int) -> set[str]:
+    """Clusters that stages after position `index` still need; others launched can go down."""
+    return {stage.cluster for stage in stages[index + 1 :]}
+
+
+def merge_envs(
+    task_envs: Mapping[str, str | None],
+    pipeline_envs: Mapping[str, str],
+    bucket_url: str,
+    trigger_envs: Mapping[str, str],
+) -> dict[str, str]:
+    """Merge env layers: task YAML envs < pipeline `envs` < trigger KEY=VALUE.
+
+    A non-empty `bucket_url` (SKYPILOT_BUCKET_URL) fills DATA_BUCKET_URL when the task and pipeline
+    layers leave it missing or empty; trigger envs always win. Task envs whose value is None
+    (required in SkyPilot) stay absent unless a later layer supplies them.
+    """
+    merged = {key: value for key, value in task_envs.items() if value is not None}
+    merged.update(pipeline_envs)
+    if bucket_url and not merged.get(BUCKET_ENV):
+        merged[BUCKET_ENV] = bucket_url
+    merged.update(trigger_envs)
+    return merged
+
+
+def branch_matches(globs: list[str] | None, branch: str, default_branch: str) -> bool:
+    """Whether a push to `branch` (a short name) starts a run; `*` also matches across `/`."""
+    if not branch:
+        return False
+    if globs is None:
+        return branch == default_branch
+    return any(fnmatchcase(branch, glob) for glob in globs)
+
+
+def parse_env_assignments(args: list[str]) -> dict[str, str]:
+    """Parse `KEY=VALUE` items (later ones win); errors never echo a value, which may be secret."""
+    envs: dict[str, str] = {}
+    for item in args:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(E_ASSIGNMENT.format(item=_q(item)))
+        if not ENV_NAME_RE.fullmatch(name):
+            raise ValueError(E_ASSIGNMENT_NAME.format(name=_q(name)))
+        envs[name] = value
+    return envs

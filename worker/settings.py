@@ -1,0 +1,105 @@
+"""Typed settings, read once from the environment and `.env` (names as in DESIGN.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+class Backend(str, Enum):
+    LOCAL = "local"
+    SKYPILOT = "skypilot"
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.replace(",", " ").split() if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    github_webhook_secret: SecretStr | None = Field(None, alias="GITHUB_WEBHOOK_SECRET")
+    github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
+    github_app_id: str | None = Field(None, alias="GITHUB_APP_ID")
+    github_app_private_key: SecretStr | None = Field(None, alias="GITHUB_APP_PRIVATE_KEY")
+    github_app_private_key_path: Path | None = Field(None, alias="GITHUB_APP_PRIVATE_KEY_PATH")
+    github_api_url: str = Field("https://api.github.com", alias="GITHUB_API_URL")
+
+    slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+
+    allowed_repos: Annotated[list[str], NoDecode] = Field(["*"], alias="SKYRUN_ALLOWED_REPOS")
+    slack_allowed_users: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_SLACK_ALLOWED_USERS")
+    public_url: str = Field("http://localhost:8000", alias="SKYRUN_PUBLIC_URL")
+    host: str = Field("127.0.0.1", alias="SKYRUN_HOST")
+    port: int = Field(8000, alias="SKYRUN_PORT")
+    data_dir: Path = Field(Path(".skyrun"), alias="SKYRUN_DATA_DIR")
+    backend: Backend = Field(Backend.LOCAL, alias="SKYRUN_BACKEND")
+    run_pages: bool = Field(True, alias="SKYRUN_RUN_PAGES")
+
+    temporal_address: str | None = Field(None, alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", alias="TEMPORAL_NAMESPACE")
+    temporal_task_queue: str = Field("skyrun", alias="TEMPORAL_TASK_QUEUE")
+    temporal_tls: bool = Field(False, alias="TEMPORAL_TLS")
+    temporal_tls_cert_path: Path | None = Field(None, alias="TEMPORAL_TLS_CERT_PATH")
+    temporal_tls_key_path: Path | None = Field(None, alias="TEMPORAL_TLS_KEY_PATH")
+    temporal_tls_ca_path: Path | None = Field(None, alias="TEMPORAL_TLS_CA_PATH")
+    temporal_api_key: SecretStr | None = Field(None, alias="TEMPORAL_API_KEY")
+    temporal_ui_url: str = Field("http://localhost:8233", alias="TEMPORAL_UI_URL")
+    temporal_port: int = Field(7233, alias="SKYRUN_TEMPORAL_PORT")
+    temporal_ui_port: int = Field(8233, alias="SKYRUN_TEMPORAL_UI_PORT")
+
+    skypilot_api_server_endpoint: str | None = Field(None, alias="SKYPILOT_API_SERVER_ENDPOINT")
+    skypilot_bucket_url: str = Field("", alias="SKYPILOT_BUCKET_URL")
+
+    @field_validator("allowed_repos", "slack_allowed_users", mode="before")
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("public_url", "temporal_ui_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_path / "logs"
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def worker_queue(self) -> str:
+        """This worker's own task queue, stable across restarts of the same worker on the same host."""
+        digest = hashlib.sha256(str(self.data_path).encode()).hexdigest()[:8]
+        return f"{self.temporal_task_queue}@{socket.gethostname()}-{digest}"
+
+    @property
+    def github_configured(self) -> bool:
+        return self.github_token is not None or self.github_app_id is not None
+
+    @property
+    def slack_configured(self) -> bool:
+        return self.slack_bot_token is not None and self.slack_signing_secret is not None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings once; keyword overrides use the environment names (for tests and the CLI)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

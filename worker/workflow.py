@@ -1,0 +1,271 @@
+"""The pipeline workflow: checkout → stages on clusters → every cluster down, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from worker.activities import USER_ERROR, PipelineActivities
+    from worker.backends.base import EXIT_CANCELLED
+    from worker.contract import (
+        QUERY_PROGRESS,
+        SA_STATE,
+        WORKFLOW_NAME,
+        RunProgress,
+        RunRequest,
+        RunResult,
+        RunState,
+        StageProgress,
+        StageState,
+    )
+    from worker.models import (
+        CleanupInput,
+        DownInput,
+        LaneInput,
+        PlannedStage,
+        PrepareInput,
+        PrepareOutput,
+        StageInput,
+    )
+
+STATE_KEY = SearchAttributeKey.for_keyword(SA_STATE)
+
+STAGE_FAILED = "stage '{stage}' failed with exit status {code}"
+STAGE_CANCELLED = "stage '{stage}' was cancelled"
+RUN_TIMED_OUT = "the run exceeded timeout_minutes ({minutes} min) during stage '{stage}'"
+RUN_CANCELLED = "the run was cancelled"
+WORKER_GONE = (
+    "the worker holding this run's clusters did not pick up work for {minutes} minutes; "
+    "restart it (same host and SKYRUN_DATA_DIR) and retry the run"
+)
+
+PREPARE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=[USER_ERROR],
+)
+STAGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=3,
+    non_retryable_error_types=[USER_ERROR],
+)
+# Tearing down never gives up: a leaked GPU cluster costs more than a stuck workflow.
+DOWN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=0,
+)
+HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+PINNED_SCHEDULE_TIMEOUT = timedelta(minutes=10)
+
+
+def error_message(err: BaseException) -> str:
+    """The innermost message of an activity failure, which is what the user needs to read."""
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    if isinstance(err, ActivityTimeoutError) and err.cause is not None:
+        return error_message(err.cause)
+    return getattr(err, "message", None) or str(err)
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class PipelineWorkflow:
+    def __init__(self) -> None:
+        self._progress: RunProgress | None = None
+        self._up: list[str] = []
+        self._active = ""
+        self._outcome: RunState | None = None
+
+    @workflow.query(name=QUERY_PROGRESS)
+    def progress(self) -> RunProgress:
+        assert self._progress is not None
+        self._progress.clusters_up = list(self._up)
+        return self._progress
+
+    @workflow.run
+    async def run(self, request: RunRequest) -> RunResult:
+        info = workflow.info()
+        progress = RunProgress(
+            run_id=info.workflow_id,
+            repo=request.repo,
+            ref=request.ref,
+            commit=request.commit,
+            trigger=request.trigger,
+            requested_by=request.requested_by,
+            started_at=workflow.now().isoformat(),
+            pr_number=request.github.pr_number if request.github else None,
+        )
+        self._progress = progress
+        queue = info.task_queue
+        prepared: PrepareOutput | None = None
+        try:
+            if request.supersedes:
+                await workflow.execute_activity_method(
+                    PipelineActivities.wait_for_lane,
+                    LaneInput(request.supersedes),
+                    start_to_close_timeout=timedelta(hours=1),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                )
+            prepared = await workflow.execute_activity_method(
+                PipelineActivities.prepare_run,
+                PrepareInput(info.workflow_id, request),
+                start_to_close_timeout=timedelta(minutes=15),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=PREPARE_RETRY,
+            )
+            progress.commit = prepared.commit
+            progress.backend = prepared.backend
+            progress.dashboard_url = prepared.dashboard_url
+            queue = prepared.worker_queue or queue
+            if prepared.skip_reason:
+                progress.error = prepared.skip_reason
+                self._outcome = RunState.SKIPPED
+                return await self._close(info.workflow_id, queue)
+            progress.stages = [StageProgress(s.name, s.cluster) for s in prepared.stages]
+            self._set_state(RunState.RUNNING)
+            await asyncio.wait_for(
+                self._run_stages(request, prepared, queue),
+                timeout=prepared.timeout_minutes * 60,
+            )
+        except asyncio.TimeoutError:
+            progress.error = RUN_TIMED_OUT.format(
+                minutes=prepared.timeout_minutes if prepared else 0, stage=self._active
+            )
+            for stage in progress.stages:
+                if stage.name == self._active:
+                    stage.state, stage.error = StageState.FAILED, progress.error
+            self._outcome = RunState.TIMED_OUT
+        except (asyncio.CancelledError, CancelledError):
+            self._mark_cancelled()
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                self._mark_cancelled()
+            else:
+                progress.error = error_message(err)
+                if isinstance(err.cause, ActivityTimeoutError) and queue != info.task_queue:
+                    progress.error = WORKER_GONE.format(
+                        minutes=PINNED_SCHEDULE_TIMEOUT.seconds // 60
+                    )
+                self._finish_stages(StageState.FAILED, progress.error)
+                self._outcome = RunState.FAILED
+        return await self._close(info.workflow_id, queue)
+
+    async def _close(self, run_id: str, queue: str) -> RunResult:
+        """Tear everything down, then publish the outcome: "finished" means no cluster is left."""
+        assert self._progress is not None
+        await self._teardown(run_id, queue)
+        self._progress.finished_at = workflow.now().isoformat()
+        outcome = self._outcome or RunState.SUCCEEDED
+        self._set_state(outcome)
+        if outcome is RunState.CANCELLED:
+            raise CancelledError(self._progress.error)
+        if outcome in (RunState.FAILED, RunState.TIMED_OUT):
+            raise ApplicationError(
+                self._progress.error, self._progress, type="RunFailed", non_retryable=True
+            )
+        return RunResult(self._progress)
+
+    async def _run_stages(self, request: RunRequest, prepared: PrepareOutput, queue: str) -> None:
+        assert self._progress is not None
+        pinned = bool(prepared.worker_queue)
+        for planned, stage in zip(prepared.stages, self._progress.stages, strict=True):
+            stage.state = StageState.RUNNING
+            self._active = stage.name
+            stage.started_at = workflow.now().isoformat()
+            stage.launched = planned.launch
+            if planned.launch and planned.cluster_name not in self._up:
+                # Recorded before launching: a cancelled launch still leaves a cluster to down.
+                self._up.append(planned.cluster_name)
+            out = await workflow.execute_activity_method(
+                    PipelineActivities.run_stage,
+                    StageInput(
+                        run_id=self._progress.run_id,
+                        request=request,
+                        commit=prepared.commit,
+                        stage=planned,
+                        metric_patterns=prepared.metric_patterns,
+                        autostop_minutes=prepared.autostop_minutes,
+                    ),
+                    task_queue=queue,
+                    start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
+                    schedule_to_start_timeout=PINNED_SCHEDULE_TIMEOUT if pinned else None,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=STAGE_RETRY,
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+            stage.exit_code = out.exit_code
+            stage.metrics = out.metrics
+            stage.report = out.report
+            stage.log_tail = out.log_tail
+            stage.duration_s = out.duration_s
+            stage.finished_at = workflow.now().isoformat()
+            if out.exit_code != 0:
+                stage.state = (
+                    StageState.CANCELLED if out.exit_code == EXIT_CANCELLED else StageState.FAILED
+                )
+                stage.error = STAGE_FAILED.format(stage=stage.name, code=out.exit_code)
+                self._progress.error = stage.error
+                self._finish_stages(StageState.SKIPPED, "")
+                self._outcome = RunState.FAILED
+                return
+            stage.state = StageState.SUCCEEDED
+            await self._down(planned, queue)
+
+    async def _down(self, planned: PlannedStage, queue: str) -> None:
+        names = [name for name in planned.down_after if name in self._up]
+        if names:
+            await self._down_clusters(names, queue)
+
+    async def _down_clusters(self, names: list[str], queue: str) -> None:
+        assert self._progress is not None
+        await workflow.execute_activity_method(
+            PipelineActivities.down_clusters,
+            DownInput(self._progress.run_id, names),
+            task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=20),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=DOWN_RETRY,
+        )
+        self._up = [name for name in self._up if name not in names]
+
+    async def _teardown(self, run_id: str, queue: str) -> None:
+        if self._up:
+            await self._down_clusters(list(self._up), queue)
+        await workflow.execute_activity_method(
+            PipelineActivities.cleanup_run,
+            CleanupInput(run_id),
+            task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=5),
+            schedule_to_close_timeout=timedelta(minutes=30),
+        )
+
+    def _mark_cancelled(self) -> None:
+        assert self._progress is not None
+        self._progress.error = RUN_CANCELLED
+        self._finish_stages(StageState.CANCELLED, STAGE_CANCELLED.format(stage=self._active))
+        self._outcome = RunState.CANCELLED
+
+    def _finish_stages(self, state: StageState, error: str) -> None:
+        """Close the running stage with `error` and mark the ones that never started skipped."""
+        assert self._progress is not None
+        now = workflow.now().isoformat()
+        for stage in self._progress.stages:
+            if stage.state is StageState.RUNNING:
+                stage.state = state
+                stage.error = error
+                stage.finished_at = now
+            elif stage.state is StageState.PENDING:
+                stage.state = StageState.SKIPPED
+
+    def _set_state(self, state: RunState) -> None:
+        assert self._progress is not None
+        self._progress.state = state
+        workflow.upsert_search_attributes([STATE_KEY.value_set(state.value)])
