@@ -55,6 +55,7 @@ class RunState(str, Enum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
+    DENIED = "denied"
 
     @property
     def finished(self) -> bool:

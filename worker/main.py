@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from worker.activities import PipelineActivities
 from worker.backends.base import ComputeBackend
+from worker.reporting import ReportingActivities, make_reporting
 from worker.settings import Backend, Settings
 from worker.workflow import PipelineWorkflow
 
@@ -44,6 +45,7 @@ def build_workers(
     *,
     backend: ComputeBackend | None = None,
     activities: PipelineActivities | None = None,
+    reporting: ReportingActivities | None = None,
 ) -> Sequence[Worker]:
     """One worker on the shared queue (workflows, first activities) and one on this worker's own."""
     acts = activities or PipelineActivities(settings, backend or make_backend(settings), client)
@@ -55,6 +57,8 @@ def build_workers(
         acts.cleanup_run,
         acts.wait_for_lane,
     ]
+    reports = reporting or make_reporting(settings)
+    methods += [reports.report_progress, reports.authorize_run]
     common = dict(
         activities=methods,
         graceful_shutdown_timeout=timedelta(seconds=30),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.contract import RunRequest
+from worker.contract import RunProgress, RunRequest
 
 
 @dataclass
@@ -80,3 +80,36 @@ class LaneInput:
 @dataclass
 class CleanupInput:
     run_id: str
+
+
+@dataclass
+class AuthorizeInput:
+    run_id: str
+    request: RunRequest
+
+
+@dataclass
+class AuthorizeOutput:
+    allowed: bool
+    reason: str = ""
+    """Why not, in words for the person who asked (posted where the run was asked for)."""
+    commit: str = ""
+    """The exact commit to run, when the gate resolves it (a PR's head as of the comment)."""
+
+
+@dataclass
+class ReportInput:
+    reporter: str
+    """Which reporter this call is for: "github" or "slack"."""
+    run_id: str
+    request: RunRequest
+    progress: RunProgress
+    handles: dict[str, str] = field(default_factory=dict)
+    """What earlier reports created (comment id, check run id, Slack ts), to edit in place."""
+    notify_slack: str = ""
+    """The pipeline's `notify.slack` channel, for runs not started from Slack."""
+
+
+@dataclass
+class ReportOutput:
+    handles: dict[str, str] = field(default_factory=dict)

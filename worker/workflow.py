@@ -23,16 +23,20 @@ with workflow.unsafe.imports_passed_through():
         RunState,
         StageProgress,
         StageState,
+        Trigger,
     )
     from worker.models import (
+        AuthorizeInput,
         CleanupInput,
         DownInput,
         LaneInput,
         PlannedStage,
         PrepareInput,
         PrepareOutput,
+        ReportInput,
         StageInput,
     )
+    from worker.reporting import ReportingActivities
 
 STATE_KEY = SearchAttributeKey.for_keyword(SA_STATE)
 
@@ -63,6 +67,19 @@ DOWN_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=0,
 )
+# Reporting retries transient API errors, then gives up: it never fails the run.
+REPORT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=["NoReporter"],
+)
+GATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+)
+GATED_TRIGGERS = (Trigger.COMMENT, Trigger.PULL_REQUEST)
 HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 PINNED_SCHEDULE_TIMEOUT = timedelta(minutes=10)
 
@@ -83,6 +100,11 @@ class PipelineWorkflow:
         self._up: list[str] = []
         self._active = ""
         self._outcome: RunState | None = None
+        self._version = 0
+        self._closing = False
+        self._handles: dict[str, dict[str, str]] = {}
+        self._reporters: dict[str, asyncio.Task[None]] = {}
+        self._notify_slack = ""
 
     @workflow.query(name=QUERY_PROGRESS)
     def progress(self) -> RunProgress:
@@ -106,7 +128,24 @@ class PipelineWorkflow:
         self._progress = progress
         queue = info.task_queue
         prepared: PrepareOutput | None = None
+        if request.trigger is not Trigger.PUSH:
+            # Push runs stay silent until the pipeline says the branch is watched.
+            self._start_reporters(request)
+        self._changed()
         try:
+            if request.github is not None and request.trigger in GATED_TRIGGERS:
+                gate = await workflow.execute_activity_method(
+                    ReportingActivities.authorize_run,
+                    AuthorizeInput(info.workflow_id, request),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=GATE_RETRY,
+                )
+                if not gate.allowed:
+                    progress.error = gate.reason
+                    self._outcome = RunState.DENIED
+                    return await self._close(info.workflow_id, queue)
+                if gate.commit:
+                    request.commit = progress.commit = gate.commit
             if request.supersedes:
                 await workflow.execute_activity_method(
                     PipelineActivities.wait_for_lane,
@@ -130,6 +169,8 @@ class PipelineWorkflow:
                 self._outcome = RunState.SKIPPED
                 return await self._close(info.workflow_id, queue)
             progress.stages = [StageProgress(s.name, s.cluster) for s in prepared.stages]
+            self._notify_slack = prepared.notify_slack
+            self._start_reporters(request)
             self._set_state(RunState.RUNNING)
             await asyncio.wait_for(
                 self._run_stages(request, prepared, queue),
@@ -165,6 +206,8 @@ class PipelineWorkflow:
         self._progress.finished_at = workflow.now().isoformat()
         outcome = self._outcome or RunState.SUCCEEDED
         self._set_state(outcome)
+        self._closing = True
+        await asyncio.gather(*self._reporters.values())
         if outcome is RunState.CANCELLED:
             raise CancelledError(self._progress.error)
         if outcome in (RunState.FAILED, RunState.TIMED_OUT):
@@ -181,6 +224,7 @@ class PipelineWorkflow:
             self._active = stage.name
             stage.started_at = workflow.now().isoformat()
             stage.launched = planned.launch
+            self._changed()
             if planned.launch and planned.cluster_name not in self._up:
                 # Recorded before launching: a cancelled launch still leaves a cluster to down.
                 self._up.append(planned.cluster_name)
@@ -217,6 +261,7 @@ class PipelineWorkflow:
                 self._outcome = RunState.FAILED
                 return
             stage.state = StageState.SUCCEEDED
+            self._changed()
             await self._down(planned, queue)
 
     async def _down(self, planned: PlannedStage, queue: str) -> None:
@@ -269,3 +314,46 @@ class PipelineWorkflow:
         assert self._progress is not None
         self._progress.state = state
         workflow.upsert_search_attributes([STATE_KEY.value_set(state.value)])
+        self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
+
+    def _start_reporters(self, request: RunRequest) -> None:
+        wanted = []
+        if request.github is not None:
+            wanted.append("github")
+        if request.slack is not None or self._notify_slack:
+            wanted.append("slack")
+        for name in wanted:
+            if name not in self._reporters:
+                self._handles.setdefault(name, {})
+                self._reporters[name] = asyncio.create_task(self._report_loop(name, request))
+
+    async def _report_loop(self, name: str, request: RunRequest) -> None:
+        """Send the latest progress whenever it changed; older unsent states are skipped."""
+        assert self._progress is not None
+        reported = 0
+        while True:
+            await workflow.wait_condition(lambda: self._version > reported or self._closing)
+            if self._version == reported:
+                return
+            version = self._version
+            try:
+                out = await workflow.execute_activity_method(
+                    ReportingActivities.report_progress,
+                    ReportInput(
+                        reporter=name,
+                        run_id=self._progress.run_id,
+                        request=request,
+                        progress=self.progress(),
+                        handles=dict(self._handles[name]),
+                        notify_slack=self._notify_slack,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=REPORT_RETRY,
+                )
+                self._handles[name].update(out.handles)
+            except (ActivityError, asyncio.CancelledError) as err:
+                workflow.logger.warning("reporting to %s failed: %s", name, error_message(err))
+            reported = version

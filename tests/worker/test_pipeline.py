@@ -451,8 +451,9 @@ def test_load_pipeline_file_symlink_escaping_the_checkout(tmp_path: Path) -> Non
     os.symlink(tmp_path / "creds", repo / PIPELINE_FILE)
     with pytest.raises(PipelineError) as info:
         load_pipeline(repo)
-    assert str(info.value) == (
-        ".skyrun.yaml: the file is a symbolic link that points outside the repository (or in a loop)"
+    assert str(info.value) == f"{PIPELINE_FILE}: {p.E_FILE_OUTSIDE}"
+    assert p.E_FILE_OUTSIDE == (
+        "the file is a symbolic link that points outside the repository (or in a loop)"
     )
 
 

@@ -1,0 +1,170 @@
+"""A recording double of the `sky` SDK: the real `sky.Task` parses, the network calls are scripted.
+
+Every call is checked against the real SDK function's signature, so the backend cannot drift
+from SkyPilot 0.14.1's call shapes while the tests stay green.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sky
+from sky import exceptions
+
+# Longest a scripted call blocks waiting for a cancel; keeps a broken test from hanging.
+BLOCK_SECONDS = 5.0
+
+
+@dataclass
+class Call:
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class FakeSky:
+    """Scripted `sky`: set the attributes below before a call to shape what the server does."""
+
+    Task = sky.Task
+    exceptions = exceptions
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.clusters: set[str] = set()
+        self.job_id: int | None = 1
+        self.exit_code = 0
+        self.request_output = "\x1b[1mLaunching\x1b[0m provisioning logs\n"
+        self.job_output = "(task, pid=1) hello\n::metric accuracy=0.9\n"
+        self.submit_delay = 0.0
+        self.submit_error: Exception | None = None
+        self.request_error: Exception | None = None
+        self.tail_error: Exception | None = None
+        self.down_error: Exception | None = None
+        self.api_cancel_error: Exception | None = None
+        self.block: str | None = None
+        """"request": stream_and_get of launch/exec, "job": tail_logs, block until cancelled."""
+        self.blocked = threading.Event()
+        self._released = threading.Event()
+        self._requests: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    def named(self, name: str) -> list[Call]:
+        return [c for c in self.calls if c.name == name]
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.calls]
+
+    # -- the SDK surface the backend uses -------------------------------------------------------
+
+    def launch(self, task: Any, *args: Any, **kwargs: Any) -> str:
+        self._record("launch", task, *args, **kwargs)
+        if self.submit_delay:
+            time.sleep(self.submit_delay)
+        if self.submit_error is not None:
+            raise self.submit_error
+        cluster = kwargs["cluster_name"]
+        self.clusters.add(cluster)
+        return self._new_request("launch", cluster=cluster)
+
+    def exec(self, task: Any, *args: Any, **kwargs: Any) -> str:
+        self._record("exec", task, *args, **kwargs)
+        if self.submit_error is not None:
+            raise self.submit_error
+        return self._new_request("exec", cluster=kwargs["cluster_name"])
+
+    def stream_and_get(self, request_id: str, *args: Any, **kwargs: Any) -> Any:
+        self._record("stream_and_get", request_id, *args, **kwargs)
+        kind, info = self._requests[request_id]
+        out = kwargs.get("output_stream")
+        if kind in ("launch", "exec"):
+            if out is not None:
+                print(self.request_output, end="", file=out, flush=True)
+            if self.block == "request":
+                self._wait_for_cancel()
+                raise exceptions.RequestCancelled(f"request {request_id} is cancelled")
+            if self.request_error is not None:
+                raise self.request_error
+            if kind == "exec" and info["cluster"] not in self.clusters:
+                raise exceptions.ClusterDoesNotExist(
+                    f"\x1b[33mCluster {info['cluster']!r} does not exist.\x1b[0m"
+                )
+            return self.job_id, object()
+        return self._result(kind, info)
+
+    def get(self, request_id: str) -> Any:
+        self._record("get", request_id)
+        kind, info = self._requests[request_id]
+        return self._result(kind, info)
+
+    def tail_logs(self, cluster_name: str, job_id: int | None, follow: bool, **kwargs: Any) -> int:
+        self._record("tail_logs", cluster_name, job_id, follow, **kwargs)
+        out = kwargs.get("output_stream")
+        if out is not None:
+            print(self.job_output, end="", file=out, flush=True)
+        if self.tail_error is not None:
+            raise self.tail_error
+        if self.block == "job":
+            self._wait_for_cancel()
+            return 103
+        return self.exit_code
+
+    def api_cancel(self, request_ids: Any = None, **kwargs: Any) -> str:
+        self._record("api_cancel", request_ids, **kwargs)
+        self._released.set()
+        if self.api_cancel_error is not None:
+            raise self.api_cancel_error
+        return self._new_request("api_cancel", request_ids=request_ids)
+
+    def cancel(self, cluster_name: str, **kwargs: Any) -> str:
+        self._record("cancel", cluster_name, **kwargs)
+        self._released.set()
+        return self._new_request("cancel", cluster=cluster_name)
+
+    def down(self, cluster_name: str, **kwargs: Any) -> str:
+        self._record("down", cluster_name, **kwargs)
+        return self._new_request("down", cluster=cluster_name)
+
+    def status(self, *args: Any, **kwargs: Any) -> str:
+        self._record("status", *args, **kwargs)
+        return self._new_request("status")
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
+        # Raises TypeError if the real SDK function would not accept these arguments.
+        inspect.signature(getattr(sky, name)).bind(*args, **kwargs)
+        with self._lock:
+            self.calls.append(Call(name, args, kwargs))
+
+    def _new_request(self, kind: str, **info: Any) -> str:
+        with self._lock:
+            request_id = f"req-{next(self._ids)}-{kind}"
+            self._requests[request_id] = (kind, info)
+        return request_id
+
+    def _result(self, kind: str, info: dict[str, Any]) -> Any:
+        if kind == "down":
+            if self.down_error is not None:
+                raise self.down_error
+            if info["cluster"] not in self.clusters:
+                raise exceptions.ClusterDoesNotExist(f"Cluster {info['cluster']!r} does not exist.")
+            self.clusters.discard(info["cluster"])
+            return None
+        if kind == "status":
+            return [{"name": name, "status": sky.ClusterStatus.UP} for name in self.clusters]
+        if kind == "api_cancel":
+            ids = info["request_ids"]
+            return [ids] if isinstance(ids, str) else list(ids or [])
+        return None
+
+    def _wait_for_cancel(self) -> None:
+        self.blocked.set()
+        self._released.wait(BLOCK_SECONDS)

@@ -1,0 +1,61 @@
+"""Reporting runs back where they were asked for (GitHub, Slack), and gating who may start them.
+
+Each reporter is one small class behind the `Reporter` protocol; the workflow calls the
+`report_progress` activity once per reporter at every change, so a failing Slack never
+blocks GitHub (and neither ever fails the run or its teardown).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from worker.models import AuthorizeInput, AuthorizeOutput, ReportInput, ReportOutput
+
+NO_GATE = (
+    "this skyrun worker has no GitHub credentials (GITHUB_TOKEN or a GitHub App), "
+    "so it cannot check who asked; nothing was run"
+)
+UNKNOWN_REPORTER = "no reporter named {name} on this worker"
+
+
+class Reporter(Protocol):
+    name: str
+
+    async def report(self, data: ReportInput) -> dict[str, str]:
+        """Create or update this reporter's view of the run; return handles to edit it later."""
+        ...
+
+
+class Gate(Protocol):
+    async def authorize(self, data: AuthorizeInput) -> AuthorizeOutput:
+        """Decide, through the forge's API, whether the requester may spend compute."""
+        ...
+
+
+class ReportingActivities:
+    def __init__(self, reporters: list[Reporter], gate: Gate | None = None) -> None:
+        self.reporters = {reporter.name: reporter for reporter in reporters}
+        self.gate = gate
+
+    @activity.defn(name="report_progress")
+    async def report_progress(self, data: ReportInput) -> ReportOutput:
+        reporter = self.reporters.get(data.reporter)
+        if reporter is None:
+            raise ApplicationError(
+                UNKNOWN_REPORTER.format(name=data.reporter), type="NoReporter", non_retryable=True
+            )
+        return ReportOutput(handles=await reporter.report(data))
+
+    @activity.defn(name="authorize_run")
+    async def authorize_run(self, data: AuthorizeInput) -> AuthorizeOutput:
+        if self.gate is None:
+            return AuthorizeOutput(allowed=False, reason=NO_GATE)
+        return await self.gate.authorize(data)
+
+
+def make_reporting(settings: object) -> ReportingActivities:
+    """The reporters this worker's settings configure (none on a bare local stack)."""
+    return ReportingActivities([], None)
