@@ -30,7 +30,9 @@ async def readyz(request: Request) -> JSONResponse:
         ok = await state.client.service_client.check_health(timeout=timedelta(seconds=2))
     except Exception as err:  # any transport failure means "not ready", with the reason
         return JSONResponse({"ready": False, "temporal": str(err)}, status_code=503)
-    return JSONResponse({"ready": ok, "temporal": "ok" if ok else "unhealthy"}, status_code=200 if ok else 503)
+    return JSONResponse(
+        {"ready": ok, "temporal": "ok" if ok else "unhealthy"}, status_code=200 if ok else 503
+    )
 
 
 def create_app(settings: Settings, client: Client | None = None) -> Starlette:

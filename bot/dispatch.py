@@ -225,9 +225,10 @@ class Dispatcher:
     async def progress(self, run_id: str) -> RunProgress | None:
         """The run's live (or final) progress; None when there is no such run."""
         try:
-            return await self.client.get_workflow_handle(run_id).query(
+            progress: RunProgress = await self.client.get_workflow_handle(run_id).query(
                 QUERY_PROGRESS, result_type=RunProgress
             )
+            return progress
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 return None
@@ -248,4 +249,7 @@ class Dispatcher:
 
     async def list_runs(self, *, limit: int = 50, **filters: object) -> list[RunSummary]:
         query = runs_query(**filters)  # type: ignore[arg-type]
-        return [summary_of(execution) async for execution in self.client.list_workflows(query, limit=limit)]
+        return [
+            summary_of(execution)
+            async for execution in self.client.list_workflows(query, limit=limit)
+        ]

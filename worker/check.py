@@ -40,11 +40,15 @@ async def _http(name: str, method: str, url: str, headers: dict[str, str]) -> Ch
 
 async def _github(settings: Settings) -> Check:
     if settings.github_token is None:
-        detail = "GitHub App configured" if settings.github_app_id else "no GITHUB_TOKEN or GitHub App"
+        detail = (
+            "GitHub App configured" if settings.github_app_id else "no GITHUB_TOKEN or GitHub App"
+        )
         return Check("github", "off" if not settings.github_app_id else "ok", detail)
     token = settings.github_token.get_secret_value()
     return await _http(
-        "github", "GET", f"{settings.github_api_url.rstrip('/')}/rate_limit",
+        "github",
+        "GET",
+        f"{settings.github_api_url.rstrip('/')}/rate_limit",
         {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"},
     )
 
@@ -75,7 +79,8 @@ async def run_checks(settings: Settings) -> list[Check]:
         Check(
             "webhook",
             "ok" if settings.github_webhook_secret else "off",
-            "GITHUB_WEBHOOK_SECRET set" if settings.github_webhook_secret
+            "GITHUB_WEBHOOK_SECRET set"
+            if settings.github_webhook_secret
             else "GITHUB_WEBHOOK_SECRET not set: /github/webhook refuses everything",
         ),
     ]

@@ -37,10 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="a worker: runs workflows and their activities")
     run = sub.add_parser("run", help="start a run by hand")
     run.add_argument("repo", help="a git URL or a local path")
-    run.add_argument("--ref", default="", help="branch, tag or commit (default: the default branch)")
-    run.add_argument("--stage", action="append", default=[], help="run only this stage (repeatable)")
+    run.add_argument(
+        "--ref", default="", help="branch, tag or commit (default: the default branch)"
+    )
+    run.add_argument(
+        "--stage", action="append", default=[], help="run only this stage (repeatable)"
+    )
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
-    run.add_argument("--wait", action="store_true", help="follow the run; exit non-zero if it fails")
+    run.add_argument(
+        "--wait", action="store_true", help="follow the run; exit non-zero if it fails"
+    )
     runs = sub.add_parser("runs", help="list recent runs")
     runs.add_argument("--repo")
     runs.add_argument("--state")
@@ -162,7 +168,9 @@ def exit_code_for(progress: RunProgress | None) -> int:
     return EXIT_FAILED
 
 
-async def follow(dispatcher: Dispatcher, run_id: str, interval_s: float = 0.5) -> RunProgress | None:
+async def follow(
+    dispatcher: Dispatcher, run_id: str, interval_s: float = 0.5
+) -> RunProgress | None:
     """Print each stage change until the run is finished; return its final progress."""
     seen: dict[str, str] = {}
     progress = None

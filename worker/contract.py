@@ -111,7 +111,7 @@ class RunRequest:
     github: GitHubTarget | None = None
     slack: SlackTarget | None = None
     supersedes: list[str] = field(default_factory=list)
-    """Run ids of earlier runs in the same lane that were asked to cancel; waited for before compute."""
+    """Ids of earlier runs in this lane that were asked to cancel; waited for before compute."""
     default_branch: str = ""
     check_push_filter: bool = False
     """Push-triggered: end quietly as skipped unless the pipeline's `on.push` globs match `ref`."""

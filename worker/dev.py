@@ -69,7 +69,10 @@ async def run_dev(settings: Settings, example: str | None = None) -> int:
 
     stop = _stop_event()
     settings.data_path.mkdir(parents=True, exist_ok=True)
-    async with temporal_client(settings) as client, running_workers(build_workers(client, settings)):
+    async with (
+        temporal_client(settings) as client,
+        running_workers(build_workers(client, settings)),
+    ):
         server = EmbeddedServer(uvicorn_config(settings, client))
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():

@@ -28,7 +28,9 @@ def temporal_binary() -> str:
     beside = Path(sysconfig.get_path("scripts")) / "temporal"
     if beside.is_file():
         return str(beside)
-    found = shutil.which("temporal") or shutil.which("temporal", path=str(Path(sys.executable).parent))
+    found = shutil.which("temporal") or shutil.which(
+        "temporal", path=str(Path(sys.executable).parent)
+    )
     if not found:
         raise RuntimeError(NO_BINARY)
     return found

@@ -102,7 +102,9 @@ async def checkout(url: str, ref: str, commit: str, dest: Path, token: str | Non
     dest.mkdir(parents=True)
     code, _, err = await _git("init", "--quiet", str(dest))
     if code != 0:
-        raise CheckoutError(GIT_FAILED.format(action="init", url=url, detail=err.strip()), user_error=False)
+        raise CheckoutError(
+            GIT_FAILED.format(action="init", url=url, detail=err.strip()), user_error=False
+        )
     want = commit or ref or "HEAD"
     code, _, err = await _git(
         "fetch", "--quiet", "--depth", "1", "--no-tags", url, want, cwd=dest, token=token
@@ -112,13 +114,17 @@ async def checkout(url: str, ref: str, commit: str, dest: Path, token: str | Non
         missing = "couldn't find remote ref" in err or "not our ref" in err or "unadvertised" in err
         if missing:
             what = f"commit {commit}" if commit else f"ref {ref or 'HEAD'}"
-            raise CheckoutError(REF_NOT_FOUND.format(what=what, url=url, detail=detail), user_error=True)
+            raise CheckoutError(
+                REF_NOT_FOUND.format(what=what, url=url, detail=detail), user_error=True
+            )
         not_repo = "does not appear to be a git repository" in err or "not found" in err.lower()
         raise CheckoutError(
             GIT_FAILED.format(action="fetch", url=url, detail=detail), user_error=not_repo
         )
     code, _, err = await _git("checkout", "--quiet", "--detach", "FETCH_HEAD", cwd=dest)
     if code != 0:
-        raise CheckoutError(GIT_FAILED.format(action="checkout", url=url, detail=err.strip()), user_error=False)
+        raise CheckoutError(
+            GIT_FAILED.format(action="checkout", url=url, detail=err.strip()), user_error=False
+        )
     code, out, _ = await _git("rev-parse", "HEAD", cwd=dest)
     return out.strip()

@@ -80,7 +80,7 @@ def build_workers(
 
 @contextlib.asynccontextmanager
 async def running_workers(workers: Sequence[Worker]) -> AsyncIterator[None]:
-    """Run workers in the background; on exit shut them down gracefully (activities get cancelled)."""
+    """Run workers in the background; on exit shut them down gracefully."""
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
         yield

@@ -16,8 +16,14 @@ UNKNOWN_REF = "{ref} is not a branch, tag or commit of {repo}"
 
 async def _rev_parse(path: Path, ref: str) -> str | None:
     proc = await asyncio.create_subprocess_exec(
-        "git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}",
-        cwd=path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        "git",
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        f"{ref}^{{commit}}",
+        cwd=path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     out, _ = await proc.communicate()
     return out.decode().strip() if proc.returncode == 0 else None

@@ -6,10 +6,10 @@ import hashlib
 import socket
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 
 class Backend(str, Enum):
@@ -24,9 +24,7 @@ def _split(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     github_webhook_secret: SecretStr | None = Field(None, alias="GITHUB_WEBHOOK_SECRET")
     github_token: SecretStr | None = Field(None, alias="GITHUB_TOKEN")
@@ -40,7 +38,9 @@ class Settings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
 
     allowed_repos: Annotated[list[str], NoDecode] = Field(["*"], alias="SKYRUN_ALLOWED_REPOS")
-    slack_allowed_users: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_SLACK_ALLOWED_USERS")
+    slack_allowed_users: Annotated[list[str], NoDecode] = Field(
+        [], alias="SKYRUN_SLACK_ALLOWED_USERS"
+    )
     public_url: str = Field("http://localhost:8000", alias="SKYRUN_PUBLIC_URL")
     host: str = Field("127.0.0.1", alias="SKYRUN_HOST")
     port: int = Field(8000, alias="SKYRUN_PORT")
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
 
     @property
     def worker_queue(self) -> str:
-        """This worker's own task queue, stable across restarts of the same worker on the same host."""
+        """This worker's own task queue, stable across restarts on the same host and data dir."""
         digest = hashlib.sha256(str(self.data_path).encode()).hexdigest()[:8]
         return f"{self.temporal_task_queue}@{socket.gethostname()}-{digest}"
 

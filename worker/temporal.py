@@ -50,7 +50,7 @@ def search_attribute_flags() -> list[str]:
 
 
 async def ensure_search_attributes(client: Client) -> None:
-    """Register missing search attributes (idempotent); servers that refuse (Cloud) are told once."""
+    """Register missing search attributes (idempotent)."""
     wanted = {name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in KEYWORD_ATTRIBUTES}
     wanted.update({name: IndexedValueType.INDEXED_VALUE_TYPE_INT for name in INT_ATTRIBUTES})
     existing = await client.operator_service.list_search_attributes(

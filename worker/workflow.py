@@ -176,7 +176,7 @@ class PipelineWorkflow:
                 self._run_stages(request, prepared, queue),
                 timeout=prepared.timeout_minutes * 60,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             progress.error = RUN_TIMED_OUT.format(
                 minutes=prepared.timeout_minutes if prepared else 0, stage=self._active
             )
@@ -229,22 +229,22 @@ class PipelineWorkflow:
                 # Recorded before launching: a cancelled launch still leaves a cluster to down.
                 self._up.append(planned.cluster_name)
             out = await workflow.execute_activity_method(
-                    PipelineActivities.run_stage,
-                    StageInput(
-                        run_id=self._progress.run_id,
-                        request=request,
-                        commit=prepared.commit,
-                        stage=planned,
-                        metric_patterns=prepared.metric_patterns,
-                        autostop_minutes=prepared.autostop_minutes,
-                    ),
-                    task_queue=queue,
-                    start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
-                    schedule_to_start_timeout=PINNED_SCHEDULE_TIMEOUT if pinned else None,
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=STAGE_RETRY,
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                )
+                PipelineActivities.run_stage,
+                StageInput(
+                    run_id=self._progress.run_id,
+                    request=request,
+                    commit=prepared.commit,
+                    stage=planned,
+                    metric_patterns=prepared.metric_patterns,
+                    autostop_minutes=prepared.autostop_minutes,
+                ),
+                task_queue=queue,
+                start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
+                schedule_to_start_timeout=PINNED_SCHEDULE_TIMEOUT if pinned else None,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=STAGE_RETRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
             stage.exit_code = out.exit_code
             stage.metrics = out.metrics
             stage.report = out.report
@@ -335,7 +335,10 @@ class PipelineWorkflow:
         assert self._progress is not None
         reported = 0
         while True:
-            await workflow.wait_condition(lambda: self._version > reported or self._closing)
+            # The condition is evaluated only while this iteration waits, so late binding is fine.
+            await workflow.wait_condition(
+                lambda: self._version > reported or self._closing  # noqa: B023
+            )
             if self._version == reported:
                 return
             version = self._version

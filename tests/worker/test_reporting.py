@@ -1,4 +1,4 @@
-"""The workflow's reporting and gating hooks, with recording reporters (real Temporal, local backend)."""
+"""The workflow's reporting and gating hooks, with recording reporters (real Temporal)."""
 
 from __future__ import annotations
 
@@ -37,10 +37,15 @@ class Gate:
     async def authorize(self, data: AuthorizeInput) -> AuthorizeOutput:
         if self.allowed:
             return AuthorizeOutput(allowed=True, commit=self.commit)
-        return AuthorizeOutput(allowed=False, reason=f"{data.request.requested_by} may not run this")
+        return AuthorizeOutput(
+            allowed=False, reason=f"{data.request.requested_by} may not run this"
+        )
 
 
-PIPELINE = {"a.yaml": "run: echo '::metric loss=0.5'\n", ".skyrun.yaml": "stages: [{name: a, task: a.yaml}]\n"}
+PIPELINE = {
+    "a.yaml": "run: echo '::metric loss=0.5'\n",
+    ".skyrun.yaml": "stages: [{name: a, task: a.yaml}]\n",
+}
 
 
 async def _run(
@@ -62,8 +67,13 @@ async def test_reporter_sees_every_state_and_reuses_its_handles(
     repo = git_repo(PIPELINE)
     github = RecordingReporter("github")
     reporting = ReportingActivities([github], Gate(allowed=True))
-    progress = await _run(
-        client, settings, reporting, repo=repo, trigger=Trigger.COMMENT, github=GitHubTarget(pr_number=7)
+    await _run(
+        client,
+        settings,
+        reporting,
+        repo=repo,
+        trigger=Trigger.COMMENT,
+        github=GitHubTarget(pr_number=7),
     )
     states = [r.progress.state for r in github.seen]
     assert states[0] is RunState.QUEUED
@@ -80,7 +90,12 @@ async def test_failing_reporter_never_fails_the_run(
     repo = git_repo(PIPELINE)
     reporting = ReportingActivities([RecordingReporter("github", fail=True)], Gate(allowed=True))
     progress = await _run(
-        client, settings, reporting, repo=repo, trigger=Trigger.COMMENT, github=GitHubTarget(pr_number=7)
+        client,
+        settings,
+        reporting,
+        repo=repo,
+        trigger=Trigger.COMMENT,
+        github=GitHubTarget(pr_number=7),
     )
     assert progress.state is RunState.SUCCEEDED
 
@@ -92,7 +107,12 @@ async def test_denied_requester_runs_nothing_and_is_told_why(
     github = RecordingReporter("github")
     reporting = ReportingActivities([github], Gate(allowed=False))
     progress = await _run(
-        client, settings, reporting, repo=repo, trigger=Trigger.COMMENT, github=GitHubTarget(pr_number=7)
+        client,
+        settings,
+        reporting,
+        repo=repo,
+        trigger=Trigger.COMMENT,
+        github=GitHubTarget(pr_number=7),
     )
     assert progress.state is RunState.DENIED
     assert progress.error == "tester may not run this"
@@ -107,7 +127,12 @@ async def test_without_a_gate_github_runs_are_refused(
     repo = git_repo(PIPELINE)
     reporting = ReportingActivities([RecordingReporter("github")], None)
     progress = await _run(
-        client, settings, reporting, repo=repo, trigger=Trigger.COMMENT, github=GitHubTarget(pr_number=7)
+        client,
+        settings,
+        reporting,
+        repo=repo,
+        trigger=Trigger.COMMENT,
+        github=GitHubTarget(pr_number=7),
     )
     assert progress.state is RunState.DENIED
     assert progress.error == NO_GATE
@@ -116,11 +141,18 @@ async def test_without_a_gate_github_runs_are_refused(
 async def test_push_run_on_unwatched_branch_reports_nothing(
     client: Client, settings: Settings, git_repo: Callable[..., Path]
 ) -> None:
-    repo = git_repo({**PIPELINE, ".skyrun.yaml": "on: {push: [release]}\nstages: [{name: a, task: a.yaml}]\n"})
+    repo = git_repo(
+        {**PIPELINE, ".skyrun.yaml": "on: {push: [release]}\nstages: [{name: a, task: a.yaml}]\n"}
+    )
     github = RecordingReporter("github")
     reporting = ReportingActivities([github], Gate(allowed=True))
     progress = await _run(
-        client, settings, reporting, repo=repo, trigger=Trigger.PUSH, check_push_filter=True,
+        client,
+        settings,
+        reporting,
+        repo=repo,
+        trigger=Trigger.PUSH,
+        check_push_filter=True,
         github=GitHubTarget(),
     )
     assert progress.state is RunState.SKIPPED

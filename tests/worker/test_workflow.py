@@ -59,7 +59,9 @@ async def wait_stage_running(dispatcher: Dispatcher, run_id: str, stage: str) ->
     async def poll() -> None:
         while True:
             progress = await dispatcher.progress(run_id)
-            if progress and any(s.name == stage and s.state is StageState.RUNNING for s in progress.stages):
+            if progress and any(
+                s.name == stage and s.state is StageState.RUNNING for s in progress.stages
+            ):
                 return
             await asyncio.sleep(0.1)
 
@@ -127,7 +129,8 @@ async def test_failing_stage_fails_the_run_names_it_and_leaves_no_cluster(
             "b.yaml": "run: |\n  echo about to fail\n  echo 'Traceback: boom' >&2\n  exit 3\n",
             "c.yaml": "run: echo never\n",
             ".skyrun.yaml": (
-                "stages:\n  - {name: a, task: a.yaml}\n  - {name: b, task: b.yaml, cluster: shared}\n"
+                "stages:\n  - {name: a, task: a.yaml}\n"
+                "  - {name: b, task: b.yaml, cluster: shared}\n"
                 "  - {name: c, task: c.yaml, cluster: shared}\n"
             ),
         }
@@ -164,7 +167,12 @@ async def test_cancel_in_the_middle_of_a_stage_kills_the_job_and_downs_the_clust
     dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "job.pid"
-    repo = git_repo({"train.yaml": SLOW_TASK.format(pidfile=pidfile), ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n"})
+    repo = git_repo(
+        {
+            "train.yaml": SLOW_TASK.format(pidfile=pidfile),
+            ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n",
+        }
+    )
     outcome = await dispatcher.start(request_for(repo))
     child = await wait_pidfile(Path(f"{pidfile}.child"))
     assert alive(child)
@@ -183,7 +191,12 @@ async def test_same_work_twice_starts_one_run(
     dispatcher: Dispatcher, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "job.pid"
-    repo = git_repo({"train.yaml": SLOW_TASK.format(pidfile=pidfile), ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n"})
+    repo = git_repo(
+        {
+            "train.yaml": SLOW_TASK.format(pidfile=pidfile),
+            ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n",
+        }
+    )
     commit = (repo / ".git" / "refs" / "heads" / "main").read_text().strip()
     first = await dispatcher.start(request_for(repo, commit=commit))
     second = await dispatcher.start(request_for(repo, commit=commit))
@@ -203,7 +216,12 @@ async def test_newer_run_in_the_lane_supersedes_the_running_one(
 ) -> None:
     pidfile = tmp_path / "job.pid"
     pipeline = ".skyrun.yaml"
-    repo = git_repo({"train.yaml": SLOW_TASK.format(pidfile=pidfile), pipeline: "stages: [{name: train, task: train.yaml}]\n"})
+    repo = git_repo(
+        {
+            "train.yaml": SLOW_TASK.format(pidfile=pidfile),
+            pipeline: "stages: [{name: train, task: train.yaml}]\n",
+        }
+    )
     first = await dispatcher.start(request_for(repo, commit=_head(repo)))
     child = await wait_pidfile(Path(f"{pidfile}.child"))
 
@@ -224,9 +242,16 @@ async def test_newer_run_in_the_lane_supersedes_the_running_one(
 async def test_push_to_an_unwatched_branch_ends_quietly_as_skipped(
     dispatcher: Dispatcher, git_repo: Callable[..., Path]
 ) -> None:
-    repo = git_repo({"a.yaml": "run: echo hi\n", ".skyrun.yaml": "on: {push: ['release/*']}\nstages: [{name: a, task: a.yaml}]\n"})
+    repo = git_repo(
+        {
+            "a.yaml": "run: echo hi\n",
+            ".skyrun.yaml": "on: {push: ['release/*']}\nstages: [{name: a, task: a.yaml}]\n",
+        }
+    )
     skipped = await dispatcher.start(
-        request_for(repo, trigger=Trigger.PUSH, ref="main", commit=_head(repo), check_push_filter=True)
+        request_for(
+            repo, trigger=Trigger.PUSH, ref="main", commit=_head(repo), check_push_filter=True
+        )
     )
     progress = await wait_finished(dispatcher, skipped.run_id)
     assert progress.state is RunState.SKIPPED

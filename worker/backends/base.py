@@ -1,4 +1,4 @@
-"""What a compute backend does for the workflow: run a stage's task on a cluster, and tear it down."""
+"""What a compute backend does for the workflow: run a stage's task on a cluster, tear it down."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class TaskRun:
     task_yaml: str
     """The SkyPilot task YAML as text, as read from the checkout."""
     envs: dict[str, str]
-    """Env overrides applied over the task's own `envs` (pipeline envs, trigger KEY=VALUE, bucket)."""
+    """Env overrides applied over the task's own `envs` (pipeline, trigger KEY=VALUE, bucket)."""
     checkout_dir: Path
     """The repository checkout at the run's commit; relative `workdir` and mounts resolve here."""
     launch: bool

@@ -546,7 +546,7 @@ from worker.backends.base import BackendError, TaskRun, TaskSpecError
 from worker.backends.skypilot import SkyPilotBackend
 
 warnings = []
-handler = logging.Handler()
+handler = logging.Handler(logging.WARNING)
 handler.emit = lambda record: warnings.append(record.getMessage())
 logging.getLogger("worker.backends.skypilot").addHandler(handler)
 
@@ -641,6 +641,7 @@ def test_launch_without_any_cloud_is_a_clear_error_not_a_hang(
 
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(result)
     kind, message = result["run"]
     assert kind == "TaskSpecError"
     assert "No cloud is enabled" in message
