@@ -366,7 +366,7 @@ def _absolute(path: str, checkout_dir: Path) -> str:
         return path
     if os.path.isabs(path):
         return path
-    return os.path.normpath(checkout_dir / path)
+    return os.path.normpath(os.path.join(os.path.abspath(checkout_dir), path))
 
 
 def _resolve_substituted_paths(task: Any, checkout_dir: Path) -> None:

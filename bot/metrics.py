@@ -1,0 +1,297 @@
+"""Prometheus metrics of the bot, `GET /metrics`, and the per-request access log.
+
+Front doors count what they handled with `record_webhook` / `record_slack`; runs and clusters are
+read from Temporal at scrape time (no database of our own); worker metrics (stage durations,
+reporting errors) share the default registry when the worker runs in the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from bot.dispatch import Dispatcher, summary_of
+from bot.runs import scoped_query
+from bot.state import BotState
+from worker.contract import RunState, Trigger
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("bot.access")
+
+GITHUB_EVENTS = frozenset({"push", "issue_comment", "pull_request", "ping"})
+SLACK_EVENTS = frozenset({"command", "action", "view", "shortcut", "event", "options"})
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/static"})
+"""Routes polled by machines: their access log lines go to DEBUG."""
+
+
+class Outcome(str, Enum):
+    """What a front door did with a webhook delivery or Slack request."""
+
+    STARTED = "started"
+    DUPLICATE = "duplicate"
+    """A redelivery or repeat: no second run."""
+    CANCELLED = "cancelled"
+    REPLIED = "replied"
+    """Answered without starting anything (help, status, usage)."""
+    IGNORED = "ignored"
+    """Nothing to do (an unwatched event, a bot's own comment)."""
+    REJECTED = "rejected"
+    """Bad or missing signature, malformed or oversize body."""
+    DENIED = "denied"
+    """The requester may not start or cancel runs."""
+    ERROR = "error"
+
+
+WEBHOOKS = Counter(
+    "skyrun_webhooks",
+    "GitHub webhook deliveries, by event and outcome.",
+    ["event", "outcome"],
+)
+SLACK_REQUESTS = Counter(
+    "skyrun_slack_requests",
+    "Slack requests (slash commands, interactivity), by event and outcome.",
+    ["event", "outcome"],
+)
+HTTP_REQUESTS = Counter(
+    "skyrun_http_requests",
+    "HTTP requests served by the bot, by route template, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "skyrun_http_request_duration_seconds",
+    "Time to answer an HTTP request (a streamed log counts until it ends), by route template.",
+    ["route"],
+)
+
+
+def _outcome(outcome: Outcome | str) -> str:
+    value = outcome.value if isinstance(outcome, Outcome) else outcome
+    return value if value in {o.value for o in Outcome} else OTHER
+
+
+def record_webhook(event: str, outcome: Outcome | str) -> None:
+    """Count one GitHub delivery; unknown event names (the header is untrusted) count as other."""
+    WEBHOOKS.labels(event if event in GITHUB_EVENTS else OTHER, _outcome(outcome)).inc()
+
+
+def record_slack(event: str, outcome: Outcome | str) -> None:
+    """Count one Slack request (event: command, action, view, shortcut, event or options)."""
+    SLACK_REQUESTS.labels(event if event in SLACK_EVENTS else OTHER, _outcome(outcome)).inc()
+
+
+# Runs and clusters, read from Temporal at scrape time.
+
+REFRESH_EVERY_S = 15.0
+"""Scrapes closer together than this reuse the last look, so scrapers cannot load Temporal."""
+REFRESH_TIMEOUT_S = 10.0
+QUERY_TIMEOUT_S = 3.0
+CONCURRENCY = 8
+MAX_LIVE_RUNS = 500
+
+
+@dataclass
+class _Snapshot:
+    runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    clusters: dict[str, int] = field(default_factory=dict)
+    unanswered: int = 0
+
+
+class RunsCollector(Collector):
+    """Runs by trigger and state from Temporal's visibility, clusters up from live runs' progress."""
+
+    def __init__(self, *, ttl_s: float = REFRESH_EVERY_S) -> None:
+        self.ttl_s = ttl_s
+        self._snapshot: _Snapshot | None = None
+        self._taken = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, client: Client, dispatcher: Dispatcher, task_queue: str) -> None:
+        async with self._lock:
+            if time.monotonic() - self._taken < self.ttl_s:
+                return
+            try:
+                snapshot: _Snapshot | None = await asyncio.wait_for(
+                    self._take(client, dispatcher, task_queue), REFRESH_TIMEOUT_S
+                )
+            except (TimeoutError, RPCError) as err:
+                log.warning("metrics: cannot read runs from Temporal: %s", err)
+                snapshot = None
+            self._snapshot, self._taken = snapshot, time.monotonic()
+
+    async def _take(self, client: Client, dispatcher: Dispatcher, task_queue: str) -> _Snapshot:
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def count(trigger: Trigger, state: RunState) -> tuple[tuple[str, str], int]:
+            query = scoped_query(
+                task_queue, trigger=trigger.value, state=state.value, running_only=not state.finished
+            )
+            async with limit:
+                counted = await client.count_workflows(query)
+            return (trigger.value, state.value), counted.count
+
+        async def clusters(run_id: str) -> tuple[str, int] | None:
+            async with limit:
+                try:
+                    progress = await asyncio.wait_for(dispatcher.progress(run_id), QUERY_TIMEOUT_S)
+                except (TimeoutError, RPCError):
+                    return None
+            if progress is None:
+                return None
+            return progress.backend or "unknown", len(progress.clusters_up)
+
+        counts = await asyncio.gather(*(count(t, s) for t in Trigger for s in RunState))
+        live = client.list_workflows(scoped_query(task_queue, running_only=True), limit=MAX_LIVE_RUNS)
+        run_ids = [summary_of(execution).run_id async for execution in live]
+        snapshot = _Snapshot(runs=dict(counts))
+        for answer in await asyncio.gather(*(clusters(run_id) for run_id in run_ids)):
+            if answer is None:
+                snapshot.unanswered += 1
+                continue
+            backend, up = answer
+            snapshot.clusters[backend] = snapshot.clusters.get(backend, 0) + up
+        return snapshot
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        snapshot = self._snapshot
+        up = GaugeMetricFamily(
+            "skyrun_temporal_up", "1 when the last look at Temporal for run metrics succeeded."
+        )
+        up.add_metric([], 1 if snapshot else 0)
+        yield up
+        if snapshot is None:
+            return
+        runs = GaugeMetricFamily(
+            "skyrun_runs",
+            "Runs of this deployment known to Temporal (within the namespace's retention), by "
+            "trigger and state: started = sum by trigger; finished = state not queued/running.",
+            labels=["trigger", "state"],
+        )
+        for (trigger, state), value in sorted(snapshot.runs.items()):
+            runs.add_metric([trigger, state], value)
+        yield runs
+        clusters = GaugeMetricFamily(
+            "skyrun_clusters_up",
+            "Clusters that live runs have launched and not yet torn down, by backend.",
+            labels=["backend"],
+        )
+        for backend, value in sorted(snapshot.clusters.items()):
+            clusters.add_metric([backend], value)
+        yield clusters
+        unanswered = GaugeMetricFamily(
+            "skyrun_live_runs_unanswered",
+            "Live runs whose progress query got no answer (is their worker running?).",
+        )
+        unanswered.add_metric([], snapshot.unanswered)
+        yield unanswered
+
+
+class MetricsEndpoint:
+    """`GET /metrics`: the process's default registry plus this app's run collector."""
+
+    def __init__(self, *, ttl_s: float = REFRESH_EVERY_S) -> None:
+        self.runs = RunsCollector(ttl_s=ttl_s)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.runs)
+
+    async def metrics(self, request: Request) -> Response:
+        state: BotState = request.app.state.bot
+        await self.runs.refresh(state.client, state.dispatcher, state.settings.temporal_task_queue)
+        body = generate_latest(REGISTRY) + generate_latest(self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/metrics", MetricsEndpoint().metrics)]
+
+
+# Requests: counted and logged (with run id and delivery id) by one ASGI middleware.
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            text: str = value.decode("latin-1")[:64]
+            return text
+    return ""
+
+
+class RequestMetrics:
+    """Count and time every HTTP request by route template, and log it with what identifies it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_of(scope)
+            method = scope["method"] if scope["method"] in HTTP_METHODS else OTHER
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_DURATION.labels(route).observe(elapsed)
+            self._log(scope, route, status, elapsed)
+
+    @staticmethod
+    def _log(scope: Scope, route: str, status: int, elapsed: float) -> None:
+        extra: dict[str, object] = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 1),
+        }
+        for key, value in _identifiers(scope):
+            extra[key] = value
+        level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
+        access_log.log(level, "%s %s %s", scope["method"], scope["path"], status, extra=extra)
+
+
+def _identifiers(scope: Scope) -> Iterator[tuple[str, str]]:
+    params = scope.get("path_params") or {}
+    if run_id := params.get("run_id"):
+        yield "run_id", str(run_id)[:128]
+    if delivery := _header(scope, b"x-github-delivery"):
+        yield "delivery_id", delivery

@@ -1,0 +1,176 @@
+"""The `skyrun` command line end to end, and a worker killed in the middle of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from bot.dispatch import Dispatcher
+from tests.worker.test_workflow import alive, request_for, wait_finished, wait_pidfile
+from worker.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
+from worker.contract import RunState, StageState
+from worker.main import build_workers, running_workers
+from worker.settings import Settings
+
+SKYRUN = [sys.executable, "-m", "worker.cli"]
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": settings.temporal_target,
+        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+        "SKYRUN_DATA_DIR": str(settings.data_path),
+        "SKYRUN_PUBLIC_URL": settings.public_url,
+    }
+
+
+async def skyrun(settings: Settings, *args: str, timeout: float = 120) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *SKYRUN,
+        *args,
+        env=cli_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def worker(client: Client, settings: Settings) -> AsyncIterator[None]:
+    async with running_workers(build_workers(client, settings)):
+        yield
+
+
+@pytest.mark.usefixtures("worker")
+async def test_run_wait_exits_zero_and_prints_metrics_and_links(
+    settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(
+        {
+            "t.yaml": "run: echo '::metric accuracy=0.91'\n",
+            ".skyrun.yaml": "stages: [{name: t, task: t.yaml}]\n",
+        }
+    )
+    code, out, err = await skyrun(settings, "run", str(repo), "--wait", "--env", "A=1")
+    assert code == EXIT_OK, out + err
+    assert "succeeded" in out
+    assert "metric accuracy = 0.91" in out
+    assert "http://skyrun.test/runs/" in out
+    run_id = out.split()[1]
+
+    code, out, _ = await skyrun(settings, "status", run_id)
+    assert code == EXIT_OK and "succeeded" in out
+    code, out, _ = await skyrun(settings, "runs")
+    assert code == EXIT_OK and run_id in out
+
+
+@pytest.mark.usefixtures("worker")
+async def test_run_wait_exits_non_zero_when_a_stage_fails(
+    settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(
+        {
+            "t.yaml": "run: |\n  echo 'CUDA out of memory'\n  exit 1\n",
+            ".skyrun.yaml": "stages: [{name: t, task: t.yaml}]\n",
+        }
+    )
+    code, out, _ = await skyrun(settings, "run", str(repo), "--wait")
+    assert code == EXIT_FAILED
+    assert "stage 't' failed with exit status 1" in out
+    assert "CUDA out of memory" in out
+
+
+@pytest.mark.usefixtures("worker")
+async def test_cancel_from_the_command_line(
+    settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    repo = git_repo(
+        {
+            "t.yaml": f"run: |\n  echo $$ > {pidfile}\n  sleep 300\n",
+            ".skyrun.yaml": "stages: [{name: t, task: t.yaml}]\n",
+        }
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *SKYRUN,
+        "run",
+        str(repo),
+        "--wait",
+        env=cli_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    first_line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+    run_id = first_line.split()[1]
+    await wait_pidfile(pidfile)
+    code, out, _ = await skyrun(settings, "cancel", run_id)
+    assert code == EXIT_OK and "cancelling" in out
+    assert await asyncio.wait_for(proc.wait(), 60) == EXIT_CANCELLED
+    code, _, _ = await skyrun(settings, "cancel", run_id)
+    assert code == EXIT_FAILED  # not running any more
+
+
+async def test_usage_errors_and_unreachable_temporal_are_clear(
+    settings: Settings, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    code, _, err = await skyrun(settings, "run", str(tmp_path / "nope"))
+    assert code == 2 and "neither a git URL nor an existing directory" in err
+    code, _, err = await skyrun(settings, "run", str(tmp_path), "--env", "not-an-assignment")
+    assert code == 2 and "KEY=VALUE" in err
+    offline = make_settings(TEMPORAL_ADDRESS="127.0.0.1:1")
+    code, _, err = await skyrun(offline, "runs")
+    assert code == EXIT_FAILED and "cannot reach Temporal" in err and "skyrun dev" in err
+    code, _, err = await skyrun(settings, "status", "no-such-run")
+    assert code == EXIT_FAILED and "no run with id no-such-run" in err
+
+
+async def test_killed_worker_restarted_finishes_the_run_and_leaves_no_orphan(
+    client: Client, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    task = (
+        "run: |\n"
+        f"  if [ -e {pidfile} ]; then echo second attempt; exit 0; fi\n"
+        f"  echo $$ > {pidfile}\n"
+        "  sleep 300\n"
+    )
+    repo = git_repo({"t.yaml": task, ".skyrun.yaml": "stages: [{name: t, task: t.yaml}]\n"})
+    dispatcher = Dispatcher(client, settings.temporal_task_queue)
+
+    async def start_worker() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *SKYRUN,
+            "worker",
+            env=cli_env(settings),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+    first = await start_worker()
+    outcome = await dispatcher.start(request_for(repo))
+    job = await wait_pidfile(pidfile)
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+
+    second = await start_worker()
+    try:
+        progress = await wait_finished(dispatcher, outcome.run_id, timeout=120)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 60)
+    assert progress.state is RunState.SUCCEEDED
+    assert progress.stages[0].state is StageState.SUCCEEDED
+    log = (settings.logs_dir / outcome.run_id / "t.log").read_text()
+    assert "(attempt 2)" in log and "second attempt" in log
+    assert not alive(job)

@@ -1,0 +1,86 @@
+"""Settings: names as in DESIGN.md, read once from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.settings import Backend, load_settings
+from worker.temporal import tls_config
+
+ALL_NAMES = Path(__file__).resolve().parents[2] / ".env.example"
+
+
+def test_defaults_are_the_embedded_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TEMPORAL_ADDRESS", "SKYRUN_BACKEND", "GITHUB_TOKEN", "SKYRUN_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(_env_file=None)
+    assert settings.backend is Backend.LOCAL
+    assert settings.temporal_target == "127.0.0.1:7233"
+    assert settings.temporal_task_queue == "skyrun"
+    assert settings.public_url == "http://localhost:8000"
+    assert settings.allowed_repos == ["*"]
+    assert settings.slack_allowed_users == []
+    assert settings.github_webhook_secret is None
+    assert not settings.github_configured and not settings.slack_configured
+    assert tls_config(settings) is False
+
+
+def test_environment_and_dotenv_are_read_with_their_documented_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "SKYRUN_ALLOWED_REPOS=acme/*, other/repo\nSKYRUN_PUBLIC_URL=https://ci.example.com/\n"
+        "GITHUB_TOKEN=\nSKYRUN_BACKEND=skypilot\nSKYRUN_SLACK_ALLOWED_USERS=U1 U2\n"
+    )
+    monkeypatch.setenv("SKYRUN_PORT", "9000")
+    settings = load_settings(_env_file=env_file)
+    assert settings.allowed_repos == ["acme/*", "other/repo"]
+    assert settings.public_url == "https://ci.example.com"
+    assert settings.github_token is None  # empty means unset, not an empty secret
+    assert settings.backend is Backend.SKYPILOT
+    assert settings.slack_allowed_users == ["U1", "U2"]
+    assert settings.port == 9000
+
+
+def test_secrets_never_show_in_repr() -> None:
+    settings = load_settings(_env_file=None, GITHUB_TOKEN="ghp_supersecret", TEMPORAL_API_KEY="k-1")
+    assert "ghp_supersecret" not in repr(settings)
+    assert "k-1" not in repr(settings)
+
+
+def test_bad_values_are_refused_with_the_setting_named() -> None:
+    with pytest.raises(ValueError, match="SKYRUN_BACKEND"):
+        load_settings(_env_file=None, SKYRUN_BACKEND="kubernetes")
+
+
+def test_temporal_cloud_api_key_implies_tls_and_cert_paths_are_loaded(tmp_path: Path) -> None:
+    assert tls_config(load_settings(_env_file=None, TEMPORAL_API_KEY="key")) is True
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_bytes(b"CERT")
+    key.write_bytes(b"KEY")
+    tls = tls_config(
+        load_settings(_env_file=None, TEMPORAL_TLS_CERT_PATH=cert, TEMPORAL_TLS_KEY_PATH=key)
+    )
+    assert not isinstance(tls, bool)
+    assert tls.client_cert == b"CERT" and tls.client_private_key == b"KEY"
+
+
+def test_every_setting_is_listed_in_env_example() -> None:
+    from worker.settings import Settings
+
+    listed = ALL_NAMES.read_text()
+    for field in Settings.model_fields.values():
+        assert field.alias and f"{field.alias}=" in listed, field.alias
+
+
+def test_worker_queue_is_stable_for_a_host_and_data_dir(tmp_path: Path) -> None:
+    a = load_settings(_env_file=None, SKYRUN_DATA_DIR=tmp_path / "a")
+    b = load_settings(_env_file=None, SKYRUN_DATA_DIR=tmp_path / "b")
+    assert (
+        a.worker_queue == load_settings(_env_file=None, SKYRUN_DATA_DIR=tmp_path / "a").worker_queue
+    )
+    assert a.worker_queue != b.worker_queue
+    assert a.worker_queue.startswith("skyrun@")
