@@ -269,14 +269,19 @@ class LocalBackend:
         assert proc.stdout is not None
         pump = asyncio.create_task(_pump(proc.stdout, log, prefix.format(pid=proc.pid).encode()))
         try:
-            code = await proc.wait()
+            code = await _exited(proc)
             # The job is over when its shell exits; as SkyPilot does, stop what it left running
             # (background processes, possibly still holding the output pipe open).
             await asyncio.wait({pump}, timeout=_DRAIN_SECONDS)
             leftovers = not pump.done() or await asyncio.to_thread(_group_alive, job)
             if leftovers:
                 await self._terminate(job, proc)
-            await pump
+                # Only a process that left the group (setsid) can still hold the pipe now.
+                await asyncio.wait({pump}, timeout=_DRAIN_SECONDS)
+            if pump.done():
+                pump.result()
+            else:
+                pump.cancel()
             if leftovers:
                 _write(log, LOG_LEFTOVERS_KILLED.encode())
         except BaseException:
@@ -296,13 +301,13 @@ class LocalBackend:
         try:
             _signal_group(job.pgid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), self.kill_grace_seconds)
+                await asyncio.wait_for(_exited(proc), self.kill_grace_seconds)
             stopped = await self._wait_gone(job, deadline - loop.time())
         finally:
             # Also when this cleanup is itself cancelled: nothing of the job may outlive it.
             if not stopped:
                 _signal_group(job.pgid, signal.SIGKILL)
-        await proc.wait()
+        await _exited(proc)
 
     async def _kill_recorded(self, cluster: Path) -> None:
         """Kill the job recorded for `cluster` if it still runs (its worker died with it)."""
@@ -474,6 +479,17 @@ def _die_with_parent() -> None:
     """In the child before exec: be SIGKILLed when the worker dies (Linux only)."""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> int:
+    """The shell's exit status as soon as it exits.
+
+    Not `Process.wait()`: on Python 3.11 that also waits until every process holding the output
+    pipe (a background job of the task) has closed it.
+    """
+    while proc.returncode is None:
+        await asyncio.sleep(_POLL_SECONDS)
+    return proc.returncode
 
 
 async def _pump(stream: asyncio.StreamReader, log: BinaryIO, prefix: bytes) -> None:
