@@ -1,4 +1,4 @@
-"""`skyrun bot` from process start to /healthz answering (target < 1 s; the bot never imports sky)."""
+"""`skyrun bot`: process start to /healthz answering (target < 1 s; the bot never imports sky)."""
 
 from __future__ import annotations
 
