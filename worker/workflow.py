@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -172,10 +173,7 @@ class PipelineWorkflow:
             self._notify_slack = prepared.notify_slack
             self._start_reporters(request)
             self._set_state(RunState.RUNNING)
-            await asyncio.wait_for(
-                self._run_stages(request, prepared, queue),
-                timeout=prepared.timeout_minutes * 60,
-            )
+            await self._run_stages_within(request, prepared, queue)
         except TimeoutError:
             progress.error = RUN_TIMED_OUT.format(
                 minutes=prepared.timeout_minutes if prepared else 0, stage=self._active
@@ -215,6 +213,23 @@ class PipelineWorkflow:
                 self._progress.error, self._progress, type="RunFailed", non_retryable=True
             )
         return RunResult(self._progress)
+
+    async def _run_stages_within(
+        self, request: RunRequest, prepared: PrepareOutput, queue: str
+    ) -> None:
+        """Run the stages; past `timeout_minutes`, cancel them and raise TimeoutError."""
+        stages = asyncio.create_task(self._run_stages(request, prepared, queue))
+        try:
+            await workflow.wait_condition(
+                stages.done, timeout=timedelta(minutes=prepared.timeout_minutes)
+            )
+        except (TimeoutError, asyncio.CancelledError):
+            stages.cancel()
+            # Wait for the running stage's cancellation (its job killed) before teardown.
+            with contextlib.suppress(asyncio.CancelledError, ActivityError):
+                await stages
+            raise
+        await stages
 
     async def _run_stages(self, request: RunRequest, prepared: PrepareOutput, queue: str) -> None:
         assert self._progress is not None

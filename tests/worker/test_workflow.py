@@ -265,3 +265,24 @@ def _head(repo: Path) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+async def test_run_past_its_timeout_is_stopped_and_torn_down(
+    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "job.pid"
+    repo = git_repo(
+        {
+            "train.yaml": SLOW_TASK.format(pidfile=pidfile),
+            ".skyrun.yaml": "timeout_minutes: 1\nstages: [{name: train, task: train.yaml}]\n",
+        }
+    )
+    outcome = await dispatcher.start(request_for(repo))
+    child = await wait_pidfile(Path(f"{pidfile}.child"))
+    progress = await wait_finished(dispatcher, outcome.run_id, timeout=150)
+
+    assert progress.state is RunState.TIMED_OUT
+    assert progress.error == "the run exceeded timeout_minutes (1 min) during stage 'train'"
+    assert progress.stages[0].state is StageState.FAILED
+    assert not alive(child)
+    assert clusters_left(settings) == []
