@@ -624,7 +624,6 @@ def local_api_server(
         )
 
 
-@pytest.mark.timeout(180)
 def test_launch_without_any_cloud_is_a_clear_error_not_a_hang(
     local_api_server: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
