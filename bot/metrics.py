@@ -30,10 +30,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from bot.dispatch import Dispatcher, summary_of
-from bot.runs import scoped_query
+from bot.runs import UNANSWERED, scoped_query
 from bot.state import BotState
 from worker.contract import RunState, Trigger
 
@@ -52,6 +51,8 @@ class Outcome(str, Enum):
     """What a front door did with a webhook delivery or Slack request."""
 
     STARTED = "started"
+    ACCEPTED = "accepted"
+    """Handed to the worker (a command it answers, after checking who asked)."""
     DUPLICATE = "duplicate"
     """A redelivery or repeat: no second run."""
     CANCELLED = "cancelled"
@@ -121,7 +122,7 @@ class _Snapshot:
 
 
 class RunsCollector(Collector):
-    """Runs by trigger and state from Temporal's visibility, clusters up from live runs' progress."""
+    """Runs by trigger and state from Temporal's visibility; clusters up from live runs."""
 
     def __init__(self, *, ttl_s: float = REFRESH_EVERY_S) -> None:
         self.ttl_s = ttl_s
@@ -137,7 +138,7 @@ class RunsCollector(Collector):
                 snapshot: _Snapshot | None = await asyncio.wait_for(
                     self._take(client, dispatcher, task_queue), REFRESH_TIMEOUT_S
                 )
-            except (TimeoutError, RPCError) as err:
+            except UNANSWERED as err:
                 log.warning("metrics: cannot read runs from Temporal: %s", err)
                 snapshot = None
             self._snapshot, self._taken = snapshot, time.monotonic()
@@ -146,8 +147,9 @@ class RunsCollector(Collector):
         limit = asyncio.Semaphore(CONCURRENCY)
 
         async def count(trigger: Trigger, state: RunState) -> tuple[tuple[str, str], int]:
+            live_only = not state.finished
             query = scoped_query(
-                task_queue, trigger=trigger.value, state=state.value, running_only=not state.finished
+                task_queue, trigger=trigger.value, state=state.value, running_only=live_only
             )
             async with limit:
                 counted = await client.count_workflows(query)
@@ -157,15 +159,18 @@ class RunsCollector(Collector):
             async with limit:
                 try:
                     progress = await asyncio.wait_for(dispatcher.progress(run_id), QUERY_TIMEOUT_S)
-                except (TimeoutError, RPCError):
+                except UNANSWERED:
                     return None
             if progress is None:
                 return None
             return progress.backend or "unknown", len(progress.clusters_up)
 
         counts = await asyncio.gather(*(count(t, s) for t in Trigger for s in RunState))
-        live = client.list_workflows(scoped_query(task_queue, running_only=True), limit=MAX_LIVE_RUNS)
-        run_ids = [summary_of(execution).run_id async for execution in live]
+        live = scoped_query(task_queue, running_only=True)
+        run_ids = [
+            summary_of(execution).run_id
+            async for execution in client.list_workflows(live, limit=MAX_LIVE_RUNS)
+        ]
         snapshot = _Snapshot(runs=dict(counts))
         for answer in await asyncio.gather(*(clusters(run_id) for run_id in run_ids)):
             if answer is None:
@@ -294,4 +299,4 @@ def _identifiers(scope: Scope) -> Iterator[tuple[str, str]]:
     if run_id := params.get("run_id"):
         yield "run_id", str(run_id)[:128]
     if delivery := _header(scope, b"x-github-delivery"):
-        yield "delivery_id", delivery
+        yield "delivery", delivery

@@ -55,7 +55,13 @@ BAD_PR = "pr must be a number, not {value!r}"
 BAD_CHOICE = "unknown {name} {value!r}; use one of: {choices}"
 DETAILS_UNAVAILABLE = (
     "No worker answered for this run's details ({reason}), so this shows only what Temporal's "
-    "run list knows. Start a worker (`skyrun worker`, or `skyrun dev`) to see stages and logs."
+    "run list knows. Start a worker (skyrun worker, or skyrun dev) to see stages and logs."
+)
+QUERY_FAILED = "its progress query failed"
+QUERY_TIMED_OUT = "no answer in time"
+TEMPORAL_DOWN = (
+    "Temporal is not reachable ({error}); runs and their progress come from it. "
+    "Check TEMPORAL_ADDRESS, or run: skyrun check"
 )
 TRIGGER_LABELS = {
     Trigger.PUSH.value: "push",
@@ -71,7 +77,9 @@ PAGE_SIZE = 50
 HEADLINE_METRICS = 3
 CONCURRENCY = 8
 QUERY_TIMEOUT_S = 5.0
-LIST_QUERY_TIMEOUT_S = 3.0
+LIST_DEADLINE_S = 3.0
+"""How long a list waits for its runs' progress (metrics); late answers are left out."""
+BASELINE_TRIES = 3
 LIVE_TAIL_LINES = 40
 TAIL_BYTES = 64 * 1024
 LOG_CHUNK = 64 * 1024
@@ -92,6 +100,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+TEMPORAL_ERRORS: tuple[type[Exception], ...] = (RPCError, RuntimeError)
+"""What a Temporal call raises when the server is unreachable (a lazy client's failed connect
+is a RuntimeError) or refuses."""
+UNANSWERED: tuple[type[Exception], ...] = (TimeoutError, *TEMPORAL_ERRORS)
 _GITHUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
 _MARKDOWN = MarkdownIt("js-default", {"html": False, "linkify": False, "typographer": False})
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -200,6 +212,13 @@ def format_time(value: str | datetime | None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
 
 
+def repo_name(repo: str) -> str:
+    """`owner/name` as is; for a URL or local path, its last part (the full text is a tooltip)."""
+    if _GITHUB_REPO.match(repo):
+        return repo
+    return repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or repo
+
+
 def iso_time(value: str | datetime | None) -> str:
     when = parse_time(value) if isinstance(value, str) else value
     return when.isoformat() if when else ""
@@ -212,6 +231,7 @@ TEMPLATES.env.filters.update(
     delta=format_delta,
     when=format_time,
     iso=iso_time,
+    repo_name=repo_name,
 )
 
 
@@ -311,6 +331,8 @@ class RunRow:
     live: bool
     metrics: dict[str, float] | None = None
     error: str = ""
+    commit: str = ""
+    """The resolved commit (visibility only knows it when the trigger named one)."""
 
     @property
     def headline(self) -> list[tuple[str, float]]:
@@ -450,6 +472,7 @@ def row_json(row: RunRow, links: Links) -> dict[str, Any]:
     data["trigger_label"] = row.trigger
     data["metrics"] = row.metrics
     data["error"] = row.error
+    data["commit"] = row.commit
     data["url"] = links.run(summary.run_id)
     data["api_url"] = links.api(summary.run_id)
     return data
@@ -478,7 +501,7 @@ class RunPages:
     async def progress(
         self, state: BotState, run_id: str, timeout: float = QUERY_TIMEOUT_S
     ) -> RunProgress | None:
-        """The run's progress (None: no such run); raises TimeoutError/RPCError if none answers."""
+        """The run's progress (None: no such run); raises TimeoutError or a Temporal error."""
         if (cached := self._finished.get(run_id)) is not None:
             return cached
         progress = await asyncio.wait_for(state.dispatcher.progress(run_id), timeout)
@@ -487,11 +510,17 @@ class RunPages:
         return progress
 
     async def _load(self, state: BotState, run_id: str) -> tuple[RunProgress | None, str]:
+        """The run's progress, or a stand-in from visibility (with a notice) when none answers."""
+        reason = QUERY_FAILED
         try:
-            return await self.progress(state, run_id), ""
-        except (TimeoutError, RPCError) as err:
-            reason = "timed out" if isinstance(err, TimeoutError) else err.message
+            progress = await self.progress(state, run_id)
+        except UNANSWERED as err:
+            reason = QUERY_TIMED_OUT if isinstance(err, TimeoutError) else str(err)
             log.warning("progress query failed: %s", reason, extra={"run_id": run_id})
+        else:
+            if progress is not None:
+                return progress, ""
+        # Unknown, or known to visibility but silent: one describe call tells which.
         summary = await state.dispatcher.summary(run_id)
         if summary is None:
             return None, ""
@@ -510,15 +539,18 @@ class RunPages:
         )
         candidates = [summary_of(e) async for e in state.client.list_workflows(query, limit=20)]
         candidates.sort(key=lambda s: s.started_at or _EPOCH, reverse=True)
+        earlier = [
+            c
+            for c in candidates
+            if c.run_id != progress.run_id
+            and c.pr_number is None
+            and not (started and c.started_at and c.started_at >= started)
+        ]
         found: RunProgress | None = None
-        for candidate in candidates:
-            if candidate.run_id == progress.run_id or candidate.pr_number is not None:
-                continue
-            if started and candidate.started_at and candidate.started_at >= started:
-                continue
+        for candidate in earlier[:BASELINE_TRIES]:
             try:
-                found = await self.progress(state, candidate.run_id, LIST_QUERY_TIMEOUT_S)
-            except (TimeoutError, RPCError):
+                found = await self.progress(state, candidate.run_id, LIST_DEADLINE_S)
+            except UNANSWERED:
                 found = None
             if found is not None and found.metrics:
                 break
@@ -541,7 +573,7 @@ class RunPages:
             tails[name] = await asyncio.to_thread(read_tail, path)
         try:
             baseline = await self._baseline(state, progress)
-        except RPCError as err:
+        except TEMPORAL_ERRORS as err:
             log.warning("baseline lookup failed: %s", err, extra={"run_id": progress.run_id})
             baseline = None
         return build_view(
@@ -560,19 +592,11 @@ class RunPages:
             summary_of(e) async for e in state.client.list_workflows(query, limit=PAGE_SIZE)
         ]
         summaries.sort(key=lambda s: s.started_at or _EPOCH, reverse=True)
-        limit = asyncio.Semaphore(CONCURRENCY)
-
-        async def answer(run_id: str) -> RunProgress | None:
-            async with limit:
-                try:
-                    return await self.progress(state, run_id, LIST_QUERY_TIMEOUT_S)
-                except (TimeoutError, RPCError):
-                    return None
-
-        answers = await asyncio.gather(*(answer(s.run_id) for s in summaries))
+        answers = await self._answers(state, [s.run_id for s in summaries])
         now = datetime.now(UTC)
         rows = []
-        for summary, progress in zip(summaries, answers, strict=True):
+        for summary in summaries:
+            progress = answers.get(summary.run_id)
             rows.append(
                 RunRow(
                     summary=summary,
@@ -581,9 +605,38 @@ class RunPages:
                     live=not summary.state.finished,
                     metrics=headline_metrics(progress) if progress else None,
                     error=progress.error if progress else "",
+                    commit=(progress.commit if progress else "") or summary.commit,
                 )
             )
         return rows
+
+    async def _answers(self, state: BotState, run_ids: list[str]) -> dict[str, RunProgress]:
+        """Progress of many runs, queried concurrently; what has not answered by the deadline
+        (a run whose worker is gone) is left out rather than holding up the page."""
+        cached = {run_id: self._finished.get(run_id) for run_id in run_ids}
+        found = {run_id: progress for run_id, progress in cached.items() if progress is not None}
+        missing = [run_id for run_id, progress in cached.items() if progress is None]
+        if not missing:
+            return found
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def answer(run_id: str) -> tuple[str, RunProgress | None]:
+            async with limit:
+                try:
+                    return run_id, await self.progress(state, run_id, LIST_DEADLINE_S)
+                except UNANSWERED:
+                    return run_id, None
+
+        tasks = [asyncio.create_task(answer(run_id)) for run_id in missing]
+        done, pending = await asyncio.wait(tasks, timeout=LIST_DEADLINE_S)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            run_id, progress = task.result()
+            if progress is not None:
+                found[run_id] = progress
+        return found
 
     # Responses.
 
@@ -611,7 +664,10 @@ class RunPages:
             filters = parse_filters(request.query_params)
         except FilterError as err:
             return self._html_error(request, 400, str(err))
-        rows = await self._rows(state, filters)
+        try:
+            rows = await self._rows(state, filters)
+        except TEMPORAL_ERRORS as err:
+            return self._html_error(request, 503, TEMPORAL_DOWN.format(error=err))
         shown = {k: v for k, v in filters.items() if k in FILTERS}
         fragment = request.query_params.get("fragment") == "1"
         return self._render(
@@ -623,6 +679,7 @@ class RunPages:
                 "live": any(row.live for row in rows),
                 "fragment_query": urlencode({**shown, "fragment": "1"}),
                 "poll_ms": LIST_POLL_MS,
+                "page_size": PAGE_SIZE,
             },
         )
 
@@ -632,13 +689,19 @@ class RunPages:
             filters = parse_filters(request.query_params)
         except FilterError as err:
             return JSONResponse({"error": str(err)}, status_code=400)
-        rows = await self._rows(state, filters)
+        try:
+            rows = await self._rows(state, filters)
+        except TEMPORAL_ERRORS as err:
+            return JSONResponse({"error": TEMPORAL_DOWN.format(error=err)}, 503)
         return JSONResponse({"runs": [row_json(row, self.links) for row in rows]})
 
     async def run_page(self, request: Request) -> Response:
         state = _state(request)
         run_id = request.path_params["run_id"]
-        progress, notice = await self._load(state, run_id)
+        try:
+            progress, notice = await self._load(state, run_id)
+        except TEMPORAL_ERRORS as err:
+            return self._html_error(request, 503, TEMPORAL_DOWN.format(error=err))
         if progress is None:
             return self._html_error(
                 request, 404, UNKNOWN_RUN.format(run_id=run_id), UNKNOWN_RUN_HINT
@@ -654,7 +717,10 @@ class RunPages:
     async def api_run(self, request: Request) -> JSONResponse:
         state = _state(request)
         run_id = request.path_params["run_id"]
-        progress, notice = await self._load(state, run_id)
+        try:
+            progress, notice = await self._load(state, run_id)
+        except TEMPORAL_ERRORS as err:
+            return JSONResponse({"error": TEMPORAL_DOWN.format(error=err)}, 503)
         if progress is None:
             return JSONResponse({"error": UNKNOWN_RUN.format(run_id=run_id)}, status_code=404)
         view = await self._view(state, progress, notice)
@@ -688,7 +754,7 @@ class RunPages:
         """True while the stage runs, False once it cannot write more, None when nobody answers."""
         try:
             progress = await self.progress(state, run_id)
-        except (TimeoutError, RPCError):
+        except UNANSWERED:
             return None
         if progress is None or progress.state.finished:
             return False
@@ -761,4 +827,3 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *(Route(path, endpoint) for path, endpoint in paths),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-

@@ -14,6 +14,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from worker import metrics as worker_metrics
 from worker.backends.base import BackendError, ComputeBackend, TaskSpecError, cluster_name_for
 from worker.contract import RunRequest, Trigger
 from worker.gitcheckout import CheckoutError, checkout, default_branch
@@ -219,6 +220,7 @@ class PipelineActivities:
                     raise ApplicationError(str(err), type="BackendError") from None
             log.write(f"[skyrun] stage {stage.name} exited with status {code}\n".encode())
         duration = time.monotonic() - started
+        worker_metrics.observe_stage(stage.name, code, duration)
         text = await asyncio.to_thread(_read_from, log_path, offset)
         patterns = [MetricPattern(m.name, m.pattern) for m in data.metric_patterns]
         return StageOutput(

@@ -115,6 +115,8 @@ class RunRequest:
     default_branch: str = ""
     check_push_filter: bool = False
     """Push-triggered: end quietly as skipped unless the pipeline's `on.push` globs match `ref`."""
+    check_pr_filter: bool = False
+    """Pull-request-triggered: end quietly as skipped unless the pipeline sets `on.pull_request`."""
 
 
 @dataclass
@@ -153,6 +155,8 @@ class RunProgress:
     clusters_up: list[str] = field(default_factory=list)
     dashboard_url: str = ""
     pr_number: int | None = None
+    base_ref: str = ""
+    """The branch a PR run compares its metrics with (the PR's base)."""
 
     @property
     def metrics(self) -> dict[str, float]:

@@ -56,6 +56,10 @@ async def run_worker(settings: Settings) -> int:
     client = await connect(settings)
     await ensure_search_attributes(client)
     workers = build_workers(client, settings)
+    if settings.worker_metrics_port:
+        from worker.metrics import serve_worker_metrics
+
+        serve_worker_metrics(settings.worker_metrics_port)
     log.info("worker polling %s", ", ".join(w.task_queue for w in workers))
     async with running_workers(workers):
         await stop.wait()

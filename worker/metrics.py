@@ -7,7 +7,9 @@ registry at `/metrics`; a standalone `skyrun worker` serves it with `serve_worke
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Histogram, start_http_server
 
@@ -56,6 +58,9 @@ def counting_reporting_errors(reporter: str) -> Iterator[None]:
         raise
 
 
-def serve_worker_metrics(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve the default registry over HTTP from a daemon thread (a standalone `skyrun worker`)."""
-    start_http_server(port, addr=addr)
+def serve_worker_metrics(port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
+    """Serve the default registry over HTTP from a daemon thread (a standalone `skyrun worker`).
+
+    Returns the server and its thread; `server.shutdown()` stops it.
+    """
+    return start_http_server(port, addr=addr)

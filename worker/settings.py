@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".skyrun"), alias="SKYRUN_DATA_DIR")
     backend: Backend = Field(Backend.LOCAL, alias="SKYRUN_BACKEND")
     run_pages: bool = Field(True, alias="SKYRUN_RUN_PAGES")
+    worker_metrics_port: int | None = Field(None, alias="SKYRUN_WORKER_METRICS_PORT")
 
     temporal_address: str | None = Field(None, alias="TEMPORAL_ADDRESS")
     temporal_namespace: str = Field("default", alias="TEMPORAL_NAMESPACE")

@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from worker.backends.base import EXIT_CANCELLED
     from worker.contract import (
         QUERY_PROGRESS,
+        SA_COMMIT,
         SA_STATE,
         WORKFLOW_NAME,
         RunProgress,
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from worker.reporting import ReportingActivities
 
 STATE_KEY = SearchAttributeKey.for_keyword(SA_STATE)
+COMMIT_KEY = SearchAttributeKey.for_keyword(SA_COMMIT)
 
 STAGE_FAILED = "stage '{stage}' failed with exit status {code}"
 STAGE_CANCELLED = "stage '{stage}' was cancelled"
@@ -125,6 +127,7 @@ class PipelineWorkflow:
             requested_by=request.requested_by,
             started_at=workflow.now().isoformat(),
             pr_number=request.github.pr_number if request.github else None,
+            base_ref=(request.github.base_branch or "") if request.github else "",
         )
         self._progress = progress
         queue = info.task_queue
@@ -162,6 +165,8 @@ class PipelineWorkflow:
                 retry_policy=PREPARE_RETRY,
             )
             progress.commit = prepared.commit
+            if prepared.commit != request.commit:
+                workflow.upsert_search_attributes([COMMIT_KEY.value_set(prepared.commit)])
             progress.backend = prepared.backend
             progress.dashboard_url = prepared.dashboard_url
             queue = prepared.worker_queue or queue
