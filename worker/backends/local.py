@@ -9,9 +9,10 @@ launch that creates it to `down`; stages naming the same cluster share it:
                        without deleting what earlier stages left there; cwd of `setup` and `run`
         root/          file_mounts destinations `/x/y` (exported to the task as SKYRUN_MOUNT_ROOT)
         home/          file_mounts destinations `~/x/y` (exported as SKYRUN_MOUNT_HOME);
-                       `~/sky_workdir/...` lands in `sky_workdir/`
+                       `~/sky_workdir/x` and relative ones `x` land in `sky_workdir/x`
         scripts/       the setup and run scripts of each job
-        job.pid        process group and token of the job running now
+        job.pid        process group and token of the job running now, written by its shell
+                       before anything of the task runs
 
 File mounts are synced on launch only, as SkyPilot does. Cloud storage, volumes, managed
 secrets and multi-node tasks are refused with a TaskSpecError; `resources` are ignored.
@@ -62,10 +63,8 @@ CLOUD_MOUNT = (
     "file_mounts: {dest} -> {src}: cloud storage cannot be mounted by the local backend; "
     "use SKYRUN_BACKEND=skypilot or a local path"
 )
-MOUNT_MISSING = "file_mounts: {dest} -> {src}: {path} does not exist in the checkout"
-MOUNT_DEST_INVALID = (
-    "file_mounts: {dest}: the destination must be an absolute path or start with ~/"
-)
+MOUNT_MISSING = "file_mounts: {dest} -> {src}: {path} does not exist"
+MOUNT_DEST_INVALID = "file_mounts: {dest!r}: not a destination path"
 VOLUMES_UNSUPPORTED = (
     "volumes: volumes cannot be attached by the local backend; use SKYRUN_BACKEND=skypilot"
 )
@@ -77,7 +76,7 @@ WORKDIR_NOT_LOCAL = (
     "workdir: {workdir}: the local backend needs a directory of the repository; "
     "use a local path or SKYRUN_BACKEND=skypilot"
 )
-WORKDIR_MISSING = "workdir: {workdir}: {path} is not a directory in the checkout"
+WORKDIR_MISSING = "workdir: {workdir}: {path} is not a directory"
 CLUSTER_NOT_UP = (
     "cluster {name} is not up on this worker (local clusters live on the worker that launched them)"
 )
@@ -117,6 +116,7 @@ _CHUNK = 64 * 1024
 _DRAIN_SECONDS = 1.0
 _POLL_SECONDS = 0.05
 _PR_SET_PDEATHSIG = 1
+_SIGKILL = int(signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -253,23 +253,34 @@ class LocalBackend:
     ) -> int:
         """Run one script as its own process group, streaming its output into `log`."""
         token = secrets.token_hex(16)
-        proc = await asyncio.create_subprocess_exec(
-            _bash(),
-            str(script),
-            cwd=cluster / WORKDIR,
-            env={**env, _TOKEN_ENV: token},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                _bash(),
+                str(script),
+                cwd=cluster / WORKDIR,
+                env={**env, _TOKEN_ENV: token},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_child_setup(cluster / JOB_RECORD, token),
+            )
+        except BaseException:
+            # Cancelled while asyncio set the process up: it kills the shell, not its group.
+            started = _read_record(cluster)
+            if started is not None and started.token == token:
+                _signal_group(started.pgid, signal.SIGKILL)
+                _clear_record(cluster, started)
+            raise
         job = _Job(pgid=proc.pid, token=token)
-        _record(cluster, job)
         assert proc.stdout is not None
         pump = asyncio.create_task(_pump(proc.stdout, log, prefix.format(pid=proc.pid).encode()))
+        exited = asyncio.create_task(_exited(proc))
         try:
-            code = await _exited(proc)
+            await asyncio.wait({pump, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if pump.done():
+                pump.result()  # the log cannot be written: stop the job rather than block it
+            code = await exited
             # The job is over when its shell exits; as SkyPilot does, stop what it left running
             # (background processes, possibly still holding the output pipe open).
             await asyncio.wait({pump}, timeout=_DRAIN_SECONDS)
@@ -286,7 +297,8 @@ class LocalBackend:
                 _write(log, LOG_LEFTOVERS_KILLED.encode())
         except BaseException:
             pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+            exited.cancel()
+            await asyncio.gather(pump, exited, return_exceptions=True)
             await self._terminate(job, proc)
             raise
         finally:
@@ -364,7 +376,8 @@ def _parse(task_yaml: str, overrides: dict[str, str], checkout_dir: Path) -> _Sp
         task: Any = sky.Task.from_yaml_config(config, env_overrides=list(overrides.items()))
         task.validate_name()
     except Exception as error:  # SkyPilot reports a bad task as ValueError, assert, ...
-        raise TaskSpecError(INVALID_TASK.format(problem=error)) from None
+        problem = re.sub(r"^invalid task yaml: ", "", str(error), flags=re.IGNORECASE)
+        raise TaskSpecError(INVALID_TASK.format(problem=problem)) from None
 
     if task.num_nodes > 1:
         raise TaskSpecError(MULTI_NODE.format(num_nodes=task.num_nodes))
@@ -435,7 +448,11 @@ def _mount_target(dest: str) -> PurePosixPath:
         return PurePosixPath(MOUNT_HOME, *parts)
     if dest.startswith("/"):
         return PurePosixPath(MOUNT_ROOT, *PurePosixPath(posixpath.normpath(dest)).parts[1:])
-    raise TaskSpecError(MOUNT_DEST_INVALID.format(dest=dest))
+    # SkyPilot puts a relative destination under the workdir.
+    parts = PurePosixPath(posixpath.normpath("/" + dest)).parts[1:]
+    if not parts:
+        raise TaskSpecError(MOUNT_DEST_INVALID.format(dest=dest))
+    return PurePosixPath(WORKDIR, *parts)
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -475,10 +492,25 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: be SIGKILLed when the worker dies (Linux only)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _child_setup(record: Path, token: str) -> Callable[[], None]:
+    """What the job's shell does between fork and exec, before any of the task can run."""
+    parent = os.getpid()
+    path = str(record)
+    token_bytes = token.encode()
+
+    def setup() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, _SIGKILL)  # die with the worker (Linux)
+            if os.getppid() != parent:  # the worker died before that
+                os._exit(1)
+        # Recorded here, not after the spawn returns: a worker killed in between leaks nothing.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"%d %s\n" % (os.getpid(), token_bytes))
+        finally:
+            os.close(fd)
+
+    return setup
 
 
 async def _exited(proc: asyncio.subprocess.Process) -> int:
@@ -551,10 +583,6 @@ def _group_alive(job: _Job) -> bool:
         except (OSError, ValueError, IndexError):
             continue
     return False
-
-
-def _record(cluster: Path, job: _Job) -> None:
-    (cluster / JOB_RECORD).write_text(f"{job.pgid} {job.token}\n", encoding="utf-8")
 
 
 def _read_record(cluster: Path) -> _Job | None:
