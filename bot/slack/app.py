@@ -1,0 +1,353 @@
+"""The Bolt app behind `POST /slack/events`: acknowledge at once, then act through the Dispatcher.
+
+Request verification (signature, 5-minute timestamp window) stays on. The bot's identity comes
+from settings (`authorize`), so Bolt never calls `auth.test`: the front door answers even when
+Slack's Web API is down. The only Slack call made here is Bolt's `respond` to the request's own
+response URL, after the acknowledgement; the progress message is posted by the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import datetime
+from typing import Any
+
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from bot.dispatch import RunSummary, StartOutcome, summary_of
+from bot.metrics import Outcome, record_slack
+from bot.runs import scoped_query
+from bot.slack import texts
+from bot.slack.access import cancel_denial, start_denial
+from bot.slack.commands import (
+    CancelCommand,
+    HelpCommand,
+    RunCommand,
+    StatusCommand,
+    UsageError,
+    delivery_id,
+    parse,
+    run_request,
+)
+from bot.state import BotState
+from worker.contract import RunProgress
+from worker.links import Links
+from worker.settings import Settings
+from worker.slack.blocks import (
+    ACTION_CANCEL,
+    ACTION_LINK_PREFIX,
+    escape,
+    fallback_text,
+    run_blocks,
+    slack_time,
+)
+from worker.slack.texts import RUN_ICONS, RUN_WORDS, TRIGGER_WORDS
+
+log = logging.getLogger(__name__)
+
+PATH = "/slack/events"
+STATE_KEY = "skyrun"
+"""Where the app's BotState sits in Bolt's request context."""
+SLACK_OFF = (
+    f"Slack is off on this server: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to turn on {PATH}."
+)
+TOO_LARGE = "request body too large"
+MAX_BODY_BYTES = 1024 * 1024
+STATUS_TIMEOUT_S = 5.0
+STATUS_LIMIT = 10
+
+
+class SlackHandlers:
+    """The listeners: each acknowledges first (Slack waits 3 s at most), then does the work."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.links = Links(settings)
+
+    # Slash commands.
+
+    async def command(
+        self,
+        ack: AsyncAck,
+        command: dict[str, Any],
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+        request: AsyncBoltRequest,
+    ) -> None:
+        state: BotState = context[STATE_KEY]
+        name = str(command.get("command") or "/skyrun")
+        usage = texts.USAGE.format(command=name)
+        try:
+            parsed = parse(str(command.get("text") or ""), name)
+        except UsageError as err:
+            record_slack("command", Outcome.REPLIED)
+            await _ack(ack, texts.USAGE_ERROR.format(error=err, usage=usage))
+            return
+        user = str(command.get("user_id") or "")
+        if isinstance(parsed, HelpCommand):
+            record_slack("command", Outcome.REPLIED)
+            await _ack(ack, usage)
+        elif isinstance(parsed, RunCommand):
+            delivery = delivery_id(str(command.get("trigger_id") or ""), request.raw_body)
+            await self._start(state, parsed, command, delivery, ack, respond)
+        elif isinstance(parsed, StatusCommand):
+            what = f"run `{parsed.run_id}`" if parsed.run_id else texts.LATEST_RUNS
+            await _ack(ack, texts.LOOKING_UP.format(what=what))
+            record_slack("command", Outcome.REPLIED)
+            status = await self._status(state, parsed.run_id, name)
+            await _send(respond, **status)
+        elif isinstance(parsed, CancelCommand):
+            await _ack(ack, texts.CANCELLING.format(run_id=parsed.run_id))
+            reply, _ = await self._cancel(state, user, parsed.run_id, name, "command")
+            await _send(respond, text=reply)
+
+    async def _start(
+        self,
+        state: BotState,
+        parsed: RunCommand,
+        command: dict[str, Any],
+        delivery: str,
+        ack: AsyncAck,
+        respond: AsyncRespond,
+    ) -> None:
+        user = str(command.get("user_id") or "")
+        denial = start_denial(self.settings, user, parsed.repo)
+        if denial:
+            record_slack("command", Outcome.DENIED)
+            await _ack(ack, denial)
+            return
+        request = run_request(
+            parsed,
+            github_api_url=self.settings.github_api_url,
+            user=user,
+            channel=str(command.get("channel_id") or ""),
+            response_url=str(command.get("response_url") or ""),
+            delivery=delivery_id(
+                str(command.get("trigger_id") or ""), repr(sorted(command.items()))
+            ),
+        )
+        stages = (
+            texts.STARTING_STAGES.format(stages=", ".join(f"`{s}`" for s in parsed.stages))
+            if parsed.stages
+            else ""
+        )
+        # Only the names: values may be secrets.
+        envs = (
+            texts.STARTING_ENVS.format(names=", ".join(f"`{k}`" for k in parsed.envs))
+            if parsed.envs
+            else ""
+        )
+        await _ack(ack, texts.STARTING.format(what=parsed.target, stages=stages, envs=envs))
+        try:
+            outcome = await state.dispatcher.start(request)
+        except Exception as err:  # Temporal unreachable or refusing: say so, start nothing
+            log.exception("Slack: could not start a run of %s", parsed.target)
+            record_slack("command", Outcome.ERROR)
+            error = escape(str(err) or type(err).__name__)
+            await _send(respond, text=texts.START_FAILED.format(what=parsed.target, error=error))
+            return
+        record_slack("command", Outcome.STARTED if outcome.started else Outcome.DUPLICATE)
+        await _send(respond, text=self._started(outcome, parsed))
+
+    def _started(self, outcome: StartOutcome, parsed: RunCommand) -> str:
+        url = self.links.run(outcome.run_id)
+        if not outcome.started:
+            return texts.ALREADY.format(url=url, run_id=outcome.run_id)
+        text = texts.STARTED.format(url=url, run_id=outcome.run_id, what=parsed.target)
+        if outcome.superseded:
+            runs = ", ".join(f"`{run_id}`" for run_id in outcome.superseded)
+            verb = "is" if len(outcome.superseded) == 1 else "are"
+            text += texts.SUPERSEDED.format(runs=runs, verb=verb)
+        return text
+
+    # Status.
+
+    async def _status(self, state: BotState, run_id: str, command: str) -> dict[str, Any]:
+        try:
+            if run_id:
+                return await self._run_status(state, run_id, command)
+            return await self._latest(state, command)
+        except Exception as err:  # Temporal unreachable: say so rather than go quiet
+            log.warning("Slack: status lookup failed: %s", err)
+            error = escape(str(err) or type(err).__name__)
+            return {"text": texts.STATUS_FAILED.format(error=error, url=f"{self.links.base}/runs")}
+
+    async def _run_status(self, state: BotState, run_id: str, command: str) -> dict[str, Any]:
+        progress: RunProgress | None = None
+        reason = ""
+        try:
+            progress = await asyncio.wait_for(state.dispatcher.progress(run_id), STATUS_TIMEOUT_S)
+        except TimeoutError:
+            reason = f"no answer within {STATUS_TIMEOUT_S:.0f} s"
+        if progress is not None:
+            blocks = run_blocks(progress, self.links, run_pages=self.settings.run_pages)
+            return {"text": fallback_text(progress), "blocks": blocks}
+        summary = await state.dispatcher.summary(run_id)
+        if summary is None:
+            return {"text": texts.UNKNOWN_RUN.format(run_id=run_id, command=command)}
+        text = self._line(summary)
+        if reason:
+            text += "\n" + texts.STATUS_PARTIAL.format(reason=reason)
+        return {"text": text}
+
+    async def _latest(self, state: BotState, command: str) -> dict[str, Any]:
+        query = scoped_query(self.settings.temporal_task_queue)
+        summaries = [
+            summary_of(execution)
+            async for execution in state.client.list_workflows(query, limit=STATUS_LIMIT)
+        ]
+        if not summaries:
+            return {"text": texts.NO_RUNS.format(command=command)}
+        lines = [texts.STATUS_TITLE, *(self._line(summary) for summary in summaries)]
+        return {"text": "\n".join(lines)}
+
+    def _line(self, run: RunSummary) -> str:
+        what = f"{run.repo}@{run.ref}" if run.ref else run.repo
+        who = f"<@{run.requested_by}>" if run.trigger == "slack" else escape(run.requested_by)
+        when = f" · {slack_time(_iso(run.started_at))}" if run.started_at else ""
+        return texts.STATUS_LINE.format(
+            icon=RUN_ICONS[run.state],
+            url=self.links.run(run.run_id),
+            run_id=run.run_id,
+            what=escape(what),
+            state=RUN_WORDS[run.state],
+            trigger=TRIGGER_WORDS.get(run.trigger, run.trigger or "?"),
+            who=who or "someone",
+            when=when,
+        )
+
+    # Cancel, by command or by the progress message's button.
+
+    async def _cancel(
+        self, state: BotState, user: str, run_id: str, command: str, event: str
+    ) -> tuple[str, bool]:
+        """Cancel the run if `user` may; returns the reply and whether it was cancelled."""
+        try:
+            summary = await state.dispatcher.summary(run_id)
+            if summary is None:
+                record_slack(event, Outcome.REPLIED)
+                return texts.UNKNOWN_RUN.format(run_id=run_id, command=command), False
+            denial = cancel_denial(self.settings, user, summary)
+            if denial:
+                record_slack(event, Outcome.DENIED)
+                return denial, False
+            cancelled = await state.dispatcher.cancel(run_id)
+        except Exception as err:  # Temporal unreachable: nothing was cancelled, say so
+            log.warning("Slack: could not cancel %s: %s", run_id, err)
+            record_slack(event, Outcome.ERROR)
+            error = escape(str(err) or type(err).__name__)
+            return texts.CANCEL_FAILED.format(run_id=run_id, error=error), False
+        url = self.links.run(run_id)
+        if not cancelled:
+            record_slack(event, Outcome.REPLIED)
+            state_word = RUN_WORDS[summary.state]
+            return texts.NOT_RUNNING.format(url=url, run_id=run_id, state=state_word), False
+        record_slack(event, Outcome.CANCELLED)
+        return texts.CANCELLED.format(user=user, url=url, run_id=run_id), True
+
+    async def cancel_button(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        state: BotState = context[STATE_KEY]
+        user = str((body.get("user") or {}).get("id") or "")
+        run_id = str(action.get("value") or "")
+        reply, cancelled = await self._cancel(state, user, run_id, "/skyrun", "action")
+        if cancelled:
+            # Everyone watching the run sees who cancelled it, in the run's thread (the button
+            # may also sit on a private `status` reply, which has no thread).
+            container = body.get("container") or {}
+            thread = None if container.get("is_ephemeral") else container.get("message_ts")
+            await _send(respond, text=reply, response_type="in_channel", thread_ts=thread)
+        else:
+            await _send(respond, text=reply, response_type="ephemeral")
+
+    async def link_button(self, ack: AsyncAck) -> None:
+        """URL buttons open in the browser; Slack still expects their click acknowledged."""
+        await ack()
+
+
+async def _ack(ack: AsyncAck, text: str) -> None:
+    """Acknowledge with a reply only the requester sees."""
+    await ack(text=text, response_type="ephemeral")
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat()
+
+
+async def _send(respond: AsyncRespond, **message: Any) -> None:
+    """Reply through the request's response URL; if Slack is unreachable, log it and move on."""
+    try:
+        await respond(replace_original=False, **message)
+    except Exception as err:
+        log.warning("Slack: could not reply through response_url: %s", err)
+
+
+def build_bolt_app(settings: Settings) -> AsyncApp:
+    """The Bolt app, built explicitly from settings (no environment lookups, no network)."""
+    if settings.slack_bot_token is None or settings.slack_signing_secret is None:
+        raise ValueError(SLACK_OFF)
+    token = settings.slack_bot_token.get_secret_value()
+
+    async def authorize(
+        enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> AuthorizeResult:
+        # One workspace, one bot token: no auth.test, so Slack's Web API being down is harmless.
+        return AuthorizeResult(
+            enterprise_id=enterprise_id, team_id=team_id, user_id=user_id, bot_token=token
+        )
+
+    app = AsyncApp(
+        name="skyrun",
+        logger=log,
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        client=AsyncWebClient(base_url=settings.slack_api_url),
+        authorize=authorize,
+        request_verification_enabled=True,
+    )
+    handlers = SlackHandlers(settings)
+    app.command(re.compile(r"^/"))(handlers.command)
+    app.action(ACTION_CANCEL)(handlers.cancel_button)
+    app.action(re.compile("^" + re.escape(ACTION_LINK_PREFIX)))(handlers.link_button)
+    return app
+
+
+async def slack_off(request: Request) -> Response:
+    return PlainTextResponse(SLACK_OFF, status_code=404)
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    """`POST /slack/events`; without Slack settings it answers 404 saying so."""
+    if not settings.slack_configured:
+        return [Route(PATH, slack_off, methods=["POST"])]
+    handler = AsyncSlackRequestHandler(build_bolt_app(settings))
+
+    async def events(request: Request) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            record_slack("other", Outcome.REJECTED)
+            return PlainTextResponse(TOO_LARGE, status_code=413)
+        response = await handler.handle(request, {STATE_KEY: request.app.state.bot})
+        if response.status_code == 401:
+            record_slack("other", Outcome.REJECTED)
+        return response
+
+    return [Route(PATH, events, methods=["POST"])]

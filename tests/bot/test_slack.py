@@ -1,0 +1,422 @@
+"""The Slack front door over HTTP: verification, commands, acks and permissions.
+
+Real Temporal, no worker: runs started here stay queued; each test uses its own repository name
+and terminates what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from bot.app import create_app
+from bot.dispatch import Dispatcher, StartOutcome
+from bot.slack import texts
+from bot.slack.app import SLACK_OFF, routes
+from bot.state import BotState
+from tests.fakes.slack import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    FakeSlack,
+    Message,
+    block_action,
+    deliver,
+    signed_headers,
+    slash_command,
+)
+from worker.contract import RunRequest, SlackTarget, Trigger, lane_for_branch
+from worker.logstore import LogStore
+from worker.settings import Settings
+from worker.slack.blocks import cancel_button
+
+ACK_BUDGET_S = 1.0
+"""Slack gives up after 3 s; acknowledgements must come far sooner."""
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def repo(client: Client) -> str:
+    return f"acme/w{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def slack_settings(
+    make_settings: Callable[..., Settings], slack: FakeSlack
+) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.api_url,
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bot.test") as http:
+            yield http
+
+
+@pytest.fixture
+async def bot(
+    client: Client, slack_settings: Callable[..., Settings], repo: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(create_app(slack_settings(), client)) as http:
+        yield http
+    await terminate_runs(client, repo)
+
+
+async def terminate_runs(client: Client, repo: str) -> None:
+    for summary in await Dispatcher(client, "").list_runs(repo=repo, running_only=True):
+        with contextlib.suppress(Exception):
+            await client.get_workflow_handle(summary.run_id).terminate("test over")
+
+
+async def started_request(client: Client, run_id: str) -> RunRequest:
+    """The RunRequest a run was started with, read back from its history."""
+    history = await client.get_workflow_handle(run_id).fetch_history()
+    event = history.events[0]
+    assert event.event_type is EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+    payloads = event.workflow_execution_started_event_attributes.input.payloads
+    [request] = await client.data_converter.decode(payloads, [RunRequest])
+    assert isinstance(request, RunRequest)
+    return request
+
+
+def ack_text(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return str(body["text"])
+
+
+# Verification: nothing unsigned, stale or off gets through.
+
+
+async def test_route_is_off_without_slack_settings(
+    client: Client, make_settings: Callable[..., Settings], slack: FakeSlack
+) -> None:
+    async with serving(create_app(make_settings(), client)) as http:
+        response = await deliver(http, slash_command("help", response_url=slack.response_url()))
+    assert response.status_code == 404
+    assert response.text == SLACK_OFF
+
+
+@pytest.mark.parametrize("fault", ["bad signature", "stale timestamp", "missing headers"])
+async def test_unverified_requests_get_401_and_start_nothing(
+    bot: httpx.AsyncClient, client: Client, slack: FakeSlack, repo: str, fault: str
+) -> None:
+    body = slash_command(repo, response_url=slack.response_url())
+    if fault == "bad signature":
+        response = await deliver(bot, body, secret="not-the-secret")
+    elif fault == "stale timestamp":
+        response = await deliver(bot, body, timestamp=int(time.time()) - 6 * 60)
+    else:
+        response = await bot.post(
+            "/slack/events",
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 401
+    await asyncio.sleep(0.3)
+    assert await Dispatcher(client, "").list_runs(repo=repo) == []
+    assert slack.calls == []
+
+
+async def test_a_tampered_body_is_refused(bot: httpx.AsyncClient, slack: FakeSlack) -> None:
+    body = slash_command("help", response_url=slack.response_url())
+    headers = signed_headers(body)
+    response = await bot.post("/slack/events", content=body + "&text=cancel+x", headers=headers)
+    assert response.status_code == 401
+
+
+# Commands answered in the acknowledgement.
+
+
+async def test_help_and_usage_errors_are_answered_at_once(
+    bot: httpx.AsyncClient, slack: FakeSlack
+) -> None:
+    usage = texts.USAGE.format(command="/skyrun")
+    assert ack_text(await deliver(bot, slash_command("help", response_url="x"))) == usage
+    for text, error in [
+        ("", texts.E_EMPTY),
+        ("deploy now", texts.E_UNKNOWN.format(word="deploy")),
+        ("cancel", texts.E_CANCEL_ARGS.format(command="/skyrun")),
+        ("status a b", texts.E_STATUS_ARGS),
+    ]:
+        reply = ack_text(await deliver(bot, slash_command(text, response_url="x")))
+        assert reply == texts.USAGE_ERROR.format(error=error, usage=usage)
+    renamed = ack_text(
+        await deliver(bot, slash_command("help", response_url="x", command="/skyrun-dev"))
+    )
+    assert "`/skyrun-dev status [RUN]`" in renamed
+    assert slack.calls == []
+
+
+async def test_users_outside_the_allow_list_start_nothing(
+    client: Client,
+    slack_settings: Callable[..., Settings],
+    slack: FakeSlack,
+    repo: str,
+) -> None:
+    settings = slack_settings(SKYRUN_SLACK_ALLOWED_USERS="U0ADMIN", SKYRUN_ALLOWED_REPOS="acme/*")
+    async with serving(create_app(settings, client)) as http:
+        stranger = await deliver(
+            http, slash_command(repo, user="U0MALLORY", response_url=slack.response_url())
+        )
+        elsewhere = await deliver(
+            http, slash_command("evil/repo", user="U0ADMIN", response_url=slack.response_url())
+        )
+    assert ack_text(stranger) == texts.DENIED_USER.format(user="U0MALLORY")
+    assert ack_text(elsewhere) == texts.DENIED_REPO.format(repo="evil/repo")
+    await asyncio.sleep(0.3)
+    assert await Dispatcher(client, "").list_runs(repo=repo) == []
+    assert slack.calls == []
+
+
+# Starting runs.
+
+
+class GatedDispatcher(Dispatcher):
+    """A Dispatcher whose start waits until the test opens the gate (a slow Temporal)."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        super().__init__(client, task_queue)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def start(self, request: RunRequest) -> StartOutcome:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().start(request)
+
+
+async def test_the_ack_comes_at_once_while_the_start_is_slow(
+    client: Client, slack_settings: Callable[..., Settings], slack: FakeSlack, repo: str
+) -> None:
+    settings = slack_settings()
+    dispatcher = GatedDispatcher(client, settings.temporal_task_queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.bot = BotState(settings, client, dispatcher, LogStore(settings.logs_dir))
+        yield
+
+    app = Starlette(routes=routes(settings), lifespan=lifespan)
+    response_url = slack.response_url("slow")
+    async with serving(app) as http:
+        began = time.monotonic()
+        response = await deliver(http, slash_command(f"{repo}@main", response_url=response_url))
+        elapsed = time.monotonic() - began
+        assert ack_text(response).startswith(":hourglass_flowing_sand: Starting")
+        assert elapsed < ACK_BUDGET_S
+        await asyncio.wait_for(dispatcher.entered.wait(), 5)
+        assert slack.responses("slow") == []
+
+        dispatcher.gate.set()
+        await slack.wait_for(lambda: slack.responses("slow"), 20, "the start's reply")
+    [reply] = slack.responses("slow")
+    assert reply["text"].startswith(":rocket: Started run <http://skyrun.test/runs/")
+    assert reply["replace_original"] is False
+    await terminate_runs(client, repo)
+
+
+async def test_a_run_command_starts_one_run_even_when_slack_repeats_it(
+    bot: httpx.AsyncClient, client: Client, slack: FakeSlack, repo: str
+) -> None:
+    response_url = slack.response_url("run")
+    body = slash_command(
+        f"{repo}@dev train SECRET_TOKEN=hunter2 LR=0.1",
+        response_url=response_url,
+        user="U0ALICE",
+        channel="C0RUNS",
+    )
+    first = await deliver(bot, body)
+    text = ack_text(first)
+    assert text == texts.STARTING.format(
+        what=f"{repo}@dev",
+        stages=texts.STARTING_STAGES.format(stages="`train`"),
+        envs=texts.STARTING_ENVS.format(names="`SECRET_TOKEN`, `LR`"),
+    )
+    assert "hunter2" not in text
+    await slack.wait_for(lambda: slack.responses("run"), 20, "the start's reply")
+    again = await deliver(bot, body, retry_num=1)
+    assert again.status_code == 200
+    await slack.wait_for(lambda: len(slack.responses("run")) == 2, 20, "the repeat's reply")
+
+    runs = await Dispatcher(client, "").list_runs(repo=repo)
+    assert len(runs) == 1
+    run_id = runs[0].run_id
+    started, repeated = slack.responses("run")
+    assert started["text"] == texts.STARTED.format(
+        url=f"http://skyrun.test/runs/{run_id}", run_id=run_id, what=f"{repo}@dev"
+    )
+    assert repeated["text"] == texts.ALREADY.format(
+        url=f"http://skyrun.test/runs/{run_id}", run_id=run_id
+    )
+    request = await started_request(client, run_id)
+    assert request.trigger is Trigger.SLACK
+    assert request.repo == repo
+    assert request.clone_url == f"https://github.com/{repo}.git"
+    assert request.ref == "dev"
+    assert request.stages == ["train"]
+    assert request.envs == {"SECRET_TOKEN": "hunter2", "LR": "0.1"}
+    assert request.requested_by == "U0ALICE"
+    assert request.lane == lane_for_branch(repo, "dev")
+    assert request.delivery_id.startswith("slack:")
+    assert request.slack == SlackTarget("C0RUNS", "U0ALICE", response_url)
+    assert all(call.method == "response_url" for call in slack.calls)
+
+
+async def test_the_bot_answers_while_the_slack_web_api_is_down(
+    client: Client, slack_settings: Callable[..., Settings], slack: FakeSlack, repo: str
+) -> None:
+    settings = slack_settings(SLACK_API_URL="http://127.0.0.1:9/api/")
+    slack.down = True
+    async with serving(create_app(settings, client)) as http:
+        usage = ack_text(await deliver(http, slash_command("help", response_url="x")))
+        assert usage == texts.USAGE.format(command="/skyrun")
+        started = await deliver(http, slash_command(repo, response_url=slack.response_url()))
+        assert ack_text(started).startswith(":hourglass_flowing_sand: Starting")
+
+        async def started_runs() -> None:
+            while not await Dispatcher(client, "").list_runs(repo=repo):
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(started_runs(), 20)
+    await terminate_runs(client, repo)
+
+
+# Cancel by command and by button, and who may.
+
+
+async def _queued_run(client: Client, settings: Settings, repo: str, user: str) -> str:
+    request = RunRequest(
+        repo=repo,
+        clone_url=f"https://github.com/{repo}.git",
+        ref="main",
+        trigger=Trigger.SLACK,
+        requested_by=user,
+        lane=lane_for_branch(repo, "main"),
+        delivery_id=f"slack:{uuid.uuid4().hex}",
+        slack=SlackTarget("C0RUNS", user, ""),
+    )
+    outcome = await Dispatcher(client, settings.temporal_task_queue).start(request)
+    return outcome.run_id
+
+
+async def _cancel_requested(client: Client, run_id: str) -> bool:
+    history = await client.get_workflow_handle(run_id).fetch_history()
+    wanted = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+    return any(event.event_type is wanted for event in history.events)
+
+
+async def test_cancel_command_for_the_starter_and_allowed_users_only(
+    client: Client, slack_settings: Callable[..., Settings], slack: FakeSlack, repo: str
+) -> None:
+    settings = slack_settings(SKYRUN_SLACK_ALLOWED_USERS="U0ADMIN")
+    run_id = await _queued_run(client, settings, repo, "U0ALICE")
+    url = f"http://skyrun.test/runs/{run_id}"
+    async with serving(create_app(settings, client)) as http:
+
+        async def cancel(user: str, target: str = run_id) -> str:
+            key = uuid.uuid4().hex
+            body = slash_command(
+                f"cancel {target}", user=user, response_url=slack.response_url(key)
+            )
+            assert ack_text(await deliver(http, body)) == texts.CANCELLING.format(run_id=target)
+            await slack.wait_for(lambda: slack.responses(key), 20, "the cancel reply")
+            return str(slack.responses(key)[0]["text"])
+
+        assert await cancel("U0MALLORY") == texts.DENIED_CANCEL.format(
+            run_id=run_id, starter="<@U0ALICE>"
+        )
+        assert not await _cancel_requested(client, run_id)
+        assert await cancel("U0ALICE", "nope-123") == texts.UNKNOWN_RUN.format(
+            run_id="nope-123", command="/skyrun"
+        )
+        assert await cancel("U0ALICE") == texts.CANCELLED.format(
+            user="U0ALICE", url=url, run_id=run_id
+        )
+        assert await _cancel_requested(client, run_id)
+    await terminate_runs(client, repo)
+
+
+async def test_cancel_button_checks_who_clicked(
+    client: Client, slack_settings: Callable[..., Settings], slack: FakeSlack, repo: str
+) -> None:
+    settings = slack_settings(SKYRUN_SLACK_ALLOWED_USERS="U0ADMIN")
+    run_id = await _queued_run(client, settings, repo, "U0ALICE")
+    message = Message(channel="C0RUNS", ts="1700000001.000001", text="run", blocks=[])
+    button = cancel_button(run_id)
+    async with serving(create_app(settings, client)) as http:
+        denied = await deliver(
+            http,
+            block_action(
+                button, response_url=slack.response_url("mallory"), message=message, user="U0X"
+            ),
+        )
+        assert denied.status_code == 200 and denied.text == ""
+        await slack.wait_for(lambda: slack.responses("mallory"), 20, "the denial")
+        [denial] = slack.responses("mallory")
+        assert denial["response_type"] == "ephemeral"
+        assert denial["text"].startswith(":no_entry: Only whoever started run")
+        assert not await _cancel_requested(client, run_id)
+
+        allowed = await deliver(
+            http,
+            block_action(
+                button, response_url=slack.response_url("admin"), message=message, user="U0ADMIN"
+            ),
+        )
+        assert allowed.status_code == 200
+        await slack.wait_for(lambda: slack.responses("admin"), 20, "the confirmation")
+    [done] = slack.responses("admin")
+    assert done["response_type"] == "in_channel"
+    assert done["thread_ts"] == message.ts
+    assert done["text"].startswith(":octagonal_sign: <@U0ADMIN> cancelled run")
+    assert await _cancel_requested(client, run_id)
+    await terminate_runs(client, repo)
+
+
+async def test_link_buttons_are_acknowledged_and_do_nothing(
+    bot: httpx.AsyncClient, slack: FakeSlack
+) -> None:
+    link = {"action_id": "skyrun_link_run", "url": "http://skyrun.test/runs/x"}
+    response = await deliver(bot, block_action(link, response_url=slack.response_url()))
+    assert response.status_code == 200
+    await asyncio.sleep(0.2)
+    assert slack.calls == []
+
+
+async def test_status_of_unknown_and_latest_runs(bot: httpx.AsyncClient, slack: FakeSlack) -> None:
+    body = slash_command("status nope-123", response_url=slack.response_url("unknown"))
+    assert ack_text(await deliver(bot, body)) == texts.LOOKING_UP.format(what="run `nope-123`")
+    await slack.wait_for(lambda: slack.responses("unknown"), 20, "the status reply")
+    assert slack.responses("unknown")[0]["text"] == texts.UNKNOWN_RUN.format(
+        run_id="nope-123", command="/skyrun"
+    )
+    body = slash_command("status", response_url=slack.response_url("latest"))
+    assert ack_text(await deliver(bot, body)) == texts.LOOKING_UP.format(what=texts.LATEST_RUNS)
+    await slack.wait_for(lambda: slack.responses("latest"), 20, "the status reply")
+    assert slack.responses("latest")[0]["text"] == texts.NO_RUNS.format(command="/skyrun")

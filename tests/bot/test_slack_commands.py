@@ -1,0 +1,185 @@
+"""Parsing `/skyrun` text, building run requests, and who may act (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from bot.dispatch import RunSummary
+from bot.slack import texts
+from bot.slack.access import cancel_denial, repo_allowed, start_denial
+from bot.slack.commands import (
+    CancelCommand,
+    HelpCommand,
+    RunCommand,
+    StatusCommand,
+    UsageError,
+    clone_url,
+    delivery_id,
+    github_web_url,
+    parse,
+    run_request,
+)
+from worker.contract import RunState, SlackTarget, Trigger
+from worker.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("acme/widgets", RunCommand("acme/widgets")),
+        ("acme/widgets@main", RunCommand("acme/widgets", "main")),
+        ("acme/widgets.git@release/1.2", RunCommand("acme/widgets", "release/1.2")),
+        (
+            "acme/widgets@dev train eval LR=0.01 NOTE=",
+            RunCommand("acme/widgets", "dev", ("train", "eval"), {"LR": "0.01", "NOTE": ""}),
+        ),
+        (
+            "acme/widgets MSG=\u201chello world\u201d train train",
+            RunCommand("acme/widgets", "", ("train",), {"MSG": "hello world"}),
+        ),
+        ("acme/widgets URL=a&amp;b", RunCommand("acme/widgets", "", (), {"URL": "a&b"})),
+        ("help", HelpCommand()),
+        ("  HELP ", HelpCommand()),
+        ("status", StatusCommand()),
+        ("status widgets-1a2b3c4d5e", StatusCommand("widgets-1a2b3c4d5e")),
+        (
+            "status <http://skyrun.test/runs/widgets-1a2b3c4d5e|the run>",
+            StatusCommand("widgets-1a2b3c4d5e"),
+        ),
+        ("cancel widgets-1a2b3c4d5e", CancelCommand("widgets-1a2b3c4d5e")),
+        (
+            "cancel https://skyrun.example/runs/widgets-1a2b3c4d5e?x=1",
+            CancelCommand("widgets-1a2b3c4d5e"),
+        ),
+    ],
+)
+def test_commands_parse(text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", texts.E_EMPTY),
+        ("deploy", texts.E_UNKNOWN.format(word="deploy")),
+        ("acme", texts.E_UNKNOWN.format(word="acme")),
+        ("acme/widgets@", texts.E_REF.format(ref="")),
+        ("acme/widgets@a..b", texts.E_REF.format(ref="a..b")),
+        ("acme/widgets@-rf", texts.E_REF.format(ref="-rf")),
+        ("acme/widgets tr@in", texts.E_STAGE.format(stage="tr@in")),
+        ("acme/widgets 'unbalanced", None),
+        ("acme/widgets 1X=2", None),
+        ("status a b", texts.E_STATUS_ARGS),
+        ("status ../etc", texts.E_RUN_ID.format(value="../etc")),
+        ("cancel", texts.E_CANCEL_ARGS.format(command="/skyrun")),
+        ("cancel a b", texts.E_CANCEL_ARGS.format(command="/skyrun")),
+        ("help me", texts.E_HELP_ARGS),
+    ],
+)
+def test_bad_commands_say_what_is_wrong(text: str, message: str | None) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse(text)
+    if message is not None:
+        assert str(caught.value) == message
+    else:
+        assert str(caught.value)
+
+
+def test_env_errors_never_echo_a_value() -> None:
+    with pytest.raises(UsageError) as caught:
+        parse("acme/widgets 1TOKEN=s3cret")
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("api_url", "web"),
+    [
+        ("https://api.github.com", "https://github.com"),
+        ("https://api.github.com/", "https://github.com"),
+        ("https://ghe.example.com/api/v3", "https://ghe.example.com"),
+        ("https://api.acme.ghe.com", "https://acme.ghe.com"),
+        ("https://api.corp.example/api/v3", "https://api.corp.example"),
+        ("http://127.0.0.1:9999/", "http://127.0.0.1:9999"),
+    ],
+)
+def test_github_web_url(api_url: str, web: str) -> None:
+    assert github_web_url(api_url) == web
+    assert clone_url(api_url, "acme/widgets") == f"{web}/acme/widgets.git"
+
+
+def test_run_request_records_who_and_where_and_dedupes_on_the_trigger_id() -> None:
+    command = parse("acme/widgets@main train LR=0.1")
+    assert isinstance(command, RunCommand)
+    request = run_request(
+        command,
+        github_api_url="https://api.github.com",
+        user="U1",
+        channel="C1",
+        response_url="https://hooks.slack.com/x",
+        delivery=delivery_id("123.456", "body"),
+    )
+    assert request.repo == "acme/widgets"
+    assert request.clone_url == "https://github.com/acme/widgets.git"
+    assert request.ref == "main" and request.commit == ""
+    assert request.stages == ["train"] and request.envs == {"LR": "0.1"}
+    assert request.trigger is Trigger.SLACK
+    assert request.requested_by == "U1"
+    assert request.lane == "acme/widgets#branch:main"
+    assert request.delivery_id == "slack:123.456"
+    assert request.slack == SlackTarget("C1", "U1", "https://hooks.slack.com/x")
+    default = run_request(
+        RunCommand("acme/widgets"),
+        github_api_url="https://api.github.com",
+        user="U1",
+        channel="C1",
+        response_url="",
+        delivery="d",
+    )
+    assert default.lane == "acme/widgets#branch:default"
+    assert delivery_id("", "same body") == delivery_id("", "same body")
+    assert delivery_id("", "same body") != delivery_id("", "other body")
+
+
+def test_repo_globs() -> None:
+    assert repo_allowed(["*"], "acme/widgets")
+    assert repo_allowed(["acme/*"], "Acme/Widgets")
+    assert not repo_allowed(["acme/*"], "evil/widgets")
+    assert not repo_allowed([], "acme/widgets")
+
+
+def _run(requested_by: str, repo: str = "acme/widgets", trigger: str = "slack") -> RunSummary:
+    return RunSummary(
+        run_id="widgets-1",
+        repo=repo,
+        ref="main",
+        commit="",
+        trigger=trigger,
+        requested_by=requested_by,
+        state=RunState.RUNNING,
+        pr_number=None,
+        started_at=None,
+        finished_at=None,
+    )
+
+
+def test_who_may_start_and_cancel(make_settings: Callable[..., Settings]) -> None:
+    anyone = make_settings()
+    assert start_denial(anyone, "U1", "acme/widgets") is None
+    assert cancel_denial(anyone, "U2", _run("U1")) is None
+
+    listed = make_settings(
+        SKYRUN_SLACK_ALLOWED_USERS="U0ADMIN, U0OPS", SKYRUN_ALLOWED_REPOS="acme/*"
+    )
+    assert start_denial(listed, "U0OPS", "acme/widgets") is None
+    assert start_denial(listed, "U1", "acme/widgets") == texts.DENIED_USER.format(user="U1")
+    assert start_denial(listed, "U0OPS", "evil/x") == texts.DENIED_REPO.format(repo="evil/x")
+    # The starter may cancel their own run even when not (or no longer) on the list.
+    assert cancel_denial(listed, "U1", _run("U1")) is None
+    assert cancel_denial(listed, "U0ADMIN", _run("U1")) is None
+    denial = cancel_denial(listed, "U2", _run("U1"))
+    assert denial == texts.DENIED_CANCEL.format(run_id="widgets-1", starter="<@U1>")
+    push = cancel_denial(listed, "U2", _run("octocat", trigger="push"))
+    assert push == texts.DENIED_CANCEL.format(run_id="widgets-1", starter="octocat")
+    assert cancel_denial(listed, "U0ADMIN", _run("U1", repo="evil/x")) is not None

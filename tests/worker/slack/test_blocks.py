@@ -1,0 +1,246 @@
+"""Rendering a run as Block Kit and thread replies (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fakes.slack import Message, buttons, message_text
+from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.links import Links
+from worker.settings import load_settings
+from worker.slack import texts
+from worker.slack.blocks import (
+    ACTION_CANCEL,
+    Baseline,
+    change,
+    duration,
+    fallback_text,
+    final_reply,
+    number,
+    run_blocks,
+    stage_reply,
+)
+
+STARTED = "2025-01-02T10:00:00+00:00"
+FINISHED = "2025-01-02T10:03:05+00:00"
+
+
+def progress(**fields: Any) -> RunProgress:
+    values: dict[str, Any] = {
+        "run_id": "widgets-1a2b3c4d5e",
+        "repo": "acme/widgets",
+        "ref": "main",
+        "commit": "0123456789abcdef0123456789abcdef01234567",
+        "trigger": Trigger.SLACK,
+        "requested_by": "U0ALICE",
+        "started_at": STARTED,
+        "backend": "local",
+    }
+    values.update(fields)
+    return RunProgress(**values)
+
+
+def stage(name: str, state: StageState, **fields: Any) -> StageProgress:
+    return StageProgress(name=name, cluster=fields.pop("cluster", name), state=state, **fields)
+
+
+def rendered(run: RunProgress, links: Links, **kwargs: Any) -> Message:
+    return Message("C1", "1.1", fallback_text(run), run_blocks(run, links, **kwargs))
+
+
+@pytest.fixture
+def links() -> Links:
+    return Links(
+        load_settings(
+            _env_file=None,
+            SKYRUN_PUBLIC_URL="http://skyrun.test",
+            TEMPORAL_UI_URL="http://localhost:8233",
+            TEMPORAL_NAMESPACE="default",
+        )
+    )
+
+
+def test_a_running_run_shows_its_stages_links_and_a_cancel_button(links: Links) -> None:
+    run = progress(
+        state=RunState.RUNNING,
+        stages=[
+            stage("prep", StageState.SUCCEEDED, duration_s=12.4),
+            stage("train", StageState.RUNNING, started_at=STARTED),
+            stage("eval", StageState.PENDING, cluster="train"),
+        ],
+    )
+    message = rendered(run, links)
+    text = message_text(message)
+    assert message.text == "skyrun acme/widgets@main: running"
+    assert ":arrows_counterclockwise: *acme/widgets@main* — running" in text
+    assert "run `widgets-1a2b3c4d5e` · commit `0123456` · Slack by <@U0ALICE>" in text
+    assert ":white_check_mark: `prep` succeeded in 12s" in text
+    assert "`train` running on `train` since <!date^1735812000^{time}|10:00 UTC>" in text
+    assert ":white_circle: `eval` waiting" in text
+    found = buttons(message)
+    assert found["skyrun_link_run"]["url"] == "http://skyrun.test/runs/widgets-1a2b3c4d5e"
+    assert found["skyrun_link_logs"]["url"].endswith("/runs/widgets-1a2b3c4d5e/logs/train")
+    assert found["skyrun_link_temporal"]["url"] == (
+        "http://localhost:8233/namespaces/default/workflows/widgets-1a2b3c4d5e"
+    )
+    assert found[ACTION_CANCEL]["value"] == "widgets-1a2b3c4d5e"
+    assert found[ACTION_CANCEL]["style"] == "danger"
+    assert "confirm" in found[ACTION_CANCEL]
+
+
+def test_a_queued_run_says_it_is_planning(links: Links) -> None:
+    text = message_text(rendered(progress(), links))
+    assert texts.PLANNING in text
+    assert "*acme/widgets@main* — queued" in text
+
+
+def test_a_finished_run_shows_metrics_against_the_baseline_and_the_report(links: Links) -> None:
+    run = progress(
+        state=RunState.SUCCEEDED,
+        finished_at=FINISHED,
+        stages=[
+            stage(
+                "train",
+                StageState.SUCCEEDED,
+                duration_s=180,
+                metrics={"loss": 0.4, "accuracy": 0.91, "epochs": 20.0},
+                report="| metric | value |\n|---|---|\n| loss | 0.4 |",
+            )
+        ],
+    )
+    baseline = Baseline("widgets-0000000000", {"loss": 0.5, "accuracy": 0.91})
+    message = rendered(run, links, baseline=baseline)
+    text = message_text(message)
+    assert "took 3m 05s" in text
+    assert "`accuracy` *0.91* (±0 vs last success)" in text
+    assert "`loss` *0.4* (-0.1 vs last success)" in text
+    assert "`epochs` *20* (new)" in text
+    assert (
+        texts.BASELINE_NOTE.format(
+            url="http://skyrun.test/runs/widgets-0000000000",
+            run_id="widgets-0000000000",
+            branch="`main`",
+        )
+        in text
+    )
+    assert "*Report*\n```| metric | value |\n|---|---|\n| loss | 0.4 |```" in text
+    assert ACTION_CANCEL not in buttons(message)
+
+    alone = message_text(rendered(run, links))
+    assert texts.NO_BASELINE.format(branch="`main`") in alone
+    assert "vs last success" not in alone
+
+
+def test_a_failed_stage_is_named_with_what_to_do_next(links: Links) -> None:
+    failed = stage(
+        "train",
+        StageState.FAILED,
+        duration_s=4,
+        exit_code=3,
+        error="stage 'train' failed with exit status 3",
+        log_tail=["step 1", "Traceback <module> & ```", "ValueError: boom"],
+    )
+    run = progress(
+        state=RunState.FAILED,
+        finished_at=FINISHED,
+        error="stage 'train' failed with exit status 3",
+        stages=[
+            stage("prep", StageState.SUCCEEDED, duration_s=1),
+            failed,
+            stage("eval", StageState.SKIPPED),
+        ],
+    )
+    text = message_text(rendered(run, links))
+    assert ":x: *acme/widgets@main* — failed" in text
+    assert ":x: `train` failed in 4s (exit status 3)" in text
+    assert ":fast_forward: `eval` skipped" in text
+    assert ":warning: stage 'train' failed with exit status 3" in text
+    assert (
+        texts.NEXT.format(
+            hint=texts.NEXT_STAGE_FAILED.format(
+                stage="train",
+                log="<http://skyrun.test/runs/widgets-1a2b3c4d5e/logs/train|full log>",
+                rerun="`/skyrun acme/widgets@main`",
+            )
+        )
+        in text
+    )
+    reply = stage_reply(run, failed, links)
+    assert reply.startswith(":x: `train` failed in 4s (exit status 3).")
+    assert "```step 1\nTraceback &lt;module&gt; &amp; '''\nValueError: boom```" in reply
+    assert "<http://skyrun.test/runs/widgets-1a2b3c4d5e/logs/train|Full log of train>" in reply
+    final = final_reply(run, links)
+    assert final.startswith("<@U0ALICE> :x: Run failed in 3m 05s.")
+    assert "*What next:*" in final
+
+
+@pytest.mark.parametrize(
+    ("fields", "hint"),
+    [
+        (
+            {"state": RunState.FAILED, "error": ".skyrun.yaml:3: bad"},
+            texts.NEXT_SETUP_FAILED.format(rerun="`/skyrun acme/widgets@main`"),
+        ),
+        (
+            {"state": RunState.TIMED_OUT, "error": "too slow"},
+            texts.NEXT_TIMED_OUT.format(rerun="`/skyrun acme/widgets@main`"),
+        ),
+        (
+            {"state": RunState.CANCELLED, "error": "the run was cancelled", "pr_number": 7},
+            texts.NEXT_CANCELLED.format(rerun="comment `/skyrun` on PR #7"),
+        ),
+        (
+            {"state": RunState.CANCELLED, "error": "x", "repo": "/src/proj", "ref": ""},
+            texts.NEXT_CANCELLED.format(rerun="`skyrun run /src/proj`"),
+        ),
+    ],
+)
+def test_every_failure_says_what_to_do_next(
+    links: Links, fields: dict[str, Any], hint: str
+) -> None:
+    text = message_text(rendered(progress(finished_at=FINISHED, **fields), links))
+    assert texts.NEXT.format(hint=hint) in text
+
+
+def test_push_runs_and_disabled_run_pages(links: Links) -> None:
+    run = progress(
+        trigger=Trigger.PUSH, requested_by="octo<cat>", state=RunState.RUNNING, stages=[]
+    )
+    message = rendered(run, links, run_pages=False)
+    assert "push by octo&lt;cat&gt;" in message_text(message)
+    assert set(buttons(message)) == {"skyrun_link_temporal", ACTION_CANCEL}
+
+
+def test_long_reports_are_cut_to_what_slack_accepts(links: Links) -> None:
+    report = "\n".join(f"| row {i} | {'x' * 40} |" for i in range(200))
+    run = progress(
+        state=RunState.SUCCEEDED,
+        finished_at=FINISHED,
+        stages=[stage("eval", StageState.SUCCEEDED, duration_s=1, report=report)],
+    )
+    blocks = run_blocks(run, links)
+    assert all(len(b.get("text", {}).get("text", "")) <= 3000 for b in blocks)
+    assert "full report is on the <http://skyrun.test/runs/widgets-1a2b3c4d5e|run page>" in (
+        message_text(Message("C", "1", "", blocks))
+    )
+
+
+def test_numbers_and_durations() -> None:
+    assert [duration(s) for s in (0, 59.4, 61, 3600, 3725)] == [
+        "0s",
+        "59s",
+        "1m 01s",
+        "1h 00m",
+        "1h 02m",
+    ]
+    assert [number(v) for v in (20.0, 0.91, 1 / 3, 123456.789)] == [
+        "20",
+        "0.91",
+        "0.3333",
+        "1.235e+05",
+    ]
+    assert change(0.4, 0.5) == "-0.1"
+    assert change(0.5, 0.5) == "±0"
+    assert change(2, 1) == "+1"

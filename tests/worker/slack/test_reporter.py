@@ -1,0 +1,459 @@
+"""Slack end to end: command → bot → Temporal → worker (local backend) → the fake Slack.
+
+`https://github.com/OWNER/REPO.git` clone URLs are rewritten by git (`url.<base>.insteadOf`) to
+local repositories, so Slack commands name GitHub repositories as users would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from bot.app import create_app
+from bot.dispatch import Dispatcher
+from bot.slack import texts as bot_texts
+from tests.bot.test_slack import ack_text, serving, terminate_runs
+from tests.fakes.slack import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    FakeSlack,
+    Message,
+    block_action,
+    buttons,
+    deliver,
+    message_text,
+    slash_command,
+)
+from tests.worker.test_workflow import SLOW_TASK, clusters_left, request_for, wait_finished
+from worker.contract import (
+    RunProgress,
+    RunRequest,
+    RunState,
+    SlackTarget,
+    StageProgress,
+    StageState,
+    Trigger,
+)
+from worker.main import build_workers, running_workers
+from worker.models import ReportInput
+from worker.reporting import make_reporting
+from worker.settings import Settings
+from worker.slack import texts
+from worker.slack.blocks import ACTION_CANCEL
+from worker.slack.reporter import SlackReporter
+
+PIPELINE = {
+    ".skyrun.yaml": (
+        "envs: {LOSS: '1'}\n"
+        "stages:\n"
+        "  - {name: prep, task: prep.yaml}\n"
+        "  - {name: train, task: train.yaml}\n"
+    ),
+    "prep.yaml": "run: echo preparing\n",
+    "train.yaml": (
+        "run: |\n"
+        '  echo "::metric loss=$LOSS"\n'
+        "  echo ::report\n"
+        '  echo "| loss | $LOSS |"\n'
+        "  echo ::endreport\n"
+    ),
+}
+STARTED_RE = re.compile(r"Started run <[^|]+\|([^>]+)>")
+FINAL_RE = re.compile(r":[a-z_]+: Run [a-z ]+")
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        yield fake
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    http: httpx.AsyncClient
+    runs: Dispatcher
+    slack: FakeSlack
+    github: Path
+
+    def repo(self, git_repo: Callable[..., Path], files: dict[str, str]) -> str:
+        """A new GitHub repository (as Slack users name it) holding `files` on main."""
+        name = f"acme/w{uuid.uuid4().hex[:10]}"
+        git_repo(files, name=str((self.github / f"{name}.git").relative_to(self.github.parent)))
+        return name
+
+    async def command(self, text: str, *, user: str = "U0ALICE", channel: str = "C0RUNS") -> str:
+        """Type a slash command; returns the key of its response URL (see FakeSlack.responses)."""
+        key = uuid.uuid4().hex[:12]
+        body = slash_command(
+            text, user=user, channel=channel, response_url=self.slack.response_url(key)
+        )
+        assert ack_text(await deliver(self.http, body))
+        return key
+
+    async def reply(self, key: str) -> dict[str, Any]:
+        await self.slack.wait_for(lambda: self.slack.responses(key), 30, "the command's reply")
+        return self.slack.responses(key)[0]
+
+    async def start(self, text: str, **kwargs: str) -> str:
+        reply = await self.reply(await self.command(text, **kwargs))
+        found = STARTED_RE.search(reply["text"])
+        assert found, reply
+        return found.group(1)
+
+    def message(self, run_id: str) -> Message | None:
+        """The run's progress message (each names its run in the context line)."""
+        marker = texts.CONTEXT_RUN.format(run_id=run_id)
+        for message in self.slack.top_level():
+            if marker in message_text(message):
+                return message
+        return None
+
+    async def wait_message(self, run_id: str, check: Callable[[Message], bool]) -> Message:
+        def ready() -> bool:
+            message = self.message(run_id)
+            return message is not None and check(message)
+
+        await self.slack.wait_for(ready, 90, f"the message of {run_id}")
+        message = self.message(run_id)
+        assert message is not None
+        return message
+
+    def final_reply(self, message: Message) -> str:
+        return next((m.text for m in self.slack.thread(message.ts) if FINAL_RE.search(m.text)), "")
+
+    async def finished(self, run_id: str) -> Message:
+        """The run's message once its final thread reply (the last thing reported) is posted."""
+        return await self.wait_message(run_id, lambda m: bool(self.final_reply(m)))
+
+
+@pytest.fixture
+async def stack(
+    client: Client,
+    make_settings: Callable[..., Settings],
+    slack: FakeSlack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Stack]:
+    github = tmp_path / "github"
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{github}/.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://github.com/")
+    settings = make_settings(
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        SKYRUN_SLACK_ALLOWED_USERS="U0ALICE U0ADMIN",
+    )
+    runs = Dispatcher(client, settings.temporal_task_queue)
+    async with (
+        running_workers(build_workers(client, settings)),
+        serving(create_app(settings, client)) as http,
+    ):
+        yield Stack(settings, http, runs, slack, github)
+
+
+def test_the_worker_reports_to_slack_only_when_configured(
+    make_settings: Callable[..., Settings],
+) -> None:
+    configured = make_settings(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET)
+    assert isinstance(make_reporting(configured).reporters.get("slack"), SlackReporter)
+    assert "slack" not in make_reporting(make_settings()).reporters
+
+
+async def test_one_message_follows_the_run_and_ends_with_metrics_against_the_last_success(
+    stack: Stack, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    repo = stack.repo(git_repo, PIPELINE)
+    first = await stack.start(f"{repo}@main LOSS=0.5", user="U0ALICE")
+    await stack.finished(first)
+    await client.get_workflow_handle(first).result()
+    second = await stack.start(f"{repo}@main LOSS=0.4", user="U0ALICE")
+    message = await stack.finished(second)
+    slack = stack.slack
+
+    # One message per run, posted once, then only ever updated in place.
+    assert len(slack.top_level("C0RUNS")) == 2
+    assert message.channel == "C0RUNS"
+    updates = [c.args for c in slack.calls_to("chat.update") if c.args["ts"] == message.ts]
+    assert len(updates) >= 3
+    assert all(update["channel"] == message.channel for update in updates)
+    top_level_ts = {m.ts for m in slack.top_level()}
+    assert {c.args["ts"] for c in slack.calls_to("chat.update")} <= top_level_ts
+    assert all(c.token == BOT_TOKEN for c in slack.calls if c.method != "response_url")
+    # While it ran, the message offered a Cancel button; the final one does not.
+    running = [u for u in updates if any(e.get("action_id") == ACTION_CANCEL for e in _elements(u))]
+    assert running
+    assert ACTION_CANCEL not in buttons(message)
+
+    text = message_text(message)
+    assert f"*{repo}@main* — succeeded" in text
+    assert ":white_check_mark: `prep` succeeded" in text
+    assert ":white_check_mark: `train` succeeded" in text
+    assert "`loss` *0.4* (-0.1 vs last success)" in text
+    assert f"<http://skyrun.test/runs/{first}|{first}>, the last successful run of `main`" in text
+    assert "```| loss | 0.4 |```" in text
+    assert message.text == f"skyrun {repo}@main: succeeded"
+
+    thread = [m.text for m in slack.thread(message.ts)]
+    assert any(t.startswith(":white_check_mark: `prep` succeeded") for t in thread)
+    assert any(t.startswith(":white_check_mark: `train` succeeded") for t in thread)
+    assert any("Metrics: `loss` 0.4" in t for t in thread)
+    assert stack.final_reply(message).startswith("<@U0ALICE> :white_check_mark: Run succeeded")
+    # Secrets typed as KEY=VALUE never reach Slack (LOSS is not secret, but the rule is general).
+    assert all("LOSS=" not in str(c.args) for c in slack.calls if c.method != "response_url")
+
+    # Status shows the same view, and lists the runs.
+    status = await stack.reply(await stack.command(f"status {second}"))
+    assert status["text"] == message.text
+    assert f"*{repo}@main* — succeeded" in message_text(
+        Message("C", "1", status["text"], status["blocks"])
+    )
+    latest = await stack.reply(await stack.command("status"))
+    assert first in latest["text"] and second in latest["text"]
+
+
+def _elements(update: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for b in update.get("blocks", []) for e in b.get("elements", [])]
+
+
+async def _slow_repo(stack: Stack, git_repo: Callable[..., Path], tmp_path: Path) -> str:
+    files = {
+        "train.yaml": SLOW_TASK.format(pidfile=tmp_path / f"{uuid.uuid4().hex}.pid"),
+        ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n",
+    }
+    return stack.repo(git_repo, files)
+
+
+def _running(message: Message) -> bool:
+    return "running on `train`" in message_text(message)
+
+
+async def test_cancel_button_cancels_for_the_starter_and_tears_everything_down(
+    stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo = await _slow_repo(stack, git_repo, tmp_path)
+    run_id = await stack.start(f"{repo}@main", user="U0ALICE")
+    message = await stack.wait_message(run_id, _running)
+    button = buttons(message)[ACTION_CANCEL]
+
+    stranger = stack.slack.response_url("stranger")
+    clicked = block_action(button, response_url=stranger, message=message, user="U0MALLORY")
+    assert (await deliver(stack.http, clicked)).status_code == 200
+    await stack.slack.wait_for(lambda: stack.slack.responses("stranger"), 30, "the denial")
+    assert stack.slack.responses("stranger")[0]["text"].startswith(":no_entry:")
+
+    starter = stack.slack.response_url("starter")
+    clicked = block_action(button, response_url=starter, message=message, user="U0ALICE")
+    assert (await deliver(stack.http, clicked)).status_code == 200
+    final = await stack.finished(run_id)
+
+    [confirmation] = stack.slack.responses("starter")
+    assert confirmation["response_type"] == "in_channel"
+    assert confirmation["thread_ts"] == message.ts
+    text = message_text(final)
+    assert f"*{repo}@main* — cancelled" in text
+    assert ":no_entry_sign: `train` cancelled" in text
+    assert "every cluster was torn down" in text
+    assert ACTION_CANCEL not in buttons(final)
+    assert stack.final_reply(final).startswith("<@U0ALICE> :no_entry_sign: Run cancelled")
+    assert clusters_left(stack.settings) == []
+
+
+async def test_cancel_command_by_an_allowed_user(
+    stack: Stack, client: Client, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo = await _slow_repo(stack, git_repo, tmp_path)
+    run_id = await stack.start(f"{repo}@main", user="U0ALICE")
+    await stack.wait_message(run_id, _running)
+
+    reply = await stack.reply(await stack.command(f"cancel {run_id}", user="U0ADMIN"))
+    assert reply["text"] == bot_texts.CANCELLED.format(
+        user="U0ADMIN", url=f"http://skyrun.test/runs/{run_id}", run_id=run_id
+    )
+    final = await stack.finished(run_id)
+    assert "— cancelled" in message_text(final)
+    assert clusters_left(stack.settings) == []
+    with contextlib.suppress(WorkflowFailureError):
+        await client.get_workflow_handle(run_id).result()
+    again = await stack.reply(await stack.command(f"cancel {run_id}", user="U0ADMIN"))
+    assert again["text"].startswith(f"Run <http://skyrun.test/runs/{run_id}|{run_id}> is not")
+
+
+async def test_a_slack_outage_never_fails_the_run_or_leaks_a_cluster(
+    stack: Stack, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    repo = stack.repo(git_repo, PIPELINE)
+    stack.slack.down = True
+    # The front door still answers: nothing it does needs Slack's Web API.
+    await stack.command(f"{repo}@main", user="U0ALICE")
+
+    async def started() -> str:
+        while not (found := await stack.runs.list_runs(repo=repo)):
+            await asyncio.sleep(0.1)
+        return found[0].run_id
+
+    run_id = await asyncio.wait_for(started(), 30)
+    # The outcome is published before the (still retrying) reporters finish.
+    progress = await wait_finished(stack.runs, run_id)
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    assert progress.metrics == {"loss": 1.0}
+    assert progress.clusters_up == []
+    assert clusters_left(stack.settings) == []
+    assert stack.slack.calls_to("chat.postMessage")  # it tried
+    assert stack.slack.messages == {}
+    await terminate_runs(client, repo)
+
+
+async def test_push_runs_are_announced_in_the_pipelines_notify_channel(
+    stack: Stack, git_repo: Callable[..., Path]
+) -> None:
+    files = {
+        **PIPELINE,
+        ".skyrun.yaml": "on: {push: [main]}\nnotify: {slack: '#ml-runs'}\n"
+        + PIPELINE[".skyrun.yaml"],
+    }
+    path = git_repo(files, name="pushed")
+    outcome = await stack.runs.start(
+        request_for(
+            path,
+            trigger=Trigger.PUSH,
+            requested_by="octocat",
+            check_push_filter=True,
+        )
+    )
+    message = await stack.finished(outcome.run_id)
+    assert message.channel == stack.slack.channel_id("#ml-runs")
+    assert [m.ts for m in stack.slack.top_level("#ml-runs")] == [message.ts]
+    assert all(c.args["channel"] == message.channel for c in stack.slack.calls_to("chat.update"))
+    text = message_text(message)
+    assert "push by octocat" in text and "— succeeded" in text
+    assert stack.final_reply(message).startswith(":white_check_mark: Run succeeded")
+    assert stack.slack.responses() == []
+
+
+async def test_a_failed_slack_call_is_retried_without_duplicates(
+    stack: Stack, git_repo: Callable[..., Path]
+) -> None:
+    repo = stack.repo(git_repo, PIPELINE)
+    stack.slack.fail("chat.postMessage", "internal_error", matching=lambda a: "thread_ts" in a)
+    stack.slack.fail("chat.update", "internal_error")
+    run_id = await stack.start(f"{repo}@main")
+    message = await stack.finished(run_id)
+    assert stack.slack.failures == {"chat.postMessage": [], "chat.update": []}
+    assert len(stack.slack.top_level()) == 1
+    replies = [m.text for m in stack.slack.thread(message.ts)]
+    assert len(replies) == len(set(replies)) == 3  # prep, train, final: each once
+    assert "— succeeded" in message_text(message)
+
+
+def _report(progress: RunProgress, handles: dict[str, str] | None = None) -> ReportInput:
+    request = RunRequest(
+        repo="acme/widgets",
+        clone_url="https://github.com/acme/widgets.git",
+        ref="main",
+        trigger=Trigger.SLACK,
+        requested_by="U0ALICE",
+        slack=SlackTarget("C0RUNS", "U0ALICE", ""),
+    )
+    return ReportInput("slack", progress.run_id, request, progress, handles or {})
+
+
+def _finished_run() -> RunProgress:
+    return RunProgress(
+        run_id="widgets-1a2b3c4d5e",
+        repo="acme/widgets",
+        ref="main",
+        commit="",
+        trigger=Trigger.SLACK,
+        requested_by="U0ALICE",
+        state=RunState.SUCCEEDED,
+        stages=[StageProgress("train", "train", StageState.SUCCEEDED, duration_s=3)],
+    )
+
+
+async def test_a_retried_attempt_resumes_from_what_the_failed_one_posted(
+    slack: FakeSlack, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=slack.api_url
+    )
+    reporter = SlackReporter(settings)
+    # The message is posted, then its first thread reply fails: the attempt fails.
+    slack.fail("chat.postMessage", "internal_error", matching=lambda a: "thread_ts" in a)
+    env = ActivityEnvironment()
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(reporter.report, _report(_finished_run()))
+    assert not caught.value.non_retryable
+    [posted] = slack.top_level()
+    assert beats[-1] == {"channel": "C0RUNS", "ts": posted.ts}
+
+    # Temporal hands the next attempt the same input plus the last heartbeat.
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[beats[-1]])
+    handles = await env.run(reporter.report, _report(_finished_run()))
+    assert slack.top_level() == [posted]
+    assert posted.edits == 1
+    assert len(slack.thread(posted.ts)) == 2
+    assert handles == {
+        "channel": "C0RUNS",
+        "ts": posted.ts,
+        "replied:stage:train": "1",
+        "replied:final": "1",
+    }
+
+
+async def test_errors_no_retry_can_fix_fail_at_once_and_deleted_messages_come_back(
+    slack: FakeSlack, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=slack.api_url
+    )
+    reporter = SlackReporter(settings)
+    slack.fail("chat.postMessage", "invalid_auth")
+    with pytest.raises(ApplicationError) as caught:
+        await reporter.report(_report(_finished_run()))
+    assert caught.value.non_retryable
+    assert caught.value.message == "Slack API error: invalid_auth"
+
+    gone = {"channel": "C0RUNS", "ts": "1.000001", "replied:stage:train": "1"}
+    handles = await reporter.report(_report(_finished_run(), gone))
+    [posted] = slack.top_level()
+    assert handles["ts"] == posted.ts != "1.000001"
+    assert [m.text.split(" ")[0] for m in slack.thread(posted.ts)] == ["<@U0ALICE>"]
+
+
+async def test_a_channel_the_bot_is_not_in_gets_told_privately(
+    stack: Stack, git_repo: Callable[..., Path]
+) -> None:
+    repo = stack.repo(git_repo, PIPELINE)
+    stack.slack.not_in_channel.add("C0PRIVATE")
+    key = await stack.command(f"{repo}@main", channel="C0PRIVATE")
+    await stack.slack.wait_for(lambda: len(stack.slack.responses(key)) >= 3, 90, "the outcome")
+    # The bot's "started" and the worker's notices race; each comes once.
+    by_text = {reply["text"]: reply for reply in stack.slack.responses(key)}
+    assert len(by_text) == 3
+    started = next(t for t in by_text if STARTED_RE.search(t))
+    run_id = STARTED_RE.search(started).group(1)  # type: ignore[union-attr]
+    blocked = texts.NOT_IN_CHANNEL.format(
+        error="not_in_channel", url=f"http://skyrun.test/runs/{run_id}", run_id=run_id
+    )
+    assert blocked in by_text
+    outcome = by_text[f"skyrun {repo}@main: succeeded"]
+    assert outcome["response_type"] == "ephemeral"
+    assert "— succeeded" in message_text(Message("C", "1", outcome["text"], outcome["blocks"]))
+    assert stack.slack.messages == {}

@@ -1,0 +1,367 @@
+"""Block Kit for a run: its progress message and thread replies (pure: no I/O)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.links import Links
+from worker.slack import texts
+
+Block = dict[str, Any]
+
+ACTION_CANCEL = "skyrun_cancel"
+ACTION_LINK_PREFIX = "skyrun_link_"
+"""URL buttons still send Slack an interaction; the bot acknowledges these without acting."""
+ACTIONS_BLOCK = "skyrun_actions"
+SECTION_LIMIT = 2900
+"""Slack caps a section's text at 3000 characters; keep a margin for the wrapping."""
+TAIL_LINES = 15
+TAIL_CHARS = 2500
+GITHUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
+
+
+@dataclass
+class Baseline:
+    """The last successful run of the same branch, whose metrics a finished run is compared with."""
+
+    run_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn escaping: only &, < and > are special."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _code(text: str) -> str:
+    """Text for inside a ``` block: escaped, and unable to close the block early."""
+    return escape(text).replace("```", "'''")
+
+
+def clip(text: str, limit: int = SECTION_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def duration(seconds: float) -> str:
+    total = round(seconds)
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def number(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) < 1e15 else f"{value:.4g}"
+
+
+def change(value: float, before: float) -> str:
+    delta = value - before
+    return "±0" if delta == 0 else f"{delta:+.4g}"
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def slack_time(text: str) -> str:
+    """A timestamp Slack shows in each reader's own time zone (UTC as the fallback)."""
+    when = _parse_time(text)
+    if when is None:
+        return "now"
+    return f"<!date^{int(when.timestamp())}^{{time}}|{when:%H:%M} UTC>"
+
+
+def run_duration(progress: RunProgress) -> float | None:
+    start, end = _parse_time(progress.started_at), _parse_time(progress.finished_at)
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()
+
+
+def target(progress: RunProgress) -> str:
+    """`repo@ref` as users type it."""
+    return f"{progress.repo}@{progress.ref}" if progress.ref else progress.repo
+
+
+def who(progress: RunProgress) -> str:
+    name = progress.requested_by
+    if progress.trigger is Trigger.SLACK and re.fullmatch(r"[UW][A-Z0-9]+", name or ""):
+        return f"<@{name}>"
+    return escape(name) or "someone"
+
+
+def rerun(progress: RunProgress) -> str:
+    if progress.pr_number is not None:
+        return texts.RERUN_PR.format(pr=progress.pr_number)
+    if GITHUB_REPO.fullmatch(progress.repo):
+        return texts.RERUN_SLACK.format(target=escape(target(progress)))
+    ref = f" --ref {progress.ref}" if progress.ref else ""
+    return texts.RERUN_CLI.format(repo=escape(progress.repo), ref=escape(ref))
+
+
+def _log_link(links: Links | None, progress: RunProgress, stage: str) -> str:
+    if links is None:
+        return texts.THE_LOG
+    return texts.FULL_LOG.format(url=links.log(progress.run_id, stage))
+
+
+def next_step(progress: RunProgress, links: Links | None) -> str:
+    """What the person who asked should do now, or "" when nothing is needed."""
+    state = progress.state
+    if state is RunState.FAILED:
+        failed = progress.failed_stage
+        if failed is not None:
+            return texts.NEXT_STAGE_FAILED.format(
+                stage=escape(failed.name),
+                log=_log_link(links, progress, failed.name),
+                rerun=rerun(progress),
+            )
+        return texts.NEXT_SETUP_FAILED.format(rerun=rerun(progress))
+    if state is RunState.TIMED_OUT:
+        return texts.NEXT_TIMED_OUT.format(rerun=rerun(progress))
+    if state is RunState.CANCELLED:
+        return texts.NEXT_CANCELLED.format(rerun=rerun(progress))
+    if state is RunState.DENIED:
+        return texts.NEXT_DENIED
+    return ""
+
+
+def stage_line(stage: StageProgress) -> str:
+    icon = texts.STAGE_ICONS[stage.state]
+    if stage.state is StageState.PENDING:
+        detail = texts.STAGE_PENDING
+    elif stage.state is StageState.RUNNING:
+        detail = texts.STAGE_RUNNING.format(
+            cluster=escape(stage.cluster), since=slack_time(stage.started_at)
+        )
+    elif stage.state is StageState.SKIPPED:
+        detail = stage.state.value
+    else:
+        detail = texts.STAGE_DONE.format(
+            state=stage.state.value, duration=duration(stage.duration_s or 0)
+        )
+        if stage.state is StageState.FAILED and stage.exit_code not in (None, 0):
+            detail += texts.STAGE_EXIT.format(code=stage.exit_code)
+    return texts.STAGE_LINE.format(icon=icon, name=escape(stage.name), detail=detail)
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
+
+
+def _context(parts: list[str]) -> Block:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": clip(" · ".join(p for p in parts if p))}],
+    }
+
+
+def _link_button(name: str, label: str, url: str) -> Block:
+    return {
+        "type": "button",
+        "action_id": ACTION_LINK_PREFIX + name,
+        "text": {"type": "plain_text", "text": label},
+        "url": url,
+    }
+
+
+def cancel_button(run_id: str) -> Block:
+    return {
+        "type": "button",
+        "action_id": ACTION_CANCEL,
+        "text": {"type": "plain_text", "text": texts.BUTTON_CANCEL},
+        "style": "danger",
+        "value": run_id,
+        "confirm": {
+            "title": {"type": "plain_text", "text": texts.CONFIRM_TITLE},
+            "text": {"type": "mrkdwn", "text": texts.CONFIRM_TEXT},
+            "confirm": {"type": "plain_text", "text": texts.CONFIRM_YES},
+            "deny": {"type": "plain_text", "text": texts.CONFIRM_NO},
+        },
+    }
+
+
+def _log_stage(progress: RunProgress) -> StageProgress | None:
+    """The stage whose log matters most now: running, else failed, else the last that ran."""
+    for state in (StageState.RUNNING, StageState.FAILED):
+        for stage in progress.stages:
+            if stage.state is state:
+                return stage
+    ran = [s for s in progress.stages if s.state not in (StageState.PENDING, StageState.SKIPPED)]
+    return ran[-1] if ran else None
+
+
+def buttons(progress: RunProgress, links: Links, *, run_pages: bool = True) -> list[Block]:
+    elements: list[Block] = []
+    if run_pages:
+        elements.append(_link_button("run", texts.BUTTON_RUN, links.run(progress.run_id)))
+        stage = _log_stage(progress)
+        if stage is not None:
+            url = links.log(progress.run_id, stage.name)
+            elements.append(_link_button("logs", texts.BUTTON_LOGS, url))
+    elements.append(
+        _link_button("temporal", texts.BUTTON_TEMPORAL, links.temporal(progress.run_id))
+    )
+    if progress.dashboard_url:
+        elements.append(_link_button("dashboard", texts.BUTTON_DASHBOARD, progress.dashboard_url))
+    if not progress.state.finished:
+        elements.append(cancel_button(progress.run_id))
+    return elements
+
+
+def metrics_text(progress: RunProgress, baseline: Baseline | None) -> str:
+    lines = [texts.METRICS_TITLE]
+    for name, value in sorted(progress.metrics.items()):
+        line = texts.METRIC_LINE.format(name=escape(name), value=number(value))
+        if baseline is not None:
+            before = baseline.metrics.get(name)
+            line += (
+                texts.METRIC_NEW
+                if before is None
+                else texts.METRIC_CHANGE.format(change=change(value, before))
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def baseline_note(progress: RunProgress, baseline: Baseline | None, links: Links) -> str:
+    branch = f"`{escape(progress.ref)}`" if progress.ref else "the default branch"
+    if baseline is None:
+        return texts.NO_BASELINE.format(branch=branch)
+    return texts.BASELINE_NOTE.format(
+        url=links.run(baseline.run_id), run_id=escape(baseline.run_id), branch=branch
+    )
+
+
+def report_text(progress: RunProgress, links: Links) -> str:
+    report = "\n\n".join(s.report.strip() for s in progress.stages if s.report.strip())
+    if not report:
+        return ""
+    body = _code(report)
+    limit = SECTION_LIMIT - len(texts.REPORT_TITLE) - 200
+    if len(body) > limit:
+        return f"{texts.REPORT_TITLE}\n```{body[:limit]}```\n" + texts.TRUNCATED.format(
+            url=links.run(progress.run_id)
+        )
+    return f"{texts.REPORT_TITLE}\n```{body}```"
+
+
+def fallback_text(progress: RunProgress) -> str:
+    """The plain text of the message: notifications and clients without Block Kit show it."""
+    return texts.FALLBACK.format(what=target(progress), state=texts.RUN_WORDS[progress.state])
+
+
+def run_blocks(
+    progress: RunProgress,
+    links: Links,
+    *,
+    baseline: Baseline | None = None,
+    run_pages: bool = True,
+) -> list[Block]:
+    """The progress message: title, stages, outcome, metrics, report and buttons."""
+    state = progress.state
+    title = texts.TITLE.format(
+        icon=texts.RUN_ICONS[state], what=escape(target(progress)), state=texts.RUN_WORDS[state]
+    )
+    took = run_duration(progress) if state.finished else None
+    context = [
+        texts.CONTEXT_RUN.format(run_id=escape(progress.run_id)),
+        texts.CONTEXT_COMMIT.format(commit=progress.commit[:7]) if progress.commit else "",
+        texts.CONTEXT_BY.format(
+            trigger=texts.TRIGGER_WORDS.get(progress.trigger.value, progress.trigger.value),
+            who=who(progress),
+        ),
+        texts.CONTEXT_PR.format(pr=progress.pr_number) if progress.pr_number is not None else "",
+        texts.CONTEXT_BACKEND.format(backend=escape(progress.backend)) if progress.backend else "",
+        texts.CONTEXT_TOOK.format(duration=duration(took)) if took is not None else "",
+    ]
+    blocks: list[Block] = [_section(title), _context(context)]
+    if progress.stages:
+        blocks.append(_section("\n".join(stage_line(s) for s in progress.stages)))
+    elif not state.finished:
+        blocks.append(_section(texts.PLANNING))
+    if progress.error:
+        text = texts.ERROR.format(error=escape(progress.error))
+        hint = next_step(progress, links if run_pages else None)
+        if hint:
+            text += "\n" + texts.NEXT.format(hint=hint)
+        blocks.append(_section(text))
+    if state.finished and progress.metrics:
+        blocks.append(_section(metrics_text(progress, baseline)))
+        blocks.append(_context([baseline_note(progress, baseline, links)]))
+    if state.finished:
+        report = report_text(progress, links)
+        if report:
+            blocks.append(_section(report))
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": ACTIONS_BLOCK,
+            "elements": buttons(progress, links, run_pages=run_pages),
+        }
+    )
+    return blocks
+
+
+def stage_reply(
+    progress: RunProgress, stage: StageProgress, links: Links, *, run_pages: bool = True
+) -> str:
+    """The thread reply when a stage ends: outcome, metrics, and for a failure its log's end."""
+    exit_text = (
+        texts.STAGE_EXIT.format(code=stage.exit_code)
+        if stage.state is StageState.FAILED and stage.exit_code not in (None, 0)
+        else ""
+    )
+    lines = [
+        texts.REPLY_STAGE.format(
+            icon=texts.STAGE_ICONS[stage.state],
+            name=escape(stage.name),
+            state=stage.state.value,
+            duration=duration(stage.duration_s or 0),
+            exit=exit_text,
+        )
+    ]
+    if stage.error and stage.error != progress.error:
+        lines.append(texts.ERROR.format(error=escape(stage.error)))
+    if stage.metrics:
+        shown = ", ".join(
+            f"`{escape(name)}` {number(value)}" for name, value in sorted(stage.metrics.items())
+        )
+        lines.append(texts.REPLY_METRICS.format(metrics=shown))
+    if stage.state is StageState.FAILED and stage.log_tail:
+        tail = "\n".join(stage.log_tail[-TAIL_LINES:])[-TAIL_CHARS:]
+        lines.append(texts.REPLY_TAIL.format(tail=_code(tail)))
+    if run_pages:
+        url = links.log(progress.run_id, stage.name)
+        lines.append(texts.REPLY_LOG.format(url=url, name=escape(stage.name)))
+    return clip("\n".join(lines), 3900)
+
+
+def final_reply(progress: RunProgress, links: Links, *, run_pages: bool = True) -> str:
+    """The thread reply when the run ends, addressed to whoever asked (so Slack notifies them)."""
+    mention = who(progress) + " " if progress.trigger is Trigger.SLACK else ""
+    took = run_duration(progress)
+    lines = [
+        texts.REPLY_FINAL.format(
+            mention=mention,
+            icon=texts.RUN_ICONS[progress.state],
+            state=texts.RUN_WORDS[progress.state],
+            took=f" in {duration(took)}" if took is not None else "",
+        )
+    ]
+    if progress.error:
+        lines.append(texts.ERROR.format(error=escape(progress.error)))
+        hint = next_step(progress, links if run_pages else None)
+        if hint:
+            lines.append(texts.NEXT.format(hint=hint))
+    return clip("\n".join(lines), 3900)
