@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Route
 from temporalio.client import Client
 
-from bot import runs
+from bot import metrics, runs
 from bot.dispatch import Dispatcher
+from bot.github import webhook as github_webhook
+from bot.slack import app as slack_app
 from bot.state import BotState
 from worker.logstore import LogStore
 from worker.settings import Settings
@@ -53,5 +56,9 @@ def create_app(settings: Settings, client: Client | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *runs.routes(settings),
+        *github_webhook.routes(settings),
+        *slack_app.routes(settings),
+        *metrics.routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(metrics.RequestMetrics)]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

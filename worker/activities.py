@@ -47,6 +47,7 @@ from worker.settings import Settings
 USER_ERROR = "UserError"
 HEARTBEAT_EVERY_S = 2.0
 NOT_WATCHED = "branch {branch} is not watched by on.push in {file}"
+PR_RUNS_OFF = "pull request events do not start runs: {file} does not set on.pull_request: true"
 
 
 def user_error(message: str) -> ApplicationError:
@@ -94,7 +95,8 @@ class PipelineActivities:
         return self.settings.data_path / "checkouts" / run_id
 
     async def _checkout(self, run_id: str, request: RunRequest, commit: str) -> str:
-        token = self._token_provider(request)
+        # A GitHub App's provider may mint a token over HTTP: keep it off the event loop.
+        token = await asyncio.to_thread(self._token_provider, request)
         try:
             return await checkout(
                 request.clone_url, request.ref, commit, self.checkout_dir(run_id), token=token
@@ -135,10 +137,14 @@ class PipelineActivities:
             if request.check_push_filter and request.trigger is Trigger.PUSH:
                 default = request.default_branch
                 if pipeline.on_push is None and not default:
-                    default = await default_branch(request.clone_url, self._token_provider(request))
+                    token = await asyncio.to_thread(self._token_provider, request)
+                    default = await default_branch(request.clone_url, token)
                 if not branch_matches(pipeline.on_push, request.ref, default):
                     output.skip_reason = NOT_WATCHED.format(branch=request.ref, file=PIPELINE_FILE)
                     return output
+            if request.check_pr_filter and not pipeline.on_pull_request:
+                output.skip_reason = PR_RUNS_OFF.format(file=PIPELINE_FILE)
+                return output
             output.stages = await self._plan(data.run_id, request, pipeline, path)
             return output
 

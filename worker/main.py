@@ -13,6 +13,8 @@ from temporalio.worker import Worker
 
 from worker.activities import PipelineActivities
 from worker.backends.base import ComputeBackend
+from worker.github.service import GitHubServices, make_github
+from worker.github.workflow import GitHubCommandWorkflow, GitHubDeliveryWorkflow
 from worker.reporting import ReportingActivities, make_reporting
 from worker.settings import Backend, Settings
 from worker.workflow import PipelineWorkflow
@@ -46,9 +48,13 @@ def build_workers(
     backend: ComputeBackend | None = None,
     activities: PipelineActivities | None = None,
     reporting: ReportingActivities | None = None,
+    github: GitHubServices | None = None,
 ) -> Sequence[Worker]:
     """One worker on the shared queue (workflows, first activities) and one on this worker's own."""
-    acts = activities or PipelineActivities(settings, backend or make_backend(settings), client)
+    gh = github or make_github(settings, client)
+    acts = activities or PipelineActivities(
+        settings, backend or make_backend(settings), client, token_provider=gh.token_for_request
+    )
     acts.pinned_queue = settings.worker_queue if pins_runs(settings) else ""
     methods = [
         acts.prepare_run,
@@ -57,8 +63,8 @@ def build_workers(
         acts.cleanup_run,
         acts.wait_for_lane,
     ]
-    reports = reporting or make_reporting(settings)
-    methods += [reports.report_progress, reports.authorize_run]
+    reports = reporting or make_reporting(settings, gh)
+    methods += [reports.report_progress, reports.authorize_run, *gh.activities()]
     common = dict(
         activities=methods,
         graceful_shutdown_timeout=timedelta(seconds=30),
@@ -69,7 +75,7 @@ def build_workers(
         Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=[PipelineWorkflow],
+            workflows=[PipelineWorkflow, GitHubCommandWorkflow, GitHubDeliveryWorkflow],
             **common,  # type: ignore[arg-type]
         )
     ]

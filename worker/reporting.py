@@ -7,12 +7,16 @@ blocks GitHub (and neither ever fails the run or its teardown).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from worker.models import AuthorizeInput, AuthorizeOutput, ReportInput, ReportOutput
+from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.github.service import GitHubServices
 
 NO_GATE = (
     "this skyrun worker has no GitHub credentials (GITHUB_TOKEN or a GitHub App), "
@@ -56,6 +60,23 @@ class ReportingActivities:
         return await self.gate.authorize(data)
 
 
-def make_reporting(settings: object) -> ReportingActivities:
-    """The reporters this worker's settings configure (none on a bare local stack)."""
-    return ReportingActivities([], None)
+def make_reporting(settings: Settings, github: GitHubServices | None = None) -> ReportingActivities:
+    """The reporters this worker's settings configure (none on a bare local stack).
+
+    `github` shares the worker's GitHub auth (and token cache) with its checkouts and comment
+    commands; without it one is made from the settings (then without base-branch baselines).
+    """
+    reporters: list[Reporter] = []
+    gate: Gate | None = None
+    if github is None and settings.github_configured:
+        from worker.github.service import make_github
+
+        github = make_github(settings)
+    if github is not None and github.configured:
+        reporters.append(github.reporter)
+        gate = github.gate
+    if settings.slack_configured:
+        from worker.slack.reporter import SlackReporter
+
+        reporters.append(SlackReporter(settings))
+    return ReportingActivities(reporters, gate)

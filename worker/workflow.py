@@ -102,6 +102,7 @@ class PipelineWorkflow:
         self._progress: RunProgress | None = None
         self._up: list[str] = []
         self._active = ""
+        self._stopping = False
         self._outcome: RunState | None = None
         self._version = 0
         self._closing = False
@@ -229,6 +230,9 @@ class PipelineWorkflow:
                 stages.done, timeout=timedelta(minutes=prepared.timeout_minutes)
             )
         except (TimeoutError, asyncio.CancelledError):
+            # The flag covers a cancel that lands as a stage completes: the SDK may then deliver
+            # the stage's result instead of the cancellation, and the loop must still stop.
+            self._stopping = True
             stages.cancel()
             # Wait for the running stage's cancellation (its job killed) before teardown.
             with contextlib.suppress(asyncio.CancelledError, ActivityError):
@@ -240,6 +244,8 @@ class PipelineWorkflow:
         assert self._progress is not None
         pinned = bool(prepared.worker_queue)
         for planned, stage in zip(prepared.stages, self._progress.stages, strict=True):
+            if self._stopping:
+                raise asyncio.CancelledError
             stage.state = StageState.RUNNING
             self._active = stage.name
             stage.started_at = workflow.now().isoformat()

@@ -286,3 +286,23 @@ async def test_run_past_its_timeout_is_stopped_and_torn_down(
     assert progress.stages[0].state is StageState.FAILED
     assert not alive(child)
     assert clusters_left(settings) == []
+
+
+async def test_cancel_landing_as_a_short_stage_finishes_still_stops_the_run(
+    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(
+        {
+            "a.yaml": "run: sleep 0.3\n",
+            "b.yaml": "run: sleep 300\n",
+            ".skyrun.yaml": "stages: [{name: a, task: a.yaml}, {name: b, task: b.yaml}]\n",
+        }
+    )
+    outcome = await dispatcher.start(request_for(repo))
+    await wait_stage_running(dispatcher, outcome.run_id, "a")
+    await asyncio.sleep(0.2)
+    assert await dispatcher.cancel(outcome.run_id)
+    progress = await wait_finished(dispatcher, outcome.run_id, timeout=60)
+    assert progress.state is RunState.CANCELLED
+    assert progress.stages[1].state in (StageState.SKIPPED, StageState.CANCELLED)
+    assert clusters_left(settings) == []

@@ -1,0 +1,219 @@
+"""Route one verified GitHub delivery to what skyrun does about it: pure, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.commands import CommandError, CommandKind, parse_comment
+from bot.github.payloads import Delivery, IssueCommentEvent, PullRequestEvent, PushEvent
+from worker.contract import (
+    GitHubTarget,
+    RunRequest,
+    Trigger,
+    lane_for_branch,
+    lane_for_pr,
+)
+from worker.github.contract import MARKER, CommandAction, GitHubCommand
+
+R_EVENT = "event {event} is not handled"
+R_ACTION = "{event} action {action} is not handled"
+R_NO_REPO = "the delivery names no repository"
+R_NOT_ALLOWED = "repository {repo} is not in SKYRUN_ALLOWED_REPOS"
+R_TAG = "tag pushes do not start runs"
+R_DELETED = "branch deletions do not start runs"
+R_NOT_BRANCH = "only pushes to branches start runs (got {ref})"
+R_NOT_PR = "comments on issues are ignored; only pull request comments are commands"
+R_NOT_NEW = "only new comments are commands (this one was {action})"
+R_BOT = "comments by bots, skyrun included, are ignored"
+R_NOT_COMMAND = "the comment's first line is not a /skyrun command"
+R_FORK = "pull requests from forks run only through a maintainer's /skyrun comment"
+R_CLOSED = "the pull request was closed"
+E_PAYLOAD = "unexpected {event} payload: {problem}"
+
+BRANCH_PREFIX = "refs/heads/"
+TAG_PREFIX = "refs/tags/"
+NULL_SHA = "0" * 40
+PR_RUN_ACTIONS = ("opened", "synchronize", "reopened")
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+@dataclass(frozen=True)
+class StartRun:
+    request: RunRequest
+
+
+@dataclass(frozen=True)
+class CancelLane:
+    lane: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StartCommand:
+    """A `/skyrun` comment: the worker authorizes, resolves the commit, acts and replies."""
+
+    command: GitHubCommand
+
+
+Action = Ignore | StartRun | CancelLane | StartCommand
+
+
+class PayloadError(ValueError):
+    """The body is JSON but not the shape GitHub sends for its event."""
+
+
+def repo_allowed(repo: str, globs: Sequence[str]) -> bool:
+    """GitHub names are case-insensitive, so the globs are too."""
+    name = repo.lower()
+    return any(fnmatchcase(name, glob.lower()) for glob in globs)
+
+
+def route(event: str, delivery_id: str, payload: dict[str, Any], allowed: Sequence[str]) -> Action:
+    """What to do about a verified delivery (raises PayloadError when its shape is wrong)."""
+    handler = _HANDLERS.get(event)
+    if handler is None:
+        return Ignore(R_EVENT.format(event=event or "(none)"))
+    model, handle = handler
+    try:
+        parsed = model.model_validate(payload)
+    except ValidationError as err:
+        problem = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()[:3]
+        )
+        raise PayloadError(E_PAYLOAD.format(event=event, problem=problem)) from None
+    if parsed.repository is None:
+        return Ignore(R_NO_REPO)
+    if not repo_allowed(parsed.repository.full_name, allowed):
+        return Ignore(R_NOT_ALLOWED.format(repo=parsed.repository.full_name))
+    return handle(parsed, delivery_id)
+
+
+def _installation(delivery: Delivery) -> int | None:
+    return delivery.installation.id if delivery.installation else None
+
+
+def on_push(event: PushEvent, delivery_id: str) -> Action:
+    assert event.repository is not None
+    if event.ref.startswith(TAG_PREFIX):
+        return Ignore(R_TAG)
+    if not event.ref.startswith(BRANCH_PREFIX):
+        return Ignore(R_NOT_BRANCH.format(ref=event.ref))
+    if event.deleted or event.after == NULL_SHA:
+        return Ignore(R_DELETED)
+    repo = event.repository
+    branch = event.ref.removeprefix(BRANCH_PREFIX)
+    return StartRun(
+        RunRequest(
+            repo=repo.full_name,
+            clone_url=repo.clone_url,
+            ref=branch,
+            commit=event.after,
+            trigger=Trigger.PUSH,
+            requested_by=event.sender.login if event.sender else "",
+            lane=lane_for_branch(repo.full_name, branch),
+            delivery_id=delivery_id,
+            github=GitHubTarget(installation_id=_installation(event)),
+            default_branch=repo.default_branch,
+            check_push_filter=True,
+        )
+    )
+
+
+def is_bot(login: str, user_type: str, body: str) -> bool:
+    return user_type == "Bot" or login.endswith("[bot]") or body.lstrip().startswith(MARKER)
+
+
+def on_issue_comment(event: IssueCommentEvent, delivery_id: str) -> Action:
+    assert event.repository is not None
+    if event.action != "created":
+        return Ignore(R_NOT_NEW.format(action=event.action))
+    if event.issue.pull_request is None:
+        return Ignore(R_NOT_PR)
+    comment = event.comment
+    if is_bot(comment.user.login, comment.user.type, comment.body):
+        return Ignore(R_BOT)
+    try:
+        parsed = parse_comment(comment.body)
+    except CommandError as err:
+        action, error, stages, envs = CommandAction.USAGE, str(err), [], {}
+    else:
+        if parsed is None:
+            return Ignore(R_NOT_COMMAND)
+        action, error = _ACTIONS[parsed.kind], ""
+        stages, envs = list(parsed.stages), dict(parsed.envs)
+    repo = event.repository
+    return StartCommand(
+        GitHubCommand(
+            action=action,
+            repo=repo.full_name,
+            clone_url=repo.clone_url,
+            pr_number=event.issue.number,
+            comment_id=comment.id,
+            comment_created_at=comment.created_at,
+            requested_by=comment.user.login,
+            delivery_id=delivery_id,
+            installation_id=_installation(event),
+            default_branch=repo.default_branch,
+            stages=stages,
+            envs=envs,
+            error=error,
+        )
+    )
+
+
+_ACTIONS = {
+    CommandKind.RUN: CommandAction.RUN,
+    CommandKind.CANCEL: CommandAction.CANCEL,
+    CommandKind.STATUS: CommandAction.STATUS,
+    CommandKind.HELP: CommandAction.HELP,
+}
+
+
+def on_pull_request(event: PullRequestEvent, delivery_id: str) -> Action:
+    assert event.repository is not None
+    repo = event.repository
+    lane = lane_for_pr(repo.full_name, event.number)
+    if event.action == "closed":
+        return CancelLane(lane, R_CLOSED)
+    if event.action not in PR_RUN_ACTIONS:
+        return Ignore(R_ACTION.format(event="pull_request", action=event.action))
+    pr = event.pull_request
+    head_repo = pr.head.repo.full_name if pr.head.repo else ""
+    if head_repo.lower() != repo.full_name.lower():
+        return Ignore(R_FORK)
+    return StartRun(
+        RunRequest(
+            repo=repo.full_name,
+            clone_url=repo.clone_url,
+            ref=pr.head.ref,
+            commit=pr.head.sha,
+            trigger=Trigger.PULL_REQUEST,
+            requested_by=pr.user.login,
+            lane=lane,
+            delivery_id=delivery_id,
+            github=GitHubTarget(
+                installation_id=_installation(event),
+                pr_number=event.number,
+                base_branch=pr.base.ref,
+                head_repo=head_repo,
+            ),
+            default_branch=repo.default_branch,
+            check_pr_filter=True,
+        )
+    )
+
+
+_HANDLERS: dict[str, tuple[type[Delivery], Callable[[Any, str], Action]]] = {
+    "push": (PushEvent, on_push),
+    "issue_comment": (IssueCommentEvent, on_issue_comment),
+    "pull_request": (PullRequestEvent, on_pull_request),
+}

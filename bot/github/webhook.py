@@ -1,0 +1,180 @@
+"""`POST /github/webhook`: verify the signature, parse, hand to the worker; never call GitHub here.
+
+Every delivery that asks for work becomes one workflow keyed by its delivery id (a run to start or
+a lane to cancel goes through the Dispatcher in the worker; a comment command is authorized and
+answered there). So the request path makes one Temporal call, a redelivery is refused by Temporal
+at once, and GitHub gets its answer in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from bot.github.events import Action, Ignore, PayloadError, StartCommand, StartRun, route
+from bot.github.signature import HEADER, SHA1_HEADER, signature_matches
+from bot.metrics import Outcome, record_webhook
+from bot.state import BotState
+from worker.github.contract import (
+    COMMAND_WORKFLOW,
+    DELIVERY_WORKFLOW,
+    GitHubCommand,
+    RunDelivery,
+    delivery_workflow_id,
+)
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PATH = "/github/webhook"
+MAX_BODY_BYTES = 25 * 1024 * 1024
+"""GitHub caps payloads at 25 MB; anything larger is not from GitHub."""
+
+E_NO_SECRET = (
+    "GITHUB_WEBHOOK_SECRET is not set on this server, so it refuses every delivery; "
+    "set it to the webhook's secret"
+)
+E_NO_SIGNATURE = f"missing {HEADER} header"
+E_SHA1_ONLY = f"only {SHA1_HEADER} (SHA-1) was sent; skyrun requires {HEADER}"
+E_BAD_SIGNATURE = f"{HEADER} does not match the body"
+E_TOO_LARGE = "the body exceeds GitHub's 25 MB limit"
+E_BAD_LENGTH = "invalid Content-Length"
+E_NOT_JSON = "the body is not a JSON object"
+E_TEMPORAL = "Temporal is unavailable; nothing was started (GitHub may redeliver)"
+R_PONG = "pong"
+R_DUPLICATE = "this delivery was already handled"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    outcome: Outcome
+    reason: str = ""
+    extra: dict[str, Any] | None = None
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"outcome": self.outcome.value}
+        if self.reason:
+            body["reason"] = self.reason
+        body.update(self.extra or {})
+        return JSONResponse(body, status_code=self.status)
+
+
+def _rejected(status: int, reason: str) -> Answer:
+    return Answer(status, Outcome.REJECTED, reason)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past `limit` (a chunked body has no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_verified(request: Request, settings: Settings) -> bytes | Answer:
+    """The raw body once it is proven to come from GitHub, or the refusal."""
+    if settings.github_webhook_secret is None:
+        return _rejected(401, E_NO_SECRET)
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            return _rejected(400, E_BAD_LENGTH)
+        if int(length) > MAX_BODY_BYTES:
+            return _rejected(413, E_TOO_LARGE)
+    body = await _read_capped(request, MAX_BODY_BYTES)
+    if body is None:
+        return _rejected(413, E_TOO_LARGE)
+    signature = request.headers.get(HEADER)
+    if not signature:
+        return _rejected(401, E_SHA1_ONLY if request.headers.get(SHA1_HEADER) else E_NO_SIGNATURE)
+    if not signature_matches(settings.github_webhook_secret.get_secret_value(), body, signature):
+        return _rejected(401, E_BAD_SIGNATURE)
+    return body
+
+
+async def github_webhook(request: Request) -> JSONResponse:
+    event = request.headers.get("x-github-event", "")
+    answer = await _handle(request, event)
+    record_webhook(event, answer.outcome)
+    if answer.outcome is Outcome.REJECTED:
+        log.warning("github webhook rejected (%s): %s", answer.status, answer.reason)
+    else:
+        log.info("github webhook %s: %s %s", event, answer.outcome.value, answer.reason)
+    return answer.response()
+
+
+async def _handle(request: Request, event: str) -> Answer:
+    state: BotState = request.app.state.bot
+    body = await _read_verified(request, state.settings)
+    if isinstance(body, Answer):
+        return body
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return _rejected(400, E_NOT_JSON)
+    if not isinstance(payload, dict):
+        return _rejected(400, E_NOT_JSON)
+    if event == "ping":
+        return Answer(200, Outcome.REPLIED, R_PONG)
+    # A redelivery repeats the body byte for byte, so its hash stands in for a missing id.
+    delivery = request.headers.get("x-github-delivery") or (
+        "body-" + hashlib.sha256(body).hexdigest()[:32]
+    )
+    try:
+        action = route(event, delivery, payload, state.settings.allowed_repos)
+    except PayloadError as err:
+        return _rejected(400, str(err))
+    try:
+        return await _act(state, delivery, action)
+    except RPCError as err:
+        log.error("github webhook: Temporal unavailable: %s", err)
+        return Answer(503, Outcome.ERROR, E_TEMPORAL)
+
+
+async def _act(state: BotState, delivery: str, action: Action) -> Answer:
+    """Hand the work to the worker: one keyed workflow start is all the request path does."""
+    if isinstance(action, Ignore):
+        return Answer(200, Outcome.IGNORED, action.reason)
+    argument: GitHubCommand | RunDelivery
+    if isinstance(action, StartCommand):
+        workflow, argument = COMMAND_WORKFLOW, action.command
+        extra = {"command": action.command.action.value}
+    elif isinstance(action, StartRun):
+        workflow, argument = DELIVERY_WORKFLOW, RunDelivery(delivery, request=action.request)
+        extra = {"run": action.request.lane}
+    else:
+        workflow = DELIVERY_WORKFLOW
+        argument = RunDelivery(delivery, cancel_lane=action.lane, reason=action.reason)
+        extra = {"cancel": action.lane, "reason": action.reason}
+    workflow_id = delivery_workflow_id(delivery)
+    try:
+        await state.client.start_workflow(
+            workflow,
+            argument,
+            id=workflow_id,
+            task_queue=state.settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError:
+        return Answer(200, Outcome.DUPLICATE, R_DUPLICATE, {"workflow_id": workflow_id})
+    return Answer(202, Outcome.ACCEPTED, "", {**extra, "workflow_id": workflow_id})
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    return [Route(PATH, github_webhook, methods=["POST"])]

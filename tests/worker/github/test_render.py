@@ -1,0 +1,222 @@
+"""The Markdown skyrun posts: pure functions over a run's progress."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.commands import COMMENT_USAGE
+from bot.dispatch import RunSummary
+from worker.contract import (
+    GitHubTarget,
+    RunProgress,
+    RunRequest,
+    RunState,
+    StageProgress,
+    StageState,
+    Trigger,
+)
+from worker.github import render, texts
+from worker.github.baseline import Baseline
+from worker.github.contract import CommandAction, GitHubCommand
+from worker.github.models import ReplyInput, ReplyKind
+from worker.github.render import RunView
+from worker.links import Links
+from worker.settings import load_settings
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+LINKS = Links(load_settings(_env_file=None, SKYRUN_PUBLIC_URL="https://skyrun.example"))
+
+
+def view(state: RunState = RunState.SUCCEEDED, **progress_fields: object) -> RunView:
+    stages = [
+        StageProgress("prepare", "prepare", StageState.SUCCEEDED, duration_s=1.5, launched=True),
+        StageProgress(
+            "train",
+            "train",
+            StageState.SUCCEEDED,
+            duration_s=754,
+            launched=True,
+            metrics={"accuracy": 0.9, "loss": 0.25},
+            report="| split | acc |\n| --- | --- |\n| test | 0.9 |",
+        ),
+        StageProgress("eval", "train", StageState.SUCCEEDED, duration_s=3, launched=False),
+    ]
+    progress = RunProgress(
+        run_id="ml-1",
+        repo="acme/ml",
+        ref="feature",
+        commit=SHA,
+        trigger=Trigger.COMMENT,
+        requested_by="alice",
+        state=state,
+        stages=stages,
+        started_at="2024-01-01T00:00:00+00:00",
+        finished_at="2024-01-01T00:13:00+00:00" if state.finished else "",
+    )
+    for key, value in progress_fields.items():
+        setattr(progress, key, value)
+    request = RunRequest(
+        repo="acme/ml",
+        clone_url="https://github.com/acme/ml.git",
+        trigger=Trigger.COMMENT,
+        requested_by="alice",
+        github=GitHubTarget(pr_number=3, base_branch="main", head_repo="acme/ml"),
+    )
+    return RunView(progress, request, LINKS, base_ref="main")
+
+
+def test_a_succeeded_run() -> None:
+    body = render.run_comment(view())
+
+    assert body.startswith("<!-- skyrun:run ml-1 -->\n### ✅ skyrun run [`ml-1`]")
+    assert "Commit `0123456` of `feature` · asked for by @alice · 13 min 00 s" in body
+    assert "| `train` | ✅ succeeded | 12 min 34 s | `train` | [log](" in body
+    assert "| `eval` | ✅ succeeded | 3.0 s | `train` (shared) |" in body
+    assert "| `accuracy` | 0.9 |" in body
+    assert texts.NO_BASELINE.format(ref="main") in body
+    assert "#### Report\n\n| split | acc |" in body
+    assert "[Temporal UI](http://localhost:8233/namespaces/default/workflows/ml-1)" in body
+    assert render.is_run_comment(body) and render.is_run_comment(body, "ml-1")
+    assert not render.is_run_comment(body, "ml-2")
+
+
+def test_metrics_against_a_baseline() -> None:
+    current = view()
+    current.baseline = Baseline("ml-0", "f" * 40, "main", {"accuracy": 0.8, "old": 1.0})
+
+    body = render.run_comment(current)
+
+    assert "| metric | value | [`main`](https://skyrun.example/runs/ml-0) @ `fffffff` |" in body
+    assert "| `accuracy` | 0.9 | 0.8 | +0.1 (+12.5%) |" in body
+    assert "| `loss` | 0.25 | — | new |" in body
+
+
+def test_a_failed_stage_names_itself_shows_its_tail_and_the_next_step() -> None:
+    failed = view(RunState.FAILED, error="stage 'train' failed with exit status 3")
+    train = failed.progress.stages[1]
+    train.state, train.error = StageState.FAILED, "stage 'train' failed with exit status 3"
+    train.log_tail = ["epoch 1", "Traceback (most recent call last):", "```", "boom"]
+    failed.progress.stages[2].state = StageState.SKIPPED
+
+    body = render.run_comment(failed)
+
+    assert texts.FAILED_STAGE_HEADING.format(stage="train") in body
+    assert "````text\nepoch 1\nTraceback (most recent call last):\n```\nboom\n````" in body
+    assert "[Full log of `train`](https://skyrun.example/runs/ml-1/logs/train)" in body
+    assert texts.NEXT_COMMENT_FAILED.format(stage="train") in body
+    assert "| `eval` | ⏭️ skipped | 3.0 s | `train` | — |" in body
+    assert render.check_title(failed.progress) == "Stage train failed"
+
+
+def test_a_run_failed_before_its_stages() -> None:
+    failed = view(RunState.FAILED, error=".skyrun.yaml:3: unknown key 'stagse'", stages=[])
+    body = render.run_comment(failed)
+    assert texts.FAILED_RUN_HEADING in body and ".skyrun.yaml:3" in body
+    assert "| stage |" not in body
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "expected"),
+    [
+        (RunState.CANCELLED, "the run was cancelled", "every cluster it launched was torn down"),
+        (RunState.TIMED_OUT, "the run exceeded timeout_minutes", "raise `timeout_minutes`"),
+        (RunState.DENIED, "@bob needs write access", "Nothing was run: @bob needs write access"),
+    ],
+)
+def test_other_endings_say_what_to_do(state: RunState, error: str, expected: str) -> None:
+    assert expected in render.run_comment(view(state, error=error))
+
+
+def test_a_fork_run_names_the_commit_that_was_reviewed() -> None:
+    fork = view()
+    assert fork.request.github is not None
+    fork.request.github.head_repo = "mallory/ml"
+    body = render.run_comment(fork)
+    assert texts.FORK_COMMIT.format(head_repo="mallory/ml", user="alice") in body
+
+
+def test_huge_reports_and_logs_stay_under_githubs_limits() -> None:
+    huge = view(RunState.FAILED, error="x" * 100_000)
+    huge.progress.stages[1].report = "\n".join(f"| row {i} | {'y' * 80} |" for i in range(5000))
+    huge.progress.stages[1].state = StageState.FAILED
+    huge.progress.stages[1].log_tail = ["z" * 10_000] * 20
+    huge.progress.stages += [
+        StageProgress(f"s{i}", f"c{i}", StageState.SKIPPED, metrics={f"m{i}": i})
+        for i in range(300)
+    ]
+
+    body = render.run_comment(huge)
+    output = render.check_output(huge)
+
+    assert len(body) <= texts.MAX_COMMENT_CHARS
+    assert "report truncated" in body and "more metrics on the [run page]" in body
+    assert all(len(value) <= texts.MAX_CHECK_TEXT_CHARS for value in output.values())
+
+
+def test_secrets_are_scrubbed() -> None:
+    leaky = view()
+    leaky.progress.stages[1].report = "token: ghs_abcdefghijklmnop"
+    assert "ghs_abcdefghijklmnop" not in render.run_comment(leaky, ["ghs_abcdefghijklmnop"])
+    assert "***" in render.check_output(leaky, ["ghs_abcdefghijklmnop"])["text"]
+
+
+def test_an_older_comment_is_folded_under_a_note() -> None:
+    body = render.run_comment(view())
+    folded = render.outdated(body, "ml-2", LINKS)
+    assert folded.startswith("<!-- skyrun:run ml-1 -->\n" + texts.OUTDATED_TAG)
+    assert "[`ml-2`](https://skyrun.example/runs/ml-2)" in folded
+    assert "<details>" in folded and "| `train` |" in folded
+    assert render.is_outdated(folded) and not render.is_outdated(body)
+    assert render.is_run_comment(folded, "ml-1")
+    assert len(render.outdated("<!-- skyrun:run a -->\n" + "x" * 70_000, "b", LINKS)) <= 65536
+
+
+def test_check_run_titles() -> None:
+    running = view(RunState.RUNNING)
+    running.progress.stages[2].state = StageState.RUNNING
+    assert render.check_title(running.progress) == "Running eval (3 of 3)"
+    assert render.check_title(view(RunState.QUEUED).progress) == "Queued"
+    assert render.check_title(view().progress) == "3 of 3 stages succeeded"
+
+
+def command(action: CommandAction = CommandAction.RUN) -> GitHubCommand:
+    return GitHubCommand(action, "acme/ml", "", 3, 9, "", "alice", "d-1")
+
+
+def test_replies() -> None:
+    def reply(kind: ReplyKind, **fields: object) -> str:
+        return render.reply(ReplyInput(command(), kind, **fields), LINKS)  # type: ignore[arg-type]
+
+    assert reply(ReplyKind.HELP).endswith(COMMENT_USAGE)
+    assert reply(ReplyKind.USAGE, detail="bad.").startswith(
+        "<!-- skyrun:reply d-1 -->\nI could not read that command: bad.\n\n"
+    )
+    assert "[`ml-1`](https://skyrun.example/runs/ml-1)" in reply(
+        ReplyKind.ALREADY_RUNNING, run_ids=["ml-1"], commit=SHA
+    )
+    assert texts.REPLY_NOTHING_TO_CANCEL in reply(ReplyKind.NOTHING_TO_CANCEL)
+    assert render.reply_tag("a-->b").endswith("-->") and "a>b" in render.reply_tag("a-->b")
+
+
+def test_status_lists_runs() -> None:
+    runs = [
+        RunSummary(
+            "ml-1",
+            "acme/ml",
+            "main",
+            SHA,
+            "comment",
+            "alice",
+            RunState.RUNNING,
+            3,
+            datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
+            None,
+        )
+    ]
+    table = render.status_table(runs, LINKS)
+    assert (
+        "| [`ml-1`](https://skyrun.example/runs/ml-1) | 🏃 running | `0123456` | @alice |" in table
+    )
+    assert render.status_table([], LINKS) == texts.REPLY_STATUS_EMPTY

@@ -1,0 +1,67 @@
+"""What the bot hands the worker for a GitHub delivery: plain dataclasses and names only.
+
+The bot starts one workflow per delivery, keyed by the delivery id (a redelivery is a duplicate
+id, refused by Temporal at once), and the worker does the rest through the Dispatcher: the
+request path makes a single Temporal call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+from worker.contract import RunRequest
+
+COMMAND_WORKFLOW = "SkyrunGitHubCommand"
+DELIVERY_WORKFLOW = "SkyrunGitHubDelivery"
+
+
+class CommandAction(str, Enum):
+    RUN = "run"
+    CANCEL = "cancel"
+    STATUS = "status"
+    HELP = "help"
+    USAGE = "usage"
+    """The comment was a `/skyrun` command the parser refused: reply with the error and usage."""
+
+
+@dataclass
+class GitHubCommand:
+    """One `/skyrun` comment on a pull request, as the signed delivery described it."""
+
+    action: CommandAction
+    repo: str
+    clone_url: str
+    pr_number: int
+    comment_id: int
+    comment_created_at: str
+    requested_by: str
+    delivery_id: str
+    installation_id: int | None = None
+    default_branch: str = ""
+    stages: list[str] = field(default_factory=list)
+    envs: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+    """For USAGE: what was wrong with the command."""
+
+
+@dataclass
+class RunDelivery:
+    """A `push` or `pull_request` delivery: start `request`, or cancel the runs of a lane."""
+
+    delivery_id: str
+    request: RunRequest | None = None
+    cancel_lane: str = ""
+    reason: str = ""
+
+
+def delivery_workflow_id(delivery_id: str) -> str:
+    """One workflow per delivery: a redelivered webhook maps to the same id."""
+    digest = hashlib.sha256(delivery_id.encode()).hexdigest()[:20]
+    return f"github-delivery-{digest}"
+
+
+MARKER = "<!-- skyrun:"
+"""Every comment skyrun posts starts with a hidden tag beginning with this, so it never reads
+its own comments as commands and can find them again."""

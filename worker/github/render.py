@@ -1,0 +1,430 @@
+"""Markdown for GitHub from a run's progress: the sticky comment, check-run output, replies.
+
+Pure functions over plain data; every text comes from `texts`. Long parts are folded or cut so
+a comment stays under GitHub's 65,536 characters, with links to the full logs and run page.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.commands import COMMENT_USAGE
+from bot.dispatch import RunSummary
+from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
+from worker.github import texts
+from worker.github.baseline import Baseline
+from worker.github.models import ReplyInput, ReplyKind
+from worker.links import Links
+
+SHORT_SHA = 7
+MAX_METRICS = 50
+MAX_REPORT_CHARS = 25_000
+MAX_LOG_LINE_CHARS = 300
+MAX_ERROR_CHARS = 2_000
+CUT_NOTE = "\n\n… _(cut to fit GitHub's size limit; everything is on the [run page]({run_url}))_"
+_BACKTICKS = re.compile(r"`+")
+
+
+@dataclass
+class RunView:
+    """What one report renders: the run, where it came from, and what it is compared with."""
+
+    progress: RunProgress
+    request: RunRequest
+    links: Links
+    base_ref: str = ""
+    baseline: Baseline | None = None
+
+
+def short(sha: str) -> str:
+    return sha[:SHORT_SHA] if len(sha) == 40 else sha
+
+
+def code(text: str) -> str:
+    """Text safe inside a `code span` (no backticks, one line)."""
+    return text.replace("`", "'").replace("\n", " ")
+
+
+def fence_for(text: str) -> str:
+    longest = max((len(m) for m in _BACKTICKS.findall(text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def cut(text: str, limit: int, note: str = "") -> str:
+    """`text` within `limit` characters, cut at a line end and followed by `note` if it was cut."""
+    if len(text) <= limit:
+        return text
+    keep = text[: max(0, limit - len(note))]
+    if "\n" in keep:
+        keep = keep[: keep.rfind("\n")]
+    return keep + note
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return text
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def format_number(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def format_change(value: float, base: float) -> str:
+    delta = value - base
+    if delta == 0:
+        return "±0"
+    text = f"{delta:+.4g}"
+    if base:
+        text += f" ({delta / abs(base) * 100:+.1f}%)"
+    return text
+
+
+def _seconds_between(start: str, end: str) -> float | None:
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except ValueError:
+        return None
+
+
+def _trigger(request: RunRequest) -> str:
+    user = request.requested_by or "someone"
+    if request.trigger is Trigger.COMMENT:
+        return texts.TRIGGER_COMMENT.format(user=user)
+    if request.trigger is Trigger.PUSH:
+        return texts.TRIGGER_PUSH.format(user=user)
+    if request.trigger is Trigger.PULL_REQUEST:
+        return texts.TRIGGER_PULL_REQUEST.format(user=user)
+    return texts.TRIGGER_OTHER.format(user=user)
+
+
+def _header(view: RunView) -> list[str]:
+    progress = view.progress
+    lines = [
+        texts.HEADER.format(
+            emoji=texts.STATE_EMOJI[progress.state],
+            run_id=progress.run_id,
+            run_url=view.links.run(progress.run_id),
+            state=texts.STATE_WORDS[progress.state],
+        )
+    ]
+    ref = code(progress.ref or view.request.default_branch or "default branch")
+    if progress.commit:
+        duration = _seconds_between(progress.started_at, progress.finished_at)
+        lines.append(
+            texts.SUBJECT.format(
+                commit=short(progress.commit),
+                ref=ref,
+                trigger=_trigger(view.request),
+                duration=format_duration(duration) if duration is not None else "…",
+            )
+        )
+    else:
+        lines.append(texts.SUBJECT_NO_COMMIT.format(ref=ref, trigger=_trigger(view.request)))
+    target = view.request.github
+    if (
+        view.request.trigger is Trigger.COMMENT
+        and target is not None
+        and target.head_repo
+        and target.head_repo.lower() != view.request.repo.lower()
+        and progress.commit
+    ):
+        lines.append(
+            texts.FORK_COMMIT.format(
+                head_repo=code(target.head_repo), user=view.request.requested_by
+            )
+        )
+    return lines
+
+
+def stages_table(view: RunView) -> str:
+    rows = [texts.STAGES_HEADING]
+    for stage in view.progress.stages:
+        started = stage.state is not StageState.PENDING and stage.state is not StageState.SKIPPED
+        rows.append(
+            texts.STAGE_ROW.format(
+                name=stage.name,
+                state=texts.STAGE_EMOJI[stage.state],
+                duration=format_duration(stage.duration_s)
+                if stage.duration_s is not None
+                else ("…" if stage.state is StageState.RUNNING else "—"),
+                cluster=stage.cluster,
+                shared="" if stage.launched or not started else texts.SHARED_CLUSTER,
+                log=texts.LOG_LINK.format(url=view.links.log(view.progress.run_id, stage.name))
+                if started
+                else "—",
+            )
+        )
+    return "\n".join(rows)
+
+
+def metrics_section(view: RunView) -> str:
+    metrics = view.progress.metrics
+    if not metrics:
+        return ""
+    names = sorted(metrics)
+    shown = names[:MAX_METRICS]
+    baseline = view.baseline
+    lines = [texts.METRICS_HEADING, ""]
+    if baseline is not None:
+        lines.append(
+            texts.METRICS_TABLE_BASE.format(
+                ref=code(baseline.ref),
+                base_url=view.links.run(baseline.run_id),
+                commit=short(baseline.commit),
+            )
+        )
+        for name in shown:
+            base = baseline.metrics.get(name)
+            lines.append(
+                texts.METRIC_ROW_BASE.format(
+                    name=name,
+                    value=format_number(metrics[name]),
+                    base="—" if base is None else format_number(base),
+                    change="new" if base is None else format_change(metrics[name], base),
+                )
+            )
+    else:
+        lines.append(texts.METRICS_TABLE)
+        lines += [
+            texts.METRIC_ROW.format(name=name, value=format_number(metrics[name])) for name in shown
+        ]
+    if len(names) > len(shown):
+        lines += [
+            "",
+            texts.METRICS_FOLDED.format(
+                count=len(names) - len(shown), run_url=view.links.run(view.progress.run_id)
+            ),
+        ]
+    if baseline is None and view.base_ref and view.progress.state.finished:
+        lines += ["", texts.NO_BASELINE.format(ref=code(view.base_ref))]
+    return "\n".join(lines)
+
+
+def report_section(view: RunView) -> str:
+    reports = [s for s in view.progress.stages if s.report.strip()]
+    if not reports:
+        return ""
+    parts = [texts.REPORT_HEADING, ""]
+    for stage in reports:
+        if len(reports) > 1:
+            parts += [texts.STAGE_REPORT_HEADING.format(stage=stage.name), ""]
+        parts += [stage.report.strip(), ""]
+    note = texts.REPORT_TRUNCATED.format(run_url=view.links.run(view.progress.run_id))
+    return cut("\n".join(parts).rstrip(), MAX_REPORT_CHARS, note)
+
+
+def _error_block(error: str) -> str:
+    error = cut(error, MAX_ERROR_CHARS, "\n…")
+    fence = fence_for(error)
+    return f"{fence}text\n{error}\n{fence}"
+
+
+def _log_tail(view: RunView, stage: StageProgress) -> str:
+    lines = [cut(line, MAX_LOG_LINE_CHARS, " …") for line in stage.log_tail]
+    body = "\n".join(lines)
+    return texts.LOG_TAIL.format(
+        count=len(lines),
+        stage=stage.name,
+        fence=fence_for(body),
+        lines=body,
+        log_url=view.links.log(view.progress.run_id, stage.name),
+    )
+
+
+def outcome_section(view: RunView) -> str:
+    """What went wrong and what to do next; empty while running and after success."""
+    progress = view.progress
+    comment = view.request.trigger is Trigger.COMMENT
+    if progress.state is RunState.FAILED:
+        failed = progress.failed_stage
+        if failed is not None:
+            parts = [texts.FAILED_STAGE_HEADING.format(stage=failed.name), ""]
+            parts += [_error_block(failed.error or progress.error), ""]
+            if failed.log_tail:
+                parts += [_log_tail(view, failed), ""]
+            parts.append(
+                texts.NEXT_COMMENT_FAILED.format(stage=failed.name)
+                if comment
+                else texts.NEXT_PUSH_FAILED
+            )
+            return "\n".join(parts)
+        return "\n".join(
+            [
+                texts.FAILED_RUN_HEADING,
+                "",
+                _error_block(progress.error),
+                "",
+                texts.NEXT_COMMENT_RUN_FAILED if comment else texts.NEXT_PUSH_FAILED,
+            ]
+        )
+    if progress.state is RunState.TIMED_OUT:
+        return "\n".join([_error_block(progress.error), "", texts.TIMED_OUT])
+    if progress.state is RunState.CANCELLED:
+        return texts.CANCELLED.format(error=progress.error or "cancelled")
+    if progress.state is RunState.DENIED:
+        return texts.DENIED.format(reason=progress.error.rstrip("."))
+    if progress.state is RunState.SKIPPED:
+        return texts.SKIPPED.format(reason=progress.error.rstrip("."))
+    return ""
+
+
+def links_line(view: RunView) -> str:
+    run_id = view.progress.run_id
+    line = texts.LINKS.format(
+        run_url=view.links.run(run_id), temporal_url=view.links.temporal(run_id)
+    )
+    if view.progress.dashboard_url:
+        line += texts.DASHBOARD_LINK.format(url=view.progress.dashboard_url)
+    return line
+
+
+def _join(sections: Sequence[str]) -> str:
+    return "\n\n".join(s for s in sections if s)
+
+
+def run_comment(view: RunView, secrets: Iterable[str] = ()) -> str:
+    """The sticky comment of a run: tagged, so later reports find and edit it."""
+    header = "\n".join(_header(view))
+    body = _join(
+        [
+            texts.RUN_TAG.format(run_id=view.progress.run_id) + "\n" + header,
+            stages_table(view) if view.progress.stages else "",
+            outcome_section(view),
+            metrics_section(view),
+            report_section(view),
+            links_line(view),
+        ]
+    )
+    note = CUT_NOTE.format(run_url=view.links.run(view.progress.run_id))
+    return cut(scrub(body, secrets), texts.MAX_COMMENT_CHARS, note)
+
+
+def is_run_comment(body: str, run_id: str | None = None) -> bool:
+    first = body.split("\n", 1)[0]
+    if run_id is not None:
+        return first == texts.RUN_TAG.format(run_id=run_id)
+    prefix = texts.RUN_TAG.split("{", 1)[0]
+    return first.startswith(prefix)
+
+
+def outdated(body: str, newer_run_id: str, links: Links) -> str:
+    """An older run's comment, folded under a note pointing at the newer run."""
+    tag, _, rest = body.partition("\n")
+    note = texts.OUTDATED_NOTE.format(run_id=newer_run_id, run_url=links.run(newer_run_id))
+    wrapper = texts.OUTDATED_FOLD.format(body="")
+    room = (
+        texts.MAX_COMMENT_CHARS - len(tag) - len(texts.OUTDATED_TAG) - len(note) - len(wrapper) - 8
+    )
+    folded = texts.OUTDATED_FOLD.format(body=cut(rest, room, "\n…"))
+    return "\n".join([tag, texts.OUTDATED_TAG, note, "", folded])
+
+
+def is_outdated(body: str) -> bool:
+    return texts.OUTDATED_TAG in body.split("\n", 2)[:2]
+
+
+def check_title(progress: RunProgress) -> str:
+    state = progress.state
+    if state is RunState.QUEUED:
+        return texts.CHECK_TITLE_QUEUED
+    if state is RunState.RUNNING:
+        for index, stage in enumerate(progress.stages, 1):
+            if stage.state is StageState.RUNNING:
+                return texts.CHECK_TITLE_RUNNING.format(
+                    stage=stage.name, index=index, count=len(progress.stages)
+                )
+        return texts.CHECK_TITLE_PREPARING
+    if state is RunState.SUCCEEDED:
+        return texts.CHECK_TITLE_SUCCEEDED.format(count=len(progress.stages))
+    if state is RunState.FAILED:
+        failed = progress.failed_stage
+        if failed is not None:
+            return texts.CHECK_TITLE_FAILED_STAGE.format(stage=failed.name)
+        return texts.CHECK_TITLE_FAILED
+    return texts.CHECK_TITLE_OTHER.format(state=texts.STATE_WORDS[state])
+
+
+def check_output(view: RunView, secrets: Iterable[str] = ()) -> dict[str, str]:
+    """The check run's title, summary (stages, metrics) and text (what failed, the report)."""
+    note = CUT_NOTE.format(run_url=view.links.run(view.progress.run_id))
+    summary = _join(
+        [
+            "\n".join(_header(view)[1:]),
+            stages_table(view) if view.progress.stages else "",
+            metrics_section(view),
+            links_line(view),
+        ]
+    )
+    text = _join([outcome_section(view), report_section(view)])
+    output = {
+        "title": check_title(view.progress),
+        "summary": cut(scrub(summary, secrets), texts.MAX_CHECK_TEXT_CHARS, note),
+    }
+    if text:
+        output["text"] = cut(scrub(text, secrets), texts.MAX_CHECK_TEXT_CHARS, note)
+    return output
+
+
+def reply(data: ReplyInput, links: Links, runs: Sequence[RunSummary] = ()) -> str:
+    """A reply to a comment command, tagged with its delivery (so a retry can find it)."""
+    kind = data.kind
+    if kind is ReplyKind.HELP:
+        text = texts.REPLY_HELP.format(usage=COMMENT_USAGE)
+    elif kind is ReplyKind.USAGE:
+        text = texts.REPLY_USAGE.format(error=data.detail.rstrip("."), usage=COMMENT_USAGE)
+    elif kind is ReplyKind.DENIED:
+        text = texts.REPLY_DENIED.format(reason=data.detail.rstrip("."))
+    elif kind is ReplyKind.CANCELLED:
+        names = ", ".join(f"[`{run_id}`]({links.run(run_id)})" for run_id in data.run_ids)
+        text = texts.REPLY_CANCELLED.format(runs=names)
+    elif kind is ReplyKind.NOTHING_TO_CANCEL:
+        text = texts.REPLY_NOTHING_TO_CANCEL
+    elif kind is ReplyKind.ALREADY_RUNNING:
+        run_id = data.run_ids[0]
+        text = texts.REPLY_ALREADY_RUNNING.format(
+            commit=short(data.commit), run_id=run_id, run_url=links.run(run_id)
+        )
+    else:
+        text = status_table(runs, links)
+    return cut(f"{reply_tag(data.command.delivery_id)}\n{text}", texts.MAX_COMMENT_CHARS)
+
+
+def reply_tag(delivery_id: str) -> str:
+    return texts.REPLY_TAG.format(delivery=code(delivery_id).replace("--", ""))
+
+
+def status_table(runs: Sequence[RunSummary], links: Links) -> str:
+    if not runs:
+        return texts.REPLY_STATUS_EMPTY
+    rows = [texts.REPLY_STATUS_HEADING]
+    for run in runs:
+        rows.append(
+            texts.REPLY_STATUS_ROW.format(
+                run_id=run.run_id,
+                run_url=links.run(run.run_id),
+                state=f"{texts.STATE_EMOJI[run.state]} {run.state.value}",
+                commit=short(run.commit) or "—",
+                user=f"@{run.requested_by}" if run.requested_by else "—",
+                started=run.started_at.strftime("%Y-%m-%d %H:%M UTC") if run.started_at else "—",
+            )
+        )
+    return "\n".join(rows)

@@ -1,0 +1,230 @@
+"""The GitHub reporter: a `skyrun` check run on the commit and one sticky comment per run.
+
+Called by the workflow at every change with the handles the previous call returned (check run,
+comment, pull request, baseline), so each report edits in place. PyGithub blocks, so the API work
+runs in a thread. A retried report finds what an earlier attempt created instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from github.GithubException import GithubException
+from github.IssueComment import IssueComment
+from github.Repository import Repository
+from temporalio import activity
+
+from worker.contract import RunProgress, RunState, Trigger
+from worker.github import render, texts
+from worker.github.auth import GitHubAuth, api_errors
+from worker.github.baseline import Baseline, Baselines
+from worker.github.render import RunView
+from worker.links import Links
+from worker.models import ReportInput
+
+log = logging.getLogger(__name__)
+
+# Handles kept between reports.
+CHECK_RUN = "check_run"
+CHECK_SHA = "check_sha"
+COMMENT = "comment"
+PULL = "pr"
+PULL_BASE = "pr_base"
+BASELINE = "baseline"
+ROCKET = "rocket"
+OUTDATED = "outdated"
+
+QUIET_UNTIL_RUNNING = (RunState.QUEUED, RunState.DENIED, RunState.SKIPPED)
+
+
+def _attempt() -> int:
+    return activity.info().attempt if activity.in_activity() else 1
+
+
+def _time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _started(progress: RunProgress) -> bool:
+    return progress.state is RunState.RUNNING or any(s.started_at for s in progress.stages)
+
+
+class GitHubReporter:
+    name = "github"
+
+    def __init__(self, auth: GitHubAuth, links: Links, baselines: Baselines | None = None) -> None:
+        self.auth = auth
+        self.links = links
+        self.baselines = baselines
+
+    async def report(self, data: ReportInput) -> dict[str, str]:
+        target = data.request.github
+        if target is None:
+            return {}
+        handles = dict(data.handles)
+        if not handles and self._quiet(data):
+            return {}
+        if PULL not in handles:
+            handles.update(await asyncio.to_thread(self._find_pull, data))
+        base_ref = handles.get(PULL_BASE) or target.base_branch or data.request.default_branch
+        if data.progress.metrics and BASELINE not in handles and self.baselines and base_ref:
+            found = await self.baselines.latest(data.request.repo, base_ref, exclude=data.run_id)
+            handles[BASELINE] = found.dumps() if found else ""
+        view = RunView(
+            data.progress,
+            data.request,
+            self.links,
+            base_ref=base_ref,
+            baseline=Baseline.loads(handles.get(BASELINE, "")),
+        )
+        handles.update(await asyncio.to_thread(self._publish, data, view, handles, _attempt()))
+        return handles
+
+    @staticmethod
+    def _quiet(data: ReportInput) -> bool:
+        """A pull request event that did not get to run posts nothing (no noise on every PR)."""
+        return (
+            data.request.trigger is Trigger.PULL_REQUEST
+            and data.progress.state in QUIET_UNTIL_RUNNING
+        )
+
+    def _repo(self, data: ReportInput) -> Repository:
+        target = data.request.github
+        installation = target.installation_id if target else None
+        return self.auth.client(data.request.repo, installation).get_repo(data.request.repo)
+
+    def _find_pull(self, data: ReportInput) -> dict[str, str]:
+        """The pull request to comment on: the run's own, or the open one of a pushed branch."""
+        target = data.request.github
+        assert target is not None
+        if target.pr_number:
+            return {PULL: str(target.pr_number), PULL_BASE: target.base_branch or ""}
+        if data.request.trigger is not Trigger.PUSH or not data.request.ref:
+            return {PULL: ""}
+        owner = data.request.repo.split("/", 1)[0]
+        with api_errors(self.auth):
+            repo = self._repo(data)
+            for pull in repo.get_pulls(state="open", head=f"{owner}:{data.request.ref}"):
+                return {PULL: str(pull.number), PULL_BASE: pull.base.ref}
+        return {PULL: ""}
+
+    def _publish(
+        self, data: ReportInput, view: RunView, handles: dict[str, str], attempt: int
+    ) -> dict[str, str]:
+        progress = data.progress
+        secrets = self.auth.secrets()
+        out: dict[str, str] = {}
+        with api_errors(self.auth):
+            repo = self._repo(data)
+            if progress.commit and progress.commit != "local":
+                out.update(self._check_run(repo, view, handles, secrets, attempt))
+            if handles.get(PULL):
+                out.update(self._comment(repo, int(handles[PULL]), view, handles, secrets))
+            target = data.request.github
+            if (
+                target is not None
+                and target.comment_id
+                and target.pr_number
+                and ROCKET not in handles
+                and _started(progress)
+            ):
+                comment = repo.get_issue(target.pr_number).get_comment(target.comment_id)
+                comment.create_reaction("rocket")
+                out[ROCKET] = "1"
+        return out
+
+    def _check_run(
+        self,
+        repo: Repository,
+        view: RunView,
+        handles: dict[str, str],
+        secrets: list[str],
+        attempt: int,
+    ) -> dict[str, str]:
+        progress = view.progress
+        fields: dict[str, Any] = {
+            "name": texts.CHECK_NAME,
+            "details_url": self.links.run(progress.run_id),
+            "external_id": progress.run_id,
+            "output": render.check_output(view, secrets),
+        }
+        if progress.state is RunState.QUEUED:
+            fields["status"] = "queued"
+        elif progress.state is RunState.RUNNING:
+            fields["status"] = "in_progress"
+            if started := _time(progress.started_at):
+                fields["started_at"] = started
+        else:
+            fields["status"] = "completed"
+            fields["conclusion"] = texts.CHECK_CONCLUSION[progress.state]
+            if finished := _time(progress.finished_at):
+                fields["completed_at"] = finished
+        check_id = handles.get(CHECK_RUN) if handles.get(CHECK_SHA) == progress.commit else None
+        if not check_id and attempt > 1:
+            check_id = self._existing_check_run(repo, progress.commit, progress.run_id)
+        if check_id:
+            repo.get_check_run(int(check_id)).edit(**fields)
+        else:
+            check_id = str(repo.create_check_run(head_sha=progress.commit, **fields).id)
+        return {CHECK_RUN: check_id, CHECK_SHA: progress.commit}
+
+    @staticmethod
+    def _existing_check_run(repo: Repository, sha: str, run_id: str) -> str | None:
+        for check in repo.get_commit(sha).get_check_runs(check_name=texts.CHECK_NAME):
+            if check.external_id == run_id:
+                return str(check.id)
+        return None
+
+    def _comment(
+        self,
+        repo: Repository,
+        number: int,
+        view: RunView,
+        handles: dict[str, str],
+        secrets: list[str],
+    ) -> dict[str, str]:
+        run_id = view.progress.run_id
+        body = render.run_comment(view, secrets)
+        issue = repo.get_issue(number)
+        out: dict[str, str] = {}
+        comment_id = handles.get(COMMENT)
+        finished = view.progress.state.finished
+        if comment_id:
+            issue.get_comment(int(comment_id)).edit(body)
+            if finished and handles.get(OUTDATED) != "final":
+                # Runs started meanwhile in other lanes may have re-rendered their comments.
+                self._mark_outdated(list(issue.get_comments()), int(comment_id), run_id)
+                out[OUTDATED] = "final"
+            return out
+        # First report (or a retry of it): one listing finds our comment and older runs' ones.
+        comments = list(issue.get_comments())
+        ours = next((c for c in comments if render.is_run_comment(c.body, run_id)), None)
+        if ours is not None:
+            ours.edit(body)
+            created = ours.id
+        else:
+            created = issue.create_comment(body).id
+        self._mark_outdated(comments, created, run_id)
+        return {COMMENT: str(created), OUTDATED: "final" if finished else "first"}
+
+    def _mark_outdated(self, comments: list[IssueComment], ours: int, run_id: str) -> None:
+        """Fold earlier runs' comments under a note; best effort (never fails the report)."""
+        for comment in comments:
+            body = comment.body or ""
+            if (
+                comment.id >= ours
+                or not render.is_run_comment(body)
+                or render.is_run_comment(body, run_id)
+                or render.is_outdated(body)
+            ):
+                continue
+            try:
+                comment.edit(render.outdated(body, run_id, self.links))
+            except GithubException as err:
+                log.warning("could not mark comment %s outdated: %s", comment.id, err)

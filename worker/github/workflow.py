@@ -1,0 +1,129 @@
+"""The delivery workflows: one per webhook delivery, keyed by its id, so the bot makes a single
+Temporal call and a redelivery is refused at once.
+
+A push or pull_request delivery goes to the Dispatcher (dedupe, lane supersede, start or cancel).
+A `/skyrun` comment needs GitHub, which the bot never calls, so everything happens here: 👀 at once,
+the commenter's permission and (for a run) the commit as of the comment, then the run is started or
+cancelled through the Dispatcher, or a reply is posted (help, usage, status, denial, "already
+running"). A started run reports on its own (sticky comment, check run, 🚀).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    # Passed through by name: the sandbox must resolve RunDelivery.request's types in it.
+    import worker.contract  # noqa: F401
+    from worker.github.activities import GitHubCommandActivities
+    from worker.github.auth import NO_CREDENTIALS_TYPE
+    from worker.github.contract import (
+        COMMAND_WORKFLOW,
+        DELIVERY_WORKFLOW,
+        CommandAction,
+        GitHubCommand,
+        RunDelivery,
+    )
+    from worker.github.models import (
+        CommandResult,
+        DispatchOutput,
+        ReplyInput,
+        ReplyKind,
+        StartRunInput,
+    )
+
+API_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=[NO_CREDENTIALS_TYPE],
+)
+TEMPORAL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=10,
+)
+API_TIMEOUT = timedelta(minutes=1)
+REPLIES = {
+    CommandAction.HELP: ReplyKind.HELP,
+    CommandAction.USAGE: ReplyKind.USAGE,
+    CommandAction.STATUS: ReplyKind.STATUS,
+}
+
+
+@workflow.defn(name=DELIVERY_WORKFLOW)
+class GitHubDeliveryWorkflow:
+    @workflow.run
+    async def run(self, delivery: RunDelivery) -> DispatchOutput:
+        return await workflow.execute_activity_method(
+            GitHubCommandActivities.dispatch,
+            delivery,
+            start_to_close_timeout=API_TIMEOUT,
+            retry_policy=TEMPORAL_RETRY,
+        )
+
+
+@workflow.defn(name=COMMAND_WORKFLOW)
+class GitHubCommandWorkflow:
+    @workflow.run
+    async def run(self, command: GitHubCommand) -> CommandResult:
+        try:
+            await workflow.execute_activity_method(
+                GitHubCommandActivities.acknowledge,
+                command,
+                start_to_close_timeout=API_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not acknowledge the comment: %s", err.cause or err)
+        if command.action in REPLIES:
+            await self._reply(ReplyInput(command, REPLIES[command.action], detail=command.error))
+            return CommandResult(command.action.value)
+        resolution = await workflow.execute_activity_method(
+            GitHubCommandActivities.resolve,
+            command,
+            start_to_close_timeout=API_TIMEOUT,
+            retry_policy=API_RETRY,
+        )
+        if not resolution.allowed:
+            await self._reply(ReplyInput(command, ReplyKind.DENIED, detail=resolution.reason))
+            return CommandResult("denied")
+        if command.action is CommandAction.CANCEL:
+            cancelled = await workflow.execute_activity_method(
+                GitHubCommandActivities.cancel_runs,
+                command,
+                start_to_close_timeout=API_TIMEOUT,
+                retry_policy=TEMPORAL_RETRY,
+            )
+            kind = ReplyKind.CANCELLED if cancelled.run_ids else ReplyKind.NOTHING_TO_CANCEL
+            await self._reply(ReplyInput(command, kind, run_ids=cancelled.run_ids))
+            return CommandResult("cancelled", cancelled.run_ids)
+        started = await workflow.execute_activity_method(
+            GitHubCommandActivities.start_run,
+            StartRunInput(command, resolution),
+            start_to_close_timeout=API_TIMEOUT,
+            retry_policy=TEMPORAL_RETRY,
+        )
+        if not started.started:
+            await self._reply(
+                ReplyInput(
+                    command,
+                    ReplyKind.ALREADY_RUNNING,
+                    run_ids=[started.run_id],
+                    commit=resolution.commit,
+                )
+            )
+            return CommandResult("already_running", [started.run_id], resolution.commit)
+        return CommandResult("started", [started.run_id], resolution.commit)
+
+    async def _reply(self, data: ReplyInput) -> None:
+        await workflow.execute_activity_method(
+            GitHubCommandActivities.reply,
+            data,
+            start_to_close_timeout=API_TIMEOUT,
+            retry_policy=API_RETRY,
+        )
