@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from worker.metrics import counting_reporting_errors
 from worker.models import AuthorizeInput, AuthorizeOutput, ReportInput, ReportOutput
 from worker.settings import Settings
 
@@ -51,7 +52,8 @@ class ReportingActivities:
             raise ApplicationError(
                 UNKNOWN_REPORTER.format(name=data.reporter), type="NoReporter", non_retryable=True
             )
-        return ReportOutput(handles=await reporter.report(data))
+        with counting_reporting_errors(data.reporter):
+            return ReportOutput(handles=await reporter.report(data))
 
     @activity.defn(name="authorize_run")
     async def authorize_run(self, data: AuthorizeInput) -> AuthorizeOutput:
