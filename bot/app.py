@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -30,7 +31,12 @@ async def healthz(request: Request) -> PlainTextResponse:
 async def readyz(request: Request) -> JSONResponse:
     state: BotState = request.app.state.bot
     try:
-        ok = await state.client.service_client.check_health(timeout=timedelta(seconds=2))
+        # The lazy client's own timeout does not bound a connect to an unresponsive server.
+        ok = await asyncio.wait_for(
+            state.client.service_client.check_health(timeout=timedelta(seconds=2)), 3
+        )
+    except TimeoutError:
+        return JSONResponse({"ready": False, "temporal": "no answer within 3 s"}, status_code=503)
     except Exception as err:  # any transport failure means "not ready", with the reason
         return JSONResponse({"ready": False, "temporal": str(err)}, status_code=503)
     return JSONResponse(

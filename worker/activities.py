@@ -133,6 +133,7 @@ class PipelineActivities:
                 notify_slack=pipeline.notify_slack,
                 backend=self.backend.name,
                 dashboard_url=self.backend.dashboard_url(),
+                worker_gone_s=self.settings.worker_gone_seconds if self.pinned_queue else 0,
             )
             if request.check_push_filter and request.trigger is Trigger.PUSH:
                 default = request.default_branch

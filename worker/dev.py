@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from temporalio.client import Client
 
-from worker.settings import Settings
+from worker.settings import Backend, Settings
 from worker.temporal import connect, ensure_search_attributes
 
 log = logging.getLogger(__name__)
@@ -49,22 +49,61 @@ async def temporal_client(settings: Settings) -> AsyncIterator[Client]:
         yield client
 
 
+WORKER_STOPPING = "worker stopping: running activities get {seconds} s to finish, then cancel"
+WORKER_DIED = "Temporal worker on {queues} stopped by itself; exiting so the supervisor restarts us"
+WATCH_EVERY_S = 1.0
+
+
 async def run_worker(settings: Settings) -> int:
+    """`skyrun worker` until SIGTERM/SIGINT (graceful) or a Temporal worker dies (exit 1).
+
+    On a signal the worker stops polling, gives running activities `graceful_shutdown_timeout`
+    to finish, then cancels them: the backend stops the job, the activity reports the failure
+    and the workflow retries the stage (for the local backend, on a worker of the same host and
+    SKYRUN_DATA_DIR). Supervisors must allow that much time before killing us (deploy/).
+    """
     from worker.main import build_workers, running_workers
+    from worker.probes import serving_probes, stopped_queues
 
     stop = _stop_event()
     client = await connect(settings)
     await ensure_search_attributes(client)
+    if settings.backend is Backend.LOCAL:
+        await _reap(client, settings)
     workers = build_workers(client, settings)
-    if settings.worker_metrics_port:
-        from worker.metrics import serve_worker_metrics
-
-        serve_worker_metrics(settings.worker_metrics_port)
+    probes = (
+        serving_probes(client, workers, settings.worker_metrics_port)
+        if settings.worker_metrics_port
+        else contextlib.nullcontext()
+    )
+    code = 0
     log.info("worker polling %s", ", ".join(w.task_queue for w in workers))
-    async with running_workers(workers):
-        await stop.wait()
-        log.info("worker stopping: running activities are cancelled and clusters torn down")
-    return 0
+    async with probes, running_workers(workers):
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_EVERY_S)
+            stopped = stopped_queues(workers)
+            if stopped and not stop.is_set():
+                log.error(WORKER_DIED.format(queues=", ".join(stopped)))
+                code = 1
+                break
+        grace = workers[0].config().get("graceful_shutdown_timeout")
+        seconds = int(grace.total_seconds()) if grace else 0
+        log.info(WORKER_STOPPING.format(seconds=seconds))
+    return code
+
+
+async def _reap(client: Client, settings: Settings) -> None:
+    """Remove local clusters of runs that closed while this worker was away (never fatal)."""
+    from worker.reaper import reap
+
+    try:
+        removed = await reap(client, settings.data_path)
+    except Exception:
+        log.exception("could not look for clusters left by runs that are over")
+        return
+    for what in removed:
+        log.info("removed %s: its run is over", what)
 
 
 async def run_dev(settings: Settings, example: str | None = None) -> int:

@@ -45,6 +45,8 @@ class PrepareOutput:
     """Non-empty when the run has nothing to do (a push to a branch the pipeline does not watch)."""
     backend: str = ""
     dashboard_url: str = ""
+    worker_gone_s: int = 0
+    """For a run pinned to `worker_queue`: how long its work may wait for that worker."""
 
 
 @dataclass

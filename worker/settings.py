@@ -47,9 +47,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", alias="SKYRUN_HOST")
     port: int = Field(8000, alias="SKYRUN_PORT")
     data_dir: Path = Field(Path(".skyrun"), alias="SKYRUN_DATA_DIR")
+    log_dir: Path | None = Field(None, alias="SKYRUN_LOG_DIR")
     backend: Backend = Field(Backend.LOCAL, alias="SKYRUN_BACKEND")
     run_pages: bool = Field(True, alias="SKYRUN_RUN_PAGES")
     worker_metrics_port: int | None = Field(None, alias="SKYRUN_WORKER_METRICS_PORT")
+    worker_gone_seconds: int = Field(120, alias="SKYRUN_WORKER_GONE_SECONDS", ge=5)
 
     temporal_address: str | None = Field(None, alias="TEMPORAL_ADDRESS")
     temporal_namespace: str = Field("default", alias="TEMPORAL_NAMESPACE")
@@ -82,6 +84,9 @@ class Settings(BaseSettings):
 
     @property
     def logs_dir(self) -> Path:
+        """The log store: one directory the bot reads and every worker writes."""
+        if self.log_dir is not None:
+            return self.log_dir.expanduser().resolve()
         return self.data_path / "logs"
 
     @property

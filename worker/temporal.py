@@ -13,6 +13,12 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from worker.contract import INT_ATTRIBUTES, KEYWORD_ATTRIBUTES
 from worker.settings import Settings
 
+SA_REFUSED = (
+    "this Temporal server does not let workers register search attributes (Temporal Cloud "
+    "manages them with tcld); add them once, e.g. `tcld namespace search-attributes add "
+    "--namespace NS --search-attribute NAME=Keyword` for each of: {names} (SkyrunPr is Int)"
+)
+
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
     """TLS for Temporal Cloud or a self-hosted server with mTLS; plain TCP for the dev server."""
@@ -64,5 +70,7 @@ async def ensure_search_attributes(client: Client) -> None:
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
         )
     except RPCError as err:
+        if err.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            raise RuntimeError(SA_REFUSED.format(names=", ".join(sorted(missing)))) from None
         if err.status is not RPCStatusCode.ALREADY_EXISTS:
             raise

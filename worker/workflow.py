@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -48,8 +48,12 @@ STAGE_CANCELLED = "stage '{stage}' was cancelled"
 RUN_TIMED_OUT = "the run exceeded timeout_minutes ({minutes} min) during stage '{stage}'"
 RUN_CANCELLED = "the run was cancelled"
 WORKER_GONE = (
-    "the worker holding this run's clusters did not pick up work for {minutes} minutes; "
-    "restart it (same host and SKYRUN_DATA_DIR) and retry the run"
+    "the worker holding this run's clusters ({queue}) did not come back within {seconds} s, "
+    "and its jobs stopped with it; restart it (same host and SKYRUN_DATA_DIR) and retry the run"
+)
+CLUSTERS_LEFT = (
+    "clusters {names} stay on that worker's disk (nothing runs on them) until it starts again "
+    "and removes them"
 )
 
 PREPARE_RETRY = RetryPolicy(
@@ -87,6 +91,21 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 PINNED_SCHEDULE_TIMEOUT = timedelta(minutes=10)
 
 
+def pinned_wait(prepared: PrepareOutput) -> timedelta | None:
+    """How long a pinned run's work waits for its worker (older workers send no value)."""
+    if not prepared.worker_queue:
+        return None
+    if prepared.worker_gone_s:
+        return timedelta(seconds=prepared.worker_gone_s)
+    return PINNED_SCHEDULE_TIMEOUT
+
+
+def not_started(err: ActivityError) -> bool:
+    """The activity timed out waiting for a worker to pick it up."""
+    cause = err.cause
+    return isinstance(cause, ActivityTimeoutError) and cause.type is TimeoutType.SCHEDULE_TO_START
+
+
 def error_message(err: BaseException) -> str:
     """The innermost message of an activity failure, which is what the user needs to read."""
     while isinstance(err, ActivityError) and err.cause is not None:
@@ -109,6 +128,9 @@ class PipelineWorkflow:
         self._handles: dict[str, dict[str, str]] = {}
         self._reporters: dict[str, asyncio.Task[None]] = {}
         self._notify_slack = ""
+        self._gone_after: timedelta | None = None
+        """How long work for the worker this run is pinned to may wait for it (None: no pin)."""
+        self._left: list[str] = []
 
     @workflow.query(name=QUERY_PROGRESS)
     def progress(self) -> RunProgress:
@@ -171,6 +193,7 @@ class PipelineWorkflow:
             progress.backend = prepared.backend
             progress.dashboard_url = prepared.dashboard_url
             queue = prepared.worker_queue or queue
+            self._gone_after = pinned_wait(prepared)
             if prepared.skip_reason:
                 progress.error = prepared.skip_reason
                 self._outcome = RunState.SKIPPED
@@ -195,9 +218,9 @@ class PipelineWorkflow:
                 self._mark_cancelled()
             else:
                 progress.error = error_message(err)
-                if isinstance(err.cause, ActivityTimeoutError) and queue != info.task_queue:
+                if self._gone_after is not None and not_started(err):
                     progress.error = WORKER_GONE.format(
-                        minutes=PINNED_SCHEDULE_TIMEOUT.seconds // 60
+                        queue=queue, seconds=int(self._gone_after.total_seconds())
                     )
                 self._finish_stages(StageState.FAILED, progress.error)
                 self._outcome = RunState.FAILED
@@ -207,6 +230,9 @@ class PipelineWorkflow:
         """Tear everything down, then publish the outcome: "finished" means no cluster is left."""
         assert self._progress is not None
         await self._teardown(run_id, queue)
+        if self._left:
+            note = CLUSTERS_LEFT.format(names=", ".join(self._left))
+            self._progress.error = f"{self._progress.error}; {note}".lstrip("; ")
         self._progress.finished_at = workflow.now().isoformat()
         outcome = self._outcome or RunState.SUCCEEDED
         self._set_state(outcome)
@@ -242,7 +268,6 @@ class PipelineWorkflow:
 
     async def _run_stages(self, request: RunRequest, prepared: PrepareOutput, queue: str) -> None:
         assert self._progress is not None
-        pinned = bool(prepared.worker_queue)
         for planned, stage in zip(prepared.stages, self._progress.stages, strict=True):
             if self._stopping:
                 raise asyncio.CancelledError
@@ -266,7 +291,7 @@ class PipelineWorkflow:
                 ),
                 task_queue=queue,
                 start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
-                schedule_to_start_timeout=PINNED_SCHEDULE_TIMEOUT if pinned else None,
+                schedule_to_start_timeout=self._gone_after,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=STAGE_RETRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -297,26 +322,38 @@ class PipelineWorkflow:
 
     async def _down_clusters(self, names: list[str], queue: str) -> None:
         assert self._progress is not None
-        await workflow.execute_activity_method(
-            PipelineActivities.down_clusters,
-            DownInput(self._progress.run_id, names),
-            task_queue=queue,
-            start_to_close_timeout=timedelta(minutes=20),
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=DOWN_RETRY,
-        )
+        try:
+            await workflow.execute_activity_method(
+                PipelineActivities.down_clusters,
+                DownInput(self._progress.run_id, names),
+                task_queue=queue,
+                start_to_close_timeout=timedelta(minutes=20),
+                schedule_to_start_timeout=self._gone_after,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=DOWN_RETRY,
+            )
+        except ActivityError as err:
+            # Only a pinned run's worker can be gone; its local jobs died with it.
+            if not not_started(err):
+                raise
+            self._left += [name for name in names if name not in self._left]
         self._up = [name for name in self._up if name not in names]
 
     async def _teardown(self, run_id: str, queue: str) -> None:
         if self._up:
             await self._down_clusters(list(self._up), queue)
-        await workflow.execute_activity_method(
-            PipelineActivities.cleanup_run,
-            CleanupInput(run_id),
-            task_queue=queue,
-            start_to_close_timeout=timedelta(minutes=5),
-            schedule_to_close_timeout=timedelta(minutes=30),
-        )
+        try:
+            await workflow.execute_activity_method(
+                PipelineActivities.cleanup_run,
+                CleanupInput(run_id),
+                task_queue=queue,
+                start_to_close_timeout=timedelta(minutes=5),
+                schedule_to_start_timeout=self._gone_after,
+                schedule_to_close_timeout=timedelta(minutes=30),
+            )
+        except ActivityError as err:
+            if not not_started(err):  # a gone worker removes the checkout when it starts again
+                raise
 
     def _mark_cancelled(self) -> None:
         assert self._progress is not None

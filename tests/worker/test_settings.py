@@ -84,3 +84,40 @@ def test_worker_queue_is_stable_for_a_host_and_data_dir(tmp_path: Path) -> None:
     )
     assert a.worker_queue != b.worker_queue
     assert a.worker_queue.startswith("skyrun@")
+
+
+def test_log_store_defaults_under_the_data_dir_and_can_be_shared(tmp_path: Path) -> None:
+    alone = load_settings(_env_file=None, SKYRUN_DATA_DIR=tmp_path / "w1")
+    assert alone.logs_dir == tmp_path / "w1" / "logs"
+    shared = load_settings(
+        _env_file=None, SKYRUN_DATA_DIR=tmp_path / "w2", SKYRUN_LOG_DIR=tmp_path / "logs"
+    )
+    assert shared.logs_dir == tmp_path / "logs"
+    assert shared.worker_queue != alone.worker_queue  # the log store is not the worker identity
+
+
+def test_tls_alone_uses_the_system_roots_and_a_ca_path_is_loaded(tmp_path: Path) -> None:
+    tls = tls_config(load_settings(_env_file=None, TEMPORAL_TLS="true"))
+    assert not isinstance(tls, bool)
+    assert (tls.server_root_ca_cert, tls.client_cert, tls.client_private_key) == (None, None, None)
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"CA")
+    tls = tls_config(load_settings(_env_file=None, TEMPORAL_TLS_CA_PATH=ca))
+    assert not isinstance(tls, bool) and tls.server_root_ca_cert == b"CA"
+
+
+async def test_temporal_cloud_settings_configure_the_client() -> None:
+    from worker.temporal import connect
+
+    settings = load_settings(
+        _env_file=None,
+        TEMPORAL_ADDRESS="us-east-1.aws.api.temporal.io:7233",
+        TEMPORAL_NAMESPACE="skyrun.a1b2c",
+        TEMPORAL_API_KEY="cloud-key",
+    )
+    client = await connect(settings, lazy=True)  # lazy: no connection is made
+    config = client.service_client.config
+    assert config.target_host == "us-east-1.aws.api.temporal.io:7233"
+    assert client.namespace == "skyrun.a1b2c"
+    assert config.api_key == "cloud-key"
+    assert config.tls is True
