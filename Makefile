@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-only bench clean
+.PHONY: run test lint test-only test-slurm bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,19 @@ test-only: $(STAMP)
 
 test: lint test-only
 
+# End to end on a real one-node Slurm cluster through SkyPilot (deploy/local-slurm; needs root).
+# The cluster is torn down afterwards unless SKYRUN_SLURM_KEEP=1.
+test-slurm: $(STAMP)
+	deploy/local-slurm/up.sh
+	SKYRUN_SLURM_E2E=1 $(BIN)/pytest tests/slurm --durations=0; status=$$?; \
+	if [ "$${SKYRUN_SLURM_KEEP:-}" != 1 ]; then deploy/local-slurm/down.sh; fi; \
+	exit $$status
+
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/bot_startup.py
+	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/scaleout.py
 
 clean:
 	rm -rf $(VENV) .skyrun .mypy_cache .pytest_cache .ruff_cache
