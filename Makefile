@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-only test-slurm bench clean
+.PHONY: run test lint test-only test-slurm bench bench-slurm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/bot_startup.py
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/scaleout.py
+
+# skyrun's added wall time over the SkyPilot SDK, on the local Slurm cluster (needs root).
+bench-slurm: $(STAMP)
+	deploy/local-slurm/up.sh
+	$(BIN)/python bench/skypilot_overhead.py; status=$$?; \
+	if [ "$${SKYRUN_SLURM_KEEP:-}" != 1 ]; then deploy/local-slurm/down.sh; fi; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) .skyrun .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+../mock-training/mock_ml.py
