@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from temporalio.client import (
     Client,
@@ -39,6 +40,15 @@ from worker.contract import (
     RunState,
     run_id_for,
 )
+from worker.lanes import (
+    LANE_WORKFLOW,
+    QUERY_MEMBERS,
+    SIGNAL_CANCEL_ALL,
+    CancelAll,
+    LaneMembers,
+    LaneState,
+    lane_workflow_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +72,17 @@ _STATUS_STATES = {
 }
 
 
+LANE_CANCELLED = "its lane was cancelled"
+MEMBERS_TIMEOUT = timedelta(seconds=2)
+
+
 @dataclass
 class StartOutcome:
     run_id: str
     started: bool
     """False when the same work was already running (or this delivery already started it)."""
-    superseded: list[str]
+    superseded: list[str] = field(default_factory=list)
+    """The lane's runs its coordinator held or queued just before: this newer one cancels them."""
 
 
 @dataclass
@@ -91,6 +106,9 @@ class RunSummary:
 
 
 def _quote(value: str) -> str:
+    # Visibility queries cannot carry NUL or other control characters; no run is started with
+    # one (refs are checked at the doors), so a stand-in keeps the filter matching nothing.
+    value = "".join(ch if ch >= " " and ch != "\x7f" else "\ufffd" for ch in value)
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -149,40 +167,35 @@ class Dispatcher:
         self.task_queue = task_queue
 
     async def start(self, request: RunRequest) -> StartOutcome:
-        """Start a run; the same work twice maps to one run, and a newer run supersedes its lane."""
+        """Start a run; the same work twice maps to one run (its id says what the work is).
+
+        Which run of a lane computes is decided by the lane's coordinator, which the run enters
+        by itself (worker/lanes.py): a newer request supersedes the lane's others.
+        """
+        if not request.requested_at:
+            request.requested_at = time.time_ns()
         run_id = run_id_for(request)
-        if request.delivery_id and await self._delivered(request.delivery_id):
-            return StartOutcome(run_id, started=False, superseded=[])
-        superseded: list[str] = []
-        if request.lane:
-            superseded = [
-                summary.run_id
-                for summary in await self.list_runs(lane=request.lane, running_only=True)
-                if summary.run_id != run_id
-            ]
-            for other in superseded:
-                await self.cancel(other)
-        request.supersedes = superseded
+        others = [other for other in await self.lane_members(request.lane) if other != run_id]
+        # Without a commit the id includes the delivery: a repeated delivery is refused forever.
+        per_delivery = bool(request.delivery_id and not request.commit)
         try:
             await self.client.start_workflow(
                 WORKFLOW_NAME,
                 request,
                 id=run_id,
                 task_queue=self.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.REJECT_DUPLICATE
+                    if per_delivery
+                    else WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                ),
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 search_attributes=self._attributes(request),
             )
         except WorkflowAlreadyStartedError:
-            return StartOutcome(run_id, started=False, superseded=[])
+            return StartOutcome(run_id, started=False)
         log.info("run started", extra={"run_id": run_id, "repo": request.repo})
-        return StartOutcome(run_id, started=True, superseded=superseded)
-
-    async def _delivered(self, delivery_id: str) -> bool:
-        query = f"{SA_DELIVERY} = {_quote(delivery_id)}"
-        async for _ in self.client.list_workflows(query, limit=1):
-            return True
-        return False
+        return StartOutcome(run_id, started=True, superseded=others)
 
     @staticmethod
     def _attributes(request: RunRequest) -> TypedSearchAttributes:
@@ -215,12 +228,37 @@ class Dispatcher:
             raise
         return True
 
-    async def cancel_lane(self, lane: str) -> list[str]:
-        cancelled = []
-        for summary in await self.list_runs(lane=lane, running_only=True):
-            if await self.cancel(summary.run_id):
-                cancelled.append(summary.run_id)
-        return cancelled
+    async def cancel_lane(self, lane: str, reason: str = LANE_CANCELLED) -> list[str]:
+        """Cancel every run of the lane, and any requested before now that has yet to enter it.
+
+        Returns the runs the lane's coordinator held or queued when asked.
+        """
+        run_ids = await self.lane_members(lane)
+        await self.client.start_workflow(
+            LANE_WORKFLOW,
+            LaneState(lane=lane),
+            id=lane_workflow_id(lane),
+            task_queue=self.task_queue,
+            start_signal=SIGNAL_CANCEL_ALL,
+            start_signal_args=[CancelAll(reason, time.time_ns())],
+        )
+        return run_ids
+
+    async def lane_members(self, lane: str) -> list[str]:
+        """The runs the lane's coordinator holds or queues now, as far as it answers in time.
+
+        For messages only: nothing that must be exact depends on it (a query needs a worker).
+        """
+        if not lane:
+            return []
+        handle = self.client.get_workflow_handle(lane_workflow_id(lane))
+        try:
+            members: LaneMembers = await handle.query(
+                QUERY_MEMBERS, result_type=LaneMembers, rpc_timeout=MEMBERS_TIMEOUT
+            )
+        except (RPCError, WorkflowQueryFailedError):
+            return []
+        return [run_id for run_id in (members.holder, *members.waiting) if run_id]
 
     async def progress(self, run_id: str) -> RunProgress | None:
         """The run's live (or final) progress; None when there is no such run."""

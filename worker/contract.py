@@ -111,7 +111,10 @@ class RunRequest:
     github: GitHubTarget | None = None
     slack: SlackTarget | None = None
     supersedes: list[str] = field(default_factory=list)
-    """Ids of earlier runs in this lane that were asked to cancel; waited for before compute."""
+    """Only read by runs started before the lane coordinator (worker/lanes.py) existed."""
+    requested_at: int = 0
+    """Nanoseconds since the epoch when a front door received the request: the newest of a lane
+    wins, whatever order its runs reach the lane's coordinator in. Not part of the run's id."""
     default_branch: str = ""
     check_push_filter: bool = False
     """Push-triggered: end quietly as skipped unless the pipeline's `on.push` globs match `ref`."""

@@ -15,6 +15,7 @@ from worker.activities import PipelineActivities
 from worker.backends.base import ComputeBackend
 from worker.github.service import GitHubServices, make_github
 from worker.github.workflow import GitHubCommandWorkflow, GitHubDeliveryWorkflow
+from worker.lanes import LaneActivities, LaneWorkflow
 from worker.reporting import ReportingActivities, make_reporting
 from worker.settings import Backend, Settings
 from worker.workflow import PipelineWorkflow
@@ -64,7 +65,9 @@ def build_workers(
         acts.wait_for_lane,
     ]
     reports = reporting or make_reporting(settings, gh)
+    lanes = LaneActivities(client)
     methods += [reports.report_progress, reports.authorize_run, *gh.activities()]
+    methods += [lanes.enter_lane, lanes.closed_runs]
     common = dict(
         activities=methods,
         graceful_shutdown_timeout=timedelta(seconds=30),
@@ -75,7 +78,12 @@ def build_workers(
         Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=[PipelineWorkflow, GitHubCommandWorkflow, GitHubDeliveryWorkflow],
+            workflows=[
+                PipelineWorkflow,
+                LaneWorkflow,
+                GitHubCommandWorkflow,
+                GitHubDeliveryWorkflow,
+            ],
             **common,  # type: ignore[arg-type]
         )
     ]

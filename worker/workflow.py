@@ -8,7 +8,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TimeoutType,
+)
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -26,6 +32,16 @@ with workflow.unsafe.imports_passed_through():
         StageProgress,
         StageState,
         Trigger,
+    )
+    from worker.lanes import (
+        SIGNAL_ADMITTED,
+        SIGNAL_LEAVE,
+        SIGNAL_NOTICE,
+        EnterLaneInput,
+        LaneActivities,
+        Notice,
+        Ticket,
+        lane_workflow_id,
     )
     from worker.models import (
         AuthorizeInput,
@@ -47,6 +63,9 @@ STAGE_FAILED = "stage '{stage}' failed with exit status {code}"
 STAGE_CANCELLED = "stage '{stage}' was cancelled"
 RUN_TIMED_OUT = "the run exceeded timeout_minutes ({minutes} min) during stage '{stage}'"
 RUN_CANCELLED = "the run was cancelled"
+RUN_CANCELLED_BECAUSE = "the run was cancelled: {reason}"
+# Runs started before the lane coordinator existed replay the old wait_for_lane path.
+PATCH_LANES = "lane-coordinator"
 WORKER_GONE = (
     "the worker holding this run's clusters ({queue}) did not come back within {seconds} s, "
     "and its jobs stopped with it; restart it (same host and SKYRUN_DATA_DIR) and retry the run"
@@ -80,6 +99,11 @@ REPORT_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
     non_retryable_error_types=["NoReporter"],
+)
+LANE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
 )
 GATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -131,6 +155,18 @@ class PipelineWorkflow:
         self._gone_after: timedelta | None = None
         """How long work for the worker this run is pinned to may wait for it (None: no pin)."""
         self._left: list[str] = []
+        self._lane_entered = False
+        self._request_lane = ""
+        self._admitted = False
+        self._notice = ""
+
+    @workflow.signal(name=SIGNAL_ADMITTED)
+    def admitted(self) -> None:
+        self._admitted = True
+
+    @workflow.signal(name=SIGNAL_NOTICE)
+    def notice(self, notice: Notice) -> None:
+        self._notice = notice.reason
 
     @workflow.query(name=QUERY_PROGRESS)
     def progress(self) -> RunProgress:
@@ -173,7 +209,9 @@ class PipelineWorkflow:
                     return await self._close(info.workflow_id, queue)
                 if gate.commit:
                     request.commit = progress.commit = gate.commit
-            if request.supersedes:
+            if request.lane and workflow.patched(PATCH_LANES):
+                await self._enter_lane(request, info.workflow_id, info.task_queue)
+            elif request.supersedes:
                 await workflow.execute_activity_method(
                     PipelineActivities.wait_for_lane,
                     LaneInput(request.supersedes),
@@ -230,6 +268,8 @@ class PipelineWorkflow:
         """Tear everything down, then publish the outcome: "finished" means no cluster is left."""
         assert self._progress is not None
         await self._teardown(run_id, queue)
+        if self._lane_entered:
+            await self._leave_lane(self._request_lane, run_id)
         if self._left:
             note = CLUSTERS_LEFT.format(names=", ".join(self._left))
             self._progress.error = f"{self._progress.error}; {note}".lstrip("; ")
@@ -245,6 +285,27 @@ class PipelineWorkflow:
                 self._progress.error, self._progress, type="RunFailed", non_retryable=True
             )
         return RunResult(self._progress)
+
+    async def _enter_lane(self, request: RunRequest, run_id: str, task_queue: str) -> None:
+        """Wait until the lane's coordinator admits this run (it may cancel it instead)."""
+        self._lane_entered = True
+        self._request_lane = request.lane
+        await workflow.execute_activity_method(
+            LaneActivities.enter_lane,
+            EnterLaneInput(request.lane, Ticket(run_id, request.requested_at), task_queue),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=LANE_RETRY,
+            # Its signal must land before this run's leave, or the lane would admit a closed run.
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        await workflow.wait_condition(lambda: self._admitted)
+
+    async def _leave_lane(self, lane: str, run_id: str) -> None:
+        # A coordinator that is gone has nobody waiting behind this run.
+        with contextlib.suppress(FailureError):
+            await workflow.get_external_workflow_handle(lane_workflow_id(lane)).signal(
+                SIGNAL_LEAVE, run_id
+            )
 
     async def _run_stages_within(
         self, request: RunRequest, prepared: PrepareOutput, queue: str
@@ -357,7 +418,9 @@ class PipelineWorkflow:
 
     def _mark_cancelled(self) -> None:
         assert self._progress is not None
-        self._progress.error = RUN_CANCELLED
+        self._progress.error = (
+            RUN_CANCELLED_BECAUSE.format(reason=self._notice) if self._notice else RUN_CANCELLED
+        )
         self._finish_stages(StageState.CANCELLED, STAGE_CANCELLED.format(stage=self._active))
         self._outcome = RunState.CANCELLED
 

@@ -9,7 +9,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from bot.dispatch import DELIVERY, Dispatcher
+from bot.dispatch import DELIVERY, LANE_CANCELLED, Dispatcher
 from worker.contract import GitHubTarget, RunRequest, Trigger, lane_for_pr
 from worker.github import render
 from worker.github.auth import GitHubAuth, api_errors
@@ -28,6 +28,7 @@ from worker.github.models import (
 from worker.links import Links
 
 STATUS_RUNS = 10
+CANCELLED_BY = "cancelled by @{user} with `/skyrun cancel`"
 
 
 def run_request(command: GitHubCommand, resolution: Resolution) -> RunRequest:
@@ -70,7 +71,10 @@ class GitHubCommandActivities:
     async def dispatch(self, delivery: RunDelivery) -> DispatchOutput:
         """Start the delivery's run (dedupe, lane supersede) or cancel its lane's runs."""
         if delivery.request is None:
-            return DispatchOutput(cancelled=await self.dispatcher.cancel_lane(delivery.cancel_lane))
+            cancelled = await self.dispatcher.cancel_lane(
+                delivery.cancel_lane, delivery.reason or LANE_CANCELLED
+            )
+            return DispatchOutput(cancelled=cancelled)
         outcome = await self.dispatcher.start(delivery.request)
         started = outcome.started or await self._started_by(outcome.run_id, delivery.delivery_id)
         return DispatchOutput(outcome.run_id, started, outcome.superseded)
@@ -110,9 +114,9 @@ class GitHubCommandActivities:
 
     @activity.defn(name="github_cancel_runs")
     async def cancel_runs(self, command: GitHubCommand) -> CancelOutput:
-        return CancelOutput(
-            await self.dispatcher.cancel_lane(lane_for_pr(command.repo, command.pr_number))
-        )
+        lane = lane_for_pr(command.repo, command.pr_number)
+        reason = CANCELLED_BY.format(user=command.requested_by)
+        return CancelOutput(await self.dispatcher.cancel_lane(lane, reason))
 
     @activity.defn(name="github_reply")
     async def reply(self, data: ReplyInput) -> ReplyOutput:

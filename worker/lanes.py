@@ -1,0 +1,278 @@
+"""Lanes: one coordinating workflow per lane admits one run at a time, and the newest request wins.
+
+Every run of a lane enters the lane's coordinator by signal-with-start (its workflow id is
+derived from the lane), so who may compute is decided by one workflow's history, never by a
+visibility query. A request carries the time its front door received it; the coordinator orders
+by that, not by when the run's signal happens to arrive:
+
+- a request newer than every other supersedes them: the running run is cancelled gracefully
+  (its job stopped, its clusters torn down) and waiting ones end cancelled without computing;
+- a request older than one already seen ends cancelled at once;
+- the next run is admitted only when the holder has left, which a run does after its teardown.
+
+A holder that vanished without leaving (terminated by an operator) is noticed by a periodic
+describe, which is strongly consistent. The coordinator closes itself after a quiet hour and
+continues as new when its history grows, carrying its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from temporalio.client import Client, WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from worker.contract import slug
+
+LANE_WORKFLOW = "SkyrunLane"
+SIGNAL_ENTER = "lane_enter"
+SIGNAL_LEAVE = "lane_leave"
+SIGNAL_CANCEL_ALL = "lane_cancel_all"
+QUERY_MEMBERS = "lane_members"
+# Signals the coordinator sends to the runs of its lane.
+SIGNAL_ADMITTED = "lane_admitted"
+SIGNAL_NOTICE = "lane_notice"
+
+SUPERSEDED = "superseded by run {run_id}, a newer request for this lane"
+STALE = "superseded by run {run_id}, which was requested after this one"
+
+IDLE = timedelta(hours=1)
+CHECK_EVERY = timedelta(minutes=2)
+MAX_HISTORY = 5_000
+REMEMBERED = 256
+"""How many runs that left the coordinator remembers, so a late `enter` of one is ignored."""
+
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
+)
+
+
+def lane_workflow_id(lane: str) -> str:
+    """The coordinator's workflow id: readable, and unique for every lane string."""
+    digest = hashlib.sha256(lane.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"skyrun-lane-{slug(lane, 60)}-{digest}"
+
+
+@dataclass
+class Ticket:
+    run_id: str
+    requested_at: int
+    """Nanoseconds since the epoch when a front door received the request."""
+
+
+@dataclass
+class CancelAll:
+    reason: str
+    requested_at: int
+    """Requests received before this are cancelled too, even if their run enters later."""
+
+
+@dataclass
+class Notice:
+    """Why the coordinator is about to cancel a run (sent just before the cancellation)."""
+
+    reason: str
+
+
+@dataclass
+class LaneState:
+    lane: str
+    holder: str = ""
+    waiting: list[Ticket] = field(default_factory=list)
+    newest_at: int = 0
+    stale: str = ""
+    """Why a request older than `newest_at` is cancelled as soon as it enters."""
+    superseded: list[str] = field(default_factory=list)
+    """Members already told to cancel (not told twice)."""
+    left: list[str] = field(default_factory=list)
+    check_every_s: int = int(CHECK_EVERY.total_seconds())
+    """How often a busy lane makes sure its members still run (a terminated one never leaves)."""
+
+
+@dataclass
+class LaneMembers:
+    holder: str
+    waiting: list[str]
+
+
+@dataclass
+class EnterLaneInput:
+    lane: str
+    ticket: Ticket
+    task_queue: str
+
+
+@dataclass
+class ClosedRunsInput:
+    run_ids: list[str]
+
+
+@dataclass
+class ClosedRunsOutput:
+    run_ids: list[str]
+
+
+@workflow.defn(name=LANE_WORKFLOW)
+class LaneWorkflow:
+    def __init__(self) -> None:
+        self._state = LaneState(lane="")
+        self._inbox: list[Ticket | CancelAll | str] = []
+
+    @workflow.signal(name=SIGNAL_ENTER)
+    def enter(self, ticket: Ticket) -> None:
+        self._inbox.append(ticket)
+
+    @workflow.signal(name=SIGNAL_LEAVE)
+    def leave(self, run_id: str) -> None:
+        self._inbox.append(run_id)
+
+    @workflow.signal(name=SIGNAL_CANCEL_ALL)
+    def cancel_all(self, order: CancelAll) -> None:
+        self._inbox.append(order)
+
+    @workflow.query(name=QUERY_MEMBERS)
+    def members(self) -> LaneMembers:
+        state = self._state
+        return LaneMembers(state.holder, [ticket.run_id for ticket in state.waiting])
+
+    @workflow.run
+    async def run(self, state: LaneState) -> None:
+        self._state = state
+        while True:
+            busy = bool(state.holder or state.waiting)
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._inbox),
+                    timeout=timedelta(seconds=state.check_every_s) if busy else IDLE,
+                )
+            except TimeoutError:
+                if not busy:
+                    return
+                await self._forget_closed()
+            while self._inbox:
+                await self._handle(self._inbox.pop(0))
+            await self._admit()
+            if (
+                workflow.info().is_continue_as_new_suggested()
+                or workflow.info().get_current_history_length() > MAX_HISTORY
+            ):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._inbox:
+                    workflow.continue_as_new(state)
+
+    async def _handle(self, item: Ticket | CancelAll | str) -> None:
+        state = self._state
+        if isinstance(item, str):
+            self._forget(item)
+        elif isinstance(item, CancelAll):
+            if item.requested_at >= state.newest_at:
+                state.newest_at, state.stale = item.requested_at, item.reason
+            await self._supersede(self._member_ids(), item.reason)
+            state.waiting = []
+        elif item.run_id in state.left or item.run_id in self._member_ids():
+            return  # a retried enter, or one that arrived after its run had left
+        elif item.requested_at < state.newest_at:
+            await self._supersede([item.run_id], state.stale)
+        else:
+            state.newest_at, state.stale = item.requested_at, STALE.format(run_id=item.run_id)
+            await self._supersede(self._member_ids(), SUPERSEDED.format(run_id=item.run_id))
+            state.waiting = [item]
+
+    def _member_ids(self) -> list[str]:
+        state = self._state
+        ids = [state.holder] if state.holder else []
+        return ids + [ticket.run_id for ticket in state.waiting]
+
+    def _forget(self, run_id: str) -> None:
+        state = self._state
+        if state.holder == run_id:
+            state.holder = ""
+        state.waiting = [ticket for ticket in state.waiting if ticket.run_id != run_id]
+        state.superseded = [other for other in state.superseded if other != run_id]
+        if run_id not in state.left:
+            state.left = [*state.left, run_id][-REMEMBERED:]
+
+    async def _supersede(self, run_ids: list[str], reason: str) -> None:
+        """Tell each run why, then cancel it; it leaves by itself once torn down."""
+        state = self._state
+        todo = [run_id for run_id in run_ids if run_id not in state.superseded]
+        state.superseded += todo
+        await asyncio.gather(*(self._cancel(run_id, reason) for run_id in todo))
+
+    async def _cancel(self, run_id: str, reason: str) -> None:
+        handle = workflow.get_external_workflow_handle(run_id)
+        try:
+            await handle.signal(SIGNAL_NOTICE, Notice(reason))
+            await handle.cancel()
+        except FailureError:
+            self._forget(run_id)  # it has closed already
+
+    async def _admit(self) -> None:
+        state = self._state
+        while not state.holder and state.waiting:
+            ticket = state.waiting.pop(0)
+            state.holder = ticket.run_id
+            try:
+                await workflow.get_external_workflow_handle(ticket.run_id).signal(SIGNAL_ADMITTED)
+            except FailureError:
+                self._forget(ticket.run_id)
+
+    async def _forget_closed(self) -> None:
+        closed = await workflow.execute_activity(
+            LANE_CLOSED_RUNS,
+            ClosedRunsInput([*self._member_ids(), *self._state.superseded]),
+            result_type=ClosedRunsOutput,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=ACTIVITY_RETRY,
+        )
+        for run_id in closed.run_ids:
+            self._forget(run_id)
+
+
+LANE_ENTER = "lane_enter"
+LANE_CLOSED_RUNS = "lane_closed_runs"
+
+
+class LaneActivities:
+    """What the lane workflows need from a Temporal client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @activity.defn(name=LANE_ENTER)
+    async def enter_lane(self, data: EnterLaneInput) -> None:
+        """Signal-with-start the lane's coordinator; a repeat of the same ticket is ignored."""
+        await self.client.start_workflow(
+            LANE_WORKFLOW,
+            LaneState(lane=data.lane),
+            id=lane_workflow_id(data.lane),
+            task_queue=data.task_queue,
+            start_signal=SIGNAL_ENTER,
+            start_signal_args=[data.ticket],
+        )
+
+    @activity.defn(name=LANE_CLOSED_RUNS)
+    async def closed_runs(self, data: ClosedRunsInput) -> ClosedRunsOutput:
+        """The runs among `run_ids` that are no longer running (describe, not visibility)."""
+        closed = []
+        for run_id in data.run_ids:
+            try:
+                desc = await self.client.get_workflow_handle(run_id).describe()
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                closed.append(run_id)
+                continue
+            if desc.status is not WorkflowExecutionStatus.RUNNING:
+                closed.append(run_id)
+        return ClosedRunsOutput(closed)
