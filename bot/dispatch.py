@@ -228,8 +228,11 @@ class Dispatcher:
             raise
         return True
 
-    async def cancel_lane(self, lane: str, reason: str = LANE_CANCELLED) -> list[str]:
-        """Cancel every run of the lane, and any requested before now that has yet to enter it.
+    async def cancel_lane(
+        self, lane: str, reason: str = LANE_CANCELLED, requested_at: int = 0
+    ) -> list[str]:
+        """Cancel every run of the lane, and any requested before `requested_at` (default: now)
+        that has yet to enter it.
 
         Returns the runs the lane's coordinator held or queued when asked.
         """
@@ -240,7 +243,7 @@ class Dispatcher:
             id=lane_workflow_id(lane),
             task_queue=self.task_queue,
             start_signal=SIGNAL_CANCEL_ALL,
-            start_signal_args=[CancelAll(reason, time.time_ns())],
+            start_signal_args=[CancelAll(reason, requested_at or time.time_ns())],
         )
         return run_ids
 

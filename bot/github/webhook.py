@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,15 +152,21 @@ async def _act(state: BotState, delivery: str, action: Action) -> Answer:
     if isinstance(action, Ignore):
         return Answer(200, Outcome.IGNORED, action.reason)
     argument: GitHubCommand | RunDelivery
+    # The lane's newest request wins by this time, whatever order the worker gets to them in.
+    received_at = time.time_ns()
     if isinstance(action, StartCommand):
+        action.command.received_at = received_at
         workflow, argument = COMMAND_WORKFLOW, action.command
         extra = {"command": action.command.action.value}
     elif isinstance(action, StartRun):
+        action.request.requested_at = received_at
         workflow, argument = DELIVERY_WORKFLOW, RunDelivery(delivery, request=action.request)
         extra = {"run": action.request.lane}
     else:
         workflow = DELIVERY_WORKFLOW
-        argument = RunDelivery(delivery, cancel_lane=action.lane, reason=action.reason)
+        argument = RunDelivery(
+            delivery, cancel_lane=action.lane, reason=action.reason, requested_at=received_at
+        )
         extra = {"cancel": action.lane, "reason": action.reason}
     workflow_id = delivery_workflow_id(delivery)
     try:

@@ -44,6 +44,7 @@ def run_request(command: GitHubCommand, resolution: Resolution) -> RunRequest:
         requested_by=command.requested_by,
         lane=lane_for_pr(command.repo, command.pr_number),
         delivery_id=command.delivery_id,
+        requested_at=command.received_at,
         github=GitHubTarget(
             installation_id=command.installation_id,
             pr_number=command.pr_number,
@@ -72,7 +73,7 @@ class GitHubCommandActivities:
         """Start the delivery's run (dedupe, lane supersede) or cancel its lane's runs."""
         if delivery.request is None:
             cancelled = await self.dispatcher.cancel_lane(
-                delivery.cancel_lane, delivery.reason or LANE_CANCELLED
+                delivery.cancel_lane, delivery.reason or LANE_CANCELLED, delivery.requested_at
             )
             return DispatchOutput(cancelled=cancelled)
         outcome = await self.dispatcher.start(delivery.request)
@@ -116,7 +117,7 @@ class GitHubCommandActivities:
     async def cancel_runs(self, command: GitHubCommand) -> CancelOutput:
         lane = lane_for_pr(command.repo, command.pr_number)
         reason = CANCELLED_BY.format(user=command.requested_by)
-        return CancelOutput(await self.dispatcher.cancel_lane(lane, reason))
+        return CancelOutput(await self.dispatcher.cancel_lane(lane, reason, command.received_at))
 
     @activity.defn(name="github_reply")
     async def reply(self, data: ReplyInput) -> ReplyOutput:

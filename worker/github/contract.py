@@ -44,6 +44,8 @@ class GitHubCommand:
     envs: dict[str, str] = field(default_factory=dict)
     error: str = ""
     """For USAGE: what was wrong with the command."""
+    received_at: int = 0
+    """Nanoseconds since the epoch when the bot received the delivery (orders the lane)."""
 
 
 @dataclass
@@ -54,6 +56,8 @@ class RunDelivery:
     request: RunRequest | None = None
     cancel_lane: str = ""
     reason: str = ""
+    requested_at: int = 0
+    """When the bot received it: runs of the lane requested before are cancelled too."""
 
 
 def delivery_workflow_id(delivery_id: str) -> str:

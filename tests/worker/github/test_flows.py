@@ -4,6 +4,7 @@ results on the fake GitHub through the real PyGithub, checkouts cloned from it o
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -415,3 +416,48 @@ async def test_a_github_app_clones_private_repositories_with_installation_tokens
         assert check.data["conclusion"] == "success" and check.creator == APP_BOT_LOGIN
         assert len(stack.fake.minted) == 1  # one token for the checkout and every report
         assert stack.fake.minted[0] not in str(check.history)
+
+
+async def test_concurrent_signed_pushes_to_one_branch_run_one_at_a_time_and_the_last_wins(
+    stack: Stack,
+) -> None:
+    """2 and 5 pushes at once, and 5 pushes 10 ms apart, each round on new commits."""
+    repo = unique_repo()
+    fake = stack.fake
+    fake.add_repo(repo, PIPELINE)
+    for count, spacing_s in ((2, 0.0), (5, 0.0), (5, 0.01)):
+        shas = [
+            fake.commit(repo, {"train.yaml": f"run: |\n  echo {n}\n  sleep 1\n"})
+            for n in range(count)
+        ]
+
+        async def push(index: int, sha: str, spacing_s: float = spacing_s) -> str:
+            await asyncio.sleep(index * spacing_s)
+            payload = fake.push_payload(repo, "refs/heads/main", sha, sender="alice")
+            dispatched = await stack.dispatched(await stack.deliver("push", payload))
+            assert dispatched.started
+            return dispatched.run_id
+
+        # At once, the bot's receive order is the order the requests happen to be read in.
+        run_ids = await asyncio.gather(*(push(i, sha) for i, sha in enumerate(shas)))
+        runs = [await stack.finished(run_id) for run_id in run_ids]
+        by_state = {run.commit: run.state for run in runs}
+        assert sorted(by_state.values(), key=str) == sorted(
+            [RunState.SUCCEEDED] + [RunState.CANCELLED] * (count - 1), key=str
+        ), [(r.run_id, r.state, r.error) for r in runs]
+        if spacing_s:
+            assert by_state[shas[-1]] is RunState.SUCCEEDED
+        computed = sorted(
+            (run for run in runs if run.stages and run.stages[0].started_at),
+            key=lambda run: run.stages[0].started_at,
+        )
+        for earlier, later in itertools.pairwise(computed):
+            assert later.stages[0].started_at >= earlier.finished_at
+        for sha in shas:
+            # A push superseded before its pipeline file was read stays silent, as unwatched ones.
+            checks = [check.data["conclusion"] for check in fake.check_runs_for(repo, sha)]
+            if by_state[sha] is RunState.SUCCEEDED:
+                assert checks == ["success"]
+            else:
+                assert checks in ([], ["cancelled"])
+    assert clusters_left(stack.settings) == []
