@@ -66,6 +66,9 @@ def lane_workflow_id(lane: str) -> str:
 @dataclass
 class Ticket:
     run_id: str
+    """The run's workflow id (shown to people)."""
+    execution: str
+    """Its Temporal run id: a workflow id may be reused by a later run of the same work."""
     requested_at: int
     """Nanoseconds since the epoch when a front door received the request."""
 
@@ -85,16 +88,23 @@ class Notice:
 
 
 @dataclass
+class Left:
+    run_id: str
+    execution: str
+
+
+@dataclass
 class LaneState:
     lane: str
-    holder: str = ""
+    holder: Ticket | None = None
     waiting: list[Ticket] = field(default_factory=list)
     newest_at: int = 0
     stale: str = ""
     """Why a request older than `newest_at` is cancelled as soon as it enters."""
-    superseded: list[str] = field(default_factory=list)
-    """Members already told to cancel (not told twice)."""
+    superseded: list[Ticket] = field(default_factory=list)
+    """Members already told to cancel (not told twice), until they leave."""
     left: list[str] = field(default_factory=list)
+    """Executions that left: an `enter` of one arriving late is ignored."""
     check_every_s: int = int(CHECK_EVERY.total_seconds())
     """How often a busy lane makes sure its members still run (a terminated one never leaves)."""
 
@@ -114,27 +124,27 @@ class EnterLaneInput:
 
 @dataclass
 class ClosedRunsInput:
-    run_ids: list[str]
+    members: list[Ticket]
 
 
 @dataclass
 class ClosedRunsOutput:
-    run_ids: list[str]
+    executions: list[str]
 
 
 @workflow.defn(name=LANE_WORKFLOW)
 class LaneWorkflow:
     def __init__(self) -> None:
         self._state = LaneState(lane="")
-        self._inbox: list[Ticket | CancelAll | str] = []
+        self._inbox: list[Ticket | CancelAll | Left] = []
 
     @workflow.signal(name=SIGNAL_ENTER)
     def enter(self, ticket: Ticket) -> None:
         self._inbox.append(ticket)
 
     @workflow.signal(name=SIGNAL_LEAVE)
-    def leave(self, run_id: str) -> None:
-        self._inbox.append(run_id)
+    def leave(self, left: Left) -> None:
+        self._inbox.append(left)
 
     @workflow.signal(name=SIGNAL_CANCEL_ALL)
     def cancel_all(self, order: CancelAll) -> None:
@@ -143,7 +153,8 @@ class LaneWorkflow:
     @workflow.query(name=QUERY_MEMBERS)
     def members(self) -> LaneMembers:
         state = self._state
-        return LaneMembers(state.holder, [ticket.run_id for ticket in state.waiting])
+        holder = state.holder.run_id if state.holder else ""
+        return LaneMembers(holder, [ticket.run_id for ticket in state.waiting])
 
     @workflow.run
     async def run(self, state: LaneState) -> None:
@@ -170,73 +181,76 @@ class LaneWorkflow:
                 if not self._inbox:
                     workflow.continue_as_new(state)
 
-    async def _handle(self, item: Ticket | CancelAll | str) -> None:
+    async def _handle(self, item: Ticket | CancelAll | Left) -> None:
         state = self._state
-        if isinstance(item, str):
-            self._forget(item)
+        if isinstance(item, Left):
+            self._forget(item.execution)
         elif isinstance(item, CancelAll):
             if item.requested_at >= state.newest_at:
                 state.newest_at, state.stale = item.requested_at, item.reason
-            await self._supersede(self._member_ids(), item.reason)
+            await self._supersede(self._members(), item.reason)
             state.waiting = []
-        elif item.run_id in state.left or item.run_id in self._member_ids():
+        elif item.execution in state.left or any(
+            item.execution == member.execution for member in self._members()
+        ):
             return  # a retried enter, or one that arrived after its run had left
         elif item.requested_at < state.newest_at:
-            await self._supersede([item.run_id], state.stale)
+            await self._supersede([item], state.stale)
         else:
             state.newest_at, state.stale = item.requested_at, STALE.format(run_id=item.run_id)
-            await self._supersede(self._member_ids(), SUPERSEDED.format(run_id=item.run_id))
+            await self._supersede(self._members(), SUPERSEDED.format(run_id=item.run_id))
             state.waiting = [item]
 
-    def _member_ids(self) -> list[str]:
+    def _members(self) -> list[Ticket]:
         state = self._state
-        ids = [state.holder] if state.holder else []
-        return ids + [ticket.run_id for ticket in state.waiting]
+        return ([state.holder] if state.holder else []) + state.waiting
 
-    def _forget(self, run_id: str) -> None:
+    def _forget(self, execution: str) -> None:
         state = self._state
-        if state.holder == run_id:
-            state.holder = ""
-        state.waiting = [ticket for ticket in state.waiting if ticket.run_id != run_id]
-        state.superseded = [other for other in state.superseded if other != run_id]
-        if run_id not in state.left:
-            state.left = [*state.left, run_id][-REMEMBERED:]
+        if state.holder and state.holder.execution == execution:
+            state.holder = None
+        state.waiting = [ticket for ticket in state.waiting if ticket.execution != execution]
+        state.superseded = [ticket for ticket in state.superseded if ticket.execution != execution]
+        if execution not in state.left:
+            state.left = [*state.left, execution][-REMEMBERED:]
 
-    async def _supersede(self, run_ids: list[str], reason: str) -> None:
+    async def _supersede(self, members: list[Ticket], reason: str) -> None:
         """Tell each run why, then cancel it; it leaves by itself once torn down."""
         state = self._state
-        todo = [run_id for run_id in run_ids if run_id not in state.superseded]
+        told = {ticket.execution for ticket in state.superseded}
+        todo = [ticket for ticket in members if ticket.execution not in told]
         state.superseded += todo
-        await asyncio.gather(*(self._cancel(run_id, reason) for run_id in todo))
+        await asyncio.gather(*(self._cancel(ticket, reason) for ticket in todo))
 
-    async def _cancel(self, run_id: str, reason: str) -> None:
-        handle = workflow.get_external_workflow_handle(run_id)
+    async def _cancel(self, ticket: Ticket, reason: str) -> None:
+        handle = workflow.get_external_workflow_handle(ticket.run_id, run_id=ticket.execution)
         try:
             await handle.signal(SIGNAL_NOTICE, Notice(reason))
             await handle.cancel()
         except FailureError:
-            self._forget(run_id)  # it has closed already
+            self._forget(ticket.execution)  # it has closed already
 
     async def _admit(self) -> None:
         state = self._state
         while not state.holder and state.waiting:
             ticket = state.waiting.pop(0)
-            state.holder = ticket.run_id
+            state.holder = ticket
+            handle = workflow.get_external_workflow_handle(ticket.run_id, run_id=ticket.execution)
             try:
-                await workflow.get_external_workflow_handle(ticket.run_id).signal(SIGNAL_ADMITTED)
+                await handle.signal(SIGNAL_ADMITTED)
             except FailureError:
-                self._forget(ticket.run_id)
+                self._forget(ticket.execution)
 
     async def _forget_closed(self) -> None:
         closed = await workflow.execute_activity(
             LANE_CLOSED_RUNS,
-            ClosedRunsInput([*self._member_ids(), *self._state.superseded]),
+            ClosedRunsInput([*self._members(), *self._state.superseded]),
             result_type=ClosedRunsOutput,
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=ACTIVITY_RETRY,
         )
-        for run_id in closed.run_ids:
-            self._forget(run_id)
+        for execution in closed.executions:
+            self._forget(execution)
 
 
 LANE_ENTER = "lane_enter"
@@ -263,16 +277,17 @@ class LaneActivities:
 
     @activity.defn(name=LANE_CLOSED_RUNS)
     async def closed_runs(self, data: ClosedRunsInput) -> ClosedRunsOutput:
-        """The runs among `run_ids` that are no longer running (describe, not visibility)."""
+        """The members that are no longer running (describe, which is not eventually consistent)."""
         closed = []
-        for run_id in data.run_ids:
+        for member in data.members:
+            handle = self.client.get_workflow_handle(member.run_id, run_id=member.execution)
             try:
-                desc = await self.client.get_workflow_handle(run_id).describe()
+                desc = await handle.describe()
             except RPCError as err:
                 if err.status is not RPCStatusCode.NOT_FOUND:
                     raise
-                closed.append(run_id)
+                closed.append(member.execution)
                 continue
             if desc.status is not WorkflowExecutionStatus.RUNNING:
-                closed.append(run_id)
+                closed.append(member.execution)
         return ClosedRunsOutput(closed)

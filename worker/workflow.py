@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_NOTICE,
         EnterLaneInput,
         LaneActivities,
+        Left,
         Notice,
         Ticket,
         lane_workflow_id,
@@ -292,7 +293,11 @@ class PipelineWorkflow:
         self._request_lane = request.lane
         await workflow.execute_activity_method(
             LaneActivities.enter_lane,
-            EnterLaneInput(request.lane, Ticket(run_id, request.requested_at), task_queue),
+            EnterLaneInput(
+                request.lane,
+                Ticket(run_id, workflow.info().run_id, request.requested_at),
+                task_queue,
+            ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=LANE_RETRY,
             # Its signal must land before this run's leave, or the lane would admit a closed run.
@@ -304,7 +309,7 @@ class PipelineWorkflow:
         # A coordinator that is gone has nobody waiting behind this run.
         with contextlib.suppress(FailureError):
             await workflow.get_external_workflow_handle(lane_workflow_id(lane)).signal(
-                SIGNAL_LEAVE, run_id
+                SIGNAL_LEAVE, Left(run_id, workflow.info().run_id)
             )
 
     async def _run_stages_within(

@@ -174,3 +174,15 @@ def head(repo: Path) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+async def test_the_same_work_requested_again_after_it_finished_runs_again(
+    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+) -> None:
+    """Its run id is reused (same work), so the lane must tell the two executions apart."""
+    repo, _ = commits(git_repo, 1, seconds=0)
+    first = await dispatcher.start(request_for(repo))
+    assert (await wait_finished(dispatcher, first.run_id)).state is RunState.SUCCEEDED
+    again = await dispatcher.start(request_for(repo))
+    assert again.run_id == first.run_id and again.started
+    assert (await wait_finished(dispatcher, again.run_id, timeout=60)).state is RunState.SUCCEEDED

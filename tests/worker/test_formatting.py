@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from worker.formatting import (
+    format_change,
+    format_duration,
+    format_number,
+    format_time,
+    parse_time,
+    seconds_between,
+)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "—"),
+        (-0.2, "0.0 s"),
+        (4.24, "4.2 s"),
+        (42, "42 s"),
+        (185, "3 min 05 s"),
+        (7620, "2 h 07 min"),
+    ],
+)
+def test_durations(seconds: float | None, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_numbers_and_changes() -> None:
+    assert format_number(87.0) == "87"
+    assert format_number(0.87254) == "0.8725"
+    assert format_number(1e20) == "1e+20"
+    assert format_change(0.9, 0.9) == "±0"
+    assert format_change(0.9, 0.8) == "+0.1 (+12.5%)"
+    assert format_change(-3, 0) == "-3"
+
+
+def test_times() -> None:
+    assert parse_time("") is None
+    assert parse_time("not a time") is None
+    assert parse_time("2026-12-01T10:00:09") == datetime(2026, 12, 1, 10, 0, 9, tzinfo=UTC)
+    assert format_time("2026-12-01T11:00:09+01:00") == "2026-12-01 10:00:09 UTC"
+    assert format_time(None) == ""
+    assert seconds_between("2026-12-01T10:00:00+00:00", "2026-12-01T10:01:30+00:00") == 90
+    assert seconds_between("", "2026-12-01T10:01:30+00:00") is None

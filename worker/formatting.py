@@ -1,0 +1,64 @@
+"""How a duration, a number, a metric change and a time are written, on every surface (PR
+comment, check run, Slack, run pages, command line), and the one parser of the ISO times runs
+carry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+NO_VALUE = "—"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 time as runs record it (naive means UTC); None when empty or malformed."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    began, ended = parse_time(start), parse_time(end)
+    if began is None or ended is None:
+        return None
+    return (ended - began).total_seconds()
+
+
+def format_duration(seconds: float | None) -> str:
+    """`4.2 s`, `42 s`, `3 min 05 s`, `2 h 07 min`; a dash when unknown."""
+    if seconds is None:
+        return NO_VALUE
+    if seconds < 10:
+        return f"{max(seconds, 0):.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def format_number(value: float) -> str:
+    """Whole numbers without a decimal point, others with four significant digits."""
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def format_change(value: float, base: float) -> str:
+    """The change from `base` to `value`: `+0.02 (+2.4%)`, `-3`, `±0`."""
+    delta = value - base
+    if delta == 0:
+        return "±0"
+    text = f"{delta:+.4g}"
+    if base:
+        text += f" ({delta / abs(base) * 100:+.1f}%)"
+    return text
+
+
+def format_time(value: str | datetime | None) -> str:
+    """`2026-12-01 10:00:09 UTC`; empty when unknown."""
+    when = parse_time(value) if isinstance(value, str) or value is None else value
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
