@@ -40,13 +40,13 @@ from worker.contract import (
     RunState,
     run_id_for,
 )
-from worker.lanes import (
-    LANE_WORKFLOW,
+from worker.coordinator import (
+    COORDINATOR_WORKFLOW,
     QUERY_MEMBERS,
     SIGNAL_CANCEL_ALL,
     CancelAll,
-    LaneMembers,
-    LaneState,
+    CoordinatorState,
+    Members,
     lane_workflow_id,
 )
 
@@ -170,7 +170,7 @@ class Dispatcher:
         """Start a run; the same work twice maps to one run (its id says what the work is).
 
         Which run of a lane computes is decided by the lane's coordinator, which the run enters
-        by itself (worker/lanes.py): a newer request supersedes the lane's others.
+        by itself (worker/coordinator.py): a newer request supersedes the lane's others.
         """
         if not request.requested_at:
             request.requested_at = time.time_ns()
@@ -238,8 +238,8 @@ class Dispatcher:
         """
         run_ids = await self.lane_members(lane)
         await self.client.start_workflow(
-            LANE_WORKFLOW,
-            LaneState(lane=lane),
+            COORDINATOR_WORKFLOW,
+            CoordinatorState(lane),
             id=lane_workflow_id(lane),
             task_queue=self.task_queue,
             start_signal=SIGNAL_CANCEL_ALL,
@@ -256,12 +256,12 @@ class Dispatcher:
             return []
         handle = self.client.get_workflow_handle(lane_workflow_id(lane))
         try:
-            members: LaneMembers = await handle.query(
-                QUERY_MEMBERS, result_type=LaneMembers, rpc_timeout=MEMBERS_TIMEOUT
+            members: Members = await handle.query(
+                QUERY_MEMBERS, result_type=Members, rpc_timeout=MEMBERS_TIMEOUT
             )
         except (RPCError, WorkflowQueryFailedError):
             return []
-        return [run_id for run_id in (members.holder, *members.waiting) if run_id]
+        return [*members.holders, *members.waiting]
 
     async def progress(self, run_id: str) -> RunProgress | None:
         """The run's live (or final) progress; None when there is no such run."""

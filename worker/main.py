@@ -13,9 +13,9 @@ from temporalio.worker import Worker
 
 from worker.activities import PipelineActivities
 from worker.backends.base import ComputeBackend
+from worker.coordinator import CoordinatorActivities, CoordinatorWorkflow
 from worker.github.service import GitHubServices, make_github
 from worker.github.workflow import GitHubCommandWorkflow, GitHubDeliveryWorkflow
-from worker.lanes import LaneActivities, LaneWorkflow
 from worker.reporting import ReportingActivities, make_reporting
 from worker.settings import Backend, Settings
 from worker.workflow import PipelineWorkflow
@@ -65,9 +65,9 @@ def build_workers(
         acts.wait_for_lane,
     ]
     reports = reporting or make_reporting(settings, gh)
-    lanes = LaneActivities(client)
+    coordination = CoordinatorActivities(client)
     methods += [reports.report_progress, reports.authorize_run, *gh.activities()]
-    methods += [lanes.enter_lane, lanes.closed_runs]
+    methods += [coordination.enter, coordination.closed_runs]
     common = dict(
         activities=methods,
         graceful_shutdown_timeout=timedelta(seconds=30),
@@ -80,7 +80,7 @@ def build_workers(
             task_queue=settings.temporal_task_queue,
             workflows=[
                 PipelineWorkflow,
-                LaneWorkflow,
+                CoordinatorWorkflow,
                 GitHubCommandWorkflow,
                 GitHubDeliveryWorkflow,
             ],

@@ -33,12 +33,13 @@ with workflow.unsafe.imports_passed_through():
         StageState,
         Trigger,
     )
-    from worker.lanes import (
+    from worker.coordinator import (
         SIGNAL_ADMITTED,
         SIGNAL_LEAVE,
         SIGNAL_NOTICE,
-        EnterLaneInput,
-        LaneActivities,
+        CoordinatorActivities,
+        CoordinatorState,
+        EnterInput,
         Left,
         Notice,
         Ticket,
@@ -101,7 +102,7 @@ REPORT_RETRY = RetryPolicy(
     maximum_attempts=6,
     non_retryable_error_types=["NoReporter"],
 )
-LANE_RETRY = RetryPolicy(
+COORDINATION_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
@@ -156,14 +157,14 @@ class PipelineWorkflow:
         self._gone_after: timedelta | None = None
         """How long work for the worker this run is pinned to may wait for it (None: no pin)."""
         self._left: list[str] = []
-        self._lane_entered = False
-        self._request_lane = ""
-        self._admitted = False
+        self._entered: list[str] = []
+        """Coordinators this run entered (workflow ids), left again after its teardown."""
+        self._admitted: set[str] = set()
         self._notice = ""
 
     @workflow.signal(name=SIGNAL_ADMITTED)
-    def admitted(self) -> None:
-        self._admitted = True
+    def admitted(self, coordinator: str) -> None:
+        self._admitted.add(coordinator)
 
     @workflow.signal(name=SIGNAL_NOTICE)
     def notice(self, notice: Notice) -> None:
@@ -211,7 +212,9 @@ class PipelineWorkflow:
                 if gate.commit:
                     request.commit = progress.commit = gate.commit
             if request.lane and workflow.patched(PATCH_LANES):
-                await self._enter_lane(request, info.workflow_id, info.task_queue)
+                await self._enter(
+                    lane_workflow_id(request.lane), CoordinatorState(request.lane), request
+                )
             elif request.supersedes:
                 await workflow.execute_activity_method(
                     PipelineActivities.wait_for_lane,
@@ -269,8 +272,7 @@ class PipelineWorkflow:
         """Tear everything down, then publish the outcome: "finished" means no cluster is left."""
         assert self._progress is not None
         await self._teardown(run_id, queue)
-        if self._lane_entered:
-            await self._leave_lane(self._request_lane, run_id)
+        await self._leave()
         if self._left:
             note = CLUSTERS_LEFT.format(names=", ".join(self._left))
             self._progress.error = f"{self._progress.error}; {note}".lstrip("; ")
@@ -287,30 +289,36 @@ class PipelineWorkflow:
             )
         return RunResult(self._progress)
 
-    async def _enter_lane(self, request: RunRequest, run_id: str, task_queue: str) -> None:
-        """Wait until the lane's coordinator admits this run (it may cancel it instead)."""
-        self._lane_entered = True
-        self._request_lane = request.lane
+    async def _enter(self, coordinator: str, state: CoordinatorState, request: RunRequest) -> None:
+        """Wait until `coordinator` admits this run (a lane may cancel it instead)."""
+        info = workflow.info()
+        self._entered.append(coordinator)
         await workflow.execute_activity_method(
-            LaneActivities.enter_lane,
-            EnterLaneInput(
-                request.lane,
-                Ticket(run_id, workflow.info().run_id, request.requested_at),
-                task_queue,
+            CoordinatorActivities.enter,
+            EnterInput(
+                coordinator,
+                state,
+                Ticket(info.workflow_id, info.run_id, request.requested_at),
+                info.task_queue,
             ),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=LANE_RETRY,
-            # Its signal must land before this run's leave, or the lane would admit a closed run.
+            retry_policy=COORDINATION_RETRY,
+            # Its signal must land before this run's leave, or the coordinator would admit a
+            # closed run.
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-        await workflow.wait_condition(lambda: self._admitted)
+        await workflow.wait_condition(lambda: coordinator in self._admitted)
 
-    async def _leave_lane(self, lane: str, run_id: str) -> None:
-        # A coordinator that is gone has nobody waiting behind this run.
-        with contextlib.suppress(FailureError):
-            await workflow.get_external_workflow_handle(lane_workflow_id(lane)).signal(
-                SIGNAL_LEAVE, Left(run_id, workflow.info().run_id)
-            )
+    async def _leave(self) -> None:
+        """After teardown: whoever waits behind this run may go."""
+        info = workflow.info()
+        for coordinator in reversed(self._entered):
+            # A coordinator that is gone has nobody waiting behind this run.
+            with contextlib.suppress(FailureError):
+                await workflow.get_external_workflow_handle(coordinator).signal(
+                    SIGNAL_LEAVE, Left(info.workflow_id, info.run_id)
+                )
+        self._entered = []
 
     async def _run_stages_within(
         self, request: RunRequest, prepared: PrepareOutput, queue: str

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from bot.dispatch import Dispatcher
 from tests.worker.test_workflow import request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger
-from worker.lanes import LANE_WORKFLOW, LaneState, lane_workflow_id
+from worker.coordinator import COORDINATOR_WORKFLOW, CoordinatorState, lane_workflow_id
 from worker.main import build_workers, running_workers
 from worker.settings import Settings
 
@@ -151,8 +151,8 @@ async def test_a_holder_that_vanished_without_leaving_is_noticed(
     lane = first_request.lane
     # A coordinator that checks its members every second instead of every two minutes.
     await client.start_workflow(
-        LANE_WORKFLOW,
-        LaneState(lane=lane, check_every_s=1),
+        COORDINATOR_WORKFLOW,
+        CoordinatorState(lane, check_every_s=1),
         id=lane_workflow_id(lane),
         task_queue=settings.temporal_task_queue,
     )

@@ -1,23 +1,30 @@
-"""Lanes: one coordinating workflow per lane admits one run at a time, and the newest request wins.
+"""Coordinators: one workflow per lane (and, with the same code, per capacity pool) decides
+which runs may compute, so exclusion never depends on a visibility query.
 
-Every run of a lane enters the lane's coordinator by signal-with-start (its workflow id is
-derived from the lane), so who may compute is decided by one workflow's history, never by a
-visibility query. A request carries the time its front door received it; the coordinator orders
-by that, not by when the run's signal happens to arrive:
+A run enters its coordinator by signal-with-start (the workflow id is derived from the lane or
+pool), waits until it is admitted, and leaves after its teardown. Requests carry the time their
+front door received them, and the coordinator orders by that, not by when a run's signal happens
+to arrive.
+
+A lane (capacity 1, the newest wins):
 
 - a request newer than every other supersedes them: the running run is cancelled gracefully
   (its job stopped, its clusters torn down) and waiting ones end cancelled without computing;
 - a request older than one already seen ends cancelled at once;
-- the next run is admitted only when the holder has left, which a run does after its teardown.
+- the next run is admitted only when the holder has left.
+
+A pool (capacity N, first come first served): runs wait in the order they were requested and
+are admitted as holders leave.
 
 A holder that vanished without leaving (terminated by an operator) is noticed by a periodic
-describe, which is strongly consistent. The coordinator closes itself after a quiet hour and
+describe, which is strongly consistent. A coordinator closes itself after a quiet hour and
 continues as new when its history grows, carrying its state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,14 +39,14 @@ with workflow.unsafe.imports_passed_through():
 
     from worker.contract import slug
 
-LANE_WORKFLOW = "SkyrunLane"
-SIGNAL_ENTER = "lane_enter"
-SIGNAL_LEAVE = "lane_leave"
-SIGNAL_CANCEL_ALL = "lane_cancel_all"
-QUERY_MEMBERS = "lane_members"
-# Signals the coordinator sends to the runs of its lane.
-SIGNAL_ADMITTED = "lane_admitted"
-SIGNAL_NOTICE = "lane_notice"
+COORDINATOR_WORKFLOW = "SkyrunCoordinator"
+SIGNAL_ENTER = "coordinator_enter"
+SIGNAL_LEAVE = "coordinator_leave"
+SIGNAL_CANCEL_ALL = "coordinator_cancel_all"
+QUERY_MEMBERS = "coordinator_members"
+# Signals a coordinator sends to its runs.
+SIGNAL_ADMITTED = "coordinator_admitted"
+SIGNAL_NOTICE = "coordinator_notice"
 
 SUPERSEDED = "superseded by run {run_id}, a newer request for this lane"
 STALE = "superseded by run {run_id}, which was requested after this one"
@@ -48,7 +55,7 @@ IDLE = timedelta(hours=1)
 CHECK_EVERY = timedelta(minutes=2)
 MAX_HISTORY = 5_000
 REMEMBERED = 256
-"""How many runs that left the coordinator remembers, so a late `enter` of one is ignored."""
+"""How many runs that left a coordinator remembers, so a late `enter` of one is ignored."""
 
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -57,10 +64,19 @@ ACTIVITY_RETRY = RetryPolicy(
 )
 
 
+def _workflow_id(kind: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"skyrun-{kind}-{slug(key, 60)}-{digest}"
+
+
 def lane_workflow_id(lane: str) -> str:
-    """The coordinator's workflow id: readable, and unique for every lane string."""
-    digest = hashlib.sha256(lane.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"skyrun-lane-{slug(lane, 60)}-{digest}"
+    """The lane coordinator's workflow id: readable, and unique for every lane string."""
+    return _workflow_id("lane", lane)
+
+
+def pool_workflow_id(pool: str) -> str:
+    """A capacity pool's coordinator (a repository's `concurrency`, the deployment's cap)."""
+    return _workflow_id("pool", pool)
 
 
 @dataclass
@@ -94,9 +110,13 @@ class Left:
 
 
 @dataclass
-class LaneState:
-    lane: str
-    holder: Ticket | None = None
+class CoordinatorState:
+    key: str
+    """The lane or pool this coordinator is for."""
+    capacity: int = 1
+    newest_wins: bool = True
+    """A lane: a newer request supersedes the others. A pool: first come, first served."""
+    holders: list[Ticket] = field(default_factory=list)
     waiting: list[Ticket] = field(default_factory=list)
     newest_at: int = 0
     stale: str = ""
@@ -110,14 +130,17 @@ class LaneState:
 
 
 @dataclass
-class LaneMembers:
-    holder: str
+class Members:
+    holders: list[str]
     waiting: list[str]
+    """In the order they will be admitted (1st in line first)."""
 
 
 @dataclass
-class EnterLaneInput:
-    lane: str
+class EnterInput:
+    workflow_id: str
+    state: CoordinatorState
+    """What the coordinator starts with when it is not running yet."""
     ticket: Ticket
     task_queue: str
 
@@ -132,10 +155,10 @@ class ClosedRunsOutput:
     executions: list[str]
 
 
-@workflow.defn(name=LANE_WORKFLOW)
-class LaneWorkflow:
+@workflow.defn(name=COORDINATOR_WORKFLOW)
+class CoordinatorWorkflow:
     def __init__(self) -> None:
-        self._state = LaneState(lane="")
+        self._state = CoordinatorState(key="")
         self._inbox: list[Ticket | CancelAll | Left] = []
 
     @workflow.signal(name=SIGNAL_ENTER)
@@ -151,16 +174,18 @@ class LaneWorkflow:
         self._inbox.append(order)
 
     @workflow.query(name=QUERY_MEMBERS)
-    def members(self) -> LaneMembers:
+    def members(self) -> Members:
         state = self._state
-        holder = state.holder.run_id if state.holder else ""
-        return LaneMembers(holder, [ticket.run_id for ticket in state.waiting])
+        return Members(
+            [ticket.run_id for ticket in state.holders],
+            [ticket.run_id for ticket in state.waiting],
+        )
 
     @workflow.run
-    async def run(self, state: LaneState) -> None:
+    async def run(self, state: CoordinatorState) -> None:
         self._state = state
         while True:
-            busy = bool(state.holder or state.waiting)
+            busy = bool(state.holders or state.waiting)
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._inbox),
@@ -194,6 +219,8 @@ class LaneWorkflow:
             item.execution == member.execution for member in self._members()
         ):
             return  # a retried enter, or one that arrived after its run had left
+        elif not state.newest_wins:
+            bisect.insort(state.waiting, item, key=lambda ticket: ticket.requested_at)
         elif item.requested_at < state.newest_at:
             await self._supersede([item], state.stale)
         else:
@@ -202,15 +229,17 @@ class LaneWorkflow:
             state.waiting = [item]
 
     def _members(self) -> list[Ticket]:
-        state = self._state
-        return ([state.holder] if state.holder else []) + state.waiting
+        return self._state.holders + self._state.waiting
 
     def _forget(self, execution: str) -> None:
         state = self._state
-        if state.holder and state.holder.execution == execution:
-            state.holder = None
-        state.waiting = [ticket for ticket in state.waiting if ticket.execution != execution]
-        state.superseded = [ticket for ticket in state.superseded if ticket.execution != execution]
+
+        def others(tickets: list[Ticket]) -> list[Ticket]:
+            return [ticket for ticket in tickets if ticket.execution != execution]
+
+        state.holders = others(state.holders)
+        state.waiting = others(state.waiting)
+        state.superseded = others(state.superseded)
         if execution not in state.left:
             state.left = [*state.left, execution][-REMEMBERED:]
 
@@ -232,18 +261,18 @@ class LaneWorkflow:
 
     async def _admit(self) -> None:
         state = self._state
-        while not state.holder and state.waiting:
+        while len(state.holders) < max(state.capacity, 1) and state.waiting:
             ticket = state.waiting.pop(0)
-            state.holder = ticket
+            state.holders.append(ticket)
             handle = workflow.get_external_workflow_handle(ticket.run_id, run_id=ticket.execution)
             try:
-                await handle.signal(SIGNAL_ADMITTED)
+                await handle.signal(SIGNAL_ADMITTED, workflow.info().workflow_id)
             except FailureError:
                 self._forget(ticket.execution)
 
     async def _forget_closed(self) -> None:
         closed = await workflow.execute_activity(
-            LANE_CLOSED_RUNS,
+            CLOSED_RUNS,
             ClosedRunsInput([*self._members(), *self._state.superseded]),
             result_type=ClosedRunsOutput,
             start_to_close_timeout=timedelta(minutes=1),
@@ -253,29 +282,29 @@ class LaneWorkflow:
             self._forget(execution)
 
 
-LANE_ENTER = "lane_enter"
-LANE_CLOSED_RUNS = "lane_closed_runs"
+ENTER = "coordinator_enter"
+CLOSED_RUNS = "coordinator_closed_runs"
 
 
-class LaneActivities:
-    """What the lane workflows need from a Temporal client."""
+class CoordinatorActivities:
+    """What coordinators and their runs need from a Temporal client."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    @activity.defn(name=LANE_ENTER)
-    async def enter_lane(self, data: EnterLaneInput) -> None:
-        """Signal-with-start the lane's coordinator; a repeat of the same ticket is ignored."""
+    @activity.defn(name=ENTER)
+    async def enter(self, data: EnterInput) -> None:
+        """Signal-with-start the coordinator; a repeat of the same ticket is ignored."""
         await self.client.start_workflow(
-            LANE_WORKFLOW,
-            LaneState(lane=data.lane),
-            id=lane_workflow_id(data.lane),
+            COORDINATOR_WORKFLOW,
+            data.state,
+            id=data.workflow_id,
             task_queue=data.task_queue,
             start_signal=SIGNAL_ENTER,
             start_signal_args=[data.ticket],
         )
 
-    @activity.defn(name=LANE_CLOSED_RUNS)
+    @activity.defn(name=CLOSED_RUNS)
     async def closed_runs(self, data: ClosedRunsInput) -> ClosedRunsOutput:
         """The members that are no longer running (describe, which is not eventually consistent)."""
         closed = []
