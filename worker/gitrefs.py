@@ -31,6 +31,7 @@ P_DOT_COMPONENT = "a part of it starts with '.'"
 P_LOCK = "a part of it ends with '.lock'"
 P_DOT_END = "it ends with '.'"
 
+SHORT_PREFIXES = ("refs/heads/", "refs/tags/", "refs/remotes/")
 _FORBIDDEN = (" ", "~", "^", ":", "?", "*", "[", "\\")
 _SHOWN = 60
 
@@ -53,8 +54,18 @@ def sha_problem(value: str, what: str = "commit") -> str | None:
 def ref_name_problem(name: str) -> str | None:
     """Which rule of `git check-ref-format` (or of skyrun's additions) `name` breaks, or None.
 
-    `name` may be a short name (`main`, `release/1`) or a full one (`refs/heads/main`).
+    `name` may be a short name (`main`, `release/1`) or a full one (`refs/heads/main`), whose
+    branch or tag name must then be valid by itself too (`refs/heads/-x` names the branch `-x`).
     """
+    for prefix in SHORT_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            problem = _problem(name.removeprefix(prefix))
+            if problem:
+                return problem
+    return _problem(name)
+
+
+def _problem(name: str) -> str | None:
     if not name:
         return P_EMPTY
     if len(name) > MAX_REF_CHARS:

@@ -43,7 +43,7 @@ from bot.slack.commands import (
 )
 from bot.state import BotState
 from worker.contract import RunProgress
-from worker.links import Links
+from worker.links import GitHubHost, Links
 from worker.settings import Settings
 from worker.slack.blocks import (
     ACTION_CANCEL,
@@ -75,6 +75,7 @@ class SlackHandlers:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.links = Links(settings)
+        self.github = GitHubHost.of(settings)
 
     # Slash commands.
 
@@ -130,7 +131,7 @@ class SlackHandlers:
             return
         request = run_request(
             parsed,
-            github_api_url=self.settings.github_api_url,
+            github=self.github,
             user=user,
             channel=str(command.get("channel_id") or ""),
             response_url=str(command.get("response_url") or ""),

@@ -2,31 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from bot.github.events import R_NOT_ALLOWED
 from bot.github.signature import HEADER, SHA1_HEADER, sign
 from bot.github.webhook import (
     E_BAD_SIGNATURE,
+    E_DELIVERY,
     E_NO_SECRET,
     E_NO_SIGNATURE,
     E_NOT_JSON,
     E_SHA1_ONLY,
+    E_TOO_DEEP,
     E_TOO_LARGE,
     MAX_BODY_BYTES,
+    PARSE_OFF_LOOP_BYTES,
     PATH,
     R_DUPLICATE,
 )
 from tests.worker.github.stack import SECRET, Stack, github_stack, unique_repo
-from worker.github.contract import COMMAND_WORKFLOW, DELIVERY_WORKFLOW, delivery_workflow_id
+from worker.github.contract import (
+    COMMAND_WORKFLOW,
+    DELIVERY_WORKFLOW,
+    GitHubCommand,
+    RunDelivery,
+    delivery_workflow_id,
+)
+from worker.limits import MAX_COMMAND_CHARS, MAX_COMMENT_CHARS
 from worker.settings import Settings
 
 
@@ -102,10 +118,10 @@ async def test_a_malformed_body_is_a_bad_request(bot: Stack, body: bytes) -> Non
     assert response.json()["reason"] == E_NOT_JSON
 
 
-async def test_a_body_of_the_wrong_shape_is_a_bad_request(bot: Stack) -> None:
+async def test_a_body_of_the_wrong_shape_is_unprocessable(bot: Stack) -> None:
     body = json.dumps({"repository": {"full_name": "acme/ml"}}).encode()
     response = await post(bot, body, {HEADER: sign(SECRET, body)})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["reason"].startswith("unexpected push payload: ref: Field required")
 
 
@@ -206,3 +222,197 @@ async def test_a_comment_command_is_handed_to_the_worker_once(bot: Stack) -> Non
     description = await bot.client.get_workflow_handle(workflow_id).describe()
     assert description.workflow_type == COMMAND_WORKFLOW
     assert bot.fake.requests == []  # the bot never calls GitHub
+
+
+# Hostile but signed bodies: a 4xx naming the problem, never a 500, a hang or a run.
+
+
+async def post_event(
+    bot: Stack, event: str, body: bytes, delivery: str | None = None
+) -> httpx.Response:
+    headers = {"X-GitHub-Event": event, HEADER: sign(SECRET, body)}
+    headers["X-GitHub-Delivery"] = delivery or f"hostile-{uuid.uuid4()}"
+    return await bot.http.post(PATH, content=body, headers=headers)
+
+
+async def started_nothing(bot: Stack, response: httpx.Response) -> bool:
+    """True when the delivery's workflow does not exist (nothing was handed to the worker)."""
+    delivery = response.request.headers["X-GitHub-Delivery"]
+    handle = bot.client.get_workflow_handle(delivery_workflow_id(delivery))
+    try:
+        await handle.describe()
+    except RPCError as err:
+        return err.status is RPCStatusCode.NOT_FOUND
+    return False
+
+
+def push_payload(bot: Stack, **changes: Any) -> tuple[str, dict[str, Any]]:
+    repo = unique_repo()
+    bot.fake.add_repo(repo, {"README.md": "hi"})
+    payload = bot.fake.push_payload(repo, "refs/heads/main", bot.fake.head(repo), sender="alice")
+    payload.update(changes)
+    return repo, payload
+
+
+def comment_payload(bot: Stack, body: str) -> dict[str, Any]:
+    repo = unique_repo()
+    bot.fake.add_repo(repo, {"README.md": "hi"})
+    pull = bot.fake.open_pull(repo, "main", user="alice")
+    payload = bot.fake.comment_payload(bot.fake.add_comment(repo, pull.number, "alice", "x"))
+    payload["comment"]["body"] = body
+    return payload
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"ref": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001,
+    ],
+)
+async def test_deeply_nested_json_is_a_bad_request(bot: Stack, body: bytes) -> None:
+    response = await post_event(bot, "push", body)
+    assert response.status_code == 400
+    assert response.json()["reason"] in (E_TOO_DEEP, E_NOT_JSON)
+    assert await started_nothing(bot, response)
+
+
+async def test_nesting_in_fields_skyrun_does_not_read_is_harmless(bot: Stack) -> None:
+    _, payload = push_payload(bot)
+    deep: Any = 1
+    for _ in range(400):
+        deep = {"a": [deep]}
+    payload["commits"] = deep
+    assert (await post_event(bot, "push", json.dumps(payload).encode())).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        ("refs/heads/lone\ud800surrogate", "ref"),
+        ("refs/heads/nul\u0000byte", "ref"),
+        ("refs/heads/-rf", "ref"),
+        ("refs/heads/a..b", "ref"),
+        ("refs/heads/x.lock", "ref"),
+        ("refs/heads/" + "b" * 300, "ref"),
+    ],
+)
+async def test_a_push_of_a_bad_ref_is_refused_and_the_answer_encodes(
+    bot: Stack, ref: str, field: str
+) -> None:
+    _, payload = push_payload(bot, ref=ref)
+    response = await post_event(bot, "push", json.dumps(payload).encode())
+    assert response.status_code == 422
+    response.content.decode("ascii")  # an ASCII-safe answer, whatever the ref held
+    reason = response.json()["reason"]
+    assert reason.startswith(f"unexpected push payload: {field}: is not a valid git ref name")
+    assert await started_nothing(bot, response)
+
+
+@pytest.mark.parametrize("after", ["--upload-pack=touch {marker}", "HEAD", "a" * 39, "g" * 40])
+async def test_a_push_of_a_bad_sha_is_refused(bot: Stack, tmp_path: Path, after: str) -> None:
+    marker = tmp_path / "pwned"
+    _, payload = push_payload(bot, after=after.format(marker=marker))
+    response = await post_event(bot, "push", json.dumps(payload).encode())
+    assert response.status_code == 422
+    assert response.json()["reason"].startswith("unexpected push payload: after: the value ")
+    assert await started_nothing(bot, response)
+    assert not marker.exists()
+
+
+async def test_a_clone_url_in_the_payload_is_never_used(
+    bot: Stack, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    local = git_repo({"f.txt": "one"})
+    repo, payload = push_payload(bot)
+    payload["repository"]["clone_url"] = str(local)
+    response = await post_event(bot, "push", json.dumps(payload).encode())
+    assert response.status_code == 202
+    history = await client.get_workflow_handle(response.json()["workflow_id"]).fetch_history()
+    attributes = history.events[0].workflow_execution_started_event_attributes
+    [delivery] = await client.data_converter.decode(attributes.input.payloads, [RunDelivery])
+    assert isinstance(delivery, RunDelivery) and delivery.request is not None
+    assert delivery.request.clone_url == f"{bot.fake.url}/{repo}.git"
+    assert str(local) not in json.dumps(dataclasses.asdict(delivery))
+
+
+@pytest.mark.parametrize("size", [MAX_COMMENT_CHARS + 1, 70_000, 1_000_000])
+async def test_comments_past_githubs_limit_are_refused_before_parsing(
+    bot: Stack, size: int
+) -> None:
+    body = "/skyrun echo A=" + "x" * (size - len("/skyrun echo A="))
+    began = time.perf_counter()
+    response = await post_event(
+        bot, "issue_comment", json.dumps(comment_payload(bot, body)).encode()
+    )
+    elapsed = time.perf_counter() - began
+    assert response.status_code == 422
+    reason = response.json()["reason"]
+    assert reason.startswith("unexpected issue_comment payload: comment.body: the comment is")
+    assert f"{size:,}" in reason and f"{MAX_COMMENT_CHARS:,}" in reason
+    assert elapsed < 2
+    assert await started_nothing(bot, response)
+    assert (await bot.http.get("/healthz")).status_code == 200
+
+
+async def test_a_long_command_within_the_comment_limit_gets_usage(bot: Stack) -> None:
+    body = "/skyrun echo A=" + "x" * MAX_COMMAND_CHARS
+    payload = comment_payload(bot, body)
+    response = await post_event(bot, "issue_comment", json.dumps(payload).encode())
+    assert response.status_code == 202
+    assert response.json()["command"] == "usage"
+    history = await bot.client.get_workflow_handle(response.json()["workflow_id"]).fetch_history()
+    attributes = history.events[0].workflow_execution_started_event_attributes
+    [command] = await bot.client.data_converter.decode(attributes.input.payloads, [GitHubCommand])
+    assert isinstance(command, GitHubCommand)
+    assert f"{MAX_COMMAND_CHARS:,}" in command.error and command.envs == {}
+    assert len(attributes.input.payloads[0].data) < 10_000  # the long value never reaches history
+
+
+async def test_the_event_loop_keeps_answering_while_a_large_body_is_parsed(bot: Stack) -> None:
+    _, payload = push_payload(bot)
+    payload["commits"] = [{"message": "m" * 1000, "id": str(i)} for i in range(15_000)]
+    body = json.dumps(payload).encode()
+    assert len(body) > PARSE_OFF_LOOP_BYTES
+
+    async def health() -> float:
+        began = time.perf_counter()
+        await asyncio.sleep(0.005)
+        assert (await bot.http.get("/healthz")).status_code == 200
+        return time.perf_counter() - began
+
+    response, latency = await asyncio.gather(post_event(bot, "push", body), health())
+    assert response.status_code == 202
+    assert latency < 0.5
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"after": 12345}, "after"),
+        ({"ref": ["refs/heads/main"]}, "ref"),
+        ({"deleted": "false"}, "deleted"),
+        ({"installation": {"id": "9"}}, "installation.id"),
+        ({"installation": {"id": 2**70}}, "installation.id"),
+        ({"installation": {"id": True}}, "installation.id"),
+        ({"repository": {"full_name": "../../etc/passwd"}}, "repository.full_name"),
+        ({"repository": {"full_name": 7}}, "repository.full_name"),
+        ({"repository": "acme/ml"}, "repository"),
+        ({"sender": {"login": "../admin"}}, "sender.login"),
+        ({"sender": {"login": "a\ud800"}}, "sender.login"),
+    ],
+)
+async def test_wrong_types_name_the_field(bot: Stack, change: dict[str, Any], field: str) -> None:
+    _, payload = push_payload(bot, **change)
+    response = await post_event(bot, "push", json.dumps(payload).encode())
+    assert response.status_code == 422
+    assert response.json()["reason"].startswith(f"unexpected push payload: {field}")
+    assert await started_nothing(bot, response)
+
+
+@pytest.mark.parametrize("delivery", ["x" * 500, "a b", "../x", "-rf"])
+async def test_a_bad_delivery_header_is_a_bad_request(bot: Stack, delivery: str) -> None:
+    _, payload = push_payload(bot)
+    response = await post_event(bot, "push", json.dumps(payload).encode(), delivery=delivery)
+    assert response.status_code == 400
+    assert response.json()["reason"] == E_DELIVERY

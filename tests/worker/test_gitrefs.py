@@ -78,6 +78,8 @@ def test_names_git_refuses_are_refused(name: str) -> None:
     [
         ("", P_EMPTY),
         ("-x", P_DASH),
+        ("refs/heads/-x", P_DASH),
+        ("refs/tags/--upload-pack=x", P_DASH),
         ("a..b", P_DOTDOT),
         ("a@{u}", P_AT_BRACE),
         ("b.lock", P_LOCK),
