@@ -165,6 +165,7 @@ def _check_values(url: str, ref: str, commit: str) -> None:
     problem = sha_problem(commit) if commit else None
     if problem:
         raise CheckoutError(E_VALUE.format(problem=problem, field="commit"), user_error=True)
-    problem = ref_problem(ref, what="ref") if ref else None
+    # With a commit, git never sees the ref (a fork's `owner:branch` label is only shown).
+    problem = ref_problem(ref, what="ref") if ref and not commit else None
     if problem:
         raise CheckoutError(E_VALUE.format(problem=problem, field="ref"), user_error=True)

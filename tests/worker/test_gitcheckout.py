@@ -83,6 +83,7 @@ async def test_default_branch_of_a_local_repository(git_repo: Callable[..., Path
         ("main\x00evil", "", "ref"),
         ("a..b", "", "ref"),
         ("main", "HEAD", "commit"),
+        ("-x", "HEAD", "commit"),
     ],
 )
 async def test_hostile_values_are_refused_and_nothing_runs(
