@@ -10,6 +10,7 @@ naming the problem, or a 404 when skyrun does not handle that kind of request at
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +24,8 @@ E_SHAPE = "unexpected Slack {kind}: {problem}"
 E_UNREADABLE = "the request's fields do not have the types Slack sends"
 NOT_HANDLED = "skyrun does not handle this kind of Slack request"
 P_UTF8 = "is not valid UTF-8 (it holds a lone surrogate)"
+P_ID = "is not a Slack id (letters, digits, '.', '_' and '-')"
+ID_RE = re.compile(r"[A-Za-z0-9._-]{0,100}")
 MAX_PROBLEMS = 3
 MAX_ACTIONS = 25
 """Slack puts one action in a block_actions payload; 25 elements fit in an actions block."""
@@ -50,7 +53,15 @@ def _utf8(value: str) -> str:
     return value
 
 
+def _identifier(value: str) -> str:
+    if not ID_RE.fullmatch(value):
+        raise PydanticCustomError("slack_id", P_ID)
+    return value
+
+
 Text = Annotated[str, AfterValidator(_utf8)]
+SlackId = Annotated[str, AfterValidator(_identifier)]
+"""User, channel, team and trigger ids: they reach mentions (`<@U…>`), run ids and queries."""
 
 
 class _Model(BaseModel):
@@ -58,11 +69,11 @@ class _Model(BaseModel):
 
 
 class _Named(_Model):
-    id: Text | None = None
+    id: SlackId | None = None
 
 
 class _Team(_Named):
-    enterprise_id: Text | None = None
+    enterprise_id: SlackId | None = None
 
 
 class SlashCommand(_Model):
@@ -70,17 +81,17 @@ class SlashCommand(_Model):
 
     command: Text
     text: Text = ""
-    user_id: Text = ""
-    channel_id: Text = ""
+    user_id: SlackId = ""
+    channel_id: SlackId = ""
     response_url: Text = ""
-    trigger_id: Text = ""
-    team_id: Text | None = None
-    enterprise_id: Text | None = None
+    trigger_id: SlackId = ""
+    team_id: SlackId | None = None
+    enterprise_id: SlackId | None = None
 
 
 class _User(_Model):
-    id: Text
-    team_id: Text | None = None
+    id: SlackId
+    team_id: SlackId | None = None
 
 
 class _Action(_Model):
@@ -92,8 +103,8 @@ class _Action(_Model):
 
 class _Container(_Model):
     type: Text | None = None
-    message_ts: Text | None = None
-    channel_id: Text | None = None
+    message_ts: SlackId | None = None
+    channel_id: SlackId | None = None
     is_ephemeral: bool | None = None
 
 
@@ -116,16 +127,16 @@ class BlockActions(_Model):
     type: Literal["block_actions"]
     user: _User
     actions: list[_Action] = Field(min_length=1, max_length=MAX_ACTIONS)
-    team: Text | _Team | None = None
-    enterprise: Text | _Named | None = None
-    channel: Text | _Named | None = None
+    team: SlackId | _Team | None = None
+    enterprise: SlackId | _Named | None = None
+    channel: SlackId | _Named | None = None
     container: _Container | None = None
     message: _Message | None = None
     authorizations: list[_Authorization] | None = None
     is_enterprise_install: bool | Text | None = None
     is_ext_shared_channel: bool | None = None
     response_url: Text | None = None
-    trigger_id: Text | None = None
+    trigger_id: SlackId | None = None
     api_app_id: Text | None = None
     function_data: None = None
     """Not part of a button click; Bolt would read it as a function execution."""

@@ -34,7 +34,9 @@ from bot.github.webhook import (
     PATH,
     R_DUPLICATE,
 )
+from tests.bot.mutations import dotted, mutations
 from tests.worker.github.stack import SECRET, Stack, github_stack, unique_repo
+from worker.contract import RunRequest
 from worker.github.contract import (
     COMMAND_WORKFLOW,
     DELIVERY_WORKFLOW,
@@ -42,7 +44,9 @@ from worker.github.contract import (
     RunDelivery,
     delivery_workflow_id,
 )
+from worker.gitrefs import is_sha, ref_name_problem
 from worker.limits import MAX_COMMAND_CHARS, MAX_COMMENT_CHARS
+from worker.links import GitHubHost
 from worker.settings import Settings
 
 
@@ -416,3 +420,123 @@ async def test_a_bad_delivery_header_is_a_bad_request(bot: Stack, delivery: str)
     response = await post_event(bot, "push", json.dumps(payload).encode(), delivery=delivery)
     assert response.status_code == 400
     assert response.json()["reason"] == E_DELIVERY
+
+
+# Fuzzed shapes of every event type: only 2xx/4xx, the bot healthy after each, and nothing
+# handed to the worker unless the delivery is valid (and then with values that are).
+
+FUZZ_PER_EVENT = 30
+ENVELOPE = (
+    "repository.full_name",
+    "repository.default_branch",
+    "installation.id",
+    "sender.login",
+    "sender.type",
+)
+READ = {
+    "push": dotted("ref", "after", "deleted", *ENVELOPE),
+    "issue_comment": dotted(
+        "action",
+        "issue.number",
+        "issue.pull_request",
+        "comment.id",
+        "comment.body",
+        "comment.user.login",
+        "comment.user.type",
+        "comment.created_at",
+        *ENVELOPE,
+    ),
+    "pull_request": dotted(
+        "action",
+        "number",
+        "pull_request.number",
+        "pull_request.user.login",
+        "pull_request.head.ref",
+        "pull_request.head.sha",
+        "pull_request.head.repo.full_name",
+        "pull_request.base.ref",
+        *ENVELOPE,
+    ),
+}
+"""The fields skyrun reads of each event it handles (mutated most often)."""
+
+
+def event_payloads(bot: Stack) -> dict[str, dict[str, Any]]:
+    repo = unique_repo()
+    fake = bot.fake
+    fake.add_repo(repo, {"README.md": "hi"})
+    fake.install(7, repo)
+    sha = fake.commit(repo, {"a.txt": "1"}, branch="feature")
+    pull = fake.open_pull(repo, "feature", user="alice")
+    comment = fake.add_comment(repo, pull.number, "alice", "/skyrun train EPOCHS=2")
+    base = fake.push_payload(repo, "refs/heads/main", fake.head(repo), sender="alice")
+    envelope = {k: base[k] for k in ("repository", "sender", "installation")}
+    return {
+        "push": base,
+        "issue_comment": fake.comment_payload(comment),
+        "pull_request": fake.pull_request_payload(pull, "synchronize"),
+        "merge_group": {
+            "action": "checks_requested",
+            "merge_group": {
+                "head_sha": sha,
+                "head_ref": f"refs/heads/gh-readonly-queue/main/pr-{pull.number}-{sha}",
+                "base_ref": "refs/heads/main",
+            },
+            **envelope,
+        },
+        "check_run": {
+            "action": "requested_action",
+            "check_run": {"id": 5, "head_sha": sha, "external_id": "run-1"},
+            "requested_action": {"identifier": "rerun"},
+            **envelope,
+        },
+        "check_suite": {
+            "action": "rerequested",
+            "check_suite": {"id": 6, "head_sha": sha, "head_branch": "feature"},
+            **envelope,
+        },
+        "ping": {"zen": "Design for failure.", "hook_id": 1, "hook": {"events": ["push"]}},
+    }
+
+
+async def handed_over(bot: Stack, response: httpx.Response) -> RunDelivery | GitHubCommand:
+    history = await bot.client.get_workflow_handle(response.json()["workflow_id"]).fetch_history()
+    attributes = history.events[0].workflow_execution_started_event_attributes
+    kind = RunDelivery if "run" in response.json() or "cancel" in response.json() else GitHubCommand
+    [argument] = await bot.client.data_converter.decode(attributes.input.payloads, [kind])
+    assert isinstance(argument, RunDelivery | GitHubCommand)
+    return argument
+
+
+@pytest.mark.timeout(60)
+async def test_fuzzed_deliveries_of_every_event_only_get_2xx_or_4xx(
+    bot: Stack, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    github = GitHubHost.from_api_url(bot.fake.url)
+    statuses: dict[int, int] = {}
+    began = time.monotonic()
+    for seed, (event, payload) in enumerate(event_payloads(bot).items()):
+        focus = READ.get(event, [])
+        for mutated in mutations(payload, seed, FUZZ_PER_EVENT, str(marker), focus):
+            body = json.dumps(mutated).encode()
+            response = await post_event(bot, event, body)
+            status = response.status_code
+            statuses[status] = statuses.get(status, 0) + 1
+            assert status < 500, (event, response.text)
+            response.content.decode("ascii")
+            assert (await bot.http.get("/healthz")).status_code == 200
+            if status != 202:
+                assert await started_nothing(bot, response), (event, response.text)
+                continue
+            argument = await handed_over(bot, response)
+            request = argument.request if isinstance(argument, RunDelivery) else argument
+            if request is None:  # a lane to cancel
+                continue
+            assert request.clone_url == github.clone_url(request.repo)
+            if isinstance(request, RunRequest):
+                assert is_sha(request.commit), request.commit
+                assert ref_name_problem(request.ref) is None, request.ref
+    assert not marker.exists()
+    assert statuses.get(422, 0) > FUZZ_PER_EVENT  # the mutations did reach the models
+    assert time.monotonic() - began < 20

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -27,6 +29,7 @@ from bot.slack import texts
 from bot.slack.app import MAX_BODY_BYTES, SLACK_OFF, routes
 from bot.slack.requests import E_ENCODING, E_NOT_JSON, E_TOO_DEEP, NOT_HANDLED
 from bot.state import BotState
+from tests.bot.mutations import dotted, mutations
 from tests.fakes.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -473,6 +476,20 @@ HOSTILE: list[tuple[str, bytes, str | None, int, str]] = [
     ("an event", b'{"type": "event_callback", "event": {"type": "x"}}', None, 404, NOT_HANDLED),
     ("a shortcut", interactive({"type": "shortcut", "user": 5}), None, 404, NOT_HANDLED),
     ("a JSON list", b"[1]", "application/json", 400, E_NOT_JSON),
+    (
+        "a mention as user id",
+        b"command=%2Fskyrun&text=help&user_id=U1%3E%3C%21channel",
+        None,
+        400,
+        "user_id",
+    ),
+    (
+        "NUL in trigger id",
+        b"command=%2Fskyrun&text=help&trigger_id=1.2%00x",
+        None,
+        400,
+        "trigger_id",
+    ),
 ]
 
 
@@ -540,3 +557,86 @@ async def test_command_text_is_bounded_and_refs_checked(
     assert "x" * 50 not in reply
     await asyncio.sleep(0.2)
     assert await Dispatcher(client, "").list_runs(repo="acme/w") == []
+
+
+# Fuzzed shapes of slash commands and button clicks: only 2xx/4xx, the bot healthy after each.
+
+FUZZ_COUNT = 60
+CLICK_READS = dotted(
+    "type",
+    "user",
+    "user.id",
+    "actions",
+    "actions.0",
+    "actions.0.action_id",
+    "actions.0.value",
+    "container",
+    "container.message_ts",
+    "container.is_ephemeral",
+    "team",
+    "team.id",
+    "channel",
+    "channel.id",
+    "response_url",
+)
+
+
+def form_mutations(form: dict[str, str], seed: int, count: int) -> Iterator[bytes]:
+    """Slash-command forms with fields dropped, repeated, or set to hostile text or bytes."""
+    rng = random.Random(seed)
+    words = ["", "x" * 10_000, "\x00", "%", "%ZZ", "-rf", "@{", "'", '"', "=", "&", "\u202e"]
+    for _ in range(count):
+        fields = list(form.items())
+        for _ in range(rng.randint(1, 3)):
+            index = rng.randrange(len(fields))
+            name, value = fields[index]
+            choice = rng.random()
+            if choice < 0.2:
+                del fields[index]
+            elif choice < 0.3:
+                fields.append((name, rng.choice(words)))
+            else:
+                fields[index] = (name, value + rng.choice(words) * rng.randint(1, 3))
+        body = urlencode(fields).encode()
+        if rng.random() < 0.2:  # raw bytes as no form encoder would write them
+            cut = rng.randrange(len(body))
+            body = body[:cut] + rng.choice([b"\xff", b"%", b"\x00", b"&&", b"=="]) + body[cut:]
+        yield body
+
+
+@pytest.mark.timeout(60)
+async def test_fuzzed_commands_and_clicks_only_get_2xx_or_4xx(
+    bot: httpx.AsyncClient, client: Client, slack: FakeSlack, repo: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    began = time.monotonic()
+    form = dict(parse_qsl(slash_command(f"{repo}@main train A=1", response_url="http://x/r")))
+    form["response_url"] = slack.response_url("fuzz")
+    statuses: dict[int, int] = {}
+    starts = 0
+    bodies: list[tuple[bytes, str | None]] = [
+        (body, None) for body in form_mutations(form, 1, FUZZ_COUNT)
+    ]
+    bodies += [
+        (interactive(payload), None)
+        for payload in mutations(
+            click(response_url=slack.response_url("fuzz")), 2, FUZZ_COUNT, str(marker), CLICK_READS
+        )
+    ]
+    event = {"type": "event_callback", "team_id": "T1", "event": {"type": "app_mention"}}
+    bodies += [
+        (json.dumps(payload).encode(), "application/json")
+        for payload in mutations(event, 3, FUZZ_COUNT // 3, str(marker))
+    ]
+    for body, content_type in bodies:
+        response = await post_signed(bot, body, content_type)
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (body[:300], response.text)
+        if response.status_code == 200 and response.content:
+            starts += response.json().get("text", "").startswith(":hourglass")
+        assert (await bot.get("/healthz")).status_code == 200
+    assert statuses.get(400, 0) > FUZZ_COUNT // 2
+    await asyncio.sleep(0.5)
+    assert len(await Dispatcher(client, "").list_runs(repo=repo)) <= starts
+    assert not marker.exists()
+    assert time.monotonic() - began < 20
