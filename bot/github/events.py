@@ -41,6 +41,8 @@ R_FORK = "pull requests from forks run only through a maintainer's /skyrun comme
 R_CLOSED = "the pull request was closed"
 E_PAYLOAD = "unexpected {event} payload: {problem}"
 MAX_PROBLEMS = 3
+MAX_EVENT_CHARS = 64
+"""The X-GitHub-Event header is echoed in the answer; GitHub's event names are short."""
 
 BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
@@ -94,7 +96,7 @@ def route(
     """What to do about a verified delivery (raises PayloadError when its shape is wrong)."""
     handler = _HANDLERS.get(event)
     if handler is None:
-        return Ignore(R_EVENT.format(event=event or "(none)"))
+        return Ignore(R_EVENT.format(event=event[:MAX_EVENT_CHARS] or "(none)"))
     model, handle = handler
     try:
         parsed = model.model_validate(payload)

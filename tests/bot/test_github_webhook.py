@@ -35,8 +35,8 @@ from bot.github.webhook import (
     R_DUPLICATE,
 )
 from tests.bot.mutations import dotted, mutations
-from tests.worker.github.stack import SECRET, Stack, github_stack, unique_repo
-from worker.contract import RunRequest
+from tests.worker.github.stack import PIPELINE, SECRET, Stack, github_stack, unique_repo
+from worker.contract import RunRequest, RunState
 from worker.github.contract import (
     COMMAND_WORKFLOW,
     DELIVERY_WORKFLOW,
@@ -540,3 +540,32 @@ async def test_fuzzed_deliveries_of_every_event_only_get_2xx_or_4xx(
     assert not marker.exists()
     assert statuses.get(422, 0) > FUZZ_PER_EVENT  # the mutations did reach the models
     assert time.monotonic() - began < 20
+
+
+async def test_end_to_end_a_payloads_clone_url_and_an_option_as_after_execute_nothing(
+    client: Client,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    git_repo: Callable[..., Path],
+) -> None:
+    """The attack of the issue against a real worker: a local-path clone_url in the payload and
+    `after: --upload-pack=...` ran a command. Now the option is refused at the door, and a run
+    with the same local clone_url is cloned from GitHub's host (the local path holds nothing)."""
+    marker = tmp_path / "pwned"
+    local = git_repo({"f.txt": "decoy"}, name="decoy")
+    async with github_stack(client, make_settings, tmp_path) as stack:
+        repo = unique_repo()
+        stack.fake.add_repo(repo, PIPELINE)
+        sha = stack.fake.head(repo)
+        payload = stack.fake.push_payload(repo, "refs/heads/main", sha, sender="alice")
+        payload["repository"]["clone_url"] = str(local)
+
+        hostile = {**payload, "after": f"--upload-pack=touch {marker}"}
+        refused = await stack.deliver("push", hostile)
+        assert refused.status_code == 422 and "after" in refused.json()["reason"]
+
+        dispatched = await stack.dispatched(await stack.deliver("push", payload))
+        progress = await stack.finished(dispatched.run_id)
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    assert progress.commit == sha
+    assert not marker.exists()
