@@ -24,6 +24,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from bot.app import create_app
+from bot.commands import check_env
 from bot.dispatch import Dispatcher, StartOutcome
 from bot.slack import texts
 from bot.slack.app import MAX_BODY_BYTES, SLACK_OFF, routes
@@ -637,6 +638,13 @@ async def test_fuzzed_commands_and_clicks_only_get_2xx_or_4xx(
         assert (await bot.get("/healthz")).status_code == 200
     assert statuses.get(400, 0) > FUZZ_COUNT // 2
     await asyncio.sleep(0.5)
-    assert len(await Dispatcher(client, "").list_runs(repo=repo)) <= starts
+    runs = await Dispatcher(client, "").list_runs(repo=repo)
+    assert len(runs) <= starts
+    for run in runs:  # what did start carries only values the door accepts
+        request = await started_request(client, run.run_id)
+        assert request.clone_url == f"https://github.com/{repo}.git"
+        assert request.ref == "main"
+        for name, value in request.envs.items():
+            check_env(name, value)
     assert not marker.exists()
     assert time.monotonic() - began < 20
