@@ -145,7 +145,8 @@ async def github_webhook(request: Request, github: GitHubHost) -> JSONResponse:
     if answer.outcome is Outcome.REJECTED:
         log.warning("github webhook rejected (%s): %s", answer.status, ascii(answer.reason))
     else:
-        log.info("github webhook %s: %s %s", event, answer.outcome.value, ascii(answer.reason))
+        what = ascii(event[:64])
+        log.info("github webhook %s: %s %s", what, answer.outcome.value, ascii(answer.reason))
     return answer.response()
 
 
@@ -183,7 +184,7 @@ async def _handle(request: Request, event: str, github: GitHubHost) -> Answer:
     if isinstance(body, Answer):
         return body
     header = request.headers.get("x-github-delivery")
-    if header is not None and not DELIVERY_RE.fullmatch(header):
+    if header and not DELIVERY_RE.fullmatch(header):
         return _rejected(400, E_DELIVERY)
     # A redelivery repeats the body byte for byte, so its hash stands in for a missing id.
     delivery = header or ("body-" + hashlib.sha256(body).hexdigest()[:32])
