@@ -42,6 +42,7 @@ from bot.runs import scoped_query
 from bot.slack import texts
 from bot.slack.access import cancel_denial, start_denial
 from bot.slack.commands import (
+    RUN_ID_RE,
     CancelCommand,
     HelpCommand,
     RunCommand,
@@ -284,6 +285,10 @@ class SlackHandlers:
         state: BotState = context[STATE_KEY]
         user = str((body.get("user") or {}).get("id") or "")
         run_id = str(action.get("value") or "")
+        if not RUN_ID_RE.fullmatch(run_id):  # skyrun's buttons carry run ids, nothing else
+            record_slack("action", Outcome.REPLIED)
+            await _send(respond, text=texts.E_RUN_ID.format(value=run_id[:80]))
+            return
         reply, cancelled = await self._cancel(state, user, run_id, "/skyrun", "action")
         if cancelled:
             # Everyone watching the run sees who cancelled it, in the run's thread (the button

@@ -648,3 +648,16 @@ async def test_fuzzed_commands_and_clicks_only_get_2xx_or_4xx(
             check_env(name, value)
     assert not marker.exists()
     assert time.monotonic() - began < 20
+
+
+@pytest.mark.parametrize("value", ["nul\x00run", "../etc", "", "x" * 300])
+async def test_a_cancel_button_with_no_run_id_says_so(
+    bot: httpx.AsyncClient, slack: FakeSlack, value: str
+) -> None:
+    button = {**cancel_button("placeholder"), "value": value}
+    key = uuid.uuid4().hex
+    response = await deliver(bot, block_action(button, response_url=slack.response_url(key)))
+    assert response.status_code == 200
+    await slack.wait_for(lambda: slack.responses(key), 20, "the reply")
+    [reply] = slack.responses(key)
+    assert reply["text"] == texts.E_RUN_ID.format(value=value[:80])
