@@ -32,8 +32,9 @@ class Links:
 
 GITHUB_API = "https://api.github.com"
 GITHUB_WEB = "https://github.com"
-REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/(?!\.\.?$)[A-Za-z0-9._-]{1,100}")
-"""`OWNER/REPO` as GitHub allows them (a repository is never named `.` or `..`)."""
+REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}/(?!\.\.?$)[A-Za-z0-9._-]{1,100}")
+"""`OWNER/REPO` as GitHub allows them (`_` for managed users' `name_shortcode`; a repository is
+never named `.` or `..`): never a path, a query or an option."""
 _GHE_COM = re.compile(r"api\.([a-z0-9-]+)\.ghe\.com")
 E_API_URL = "GITHUB_API_URL {url!r} is not an http(s) URL with a host"
 E_REPO = "{repo} is not a repository name (expected OWNER/REPO)"

@@ -64,6 +64,11 @@ def test_clone_urls_only_for_repository_names(repo: str) -> None:
         GitHubHost.from_api_url("https://api.github.com").clone_url(repo)
 
 
+def test_managed_users_and_dotted_names_are_repositories() -> None:
+    for repo in ("alice_acme/ml", "acme/ml.v2", "acme/.github", "a/b"):
+        assert repo_problem(repo) is None
+
+
 def test_the_fakes_clone_url_is_where_it_serves_git(tmp_path: Path) -> None:
     with FakeGitHub(tmp_path) as fake:
         fake.add_repo("acme/ml", {"README.md": "hi"})
