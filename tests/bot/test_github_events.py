@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,50 @@ def test_unhandled_events_and_wrong_shapes(fake: FakeGitHub) -> None:
     )
     with pytest.raises(PayloadError, match="unexpected push payload: ref: Field required"):
         route("push", "d", {"after": "x", "repository": {"full_name": REPO}}, ALL, host(fake))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (
+            ("pull_request", "head", "sha"),
+            "--upload-pack=touch /tmp/pwned",
+            "pull_request.head.sha",
+        ),
+        (("pull_request", "head", "ref"), "-x", "pull_request.head.ref"),
+        (("pull_request", "base", "ref"), "main\x00", "pull_request.base.ref"),
+        (("pull_request", "head", "repo", "full_name"), "/tmp/repo", "pull_request.head.repo"),
+        (("pull_request", "user", "login"), "a/../b", "pull_request.user.login"),
+        (("number",), "7", "number"),
+        (("number",), 0, "number"),
+    ],
+)
+def test_pull_request_values_github_never_sends_are_refused(
+    fake: FakeGitHub, path: tuple[str, ...], value: object, field: str
+) -> None:
+    fake.commit(REPO, {"a.txt": "1"}, branch="feature")
+    payload = fake.pull_request_payload(fake.open_pull(REPO, "feature", user="alice"), "opened")
+    node: Any = payload
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(PayloadError, match=re.escape(f"unexpected pull_request payload: {field}")):
+        route("pull_request", "d", payload, ALL, host(fake))
+
+
+def test_clone_urls_come_from_the_configured_host_not_the_payload(fake: FakeGitHub) -> None:
+    payload = fake.push_payload(REPO, "refs/heads/main", fake.head(REPO), sender="alice")
+    payload["repository"]["clone_url"] = "/tmp/local-repo"
+    ghes = GitHubHost.from_api_url("https://ghe.acme.com/api/v3")
+    routed = route("push", "d", payload, ALL, ghes)
+    assert isinstance(routed, StartRun)
+    assert routed.request.clone_url == f"https://ghe.acme.com/{REPO}.git"
+    comment = route("issue_comment", "d", _comment(fake, "/skyrun"), ALL, ghes)
+    assert isinstance(comment, StartCommand)
+    assert comment.command.clone_url == f"https://ghe.acme.com/{REPO}.git"
+
+
+def test_a_comment_past_githubs_limit_is_refused_before_it_is_parsed(fake: FakeGitHub) -> None:
+    payload = _comment(fake, "/skyrun " + "'" * 70_000)
+    with pytest.raises(PayloadError, match=r"comment\.body: the comment is 70,008 characters"):
+        route("issue_comment", "d", payload, ALL, host(fake))
