@@ -7,6 +7,14 @@ import shlex
 from dataclasses import dataclass, field
 from enum import Enum
 
+from worker.limits import (
+    MAX_COMMAND_CHARS,
+    MAX_ENV_NAME_CHARS,
+    MAX_ENV_VALUE_CHARS,
+    MAX_ENVS,
+    MAX_STAGES,
+    too_long,
+)
 from worker.pipeline import ENV_NAME_RE, NAME_RE
 
 PREFIX = "/skyrun"
@@ -44,6 +52,10 @@ E_NEEDS_RUN = "`{command}` needs the run to act on, as in `/skyrun {command} RUN
 E_TARGET_NOT_HERE = (
     "{word} looks like a repository; on a pull request the repository is the one commented on"
 )
+E_COMMAND_TOO_LONG = "{detail}: shorten it (set long values in the pipeline file's `envs:`)"
+E_ENV_VALUE_CHARS = "the value of {name} contains a NUL character or invalid text"
+E_TOO_MANY_ENVS = "{count:,} KEY=VALUE settings were given; the limit is {limit:,}"
+E_TOO_MANY_STAGES = "{count:,} stages were named; the limit is {limit:,}"
 
 STAGE_RE = NAME_RE
 TARGET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+(?:@\S+)?")
@@ -93,11 +105,60 @@ def parse_comment(text: str) -> Command | None:
     return None if args is None else parse_args(args)
 
 
+def check_length(args: str) -> None:
+    """Refuse a command line too long to parse in the request path (before any parsing)."""
+    if len(args) > MAX_COMMAND_CHARS:
+        detail = too_long("the /skyrun command", len(args), MAX_COMMAND_CHARS)
+        raise CommandError(E_COMMAND_TOO_LONG.format(detail=detail))
+
+
+def check_env(name: str, value: str) -> None:
+    """One KEY=VALUE within the limits: a valid name and a bounded, encodable value.
+
+    The message names the key and the limit, never the value (which may be a secret).
+    """
+    if len(name) > MAX_ENV_NAME_CHARS:
+        raise CommandError(too_long(f"the name {_q(name)}", len(name), MAX_ENV_NAME_CHARS))
+    if not ENV_NAME_RE.fullmatch(name):
+        raise CommandError(E_BAD_ENV_NAME.format(name=_q(name)))
+    if len(value) > MAX_ENV_VALUE_CHARS:
+        raise CommandError(too_long(f"the value of {name}", len(value), MAX_ENV_VALUE_CHARS))
+    if "\x00" in value or not _encodable(value):
+        raise CommandError(E_ENV_VALUE_CHARS.format(name=name))
+
+
+def check_counts(stages: int, envs: int) -> None:
+    if envs > MAX_ENVS:
+        raise CommandError(E_TOO_MANY_ENVS.format(count=envs, limit=MAX_ENVS))
+    if stages > MAX_STAGES:
+        raise CommandError(E_TOO_MANY_STAGES.format(count=stages, limit=MAX_STAGES))
+
+
+def parse_envs(items: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` items (later ones win) within the limits of worker/limits.py."""
+    envs: dict[str, str] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        check_env(name, value)
+        envs[name] = value
+    check_counts(0, len(envs))
+    return envs
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_args(args: str, *, with_target: bool = False) -> Command:
     """Parse what follows `/skyrun`; `with_target` for front doors that name the repo or run.
 
     Raises CommandError with a message for the person who typed it.
     """
+    check_length(args)
     try:
         words = shlex.split(args)
     except ValueError:
@@ -118,8 +179,7 @@ def parse_args(args: str, *, with_target: bool = False) -> Command:
     for word in words:
         name, sep, value = word.partition("=")
         if sep:
-            if not ENV_NAME_RE.fullmatch(name):
-                raise CommandError(E_BAD_ENV_NAME.format(name=_q(name)))
+            check_env(name, value)
             envs[name] = value
         elif STAGE_RE.fullmatch(word):
             if word not in stages:
@@ -128,6 +188,7 @@ def parse_args(args: str, *, with_target: bool = False) -> Command:
             raise CommandError(E_TARGET_NOT_HERE.format(word=_q(word)))
         else:
             raise CommandError(E_NOT_ARGUMENT.format(word=_q(word)))
+    check_counts(len(stages), len(envs))
     return Command(CommandKind.RUN, stages=tuple(stages), envs=envs, target=target)
 
 

@@ -1,4 +1,10 @@
-"""Check out exactly one commit of a repository into a fresh directory, without leaking tokens."""
+"""Check out exactly one commit of a repository into a fresh directory, without leaking tokens.
+
+Every value that may come from a user (URL, ref, commit) is checked first (refs by git's rules,
+commits as 40 hex) and follows `--end-of-options` in every git command, so none is ever read as an
+option (`--upload-pack=...` runs a program on a local URL). git's own messages are bounded and
+say which value was wrong.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,15 @@ import os
 import shutil
 from pathlib import Path
 
+from worker.gitrefs import ref_problem, sha_problem, show
+from worker.limits import MAX_ERROR_CHARS, bounded
+
 GIT_FAILED = "git {action} failed for {url}: {detail}"
 REF_NOT_FOUND = "could not find {what} in {url}: {detail}"
+E_VALUE = "{problem}; nothing was fetched (check the run's {field})"
+E_URL = "repository URL {url} starts with '-'; nothing was fetched"
+_SAFE_CONFIG = ("-c", "protocol.ext.allow=never")
+"""`ext::` URLs run commands; never allow them, whatever the user's git config says."""
 
 
 class CheckoutError(Exception):
@@ -45,6 +58,7 @@ async def _git(
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         "git",
+        *_SAFE_CONFIG,
         *args,
         cwd=cwd,
         env={**os.environ, **_auth_env(token)},
@@ -56,7 +70,7 @@ async def _git(
     return (
         proc.returncode,
         redact(out.decode(errors="replace"), token),
-        redact(err.decode(errors="replace"), token),
+        bounded(redact(err.decode(errors="replace"), token), MAX_ERROR_CHARS),
     )
 
 
@@ -70,9 +84,9 @@ def _is_git_toplevel(path: Path) -> bool:
 
 async def default_branch(url: str, token: str | None = None) -> str:
     """The branch the remote's HEAD points at (empty if the remote does not say)."""
-    if is_local_path(url) and not _is_git_toplevel(Path(url)):
+    if url.startswith("-") or (is_local_path(url) and not _is_git_toplevel(Path(url))):
         return ""
-    code, out, _ = await _git("ls-remote", "--symref", url, "HEAD", token=token)
+    code, out, _ = await _git("ls-remote", "--symref", "--end-of-options", url, "HEAD", token=token)
     if code != 0:
         return ""
     for line in out.splitlines():
@@ -85,8 +99,11 @@ async def checkout(url: str, ref: str, commit: str, dest: Path, token: str | Non
     """Fetch `commit` (or the tip of `ref`, or HEAD) into `dest`, replacing it; return the sha.
 
     A local directory that is not the top of a git repository is copied as it is (returns
-    "local"), so `skyrun run ./my-project` works on a plain folder too.
+    "local"), so `skyrun run ./my-project` works on a plain folder too. A `commit` that is not 40
+    hex, a `ref` git would refuse or a URL that looks like an option is a user error, before any
+    git command runs.
     """
+    _check_values(url, ref, commit)
     if dest.exists():
         await asyncio.to_thread(shutil.rmtree, dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -100,20 +117,29 @@ async def checkout(url: str, ref: str, commit: str, dest: Path, token: str | Non
             )
             return "local"
     dest.mkdir(parents=True)
-    code, _, err = await _git("init", "--quiet", str(dest))
+    code, _, err = await _git("init", "--quiet", "--end-of-options", str(dest))
     if code != 0:
         raise CheckoutError(
             GIT_FAILED.format(action="init", url=url, detail=err.strip()), user_error=False
         )
     want = commit or ref or "HEAD"
     code, _, err = await _git(
-        "fetch", "--quiet", "--depth", "1", "--no-tags", url, want, cwd=dest, token=token
+        "fetch",
+        "--quiet",
+        "--depth",
+        "1",
+        "--no-tags",
+        "--end-of-options",
+        url,
+        want,
+        cwd=dest,
+        token=token,
     )
     if code != 0:
         detail = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
         missing = "couldn't find remote ref" in err or "not our ref" in err or "unadvertised" in err
         if missing:
-            what = f"commit {commit}" if commit else f"ref {ref or 'HEAD'}"
+            what = f"commit {commit} (the run's commit)" if commit else f"ref {show(ref or 'HEAD')}"
             raise CheckoutError(
                 REF_NOT_FOUND.format(what=what, url=url, detail=detail), user_error=True
             )
@@ -121,10 +147,25 @@ async def checkout(url: str, ref: str, commit: str, dest: Path, token: str | Non
         raise CheckoutError(
             GIT_FAILED.format(action="fetch", url=url, detail=detail), user_error=not_repo
         )
+    # FETCH_HEAD and HEAD are constants, not user values (and `git checkout` reads
+    # `--end-of-options` as a path).
     code, _, err = await _git("checkout", "--quiet", "--detach", "FETCH_HEAD", cwd=dest)
     if code != 0:
         raise CheckoutError(
             GIT_FAILED.format(action="checkout", url=url, detail=err.strip()), user_error=False
         )
-    code, out, _ = await _git("rev-parse", "HEAD", cwd=dest)
+    code, out, _ = await _git("rev-parse", "--verify", "HEAD", cwd=dest)
     return out.strip()
+
+
+def _check_values(url: str, ref: str, commit: str) -> None:
+    """Refuse values git would misread, naming the field (raises a user CheckoutError)."""
+    if url.startswith("-"):
+        raise CheckoutError(E_URL.format(url=show(url)), user_error=True)
+    problem = sha_problem(commit) if commit else None
+    if problem:
+        raise CheckoutError(E_VALUE.format(problem=problem, field="commit"), user_error=True)
+    # With a commit, git never sees the ref (a fork's `owner:branch` label is only shown).
+    problem = ref_problem(ref, what="ref") if ref and not commit else None
+    if problem:
+        raise CheckoutError(E_VALUE.format(problem=problem, field="ref"), user_error=True)

@@ -1,4 +1,9 @@
-"""Route one verified GitHub delivery to what skyrun does about it: pure, no I/O."""
+"""Route one verified GitHub delivery to what skyrun does about it: pure, no I/O.
+
+The payload is validated first against the models of bot/github/payloads.py (the fields skyrun
+reads, strictly typed); a wrong shape raises PayloadError naming the fields. Clone URLs are built
+from the configured GitHub host, never taken from the payload.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from worker.contract import (
     lane_for_pr,
 )
 from worker.github.contract import MARKER, CommandAction, GitHubCommand
+from worker.links import GitHubHost
 
 R_EVENT = "event {event} is not handled"
 R_ACTION = "{event} action {action} is not handled"
@@ -34,6 +40,9 @@ R_NOT_COMMAND = "the comment's first line is not a /skyrun command"
 R_FORK = "pull requests from forks run only through a maintainer's /skyrun comment"
 R_CLOSED = "the pull request was closed"
 E_PAYLOAD = "unexpected {event} payload: {problem}"
+MAX_PROBLEMS = 3
+MAX_EVENT_CHARS = 64
+"""The X-GitHub-Event header is echoed in the answer; GitHub's event names are short."""
 
 BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
@@ -77,31 +86,38 @@ def repo_allowed(repo: str, globs: Sequence[str]) -> bool:
     return any(fnmatchcase(name, glob.lower()) for glob in globs)
 
 
-def route(event: str, delivery_id: str, payload: dict[str, Any], allowed: Sequence[str]) -> Action:
+def route(
+    event: str,
+    delivery_id: str,
+    payload: dict[str, Any],
+    allowed: Sequence[str],
+    github: GitHubHost,
+) -> Action:
     """What to do about a verified delivery (raises PayloadError when its shape is wrong)."""
     handler = _HANDLERS.get(event)
     if handler is None:
-        return Ignore(R_EVENT.format(event=event or "(none)"))
+        return Ignore(R_EVENT.format(event=event[:MAX_EVENT_CHARS] or "(none)"))
     model, handle = handler
     try:
         parsed = model.model_validate(payload)
     except ValidationError as err:
         problem = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()[:3]
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in err.errors(include_url=False, include_input=False)[:MAX_PROBLEMS]
         )
         raise PayloadError(E_PAYLOAD.format(event=event, problem=problem)) from None
     if parsed.repository is None:
         return Ignore(R_NO_REPO)
     if not repo_allowed(parsed.repository.full_name, allowed):
         return Ignore(R_NOT_ALLOWED.format(repo=parsed.repository.full_name))
-    return handle(parsed, delivery_id)
+    return handle(parsed, delivery_id, github)
 
 
 def _installation(delivery: Delivery) -> int | None:
     return delivery.installation.id if delivery.installation else None
 
 
-def on_push(event: PushEvent, delivery_id: str) -> Action:
+def on_push(event: PushEvent, delivery_id: str, github: GitHubHost) -> Action:
     assert event.repository is not None
     if event.ref.startswith(TAG_PREFIX):
         return Ignore(R_TAG)
@@ -114,7 +130,7 @@ def on_push(event: PushEvent, delivery_id: str) -> Action:
     return StartRun(
         RunRequest(
             repo=repo.full_name,
-            clone_url=repo.clone_url,
+            clone_url=github.clone_url(repo.full_name),
             ref=branch,
             commit=event.after,
             trigger=Trigger.PUSH,
@@ -132,7 +148,7 @@ def is_bot(login: str, user_type: str, body: str) -> bool:
     return user_type == "Bot" or login.endswith("[bot]") or body.lstrip().startswith(MARKER)
 
 
-def on_issue_comment(event: IssueCommentEvent, delivery_id: str) -> Action:
+def on_issue_comment(event: IssueCommentEvent, delivery_id: str, github: GitHubHost) -> Action:
     assert event.repository is not None
     if event.action != "created":
         return Ignore(R_NOT_NEW.format(action=event.action))
@@ -155,7 +171,7 @@ def on_issue_comment(event: IssueCommentEvent, delivery_id: str) -> Action:
         GitHubCommand(
             action=action,
             repo=repo.full_name,
-            clone_url=repo.clone_url,
+            clone_url=github.clone_url(repo.full_name),
             pr_number=event.issue.number,
             comment_id=comment.id,
             comment_created_at=comment.created_at,
@@ -178,7 +194,7 @@ _ACTIONS = {
 }
 
 
-def on_pull_request(event: PullRequestEvent, delivery_id: str) -> Action:
+def on_pull_request(event: PullRequestEvent, delivery_id: str, github: GitHubHost) -> Action:
     assert event.repository is not None
     repo = event.repository
     lane = lane_for_pr(repo.full_name, event.number)
@@ -193,7 +209,7 @@ def on_pull_request(event: PullRequestEvent, delivery_id: str) -> Action:
     return StartRun(
         RunRequest(
             repo=repo.full_name,
-            clone_url=repo.clone_url,
+            clone_url=github.clone_url(repo.full_name),
             ref=pr.head.ref,
             commit=pr.head.sha,
             trigger=Trigger.PULL_REQUEST,
@@ -212,7 +228,7 @@ def on_pull_request(event: PullRequestEvent, delivery_id: str) -> Action:
     )
 
 
-_HANDLERS: dict[str, tuple[type[Delivery], Callable[[Any, str], Action]]] = {
+_HANDLERS: dict[str, tuple[type[Delivery], Callable[[Any, str, GitHubHost], Action]]] = {
     "push": (PushEvent, on_push),
     "issue_comment": (IssueCommentEvent, on_issue_comment),
     "pull_request": (PullRequestEvent, on_pull_request),

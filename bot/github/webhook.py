@@ -4,13 +4,31 @@ Every delivery that asks for work becomes one workflow keyed by its delivery id 
 a lane to cancel goes through the Dispatcher in the worker; a comment command is authorized and
 answered there). So the request path makes one Temporal call, a redelivery is refused by Temporal
 at once, and GitHub gets its answer in milliseconds.
+
+What a hostile (but signed) body gets, never a 500, a hang or a run:
+
+- 401: no secret configured, no signature, a bad signature (before the body is even parsed);
+- 413: a body past GitHub's 25 MB;
+- 400: a body that is not a JSON object (invalid UTF-8, nested too deep, not an object), or an
+  `X-GitHub-Delivery` header that is not a delivery id;
+- 422: JSON of the wrong shape for its event: a field skyrun reads is missing, of the wrong type
+  or holds a value GitHub never sends (a SHA that is not 40 hex, a ref git would refuse, a comment
+  past 65,536 characters, a lone surrogate); the reason names the fields;
+- 200 "ignored" with the reason: a well-formed delivery that asks for nothing (a tag push, a
+  comment that is not a command, an event skyrun does not handle).
+
+GitHub does not redeliver failed deliveries by itself, so refusing is never retried pointlessly.
+Answers are ASCII-only JSON, so any reason can be encoded. Large bodies are parsed off the event
+loop, and `/skyrun` text is bounded before it is parsed (bot/commands.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +51,7 @@ from worker.github.contract import (
     RunDelivery,
     delivery_workflow_id,
 )
+from worker.links import GitHubHost
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +59,9 @@ log = logging.getLogger(__name__)
 PATH = "/github/webhook"
 MAX_BODY_BYTES = 25 * 1024 * 1024
 """GitHub caps payloads at 25 MB; anything larger is not from GitHub."""
+PARSE_OFF_LOOP_BYTES = 256 * 1024
+"""Bodies larger than this are parsed and validated in a thread, so /healthz keeps answering."""
+DELIVERY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 E_NO_SECRET = (
     "GITHUB_WEBHOOK_SECRET is not set on this server, so it refuses every delivery; "
@@ -51,9 +73,18 @@ E_BAD_SIGNATURE = f"{HEADER} does not match the body"
 E_TOO_LARGE = "the body exceeds GitHub's 25 MB limit"
 E_BAD_LENGTH = "invalid Content-Length"
 E_NOT_JSON = "the body is not a JSON object"
+E_TOO_DEEP = "the body is nested too deeply to be a GitHub payload"
+E_DELIVERY = "the X-GitHub-Delivery header is not a delivery id"
 E_TEMPORAL = "Temporal is unavailable; nothing was started (GitHub may redeliver)"
 R_PONG = "pong"
 R_DUPLICATE = "this delivery was already handled"
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate in a reason still encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -68,7 +99,7 @@ class Answer:
         if self.reason:
             body["reason"] = self.reason
         body.update(self.extra or {})
-        return JSONResponse(body, status_code=self.status)
+        return AsciiJSONResponse(body, status_code=self.status)
 
 
 def _rejected(status: int, reason: str) -> Answer:
@@ -108,40 +139,64 @@ async def _read_verified(request: Request, settings: Settings) -> bytes | Answer
     return body
 
 
-async def github_webhook(request: Request) -> JSONResponse:
+async def github_webhook(request: Request, github: GitHubHost) -> JSONResponse:
     event = request.headers.get("x-github-event", "")
-    answer = await _handle(request, event)
+    answer = await _handle(request, event, github)
     record_webhook(event, answer.outcome)
     if answer.outcome is Outcome.REJECTED:
-        log.warning("github webhook rejected (%s): %s", answer.status, answer.reason)
+        log.warning("github webhook rejected (%s): %s", answer.status, ascii(answer.reason))
     else:
-        log.info("github webhook %s: %s %s", event, answer.outcome.value, answer.reason)
+        what = ascii(event[:64])
+        log.info("github webhook %s: %s %s", what, answer.outcome.value, ascii(answer.reason))
     return answer.response()
 
 
-async def _handle(request: Request, event: str) -> Answer:
+def _decode(body: bytes) -> dict[str, Any] | str:
+    """The payload as a dict, or why it is not one (a deep nesting raises RecursionError)."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        return E_TOO_DEEP
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return E_NOT_JSON
+    return payload if isinstance(payload, dict) else E_NOT_JSON
+
+
+def _parse(
+    body: bytes, event: str, delivery: str, settings: Settings, github: GitHubHost
+) -> Action | Answer:
+    """Decode and route the body: CPU-bound, so a large one runs in a thread."""
+    payload = _decode(body)
+    if isinstance(payload, str):
+        return _rejected(400, payload)
+    if event == "ping":
+        return Answer(200, Outcome.REPLIED, R_PONG)
+    try:
+        return route(event, delivery, payload, settings.allowed_repos, github)
+    except PayloadError as err:
+        return _rejected(422, str(err))
+    except RecursionError:
+        return _rejected(400, E_TOO_DEEP)
+
+
+async def _handle(request: Request, event: str, github: GitHubHost) -> Answer:
     state: BotState = request.app.state.bot
     body = await _read_verified(request, state.settings)
     if isinstance(body, Answer):
         return body
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return _rejected(400, E_NOT_JSON)
-    if not isinstance(payload, dict):
-        return _rejected(400, E_NOT_JSON)
-    if event == "ping":
-        return Answer(200, Outcome.REPLIED, R_PONG)
+    header = request.headers.get("x-github-delivery")
+    if header and not DELIVERY_RE.fullmatch(header):
+        return _rejected(400, E_DELIVERY)
     # A redelivery repeats the body byte for byte, so its hash stands in for a missing id.
-    delivery = request.headers.get("x-github-delivery") or (
-        "body-" + hashlib.sha256(body).hexdigest()[:32]
-    )
+    delivery = header or ("body-" + hashlib.sha256(body).hexdigest()[:32])
+    if len(body) > PARSE_OFF_LOOP_BYTES:
+        parsed = await asyncio.to_thread(_parse, body, event, delivery, state.settings, github)
+    else:
+        parsed = _parse(body, event, delivery, state.settings, github)
+    if isinstance(parsed, Answer):
+        return parsed
     try:
-        action = route(event, delivery, payload, state.settings.allowed_repos)
-    except PayloadError as err:
-        return _rejected(400, str(err))
-    try:
-        return await _act(state, delivery, action)
+        return await _act(state, delivery, parsed)
     except RPCError as err:
         log.error("github webhook: Temporal unavailable: %s", err)
         return Answer(503, Outcome.ERROR, E_TEMPORAL)
@@ -184,4 +239,9 @@ async def _act(state: BotState, delivery: str, action: Action) -> Answer:
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
-    return [Route(PATH, github_webhook, methods=["POST"])]
+    github = GitHubHost.of(settings)  # a bad GITHUB_API_URL stops the bot at startup, loudly
+
+    async def endpoint(request: Request) -> JSONResponse:
+        return await github_webhook(request, github)
+
+    return [Route(PATH, endpoint, methods=["POST"])]

@@ -4,17 +4,27 @@ Request verification (signature, 5-minute timestamp window) stays on. The bot's 
 from settings (`authorize`), so Bolt never calls `auth.test`: the front door answers even when
 Slack's Web API is down. The only Slack call made here is Bolt's `respond` to the request's own
 response URL, after the acknowledgement; the progress message is posted by the worker.
+
+Before Bolt sees a request, the route checks its size (413), its signature (401, before anything
+is parsed) and its shape (bot/slack/requests.py: 400 naming the problem, 404 for kinds skyrun does
+not handle), so no body Slack could sign, or an attacker could send, gets a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import re
+import time
 from datetime import datetime
 from typing import Any
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import (
+    to_async_bolt_request,
+    to_starlette_response,
+)
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -23,7 +33,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.dispatch import RunSummary, StartOutcome, summary_of
@@ -32,6 +42,7 @@ from bot.runs import scoped_query
 from bot.slack import texts
 from bot.slack.access import cancel_denial, start_denial
 from bot.slack.commands import (
+    RUN_ID_RE,
     CancelCommand,
     HelpCommand,
     RunCommand,
@@ -41,9 +52,10 @@ from bot.slack.commands import (
     parse,
     run_request,
 )
+from bot.slack.requests import E_UNREADABLE, RequestError, checked
 from bot.state import BotState
 from worker.contract import RunProgress
-from worker.links import Links
+from worker.links import GitHubHost, Links
 from worker.settings import Settings
 from worker.slack.blocks import (
     ACTION_CANCEL,
@@ -64,6 +76,9 @@ SLACK_OFF = (
     f"Slack is off on this server: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to turn on {PATH}."
 )
 TOO_LARGE = "request body too large"
+UNSIGNED = "invalid request"
+SIGNATURE_WINDOW_S = 5 * 60
+"""Slack's replay window, as Bolt's own check (which still runs) applies it."""
 MAX_BODY_BYTES = 1024 * 1024
 STATUS_TIMEOUT_S = 5.0
 STATUS_LIMIT = 10
@@ -75,6 +90,7 @@ class SlackHandlers:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.links = Links(settings)
+        self.github = GitHubHost.of(settings)
 
     # Slash commands.
 
@@ -130,7 +146,7 @@ class SlackHandlers:
             return
         request = run_request(
             parsed,
-            github_api_url=self.settings.github_api_url,
+            github=self.github,
             user=user,
             channel=str(command.get("channel_id") or ""),
             response_url=str(command.get("response_url") or ""),
@@ -269,6 +285,10 @@ class SlackHandlers:
         state: BotState = context[STATE_KEY]
         user = str((body.get("user") or {}).get("id") or "")
         run_id = str(action.get("value") or "")
+        if not RUN_ID_RE.fullmatch(run_id):  # skyrun's buttons carry run ids, nothing else
+            record_slack("action", Outcome.REPLIED)
+            await _send(respond, text=texts.E_RUN_ID.format(value=run_id[:80]))
+            return
         reply, cancelled = await self._cancel(state, user, run_id, "/skyrun", "action")
         if cancelled:
             # Everyone watching the run sees who cancelled it, in the run's thread (the button
@@ -334,20 +354,69 @@ async def slack_off(request: Request) -> Response:
     return PlainTextResponse(SLACK_OFF, status_code=404)
 
 
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past `limit` (a chunked body has no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _signed(secret: bytes, body: bytes, request: Request) -> bool:
+    """Slack's v0 signature over the raw bytes (slack_sdk's verifier decodes them first, so a
+    body that is not UTF-8 could never be told apart from a forgery)."""
+    timestamp = request.headers.get("x-slack-request-timestamp", "")
+    signature = request.headers.get("x-slack-signature", "")
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW_S:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = b"v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest().encode()
+    return hmac.compare_digest(expected, signature.encode("latin-1"))
+
+
+def _content_type(request: Request) -> str | None:
+    """The media type exactly as Bolt reads it (it decides JSON or form the same way)."""
+    header = request.headers.get("content-type")
+    return header.split(";")[0] if header else None
+
+
+def _refusal(status: int, message: str) -> Response:
+    record_slack("other", Outcome.REJECTED)
+    safe = message.encode("ascii", "backslashreplace").decode("ascii")
+    return JSONResponse({"error": safe}, status_code=status)
+
+
 def routes(settings: Settings) -> list[BaseRoute]:
     """`POST /slack/events`; without Slack settings it answers 404 saying so."""
     if not settings.slack_configured:
         return [Route(PATH, slack_off, methods=["POST"])]
-    handler = AsyncSlackRequestHandler(build_bolt_app(settings))
+    bolt = build_bolt_app(settings)
+    assert settings.slack_signing_secret is not None
+    secret = settings.slack_signing_secret.get_secret_value().encode()
 
     async def events(request: Request) -> Response:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            record_slack("other", Outcome.REJECTED)
-            return PlainTextResponse(TOO_LARGE, status_code=413)
-        response = await handler.handle(request, {STATE_KEY: request.app.state.bot})
-        if response.status_code == 401:
-            record_slack("other", Outcome.REJECTED)
-        return response
+            return _refusal(413, TOO_LARGE)
+        body = await _read_capped(request, MAX_BODY_BYTES)
+        if body is None:
+            return _refusal(413, TOO_LARGE)
+        if not _signed(secret, body, request):
+            return _refusal(401, UNSIGNED)
+        try:
+            checked(body, _content_type(request))
+            bolt_request = to_async_bolt_request(request, body, {STATE_KEY: request.app.state.bot})
+        except RequestError as err:
+            log.warning("Slack: refused a signed request (%s): %s", err.status, ascii(str(err)))
+            return _refusal(err.status, str(err))
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError, RecursionError) as err:
+            # Bolt's context builder read a field of a type Slack never sends.
+            log.warning("Slack: unreadable signed request: %r", err)
+            return _refusal(400, E_UNREADABLE)
+        return to_starlette_response(await bolt.async_dispatch(bolt_request))
 
     return [Route(PATH, events, methods=["POST"])]

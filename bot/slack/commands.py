@@ -6,14 +6,14 @@ import hashlib
 import re
 import shlex
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
+from bot.commands import CommandError, check_counts, check_length, parse_envs
 from bot.slack import texts
 from worker.contract import RunRequest, SlackTarget, Trigger, lane_for_branch
-from worker.pipeline import NAME_RE, parse_env_assignments
+from worker.gitrefs import ref_name_problem
+from worker.links import REPO_RE, GitHubHost
+from worker.pipeline import NAME_RE
 
-REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
-REF_RE = re.compile(r"(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<![./])")
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # Slack turns quotes typographic and escapes &, < and > in command text.
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
@@ -56,6 +56,10 @@ Command = RunCommand | StatusCommand | CancelCommand | HelpCommand
 
 def words(text: str) -> list[str]:
     """Split like a shell, after undoing what Slack does to the text (links become their URL)."""
+    try:
+        check_length(text)
+    except CommandError as err:
+        raise UsageError(texts.E_LIMIT.format(detail=err)) from None
     text = (
         _LINK.sub(r"\1", text)
         .translate(_QUOTES)
@@ -105,35 +109,23 @@ def _run(head: str, rest: list[str]) -> RunCommand:
     repo = repo.removesuffix(".git")
     if not REPO_RE.fullmatch(repo):
         raise UsageError(texts.E_UNKNOWN.format(word=head[:80]))
-    if "@" in head and not REF_RE.fullmatch(ref):
-        raise UsageError(texts.E_REF.format(ref=ref[:80]))
+    if "@" in head:
+        problem = ref_name_problem(ref)
+        if problem:
+            raise UsageError(texts.E_REF.format(ref=ref[:80], problem=problem))
     stages = [word for word in rest if "=" not in word]
     for stage in stages:
         if not NAME_RE.fullmatch(stage):
             raise UsageError(texts.E_STAGE.format(stage=stage[:80]))
     try:
-        envs = parse_env_assignments([word for word in rest if "=" in word])
-    except ValueError as err:
+        envs = parse_envs([word for word in rest if "=" in word])
+    except CommandError as err:
         raise UsageError(texts.E_ENV.format(detail=err)) from None
+    try:
+        check_counts(len(set(stages)), len(envs))
+    except CommandError as err:
+        raise UsageError(texts.E_LIMIT.format(detail=err)) from None
     return RunCommand(repo=repo, ref=ref, stages=tuple(dict.fromkeys(stages)), envs=envs)
-
-
-def github_web_url(api_url: str) -> str:
-    """Where GitHub serves web and git for an API URL.
-
-    api.github.com → github.com; GHE.com's api.NAME.ghe.com → NAME.ghe.com; GitHub Enterprise
-    Server's https://HOST/api/v3 → https://HOST (the same host the worker gives tokens for).
-    """
-    parts = urlsplit(api_url.rstrip("/"))
-    host = parts.netloc.rsplit("@", 1)[-1].lower()
-    if host == "api.github.com" or (host.startswith("api.") and host.endswith(".ghe.com")):
-        host = host.removeprefix("api.")
-    path = parts.path.removesuffix("/v3").removesuffix("/api")
-    return urlunsplit((parts.scheme or "https", host, path, "", ""))
-
-
-def clone_url(api_url: str, repo: str) -> str:
-    return f"{github_web_url(api_url)}/{repo}.git"
 
 
 def delivery_id(trigger_id: str, body: str) -> str:
@@ -146,7 +138,7 @@ def delivery_id(trigger_id: str, body: str) -> str:
 def run_request(
     command: RunCommand,
     *,
-    github_api_url: str,
+    github: GitHubHost,
     user: str,
     channel: str,
     response_url: str,
@@ -154,7 +146,7 @@ def run_request(
 ) -> RunRequest:
     return RunRequest(
         repo=command.repo,
-        clone_url=clone_url(github_api_url, command.repo),
+        clone_url=github.clone_url(command.repo),
         ref=command.ref,
         stages=list(command.stages),
         envs=dict(command.envs),

@@ -7,6 +7,7 @@ import pytest
 from bot.commands import (
     E_BAD_ENV_NAME,
     E_BAD_TARGET,
+    E_ENV_VALUE_CHARS,
     E_NEEDS_RUN,
     E_NO_ARGUMENTS,
     E_NOT_ARGUMENT,
@@ -18,6 +19,15 @@ from bot.commands import (
     command_line,
     parse_args,
     parse_comment,
+    parse_envs,
+)
+from worker.limits import (
+    MAX_COMMAND_CHARS,
+    MAX_COMMENT_CHARS,
+    MAX_ENV_NAME_CHARS,
+    MAX_ENV_VALUE_CHARS,
+    MAX_ENVS,
+    MAX_STAGES,
 )
 
 
@@ -106,3 +116,47 @@ def test_with_a_target_for_slash_commands() -> None:
     with pytest.raises(CommandError) as caught:
         parse_args("not-a-repo train", with_target=True)
     assert str(caught.value) == E_BAD_TARGET.format(target="'not-a-repo'")
+
+
+@pytest.mark.parametrize(
+    ("args", "named", "limit"),
+    [
+        ("A=" + "x" * (MAX_ENV_VALUE_CHARS + 1), "the value of A", MAX_ENV_VALUE_CHARS),
+        ("B" * (MAX_ENV_NAME_CHARS + 1) + "=1", "the name 'BBBB", MAX_ENV_NAME_CHARS),
+        (" ".join(f"K{i}=v" for i in range(MAX_ENVS + 1)), "KEY=VALUE settings", MAX_ENVS),
+        (" ".join(f"s{i}" for i in range(MAX_STAGES + 1)), "stages", MAX_STAGES),
+        ("echo A=" + "x" * MAX_COMMAND_CHARS, "the /skyrun command", MAX_COMMAND_CHARS),
+    ],
+)
+def test_limits_are_usage_errors_naming_the_key_and_limit(
+    args: str, named: str, limit: int
+) -> None:
+    with pytest.raises(CommandError) as caught:
+        parse_args(args)
+    message = str(caught.value)
+    assert named in message and f"{limit:,}" in message
+    assert "x" * 20 not in message  # never the value
+    assert len(message) < 300
+
+
+def test_values_at_the_limits_are_accepted() -> None:
+    envs = {f"K{i}": "x" * MAX_ENV_VALUE_CHARS for i in range(2)}
+    assert parse_envs([f"{k}={v}" for k, v in envs.items()]) == envs
+    assert len(parse_args(" ".join(f"K{i}=v" for i in range(MAX_ENVS))).envs) == MAX_ENVS
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "lone\ud800"])
+def test_values_that_cannot_reach_an_environment_are_refused(value: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        parse_envs([f"TOKEN={value}"])
+    assert str(caught.value) == E_ENV_VALUE_CHARS.format(name="TOKEN")
+
+
+def test_a_megabyte_comment_is_refused_in_milliseconds() -> None:
+    import time
+
+    began = time.perf_counter()
+    for body in ("/skyrun echo A=" + "x" * 1_000_000, "/skyrun " + "'" * MAX_COMMENT_CHARS):
+        with pytest.raises(CommandError, match="the /skyrun command is"):
+            parse_comment(body)
+    assert time.perf_counter() - began < 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,14 @@ from bot.github.events import (
 from tests.fakes.github import FakeGitHub
 from worker.contract import GitHubTarget, RunRequest, Trigger, lane_for_branch, lane_for_pr
 from worker.github.contract import CommandAction, GitHubCommand
+from worker.links import GitHubHost
 
 REPO = "acme/ml"
 ALL = ["*"]
+
+
+def host(fake: FakeGitHub) -> GitHubHost:
+    return GitHubHost.from_api_url(fake.url)
 
 
 @pytest.fixture
@@ -48,7 +54,7 @@ def test_push_to_a_branch_starts_a_run_of_that_commit(fake: FakeGitHub) -> None:
     sha = fake.commit(REPO, {"a.txt": "1"}, branch="release/1")
     payload = fake.push_payload(REPO, "refs/heads/release/1", sha, sender="alice")
 
-    assert route("push", "d-1", payload, ALL) == StartRun(
+    assert route("push", "d-1", payload, ALL, host(fake)) == StartRun(
         RunRequest(
             repo=REPO,
             clone_url=f"{fake.url}/{REPO}.git",
@@ -78,7 +84,7 @@ def test_tags_deletions_and_other_refs_are_ignored(
 ) -> None:
     sha = "0" * 40 if deleted else fake.head(REPO)
     payload = fake.push_payload(REPO, ref, sha, sender="alice", deleted=deleted)
-    assert route("push", "d", payload, ALL) == Ignore(reason)
+    assert route("push", "d", payload, ALL, host(fake)) == Ignore(reason)
 
 
 def _comment(fake: FakeGitHub, body: str, user: str = "alice", **kwargs: Any) -> dict[str, Any]:
@@ -88,7 +94,7 @@ def _comment(fake: FakeGitHub, body: str, user: str = "alice", **kwargs: Any) ->
 
 def test_a_skyrun_comment_becomes_a_command_for_the_worker(fake: FakeGitHub) -> None:
     payload = _comment(fake, "/skyrun train EPOCHS=2")
-    action = route("issue_comment", "d-2", payload, ALL)
+    action = route("issue_comment", "d-2", payload, ALL, host(fake))
 
     comment = payload["comment"]
     assert action == StartCommand(
@@ -118,12 +124,14 @@ def test_a_skyrun_comment_becomes_a_command_for_the_worker(fake: FakeGitHub) -> 
     ],
 )
 def test_each_comment_command(fake: FakeGitHub, body: str, action: CommandAction) -> None:
-    routed = route("issue_comment", "d", _comment(fake, body), ALL)
+    routed = route("issue_comment", "d", _comment(fake, body), ALL, host(fake))
     assert isinstance(routed, StartCommand) and routed.command.action is action
 
 
 def test_a_bad_command_is_answered_with_usage_not_dropped(fake: FakeGitHub) -> None:
-    routed = route("issue_comment", "d", _comment(fake, "/skyrun -x SECRET=hunter2"), ALL)
+    routed = route(
+        "issue_comment", "d", _comment(fake, "/skyrun -x SECRET=hunter2"), ALL, host(fake)
+    )
     assert isinstance(routed, StartCommand)
     assert routed.command.action is CommandAction.USAGE
     assert routed.command.error == "'-x' is neither a stage name nor KEY=VALUE"
@@ -143,24 +151,34 @@ def test_bots_and_plain_comments_are_ignored(
     fake: FakeGitHub, body: str, user: str, user_type: str, reason: str
 ) -> None:
     fake.add_user(user, user_type)
-    assert route("issue_comment", "d", _comment(fake, body, user), ALL) == Ignore(reason)
+    assert route("issue_comment", "d", _comment(fake, body, user), ALL, host(fake)) == Ignore(
+        reason
+    )
 
 
 def test_edits_and_issue_comments_are_ignored(fake: FakeGitHub) -> None:
     edited = _comment(fake, "/skyrun", action="edited")
-    assert route("issue_comment", "d", edited, ALL) == Ignore(R_NOT_NEW.format(action="edited"))
+    assert route("issue_comment", "d", edited, ALL, host(fake)) == Ignore(
+        R_NOT_NEW.format(action="edited")
+    )
     on_issue = _comment(fake, "/skyrun")
     del on_issue["issue"]["pull_request"]
-    assert route("issue_comment", "d", on_issue, ALL) == Ignore(R_NOT_PR)
+    assert route("issue_comment", "d", on_issue, ALL, host(fake)) == Ignore(R_NOT_PR)
 
 
 def test_pull_request_opened_runs_its_head_and_closed_cancels(fake: FakeGitHub) -> None:
     sha = fake.commit(REPO, {"a.txt": "1"}, branch="feature")
     pull = fake.open_pull(REPO, "feature", user="alice")
 
-    opened = route("pull_request", "d-3", fake.pull_request_payload(pull, "synchronize"), ALL)
-    closed = route("pull_request", "d-4", fake.pull_request_payload(pull, "closed"), ALL)
-    labeled = route("pull_request", "d-5", fake.pull_request_payload(pull, "labeled"), ALL)
+    opened = route(
+        "pull_request", "d-3", fake.pull_request_payload(pull, "synchronize"), ALL, host(fake)
+    )
+    closed = route(
+        "pull_request", "d-4", fake.pull_request_payload(pull, "closed"), ALL, host(fake)
+    )
+    labeled = route(
+        "pull_request", "d-5", fake.pull_request_payload(pull, "labeled"), ALL, host(fake)
+    )
 
     assert isinstance(opened, StartRun)
     request = opened.request
@@ -180,15 +198,17 @@ def test_fork_pull_requests_never_run_by_themselves(fake: FakeGitHub) -> None:
     pull = fake.open_pull(REPO, "patch", user="mallory", head_repo=fork.full_name)
 
     payload = fake.pull_request_payload(pull, "opened")
-    assert route("pull_request", "d", payload, ALL) == Ignore(R_FORK)
+    assert route("pull_request", "d", payload, ALL, host(fake)) == Ignore(R_FORK)
     payload["pull_request"]["head"]["repo"] = None  # the fork was deleted
-    assert route("pull_request", "d", payload, ALL) == Ignore(R_FORK)
+    assert route("pull_request", "d", payload, ALL, host(fake)) == Ignore(R_FORK)
 
 
 def test_repositories_outside_the_allowed_globs_are_ignored(fake: FakeGitHub) -> None:
     payload = fake.push_payload(REPO, "refs/heads/main", fake.head(REPO), sender="alice")
-    assert route("push", "d", payload, ["other/*"]) == Ignore(R_NOT_ALLOWED.format(repo=REPO))
-    assert isinstance(route("push", "d", payload, ["other/*", "ACME/*"]), StartRun)
+    assert route("push", "d", payload, ["other/*"], host(fake)) == Ignore(
+        R_NOT_ALLOWED.format(repo=REPO)
+    )
+    assert isinstance(route("push", "d", payload, ["other/*", "ACME/*"], host(fake)), StartRun)
 
 
 def test_allowed_globs() -> None:
@@ -199,6 +219,55 @@ def test_allowed_globs() -> None:
 
 
 def test_unhandled_events_and_wrong_shapes(fake: FakeGitHub) -> None:
-    assert route("star", "d", {"action": "created"}, ALL) == Ignore(R_EVENT.format(event="star"))
+    assert route("star", "d", {"action": "created"}, ALL, host(fake)) == Ignore(
+        R_EVENT.format(event="star")
+    )
     with pytest.raises(PayloadError, match="unexpected push payload: ref: Field required"):
-        route("push", "d", {"after": "x", "repository": {"full_name": REPO}}, ALL)
+        route("push", "d", {"after": "x", "repository": {"full_name": REPO}}, ALL, host(fake))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (
+            ("pull_request", "head", "sha"),
+            "--upload-pack=touch /tmp/pwned",
+            "pull_request.head.sha",
+        ),
+        (("pull_request", "head", "ref"), "-x", "pull_request.head.ref"),
+        (("pull_request", "base", "ref"), "main\x00", "pull_request.base.ref"),
+        (("pull_request", "head", "repo", "full_name"), "/tmp/repo", "pull_request.head.repo"),
+        (("pull_request", "user", "login"), "a/../b", "pull_request.user.login"),
+        (("number",), "7", "number"),
+        (("number",), 0, "number"),
+    ],
+)
+def test_pull_request_values_github_never_sends_are_refused(
+    fake: FakeGitHub, path: tuple[str, ...], value: object, field: str
+) -> None:
+    fake.commit(REPO, {"a.txt": "1"}, branch="feature")
+    payload = fake.pull_request_payload(fake.open_pull(REPO, "feature", user="alice"), "opened")
+    node: Any = payload
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(PayloadError, match=re.escape(f"unexpected pull_request payload: {field}")):
+        route("pull_request", "d", payload, ALL, host(fake))
+
+
+def test_clone_urls_come_from_the_configured_host_not_the_payload(fake: FakeGitHub) -> None:
+    payload = fake.push_payload(REPO, "refs/heads/main", fake.head(REPO), sender="alice")
+    payload["repository"]["clone_url"] = "/tmp/local-repo"
+    ghes = GitHubHost.from_api_url("https://ghe.acme.com/api/v3")
+    routed = route("push", "d", payload, ALL, ghes)
+    assert isinstance(routed, StartRun)
+    assert routed.request.clone_url == f"https://ghe.acme.com/{REPO}.git"
+    comment = route("issue_comment", "d", _comment(fake, "/skyrun"), ALL, ghes)
+    assert isinstance(comment, StartCommand)
+    assert comment.command.clone_url == f"https://ghe.acme.com/{REPO}.git"
+
+
+def test_a_comment_past_githubs_limit_is_refused_before_it_is_parsed(fake: FakeGitHub) -> None:
+    payload = _comment(fake, "/skyrun " + "'" * 70_000)
+    with pytest.raises(PayloadError, match=r"comment\.body: the comment is 70,008 characters"):
+        route("issue_comment", "d", payload, ALL, host(fake))

@@ -2,31 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from bot.github.events import R_NOT_ALLOWED
 from bot.github.signature import HEADER, SHA1_HEADER, sign
 from bot.github.webhook import (
     E_BAD_SIGNATURE,
+    E_DELIVERY,
     E_NO_SECRET,
     E_NO_SIGNATURE,
     E_NOT_JSON,
     E_SHA1_ONLY,
+    E_TOO_DEEP,
     E_TOO_LARGE,
     MAX_BODY_BYTES,
+    PARSE_OFF_LOOP_BYTES,
     PATH,
     R_DUPLICATE,
 )
-from tests.worker.github.stack import SECRET, Stack, github_stack, unique_repo
-from worker.github.contract import COMMAND_WORKFLOW, DELIVERY_WORKFLOW, delivery_workflow_id
+from tests.bot.mutations import dotted, mutations
+from tests.worker.github.stack import PIPELINE, SECRET, Stack, github_stack, unique_repo
+from worker.contract import RunRequest, RunState
+from worker.github.contract import (
+    COMMAND_WORKFLOW,
+    DELIVERY_WORKFLOW,
+    GitHubCommand,
+    RunDelivery,
+    delivery_workflow_id,
+)
+from worker.gitrefs import is_sha, ref_name_problem
+from worker.limits import MAX_COMMAND_CHARS, MAX_COMMENT_CHARS
+from worker.links import GitHubHost
 from worker.settings import Settings
 
 
@@ -102,10 +122,10 @@ async def test_a_malformed_body_is_a_bad_request(bot: Stack, body: bytes) -> Non
     assert response.json()["reason"] == E_NOT_JSON
 
 
-async def test_a_body_of_the_wrong_shape_is_a_bad_request(bot: Stack) -> None:
+async def test_a_body_of_the_wrong_shape_is_unprocessable(bot: Stack) -> None:
     body = json.dumps({"repository": {"full_name": "acme/ml"}}).encode()
     response = await post(bot, body, {HEADER: sign(SECRET, body)})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["reason"].startswith("unexpected push payload: ref: Field required")
 
 
@@ -206,3 +226,346 @@ async def test_a_comment_command_is_handed_to_the_worker_once(bot: Stack) -> Non
     description = await bot.client.get_workflow_handle(workflow_id).describe()
     assert description.workflow_type == COMMAND_WORKFLOW
     assert bot.fake.requests == []  # the bot never calls GitHub
+
+
+# Hostile but signed bodies: a 4xx naming the problem, never a 500, a hang or a run.
+
+
+async def post_event(
+    bot: Stack, event: str, body: bytes, delivery: str | None = None
+) -> httpx.Response:
+    headers = {"X-GitHub-Event": event, HEADER: sign(SECRET, body)}
+    headers["X-GitHub-Delivery"] = delivery or f"hostile-{uuid.uuid4()}"
+    return await bot.http.post(PATH, content=body, headers=headers)
+
+
+async def started_nothing(bot: Stack, response: httpx.Response) -> bool:
+    """True when the delivery's workflow does not exist (nothing was handed to the worker)."""
+    delivery = response.request.headers["X-GitHub-Delivery"]
+    handle = bot.client.get_workflow_handle(delivery_workflow_id(delivery))
+    try:
+        await handle.describe()
+    except RPCError as err:
+        return err.status is RPCStatusCode.NOT_FOUND
+    return False
+
+
+def push_payload(bot: Stack, **changes: Any) -> tuple[str, dict[str, Any]]:
+    repo = unique_repo()
+    bot.fake.add_repo(repo, {"README.md": "hi"})
+    payload = bot.fake.push_payload(repo, "refs/heads/main", bot.fake.head(repo), sender="alice")
+    payload.update(changes)
+    return repo, payload
+
+
+def comment_payload(bot: Stack, body: str) -> dict[str, Any]:
+    repo = unique_repo()
+    bot.fake.add_repo(repo, {"README.md": "hi"})
+    pull = bot.fake.open_pull(repo, "main", user="alice")
+    payload = bot.fake.comment_payload(bot.fake.add_comment(repo, pull.number, "alice", "x"))
+    payload["comment"]["body"] = body
+    return payload
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"ref": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001,
+    ],
+)
+async def test_deeply_nested_json_is_a_bad_request(bot: Stack, body: bytes) -> None:
+    response = await post_event(bot, "push", body)
+    assert response.status_code == 400
+    assert response.json()["reason"] in (E_TOO_DEEP, E_NOT_JSON)
+    assert await started_nothing(bot, response)
+
+
+async def test_nesting_in_fields_skyrun_does_not_read_is_harmless(bot: Stack) -> None:
+    _, payload = push_payload(bot)
+    deep: Any = 1
+    for _ in range(400):
+        deep = {"a": [deep]}
+    payload["commits"] = deep
+    assert (await post_event(bot, "push", json.dumps(payload).encode())).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        ("refs/heads/lone\ud800surrogate", "ref"),
+        ("refs/heads/nul\u0000byte", "ref"),
+        ("refs/heads/-rf", "ref"),
+        ("refs/heads/a..b", "ref"),
+        ("refs/heads/x.lock", "ref"),
+        ("refs/heads/" + "b" * 300, "ref"),
+    ],
+)
+async def test_a_push_of_a_bad_ref_is_refused_and_the_answer_encodes(
+    bot: Stack, ref: str, field: str
+) -> None:
+    _, payload = push_payload(bot, ref=ref)
+    response = await post_event(bot, "push", json.dumps(payload).encode())
+    assert response.status_code == 422
+    response.content.decode("ascii")  # an ASCII-safe answer, whatever the ref held
+    reason = response.json()["reason"]
+    assert reason.startswith(f"unexpected push payload: {field}: is not a valid git ref name")
+    assert await started_nothing(bot, response)
+
+
+@pytest.mark.parametrize("after", ["--upload-pack=touch {marker}", "HEAD", "a" * 39, "g" * 40])
+async def test_a_push_of_a_bad_sha_is_refused(bot: Stack, tmp_path: Path, after: str) -> None:
+    marker = tmp_path / "pwned"
+    _, payload = push_payload(bot, after=after.format(marker=marker))
+    response = await post_event(bot, "push", json.dumps(payload).encode())
+    assert response.status_code == 422
+    assert response.json()["reason"].startswith("unexpected push payload: after: the value ")
+    assert await started_nothing(bot, response)
+    assert not marker.exists()
+
+
+async def test_a_clone_url_in_the_payload_is_never_used(
+    bot: Stack, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    local = git_repo({"f.txt": "one"})
+    repo, payload = push_payload(bot)
+    payload["repository"]["clone_url"] = str(local)
+    response = await post_event(bot, "push", json.dumps(payload).encode())
+    assert response.status_code == 202
+    history = await client.get_workflow_handle(response.json()["workflow_id"]).fetch_history()
+    attributes = history.events[0].workflow_execution_started_event_attributes
+    [delivery] = await client.data_converter.decode(attributes.input.payloads, [RunDelivery])
+    assert isinstance(delivery, RunDelivery) and delivery.request is not None
+    assert delivery.request.clone_url == f"{bot.fake.url}/{repo}.git"
+    assert str(local) not in json.dumps(dataclasses.asdict(delivery))
+
+
+@pytest.mark.parametrize("size", [MAX_COMMENT_CHARS + 1, 70_000, 1_000_000])
+async def test_comments_past_githubs_limit_are_refused_before_parsing(
+    bot: Stack, size: int
+) -> None:
+    body = "/skyrun echo A=" + "x" * (size - len("/skyrun echo A="))
+    began = time.perf_counter()
+    response = await post_event(
+        bot, "issue_comment", json.dumps(comment_payload(bot, body)).encode()
+    )
+    elapsed = time.perf_counter() - began
+    assert response.status_code == 422
+    reason = response.json()["reason"]
+    assert reason.startswith("unexpected issue_comment payload: comment.body: the comment is")
+    assert f"{size:,}" in reason and f"{MAX_COMMENT_CHARS:,}" in reason
+    assert elapsed < 2
+    assert await started_nothing(bot, response)
+    assert (await bot.http.get("/healthz")).status_code == 200
+
+
+async def test_a_long_command_within_the_comment_limit_gets_usage(bot: Stack) -> None:
+    body = "/skyrun echo A=" + "x" * MAX_COMMAND_CHARS
+    payload = comment_payload(bot, body)
+    response = await post_event(bot, "issue_comment", json.dumps(payload).encode())
+    assert response.status_code == 202
+    assert response.json()["command"] == "usage"
+    history = await bot.client.get_workflow_handle(response.json()["workflow_id"]).fetch_history()
+    attributes = history.events[0].workflow_execution_started_event_attributes
+    [command] = await bot.client.data_converter.decode(attributes.input.payloads, [GitHubCommand])
+    assert isinstance(command, GitHubCommand)
+    assert f"{MAX_COMMAND_CHARS:,}" in command.error and command.envs == {}
+    assert len(attributes.input.payloads[0].data) < 10_000  # the long value never reaches history
+
+
+async def test_the_event_loop_keeps_answering_while_a_large_body_is_parsed(bot: Stack) -> None:
+    _, payload = push_payload(bot)
+    payload["commits"] = [{"message": "m" * 1000, "id": str(i)} for i in range(15_000)]
+    body = json.dumps(payload).encode()
+    assert len(body) > PARSE_OFF_LOOP_BYTES
+
+    async def health() -> float:
+        began = time.perf_counter()
+        await asyncio.sleep(0.005)
+        assert (await bot.http.get("/healthz")).status_code == 200
+        return time.perf_counter() - began
+
+    response, latency = await asyncio.gather(post_event(bot, "push", body), health())
+    assert response.status_code == 202
+    assert latency < 0.5
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"after": 12345}, "after"),
+        ({"ref": ["refs/heads/main"]}, "ref"),
+        ({"deleted": "false"}, "deleted"),
+        ({"installation": {"id": "9"}}, "installation.id"),
+        ({"installation": {"id": 2**70}}, "installation.id"),
+        ({"installation": {"id": True}}, "installation.id"),
+        ({"repository": {"full_name": "../../etc/passwd"}}, "repository.full_name"),
+        ({"repository": {"full_name": 7}}, "repository.full_name"),
+        ({"repository": "acme/ml"}, "repository"),
+        ({"sender": {"login": "../admin"}}, "sender.login"),
+        ({"sender": {"login": "a\ud800"}}, "sender.login"),
+    ],
+)
+async def test_wrong_types_name_the_field(bot: Stack, change: dict[str, Any], field: str) -> None:
+    _, payload = push_payload(bot, **change)
+    response = await post_event(bot, "push", json.dumps(payload).encode())
+    assert response.status_code == 422
+    assert response.json()["reason"].startswith(f"unexpected push payload: {field}")
+    assert await started_nothing(bot, response)
+
+
+@pytest.mark.parametrize("delivery", ["x" * 500, "a b", "../x", "-rf"])
+async def test_a_bad_delivery_header_is_a_bad_request(bot: Stack, delivery: str) -> None:
+    _, payload = push_payload(bot)
+    response = await post_event(bot, "push", json.dumps(payload).encode(), delivery=delivery)
+    assert response.status_code == 400
+    assert response.json()["reason"] == E_DELIVERY
+
+
+# Fuzzed shapes of every event type: only 2xx/4xx, the bot healthy after each, and nothing
+# handed to the worker unless the delivery is valid (and then with values that are).
+
+FUZZ_PER_EVENT = 30
+ENVELOPE = (
+    "repository.full_name",
+    "repository.default_branch",
+    "installation.id",
+    "sender.login",
+    "sender.type",
+)
+READ = {
+    "push": dotted("ref", "after", "deleted", *ENVELOPE),
+    "issue_comment": dotted(
+        "action",
+        "issue.number",
+        "issue.pull_request",
+        "comment.id",
+        "comment.body",
+        "comment.user.login",
+        "comment.user.type",
+        "comment.created_at",
+        *ENVELOPE,
+    ),
+    "pull_request": dotted(
+        "action",
+        "number",
+        "pull_request.number",
+        "pull_request.user.login",
+        "pull_request.head.ref",
+        "pull_request.head.sha",
+        "pull_request.head.repo.full_name",
+        "pull_request.base.ref",
+        *ENVELOPE,
+    ),
+}
+"""The fields skyrun reads of each event it handles (mutated most often)."""
+
+
+def event_payloads(bot: Stack) -> dict[str, dict[str, Any]]:
+    repo = unique_repo()
+    fake = bot.fake
+    fake.add_repo(repo, {"README.md": "hi"})
+    fake.install(7, repo)
+    sha = fake.commit(repo, {"a.txt": "1"}, branch="feature")
+    pull = fake.open_pull(repo, "feature", user="alice")
+    comment = fake.add_comment(repo, pull.number, "alice", "/skyrun train EPOCHS=2")
+    base = fake.push_payload(repo, "refs/heads/main", fake.head(repo), sender="alice")
+    envelope = {k: base[k] for k in ("repository", "sender", "installation")}
+    return {
+        "push": base,
+        "issue_comment": fake.comment_payload(comment),
+        "pull_request": fake.pull_request_payload(pull, "synchronize"),
+        "merge_group": {
+            "action": "checks_requested",
+            "merge_group": {
+                "head_sha": sha,
+                "head_ref": f"refs/heads/gh-readonly-queue/main/pr-{pull.number}-{sha}",
+                "base_ref": "refs/heads/main",
+            },
+            **envelope,
+        },
+        "check_run": {
+            "action": "requested_action",
+            "check_run": {"id": 5, "head_sha": sha, "external_id": "run-1"},
+            "requested_action": {"identifier": "rerun"},
+            **envelope,
+        },
+        "check_suite": {
+            "action": "rerequested",
+            "check_suite": {"id": 6, "head_sha": sha, "head_branch": "feature"},
+            **envelope,
+        },
+        "ping": {"zen": "Design for failure.", "hook_id": 1, "hook": {"events": ["push"]}},
+    }
+
+
+async def handed_over(bot: Stack, response: httpx.Response) -> RunDelivery | GitHubCommand:
+    history = await bot.client.get_workflow_handle(response.json()["workflow_id"]).fetch_history()
+    attributes = history.events[0].workflow_execution_started_event_attributes
+    kind = RunDelivery if "run" in response.json() or "cancel" in response.json() else GitHubCommand
+    [argument] = await bot.client.data_converter.decode(attributes.input.payloads, [kind])
+    assert isinstance(argument, RunDelivery | GitHubCommand)
+    return argument
+
+
+@pytest.mark.timeout(60)
+async def test_fuzzed_deliveries_of_every_event_only_get_2xx_or_4xx(
+    bot: Stack, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    github = GitHubHost.from_api_url(bot.fake.url)
+    statuses: dict[int, int] = {}
+    began = time.monotonic()
+    for seed, (event, payload) in enumerate(event_payloads(bot).items()):
+        focus = READ.get(event, [])
+        for mutated in mutations(payload, seed, FUZZ_PER_EVENT, str(marker), focus):
+            body = json.dumps(mutated).encode()
+            response = await post_event(bot, event, body)
+            status = response.status_code
+            statuses[status] = statuses.get(status, 0) + 1
+            assert status < 500, (event, response.text)
+            response.content.decode("ascii")
+            assert (await bot.http.get("/healthz")).status_code == 200
+            if status != 202:
+                assert await started_nothing(bot, response), (event, response.text)
+                continue
+            argument = await handed_over(bot, response)
+            request = argument.request if isinstance(argument, RunDelivery) else argument
+            if request is None:  # a lane to cancel
+                continue
+            assert request.clone_url == github.clone_url(request.repo)
+            if isinstance(request, RunRequest):
+                assert is_sha(request.commit), request.commit
+                assert ref_name_problem(request.ref) is None, request.ref
+    assert not marker.exists()
+    assert statuses.get(422, 0) > FUZZ_PER_EVENT  # the mutations did reach the models
+    assert time.monotonic() - began < 20
+
+
+async def test_end_to_end_a_payloads_clone_url_and_an_option_as_after_execute_nothing(
+    client: Client,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    git_repo: Callable[..., Path],
+) -> None:
+    """The attack of the issue against a real worker: a local-path clone_url in the payload and
+    `after: --upload-pack=...` ran a command. Now the option is refused at the door, and a run
+    with the same local clone_url is cloned from GitHub's host (the local path holds nothing)."""
+    marker = tmp_path / "pwned"
+    local = git_repo({"f.txt": "decoy"}, name="decoy")
+    async with github_stack(client, make_settings, tmp_path) as stack:
+        repo = unique_repo()
+        stack.fake.add_repo(repo, PIPELINE)
+        sha = stack.fake.head(repo)
+        payload = stack.fake.push_payload(repo, "refs/heads/main", sha, sender="alice")
+        payload["repository"]["clone_url"] = str(local)
+
+        hostile = {**payload, "after": f"--upload-pack=touch {marker}"}
+        refused = await stack.deliver("push", hostile)
+        assert refused.status_code == 422 and "after" in refused.json()["reason"]
+
+        dispatched = await stack.dispatched(await stack.deliver("push", payload))
+        progress = await stack.finished(dispatched.run_id)
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    assert progress.commit == sha
+    assert not marker.exists()

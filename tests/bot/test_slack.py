@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -20,10 +24,13 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from bot.app import create_app
+from bot.commands import check_env
 from bot.dispatch import Dispatcher, StartOutcome
 from bot.slack import texts
-from bot.slack.app import SLACK_OFF, routes
+from bot.slack.app import MAX_BODY_BYTES, SLACK_OFF, routes
+from bot.slack.requests import E_ENCODING, E_NOT_JSON, E_TOO_DEEP, NOT_HANDLED
 from bot.state import BotState
+from tests.bot.mutations import dotted, mutations
 from tests.fakes.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -35,6 +42,7 @@ from tests.fakes.slack import (
     slash_command,
 )
 from worker.contract import RunRequest, SlackTarget, Trigger, lane_for_branch
+from worker.limits import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS
 from worker.logstore import LogStore
 from worker.settings import Settings
 from worker.slack.blocks import cancel_button
@@ -420,3 +428,236 @@ async def test_status_of_unknown_and_latest_runs(bot: httpx.AsyncClient, slack: 
     assert ack_text(await deliver(bot, body)) == texts.LOOKING_UP.format(what=texts.LATEST_RUNS)
     await slack.wait_for(lambda: slack.responses("latest"), 20, "the status reply")
     assert slack.responses("latest")[0]["text"] == texts.NO_RUNS.format(command="/skyrun")
+
+
+# Hostile but signed bodies: a 4xx naming the problem, never a 500 or a run.
+
+
+async def post_signed(
+    http: httpx.AsyncClient, body: bytes, content_type: str | None = None
+) -> httpx.Response:
+    headers = signed_headers(body)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return await http.post("/slack/events", content=body, headers=headers)
+
+
+def interactive(payload: object) -> bytes:
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def click(**changes: object) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(
+        parse_qs(block_action(cancel_button("nope-123"), response_url="http://x/r"))["payload"][0]
+    )
+    payload.update(changes)
+    return payload
+
+
+HOSTILE: list[tuple[str, bytes, str | None, int, str]] = [
+    ("non-JSON payload", b"payload=not-json", None, 400, E_NOT_JSON),
+    ("payload that is a list", interactive([1, 2]), None, 400, E_NOT_JSON),
+    ("deeply nested payload", b"payload=" + b"[" * 100_000, None, 400, E_TOO_DEEP),
+    ("nested JSON body", b"{" + b'"a":{' * 50_000, "application/json", 400, E_TOO_DEEP),
+    ("invalid UTF-8", b"command=%2Fskyrun&text=\xff\xfe", None, 400, E_ENCODING),
+    ("actions not a list", interactive(click(actions="x")), None, 400, "actions"),
+    ("an action not an object", interactive(click(actions=[5])), None, 400, "actions.0"),
+    ("no actions", interactive(click(actions=[])), None, 400, "actions"),
+    ("user a number", interactive(click(user=5)), None, 400, "user"),
+    ("user id an object", interactive(click(user={"id": {"a": [1]}})), None, 400, "user.id"),
+    ("team a number", interactive(click(team=5)), None, 400, "team"),
+    ("container a string", interactive(click(container="x")), None, 400, "container"),
+    ("channel a list", interactive(click(channel=[1])), None, 400, "channel"),
+    ("event in a click", interactive(click(event="x")), None, 400, "event"),
+    ("authorizations mistyped", interactive(click(authorizations=[1])), None, 400, "author"),
+    ("lone surrogate", interactive(click(user={"id": "\ud800"})), None, 400, "user.id"),
+    ("command a number", b'{"command": 5}', "application/json", 400, "command"),
+    ("event a string", b'{"type": "event_callback", "event": "x"}', None, 400, "event"),
+    ("event without type", b'{"type": "event_callback", "event": {}}', None, 400, "event.type"),
+    ("an event", b'{"type": "event_callback", "event": {"type": "x"}}', None, 404, NOT_HANDLED),
+    ("a shortcut", interactive({"type": "shortcut", "user": 5}), None, 404, NOT_HANDLED),
+    ("a JSON list", b"[1]", "application/json", 400, E_NOT_JSON),
+    (
+        "a mention as user id",
+        b"command=%2Fskyrun&text=help&user_id=U1%3E%3C%21channel",
+        None,
+        400,
+        "user_id",
+    ),
+    (
+        "NUL in trigger id",
+        b"command=%2Fskyrun&text=help&trigger_id=1.2%00x",
+        None,
+        400,
+        "trigger_id",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "reason"),
+    [case[1:] for case in HOSTILE],
+    ids=[case[0] for case in HOSTILE],
+)
+async def test_hostile_signed_bodies_get_a_4xx_and_unsigned_ones_401(
+    bot: httpx.AsyncClient,
+    slack: FakeSlack,
+    body: bytes,
+    content_type: str | None,
+    status: int,
+    reason: str,
+) -> None:
+    response = await post_signed(bot, body, content_type)
+    assert response.status_code == status, response.text
+    assert reason in response.json()["error"]
+    unsigned = await bot.post(
+        "/slack/events",
+        content=body,
+        headers={"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=00"},
+    )
+    assert unsigned.status_code == 401
+    assert (await bot.get("/healthz")).status_code == 200
+    await asyncio.sleep(0.05)
+    assert slack.calls == []
+
+
+async def test_a_timestamp_that_is_not_a_number_is_unsigned(bot: httpx.AsyncClient) -> None:
+    body = b"command=%2Fskyrun&text=help"
+    headers = {**signed_headers(body), "X-Slack-Request-Timestamp": "soon"}
+    response = await bot.post("/slack/events", content=body, headers=headers)
+    assert response.status_code == 401
+
+
+async def test_an_oversized_chunked_body_is_refused(bot: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"x" * MAX_BODY_BYTES
+
+    response = await bot.post(
+        "/slack/events", content=chunks(), headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        (f"acme/w A={'x' * MAX_COMMAND_CHARS}", f"{MAX_COMMAND_CHARS:,}"),
+        (f"acme/w A={'x' * (MAX_ENV_VALUE_CHARS + 1)}", f"{MAX_ENV_VALUE_CHARS:,}"),
+        ("acme/w@main\x00evil", "control character"),
+        ("acme/w@-rf", "starts with '-'"),
+    ],
+)
+async def test_command_text_is_bounded_and_refs_checked(
+    bot: httpx.AsyncClient, client: Client, slack: FakeSlack, text: str, limit: str
+) -> None:
+    began = time.monotonic()
+    reply = ack_text(await deliver(bot, slash_command(text, response_url=slack.response_url())))
+    assert time.monotonic() - began < ACK_BUDGET_S
+    assert reply.startswith(":warning:") and limit in reply
+    assert "x" * 50 not in reply
+    await asyncio.sleep(0.2)
+    assert await Dispatcher(client, "").list_runs(repo="acme/w") == []
+
+
+# Fuzzed shapes of slash commands and button clicks: only 2xx/4xx, the bot healthy after each.
+
+FUZZ_COUNT = 60
+CLICK_READS = dotted(
+    "type",
+    "user",
+    "user.id",
+    "actions",
+    "actions.0",
+    "actions.0.action_id",
+    "actions.0.value",
+    "container",
+    "container.message_ts",
+    "container.is_ephemeral",
+    "team",
+    "team.id",
+    "channel",
+    "channel.id",
+    "response_url",
+)
+
+
+def form_mutations(form: dict[str, str], seed: int, count: int) -> Iterator[bytes]:
+    """Slash-command forms with fields dropped, repeated, or set to hostile text or bytes."""
+    rng = random.Random(seed)
+    words = ["", "x" * 10_000, "\x00", "%", "%ZZ", "-rf", "@{", "'", '"', "=", "&", "\u202e"]
+    for _ in range(count):
+        fields = list(form.items())
+        for _ in range(rng.randint(1, 3)):
+            index = rng.randrange(len(fields))
+            name, value = fields[index]
+            choice = rng.random()
+            if choice < 0.2:
+                del fields[index]
+            elif choice < 0.3:
+                fields.append((name, rng.choice(words)))
+            else:
+                fields[index] = (name, value + rng.choice(words) * rng.randint(1, 3))
+        body = urlencode(fields).encode()
+        if rng.random() < 0.2:  # raw bytes as no form encoder would write them
+            cut = rng.randrange(len(body))
+            body = body[:cut] + rng.choice([b"\xff", b"%", b"\x00", b"&&", b"=="]) + body[cut:]
+        yield body
+
+
+@pytest.mark.timeout(60)
+async def test_fuzzed_commands_and_clicks_only_get_2xx_or_4xx(
+    bot: httpx.AsyncClient, client: Client, slack: FakeSlack, repo: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    began = time.monotonic()
+    form = dict(parse_qsl(slash_command(f"{repo}@main train A=1", response_url="http://x/r")))
+    form["response_url"] = slack.response_url("fuzz")
+    statuses: dict[int, int] = {}
+    starts = 0
+    bodies: list[tuple[bytes, str | None]] = [
+        (body, None) for body in form_mutations(form, 1, FUZZ_COUNT)
+    ]
+    bodies += [
+        (interactive(payload), None)
+        for payload in mutations(
+            click(response_url=slack.response_url("fuzz")), 2, FUZZ_COUNT, str(marker), CLICK_READS
+        )
+    ]
+    event = {"type": "event_callback", "team_id": "T1", "event": {"type": "app_mention"}}
+    bodies += [
+        (json.dumps(payload).encode(), "application/json")
+        for payload in mutations(event, 3, FUZZ_COUNT // 3, str(marker))
+    ]
+    for body, content_type in bodies:
+        response = await post_signed(bot, body, content_type)
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (body[:300], response.text)
+        if response.status_code == 200 and response.content:
+            starts += response.json().get("text", "").startswith(":hourglass")
+        assert (await bot.get("/healthz")).status_code == 200
+    assert statuses.get(400, 0) > FUZZ_COUNT // 2
+    await asyncio.sleep(0.5)
+    runs = await Dispatcher(client, "").list_runs(repo=repo)
+    assert len(runs) <= starts
+    for run in runs:  # what did start carries only values the door accepts
+        request = await started_request(client, run.run_id)
+        assert request.clone_url == f"https://github.com/{repo}.git"
+        assert request.ref == "main"
+        for name, value in request.envs.items():
+            check_env(name, value)
+    assert not marker.exists()
+    assert time.monotonic() - began < 20
+
+
+@pytest.mark.parametrize("value", ["nul\x00run", "../etc", "", "x" * 300])
+async def test_a_cancel_button_with_no_run_id_says_so(
+    bot: httpx.AsyncClient, slack: FakeSlack, value: str
+) -> None:
+    button = {**cancel_button("placeholder"), "value": value}
+    key = uuid.uuid4().hex
+    response = await deliver(bot, block_action(button, response_url=slack.response_url(key)))
+    assert response.status_code == 200
+    await slack.wait_for(lambda: slack.responses(key), 20, "the reply")
+    [reply] = slack.responses(key)
+    assert reply["text"] == texts.E_RUN_ID.format(value=value[:80])

@@ -15,14 +15,17 @@ from bot.slack.commands import (
     RunCommand,
     StatusCommand,
     UsageError,
-    clone_url,
     delivery_id,
-    github_web_url,
     parse,
     run_request,
 )
 from worker.contract import RunState, SlackTarget, Trigger
+from worker.gitrefs import P_DASH, P_DOTDOT, P_EMPTY
+from worker.limits import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS, MAX_ENVS, MAX_STAGES
+from worker.links import GitHubHost
 from worker.settings import Settings
+
+GITHUB = GitHubHost.from_api_url("https://api.github.com")
 
 
 @pytest.mark.parametrize(
@@ -65,9 +68,11 @@ def test_commands_parse(text: str, expected: object) -> None:
         ("", texts.E_EMPTY),
         ("deploy", texts.E_UNKNOWN.format(word="deploy")),
         ("acme", texts.E_UNKNOWN.format(word="acme")),
-        ("acme/widgets@", texts.E_REF.format(ref="")),
-        ("acme/widgets@a..b", texts.E_REF.format(ref="a..b")),
-        ("acme/widgets@-rf", texts.E_REF.format(ref="-rf")),
+        ("acme/widgets@", texts.E_REF.format(ref="", problem=P_EMPTY)),
+        ("acme/widgets@a..b", texts.E_REF.format(ref="a..b", problem=P_DOTDOT)),
+        ("acme/widgets@-rf", texts.E_REF.format(ref="-rf", problem=P_DASH)),
+        ("../../etc/passwd", texts.E_UNKNOWN.format(word="../../etc/passwd")),
+        ("acme/..", texts.E_UNKNOWN.format(word="acme/..")),
         ("acme/widgets tr@in", texts.E_STAGE.format(stage="tr@in")),
         ("acme/widgets 'unbalanced", None),
         ("acme/widgets 1X=2", None),
@@ -94,19 +99,26 @@ def test_env_errors_never_echo_a_value() -> None:
 
 
 @pytest.mark.parametrize(
-    ("api_url", "web"),
+    ("text", "limit"),
     [
-        ("https://api.github.com", "https://github.com"),
-        ("https://api.github.com/", "https://github.com"),
-        ("https://ghe.example.com/api/v3", "https://ghe.example.com"),
-        ("https://api.acme.ghe.com", "https://acme.ghe.com"),
-        ("https://api.corp.example/api/v3", "https://api.corp.example"),
-        ("http://127.0.0.1:9999/", "http://127.0.0.1:9999"),
+        ("acme/widgets A=" + "x" * (MAX_ENV_VALUE_CHARS + 1), f"{MAX_ENV_VALUE_CHARS:,}"),
+        ("acme/widgets " + " ".join(f"K{i}=1" for i in range(MAX_ENVS + 1)), f"{MAX_ENVS:,}"),
+        ("acme/widgets " + " ".join(f"s{i}" for i in range(MAX_STAGES + 1)), f"{MAX_STAGES:,}"),
+        ("acme/widgets A=" + "x" * MAX_COMMAND_CHARS, f"{MAX_COMMAND_CHARS:,}"),
+        ("acme/widgets@" + "b" * 300, "255"),
     ],
 )
-def test_github_web_url(api_url: str, web: str) -> None:
-    assert github_web_url(api_url) == web
-    assert clone_url(api_url, "acme/widgets") == f"{web}/acme/widgets.git"
+def test_limits_are_usage_errors_naming_the_limit(text: str, limit: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse(text)
+    assert limit in str(caught.value)
+    assert "xxxxxxxxxx" not in str(caught.value)
+
+
+def test_a_nul_or_control_character_in_a_ref_is_refused() -> None:
+    for ref in ("main\x00x", "main\tx", "ma in"):
+        with pytest.raises(UsageError, match="not a branch, tag or commit name"):
+            parse(f"'acme/widgets@{ref}'")
 
 
 def test_run_request_records_who_and_where_and_dedupes_on_the_trigger_id() -> None:
@@ -114,7 +126,7 @@ def test_run_request_records_who_and_where_and_dedupes_on_the_trigger_id() -> No
     assert isinstance(command, RunCommand)
     request = run_request(
         command,
-        github_api_url="https://api.github.com",
+        github=GITHUB,
         user="U1",
         channel="C1",
         response_url="https://hooks.slack.com/x",
@@ -131,7 +143,7 @@ def test_run_request_records_who_and_where_and_dedupes_on_the_trigger_id() -> No
     assert request.slack == SlackTarget("C1", "U1", "https://hooks.slack.com/x")
     default = run_request(
         RunCommand("acme/widgets"),
-        github_api_url="https://api.github.com",
+        github=GITHUB,
         user="U1",
         channel="C1",
         response_url="",

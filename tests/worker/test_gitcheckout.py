@@ -72,3 +72,54 @@ async def test_token_goes_in_a_header_and_never_into_errors(tmp_path: Path) -> N
 
 async def test_default_branch_of_a_local_repository(git_repo: Callable[..., Path]) -> None:
     assert await default_branch(str(git_repo({"f": "1"}))) == "main"
+
+
+@pytest.mark.parametrize(
+    ("ref", "commit", "field"),
+    [
+        ("main", "--upload-pack=touch {marker}", "commit"),
+        ("--upload-pack=touch {marker}", "", "ref"),
+        ("-x", "", "ref"),
+        ("main\x00evil", "", "ref"),
+        ("a..b", "", "ref"),
+        ("main", "HEAD", "commit"),
+        ("-x", "HEAD", "commit"),
+    ],
+)
+async def test_hostile_values_are_refused_and_nothing_runs(
+    git_repo: Callable[..., Path], tmp_path: Path, ref: str, commit: str, field: str
+) -> None:
+    marker = tmp_path / "pwned"
+    repo = git_repo({"f.txt": "one"})
+    dest = tmp_path / "co"
+    with pytest.raises(CheckoutError) as err:
+        await checkout(str(repo), ref.format(marker=marker), commit.format(marker=marker), dest)
+    assert err.value.user_error
+    assert f"check the run's {field}" in str(err.value)
+    assert "nothing was fetched" in str(err.value)
+    assert not marker.exists()
+    assert not dest.exists()
+
+
+async def test_a_url_that_looks_like_an_option_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    url = f"--upload-pack=touch {marker}"
+    with pytest.raises(CheckoutError, match="starts with '-'") as err:
+        await checkout(url, "main", "", tmp_path / "co")
+    assert err.value.user_error
+    assert await default_branch(url) == ""
+    assert not marker.exists()
+
+
+async def test_git_messages_are_bounded_and_name_what_was_missing(
+    git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo = git_repo({"f.txt": "one"})
+    with pytest.raises(CheckoutError) as err:
+        await checkout(str(repo), "b" * 250, "", tmp_path / "co")
+    message = str(err.value)
+    assert message.startswith("could not find ref 'bbbb")
+    assert len(message) < 1000
+    with pytest.raises(CheckoutError) as err:
+        await checkout(str(repo), "main", "1" * 40, tmp_path / "co")
+    assert "(the run's commit)" in str(err.value)
