@@ -41,7 +41,9 @@ from bot.server import EmbeddedServer
 from tests.worker.test_workflow import clusters_left, request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
 from worker.links import Links
+from worker.logstore import LogStore
 from worker.main import build_workers, running_workers
+from worker.masking import Masker
 from worker.settings import Settings, load_settings
 
 # A pipeline whose `train` stage runs until the test opens its gate (creates a file).
@@ -266,10 +268,14 @@ def test_a_local_repo_gets_no_forge_links_and_a_stand_in_from_visibility() -> No
 
 
 def test_read_tail_reads_the_end_of_a_big_log(tmp_path: Path) -> None:
-    log = tmp_path / "x.log"
-    log.write_text("".join(f"\x1b[31mline {i}\x1b[0m\n" for i in range(20000)))
-    assert read_tail(log, 3) == ["line 19997", "line 19998", "line 19999"]
-    assert read_tail(tmp_path / "missing.log") == []
+    store = LogStore(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x.log").write_text(
+        "".join(f"\x1b[31mline {i}\x1b[0m\n" for i in range(20000)) + "ghp_tail_secret_1\n"
+    )
+    masker = Masker(["ghp_tail_secret_1"])
+    assert read_tail(store, "run", "x", masker, 3) == ["line 19998", "line 19999", "***"]
+    assert read_tail(store, "run", "missing", masker) == []
 
 
 # Real runs.

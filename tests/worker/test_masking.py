@@ -1,0 +1,191 @@
+"""The one masker: every secret of the settings and learned ones, in text, data and streams."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.masking import MASK, MIN_SECRET_CHARS, Masker
+from worker.settings import Settings
+
+TOKEN = "ghp_token_secret_0123456789"
+PEM_LINES = [
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj",
+    "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu",
+    "NMoSfm76oqFvAp8Gy0iz5sxjZmSnXyCdPEovGhLa0VzMaQ8s+CLOyS56YyCFGeJZ",
+    "Lw==",
+]
+PEM = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(PEM_LINES) + "\n-----END PRIVATE KEY-----\n"
+
+
+def test_every_secret_of_the_settings_is_masked(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(PEM)
+    tls_key = tmp_path / "tls.key"
+    tls_key.write_text("-----BEGIN EC PRIVATE KEY-----\ntls_key_body_line_secret\n-----END")
+    secrets = {
+        "GITHUB_TOKEN": TOKEN,
+        "GITHUB_WEBHOOK_SECRET": "webhook-secret-value",
+        "GITHUB_APP_PRIVATE_KEY": PEM.replace("\n", "\\n"),
+        "SLACK_BOT_TOKEN": "xoxb-slack-bot-token",
+        "SLACK_SIGNING_SECRET": "slack-signing-secret",
+        "TEMPORAL_API_KEY": "temporal-api-key-value",
+    }
+    settings = make_settings(
+        **secrets,
+        GITHUB_APP_ID="42",
+        GITHUB_APP_PRIVATE_KEY_PATH=key_file,
+        TEMPORAL_TLS_KEY_PATH=tls_key,
+        GITHUB_API_URL="https://bot:url-password-secret@ghe.example.com/api/v3",
+    )
+    masker = Masker.from_settings(settings)
+    leaked = "\n".join([*secrets.values(), PEM, "tls_key_body_line_secret", "url-password-secret"])
+    masked = masker.mask(leaked)
+    for value in (*secrets.values(), *PEM_LINES[:3], "tls_key_body_line_secret"):
+        assert value not in masked
+    assert "url-password-secret" not in masked
+    # One line of the key printed alone, or the key re-wrapped, is still masked line by line.
+    assert masker.mask(f"x{PEM_LINES[1]}y") == f"x{MASK}y"
+    assert PEM_LINES[0] not in masker.mask(PEM.replace("\n", "\r\n"))
+    # The key's header lines are no secret; its short last line is too short to mask.
+    assert "-----BEGIN PRIVATE KEY-----" in masker.mask("-----BEGIN PRIVATE KEY-----")
+    assert masker.mask("Lw== and bot") == "Lw== and bot"
+
+
+def test_short_values_are_not_masked_and_learned_ones_are() -> None:
+    masker = Masker(["abc", "x" * (MIN_SECRET_CHARS - 1)])
+    assert masker.mask("abc xxxxxxx") == "abc xxxxxxx"
+    assert masker.secrets == []
+    masker.add("ghs_minted_installation_token", None, "")
+    assert masker.mask("t=ghs_minted_installation_token.") == f"t={MASK}."
+    assert masker.mask_bytes(b"ghs_minted_installation_token\n") == b"***\n"
+
+
+def test_the_longest_secret_wins_where_secrets_overlap() -> None:
+    masker = Masker(["secret-one", "secret-one-and-more"])
+    assert masker.mask("secret-one-and-more!") == f"{MASK}!"
+
+
+@dataclass
+class Holder:
+    names: dict[str, float] = field(default_factory=dict)
+    items: tuple[str, ...] = ()
+
+
+def test_data_is_masked_in_a_copy_keys_too_and_enums_stay() -> None:
+    masker = Masker([TOKEN])
+    stage = StageProgress(
+        "train",
+        "gpu",
+        StageState.FAILED,
+        report=f"r {TOKEN}",
+        log_tail=[TOKEN],
+        metrics={TOKEN: 1.0},
+    )
+    progress = RunProgress("r1", "acme/ml", "main", "", Trigger.CLI, "", RunState.FAILED, [stage])
+    masked = masker.mask_data(progress)
+    assert masked.stages[0].report == f"r {MASK}" and masked.stages[0].log_tail == [MASK]
+    assert masked.metrics == {MASK: 1.0} and masked.state is RunState.FAILED
+    assert masked.stages[0].state is StageState.FAILED
+    assert progress.stages[0].report == f"r {TOKEN}", "the original is unchanged"
+    holder = Holder({TOKEN: 2.0}, (TOKEN, "ok"))
+    assert masker.mask_data(holder) == Holder({MASK: 2.0}, (MASK, "ok"))
+    text = {"type": "mrkdwn", "text": f"```{TOKEN}```"}
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": text}]
+    assert masker.mask_data(blocks)[0]["text"]["text"] == f"```{MASK}```"
+    assert masker.mask_data(None) is None and Masker().mask_data(progress) is progress
+
+
+def _streamed(masker: Masker, pieces: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """What the stream wrote in the end, and what was visible after each write."""
+    raw = io.BytesIO()
+    stream = masker.stream(raw)
+    seen = []
+    for piece in pieces:
+        stream.write(piece)
+        stream.flush()
+        seen.append(raw.getvalue())
+    stream.close()
+    return raw.getvalue(), seen
+
+
+def test_a_secret_split_across_writes_is_masked_at_every_split() -> None:
+    masker = Masker([TOKEN, "xoxb-slack-bot-token"])
+    line = f"(task, pid=7) token={TOKEN} and xoxb-slack-bot-token end\n".encode()
+    expected = masker.mask_bytes(line)
+    assert TOKEN.encode() not in expected
+    for cut in range(1, len(line)):
+        for second in range(cut, len(line)):
+            pieces = [line[:cut], line[cut:second], line[second:]]
+            final, seen = _streamed(masker, [p for p in pieces if p])
+            assert final == expected, (cut, second)
+            for visible in seen:
+                # Nothing visible at any moment holds a piece of a secret that is later masked.
+                assert b"ghp_token" not in visible and b"xoxb-sl" not in visible
+
+
+def test_random_writes_of_a_long_log_are_masked_like_the_whole() -> None:
+    masker = Masker([TOKEN, "webhook-secret-value", *PEM_LINES])
+    rng = random.Random(7)
+    words = [TOKEN, "webhook-secret-value", PEM, "epoch", "\n", "\r", " ", "é", "loss=0.1"]
+    log = "".join(rng.choice(words) for _ in range(3000)).encode()
+    pieces, at = [], 0
+    while at < len(log):
+        size = rng.randint(1, 90)
+        pieces.append(log[at : at + size])
+        at += size
+    final, _ = _streamed(masker, pieces)
+    assert final == masker.mask_bytes(log)
+    for secret in (TOKEN, "webhook-secret-value", *PEM_LINES[:3]):
+        assert secret.encode() not in final
+
+
+def test_a_stream_lags_by_at_most_the_line_being_written_and_never_holds_much() -> None:
+    masker = Masker([TOKEN])
+    raw = io.BytesIO()
+    stream = masker.stream(raw)
+    stream.write(b"epoch 1 done\nepoch 2: ")
+    assert raw.getvalue() == b"epoch 1 done\n"  # whole lines at once
+    # A progress bar that never ends its line: all but a secret's length is written.
+    for _ in range(1000):
+        stream.write(b"#" * 10)
+    assert len(raw.getvalue()) >= len(b"epoch 1 done\nepoch 2: ") + 10_000 - len(TOKEN)
+    stream.write(b"\n")
+    assert raw.getvalue().endswith(b"#\n")
+    stream.close()
+    assert not raw.closed, "the log file itself stays open for the caller"
+
+
+def test_concurrent_writers_never_interleave_a_secret_unmasked() -> None:
+    masker = Masker([TOKEN])
+    raw = io.BytesIO()
+    stream = masker.stream(raw)
+    line = f"{TOKEN}\n".encode()
+
+    def write() -> None:
+        for _ in range(300):
+            stream.write(line)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stream.close()
+    assert raw.getvalue() == b"***\n" * 1200
+
+
+def test_a_stream_has_no_file_descriptor_to_bypass_it() -> None:
+    stream = Masker([TOKEN]).stream(io.BytesIO())
+    with pytest.raises(OSError):
+        stream.fileno()  # a process given it would write around the masking
