@@ -761,14 +761,13 @@ class RunPages:
     def _open_log(logs: LogStore, run_id: str, stage: str, live: bool | None) -> LogHandle:
         """The log, opened once: it is read through this handle only, never by path again.
 
-        A stage that may still be running but has not written yet gets a handle that opens the
-        log when it appears (the same safe way)."""
+        A stage that is running but has not written yet gets a handle that opens the log when it
+        appears (the same safe way); anything but a regular file of the store is refused."""
         try:
             return LogHandle(logs, run_id, stage, logs.open_read(run_id, stage))
-        except LogNotFound:
-            if not live:
+        except LogNotFound as err:
+            if not live or not err.absent:
                 raise
-            logs.path(run_id, stage)  # a bad name is never waited for
             return LogHandle(logs, run_id, stage, None)
 
     async def _stage_live(self, state: BotState, run_id: str, stage: str) -> bool | None:
@@ -805,7 +804,7 @@ class RunPages:
                     # secret (the masker masks multi-line ones line by line).
                     yield mask(strip_ansi(complete.decode("utf-8", errors="replace") + "\n"))
                 continue
-            if not live:
+            if not live or handle.refused:
                 break
             now = time.monotonic()
             if now - checked >= FOLLOW_CHECK_S:
@@ -828,12 +827,16 @@ class LogHandle:
 
     def __init__(self, logs: LogStore, run_id: str, stage: str, file: BinaryIO | None) -> None:
         self._logs, self._run_id, self._stage, self._file = logs, run_id, stage, file
+        self.refused = False
+        """What appeared is not a regular file of the store: the stream ends."""
 
     def read_chunk(self) -> bytes:
         if self._file is None:
             try:
                 self._file = self._logs.open_read(self._run_id, self._stage)
-            except LogNotFound:
+            except LogNotFound as err:
+                if not err.absent:
+                    self.refused = True
                 return b""
         return self._file.read(LOG_CHUNK)
 

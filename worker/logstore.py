@@ -36,6 +36,11 @@ E_NOT_A_LOG = (
 class LogNotFound(LookupError):
     """No log of this stage: never written, a bad name, or not a regular file of the store."""
 
+    def __init__(self, message: str, *, absent: bool = False) -> None:
+        super().__init__(message)
+        self.absent = absent
+        """Nothing is there (yet): a running stage may still create it. False: refused."""
+
 
 class LogStoreError(Exception):
     """Something other than a log sits where the stage's log belongs and cannot be replaced."""
@@ -76,7 +81,8 @@ class LogStore:
             ):
                 fd = os.open(f"{stage}.log", _READ_FLAGS, dir_fd=run)
         except OSError as err:
-            raise LogNotFound(f"no log for {run_id}/{stage}: {err.strerror}") from None
+            message = f"no log for {run_id}/{stage}: {err.strerror}"
+            raise LogNotFound(message, absent=err.errno == errno.ENOENT) from None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:

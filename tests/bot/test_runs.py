@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -558,3 +559,84 @@ async def test_without_temporal_pages_say_so_and_logs_are_still_served(
         assert api.status_code == 503 and "Check TEMPORAL_ADDRESS" in api.json()["error"]
         served_log = await http.get("/runs/some-run/logs/train")
         assert (served_log.status_code, served_log.text) == (200, "epoch 1\nepoch 2\n")
+
+
+# Attacks on the log store: whatever a task plants there is never served.
+
+PASSWD = "root:x:0:0"
+
+
+def _passwd_is_readable() -> bool:
+    return PASSWD in Path("/etc/passwd").read_text()
+
+
+async def _get_within(http: httpx.AsyncClient, path: str, seconds: float = 10) -> httpx.Response:
+    """GET that must answer quickly: a planted FIFO must never make the route wait."""
+    return await asyncio.wait_for(http.get(path), seconds)
+
+
+async def test_planted_symlinks_fifos_directories_and_links_are_never_served(
+    stack: Stack, tmp_path: Path
+) -> None:
+    assert _passwd_is_readable()
+    logs = stack.settings.logs_dir
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "train.log").write_text("secret of the host\n")
+    (logs / "file-link").mkdir(parents=True)
+    (logs / "file-link" / "train.log").symlink_to("/etc/passwd")
+    (logs / "dir-link").symlink_to(outside)
+    (logs / "fifo").mkdir()
+    os.mkfifo(logs / "fifo" / "train.log")
+    (logs / "dir" / "train.log").mkdir(parents=True)
+    (logs / "hard-link").mkdir()
+    os.link(outside / "train.log", logs / "hard-link" / "train.log")
+    for run_id in ("file-link", "dir-link", "fifo", "dir", "hard-link"):
+        response = await _get_within(stack.http, f"/runs/{run_id}/logs/train")
+        assert response.status_code == 404, run_id
+        assert response.text == UNKNOWN_LOG.format(stage="train", run_id=run_id)
+    for path in (
+        "/runs/..%2Foutside/logs/train",
+        "/runs/x/logs/..%2F..%2Foutside%2Ftrain",
+        "/runs/%2Fetc/logs/passwd",
+    ):
+        response = await _get_within(stack.http, path)
+        assert response.status_code == 404 and "secret of the host" not in response.text
+
+
+async def test_a_log_swapped_for_a_symlink_while_its_stage_runs_shows_nothing_of_the_target(
+    stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "train.log").write_text("secret of the host\n")
+    gate = tmp_path / "gate"
+    outcome = await stack.dispatcher.start(request_for(git_repo(gated_files(gate))))
+    run_id = outcome.run_id
+    run_dir = stack.settings.logs_dir / run_id
+    try:
+        await wait_stage_running(stack.dispatcher, run_id, "train")
+        log = run_dir / "train.log"
+        await wait_for(lambda: log.exists() and "epoch 1" in log.read_text())
+        # As a task with write access to the store would: the log, then the whole run directory.
+        log.unlink()
+        log.symlink_to("/etc/passwd")
+        for secret in (PASSWD, "secret of the host"):
+            if secret != PASSWD:
+                run_dir.rename(tmp_path / "moved")
+                run_dir.symlink_to(outside)
+            page = (await stack.http.get(f"/runs/{run_id}")).text
+            api = (await stack.http.get(f"/api/runs/{run_id}")).json()
+            assert 'data-stage="train" data-state="running"' in page
+            assert secret not in page and secret not in str(api["stages"][1]["log_tail"])
+            served = await _get_within(stack.http, f"/runs/{run_id}/logs/train")
+            assert served.status_code == 404 and secret not in served.text
+    finally:
+        gate.touch()
+    progress = await wait_finished(stack.dispatcher, run_id)
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    # The worker kept writing its own file, and read its results back from it.
+    assert progress.metrics["accuracy"] == 0.75
+    assert any("gate open" in line for line in progress.stages[1].log_tail)
+    assert "secret of the host" not in str(progress) and PASSWD not in str(progress)
+    assert (outside / "train.log").read_text() == "secret of the host\n"

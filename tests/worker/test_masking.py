@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
+from tests.fakes.slack import FakeSlack
+from tests.worker.github.stack import github_stack, unique_repo
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
 from worker.masking import MASK, MIN_SECRET_CHARS, Masker
 from worker.settings import Settings
@@ -189,3 +192,108 @@ def test_a_stream_has_no_file_descriptor_to_bypass_it() -> None:
     stream = Masker([TOKEN]).stream(io.BytesIO())
     with pytest.raises(OSError):
         stream.fileno()  # a process given it would write around the masking
+
+
+# End to end: a task that prints every secret (passed to it on purpose, to simulate a leak).
+
+LEAKS = {
+    "GITHUB_TOKEN": "ghp_leaked_github_token_0123",
+    "SLACK_BOT_TOKEN": "xoxb-leaked-slack-bot-token",
+    "SLACK_SIGNING_SECRET": "leaked-slack-signing-secret",
+    "TEMPORAL_API_KEY": "leaked-temporal-api-key-value",
+}
+LEAK_TASK = """\
+run: |
+  echo "gh=$LEAK_GITHUB_TOKEN hook=$LEAK_GITHUB_WEBHOOK_SECRET"
+  echo "slack=$LEAK_SLACK_BOT_TOKEN signing=$LEAK_SLACK_SIGNING_SECRET"
+  echo "temporal=$LEAK_TEMPORAL_API_KEY installation=$LEAK_INSTALLATION"
+  printf 'split=%s' "$(printf %s "$LEAK_INSTALLATION" | cut -c1-12)"
+  sleep 0.3
+  printf '%s\\n' "$(printf %s "$LEAK_INSTALLATION" | cut -c13-)"
+  echo "::metric $LEAK_GITHUB_TOKEN=1"
+  echo ::report
+  echo "report: $LEAK_SLACK_BOT_TOKEN $LEAK_INSTALLATION"
+  echo ::endreport
+  exit 1
+"""
+LEAK_PIPELINE = {
+    ".skyrun.yaml": ("stages:\n  - {name: leak, task: leak.yaml}\nnotify: {slack: '#ml-runs'}\n"),
+    "leak.yaml": LEAK_TASK,
+}
+
+
+async def test_a_task_printing_every_secret_shows_none_anywhere_its_output_goes(
+    client: Client, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    async with (
+        FakeSlack(token=LEAKS["SLACK_BOT_TOKEN"]) as slack,
+        github_stack(
+            client,
+            make_settings,
+            tmp_path,
+            app_id="4242",
+            SLACK_API_URL=slack.api_url,
+            GITHUB_TOKEN=LEAKS["GITHUB_TOKEN"],
+            SLACK_BOT_TOKEN=LEAKS["SLACK_BOT_TOKEN"],
+            SLACK_SIGNING_SECRET=LEAKS["SLACK_SIGNING_SECRET"],
+            TEMPORAL_API_KEY=LEAKS["TEMPORAL_API_KEY"],
+        ) as stack,
+    ):
+        fake = stack.fake
+        repo = unique_repo()
+        fake.add_repo(repo, LEAK_PIPELINE)
+        fake.install(77, repo)
+        fake.commit(repo, {"x.txt": "1"}, branch="feature")
+        pull = fake.open_pull(repo, "feature", user="alice")
+        fake.grant(repo, "alice", "write")
+        # The worker mints its installation token for the first command; the run reuses it.
+        await stack.command(fake.add_comment(repo, pull.number, "alice", "/skyrun status"))
+        (installation,) = fake.minted
+        secrets: dict[str, str] = {
+            **LEAKS,
+            "GITHUB_WEBHOOK_SECRET": stack.settings.github_webhook_secret.get_secret_value()
+            if stack.settings.github_webhook_secret
+            else "",
+            "INSTALLATION": installation,
+        }
+        envs = " ".join(f"LEAK_{name}={value}" for name, value in secrets.items())
+        result = await stack.command(
+            fake.add_comment(repo, pull.number, "alice", f"/skyrun {envs}")
+        )
+        assert result.outcome == "started", result
+        run_id = result.run_ids[0]
+        progress = await stack.finished(run_id)
+        assert progress.state is RunState.FAILED
+        await slack.wait_for(
+            lambda: any("Run failed" in m.text for m in slack.messages.values()), 30, "the end"
+        )
+
+        log = (stack.settings.logs_dir / run_id / "leak.log").read_text()
+        pages = [
+            (await stack.http.get(path)).text
+            for path in (
+                f"/runs/{run_id}",
+                f"/api/runs/{run_id}",
+                f"/runs/{run_id}/logs/leak",
+                "/api/runs",
+            )
+        ]
+        github = [
+            *(h for c in fake.bot_comments(repo, pull.number) for h in c.history),
+            *(str(run.history) for run in fake.check_runs_for(repo, result.commit)),
+        ]
+        slack_posts = [str(call.args) for call in slack.calls]
+
+    assert f"installation={MASK}" in log and f"split={MASK}" in log
+    assert f"gh={MASK} hook={MASK}" in log and f"report: {MASK} {MASK}" in log
+    (sticky,) = [c for c in github if c.startswith("<!-- skyrun:run")][-1:]
+    assert f"temporal={MASK} installation={MASK}" in sticky  # the failed stage's last lines
+    assert any(f"slack={MASK}" in post for post in slack_posts)  # the Slack thread's tail
+    assert f"report: {MASK} {MASK}" in pages[0]
+    for where, texts in {"log store": [log], "pages": pages, "GitHub": github}.items():
+        for text in texts:
+            for name, value in secrets.items():
+                assert value not in text, f"{name} reached the {where}"
+    for post in slack_posts:
+        for name, value in secrets.items():
+            assert value not in post, f"{name} reached Slack"
