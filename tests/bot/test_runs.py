@@ -640,3 +640,55 @@ async def test_a_log_swapped_for_a_symlink_while_its_stage_runs_shows_nothing_of
     assert any("gate open" in line for line in progress.stages[1].log_tail)
     assert "secret of the host" not in str(progress) and PASSWD not in str(progress)
     assert (outside / "train.log").read_text() == "secret of the host\n"
+
+
+async def test_the_bot_masks_its_own_secrets_in_a_log_no_worker_masked(
+    client: Client, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(SLACK_SIGNING_SECRET="bot-side-signing-secret")
+    log = settings.logs_dir / "old-run" / "train.log"
+    log.parent.mkdir(parents=True)
+    # Written by an older worker, or one with other settings: the bot's own secret is in it.
+    log.write_bytes(b"a\nsigning=bot-side-signing-secret\nlast bot-side-signing-secret")
+    app = create_app(settings, client)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        served = await http.get("/runs/old-run/logs/train")
+    assert (served.status_code, served.text) == (200, "a\nsigning=***\nlast ***")
+
+
+async def test_pages_mask_the_bots_secrets_where_the_worker_did_not_know_them(
+    client: Client, make_settings: Callable[..., Settings], git_repo: Callable[..., Path]
+) -> None:
+    secret = "only-the-bot-knows-this-secret"
+    worker_settings = make_settings()
+    bot_settings = make_settings(GITHUB_WEBHOOK_SECRET=secret)
+    files = {
+        "a.yaml": 'run: |\n  echo "leak $LEAK"\n  echo ::report\n  echo "r $LEAK"\n  exit 3\n',
+        ".skyrun.yaml": "stages:\n  - {name: a, task: a.yaml}\n",
+    }
+    app = create_app(bot_settings, client)
+    async with (
+        running_workers(build_workers(client, worker_settings)),
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        dispatcher = Dispatcher(client, bot_settings.temporal_task_queue)
+        outcome = await dispatcher.start(request_for(git_repo(files), envs={"LEAK": secret}))
+        progress = await wait_finished(dispatcher, outcome.run_id)
+        assert progress.state is RunState.FAILED
+        assert any(secret in line for line in progress.stages[0].log_tail), "the worker let it by"
+        bodies = [
+            (await http.get(path)).text
+            for path in (
+                f"/runs/{outcome.run_id}",
+                f"/api/runs/{outcome.run_id}",
+                f"/runs/{outcome.run_id}/logs/a",
+                "/api/runs",
+            )
+        ]
+    assert "leak ***" in bodies[0] and "leak ***" in bodies[1] and "leak ***" in bodies[2]
+    for body in bodies:
+        assert secret not in body
