@@ -794,7 +794,6 @@ class RunPages:
     ) -> AsyncIterator[str]:
         partial = b""
         checked = unanswered_since = time.monotonic()
-        mask = self.masker.mask
         while True:
             chunk = await asyncio.to_thread(handle.read_chunk)
             if chunk:
@@ -802,7 +801,7 @@ class RunPages:
                 if complete:
                     # Whole lines only: "\n" never splits a UTF-8 sequence, an escape code or a
                     # secret (the masker masks multi-line ones line by line).
-                    yield mask(strip_ansi(complete.decode("utf-8", errors="replace") + "\n"))
+                    yield await asyncio.to_thread(self._clean, complete + b"\n")
                 continue
             if not live or handle.refused:
                 break
@@ -819,7 +818,11 @@ class RunPages:
                 continue
             await asyncio.sleep(FOLLOW_POLL_S)
         if partial:
-            yield mask(strip_ansi(partial.decode("utf-8", errors="replace")))
+            yield self._clean(partial)
+
+    def _clean(self, data: bytes) -> str:
+        """Log bytes as the route serves them: text without escape codes, secrets masked."""
+        return self.masker.mask(strip_ansi(data.decode("utf-8", errors="replace")))
 
 
 class LogHandle:
