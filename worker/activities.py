@@ -228,10 +228,12 @@ class PipelineActivities:
                 try:
                     code = await self.backend.run(task, log)
                 except TaskSpecError as err:
-                    raise user_error(f"stage '{stage.name}': {err}") from None
+                    # Errors become the run's progress: masked like the log, as they may quote it.
+                    raise user_error(self.masker.mask(f"stage '{stage.name}': {err}")) from None
                 except BackendError as err:
                     log.write(f"[skyrun] backend error: {err}\n".encode())
-                    raise ApplicationError(str(err), type="BackendError") from None
+                    message = self.masker.mask(str(err))
+                    raise ApplicationError(message, type="BackendError") from None
             log.write(f"[skyrun] stage {stage.name} exited with status {code}\n".encode())
             masked.close()
             # Read back through our own descriptor: the path may have been swapped meanwhile.

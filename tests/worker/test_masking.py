@@ -8,15 +8,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from tests.fakes.slack import FakeSlack
 from tests.worker.github.stack import github_stack, unique_repo
-from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.activities import PipelineActivities
+from worker.backends.base import BackendError, TaskRun
+from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
 from worker.masking import MASK, MIN_SECRET_CHARS, Masker
+from worker.models import PlannedStage, StageInput
 from worker.settings import Settings
 
 TOKEN = "ghp_token_secret_0123456789"
@@ -297,3 +302,57 @@ async def test_a_task_printing_every_secret_shows_none_anywhere_its_output_goes(
     for post in slack_posts:
         for name, value in secrets.items():
             assert value not in post, f"{name} reached Slack"
+
+
+# The stage log writer (run_stage) with a backend that leaks.
+
+
+class LeakyBackend:
+    """Writes a secret into the log in pieces, then fails with it in its error."""
+
+    name = "leaky"
+
+    def __init__(self, secret: str, fail: bool) -> None:
+        self.secret, self.fail = secret.encode(), fail
+
+    async def validate(self, task_yaml: str, envs: dict[str, str], checkout_dir: Path) -> None:
+        return None
+
+    async def run(self, task: TaskRun, log: BinaryIO) -> int:
+        for piece in (b"token=" + self.secret[:5], self.secret[5:11], self.secret[11:] + b"\n"):
+            log.write(piece)
+            log.flush()
+        log.write(b"::metric " + self.secret + b"=1\n::report\n" + self.secret + b"\n::endreport\n")
+        if self.fail:
+            raise BackendError(f"cloud said {self.secret.decode()}")
+        return 0
+
+    async def down(self, cluster_name: str) -> None:
+        return None
+
+    def dashboard_url(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_run_stage_writes_and_returns_only_masked_output(
+    make_settings: Callable[..., Settings], git_repo: Callable[..., Path], fail: bool
+) -> None:
+    settings = make_settings(TEMPORAL_API_KEY="temporal-key-in-the-log")
+    secret = "temporal-key-in-the-log"
+    repo = git_repo({"a.yaml": "run: echo\n"})
+    activities = PipelineActivities(settings, LeakyBackend(secret, fail))
+    stage = PlannedStage("a", "a", "sr-a", "a.yaml", "run: echo\n", {}, launch=True)
+    request = RunRequest(repo=str(repo), clone_url=str(repo), ref="main")
+    data = StageInput("run-mask", request, "", stage, [], 30)
+    env = ActivityEnvironment()
+    if fail:
+        with pytest.raises(ApplicationError) as caught:
+            await env.run(activities.run_stage, data)
+        assert caught.value.message == f"cloud said {MASK}"
+    else:
+        output = await env.run(activities.run_stage, data)
+        assert output.report == MASK and output.metrics == {}
+        assert f"token={MASK}" in output.log_tail
+    log = (settings.logs_dir / "run-mask" / "a.log").read_text()
+    assert f"token={MASK}\n" in log and secret not in log and secret[:5] not in log

@@ -186,8 +186,8 @@ class SlackReporter:
     ) -> None:
         """Update the run's message in place, or post it when there is none (any more)."""
         text = self.masker.mask(fallback_text(progress))
-        blocks = self.masker.mask_data(
-            run_blocks(progress, self.links, baseline=baseline, run_pages=self.run_pages)
+        blocks = run_blocks(
+            progress, self.links, baseline=baseline, run_pages=self.run_pages, masker=self.masker
         )
         if handles.get(TS):
             try:
