@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -52,7 +52,8 @@ T = TypeVar("T")
 
 
 def _fragments(secret: str) -> list[str]:
-    """The forms of `secret` to mask: as is, unescaped, and line by line when it spans lines.
+    """The forms of `secret` to mask: as is, unescaped, URL-quoted, and line by line when it
+    spans lines.
 
     A PEM is masked whole and per base64 body line (its BEGIN/END and header lines are not
     secret), so a key printed with other line breaks, or one line of it, is still masked.
@@ -62,6 +63,8 @@ def _fragments(secret: str) -> list[str]:
         # One-line env values carry a PEM's newlines escaped.
         unescaped = secret.replace("\\n", "\n")
         forms |= {unescaped, unescaped.strip()}
+    # As it appears in a URL someone printed (`quote` leaves plain tokens as they are).
+    forms |= {quote(form, safe="") for form in list(forms) if "\n" not in form}
     for form in list(forms):
         if "\n" in form or "\r" in form:
             for line in form.splitlines():
@@ -75,7 +78,8 @@ def _fragments(secret: str) -> list[str]:
 def _url_credentials(url: str) -> list[str]:
     try:
         parts = urlsplit(url if "//" in url else f"//{url}")
-        return [v for v in (parts.username, parts.password) if v]
+        # As written in the URL (percent-encoded) and as a client would send it.
+        return [f for v in (parts.username, parts.password) if v for f in (v, unquote(v))]
     except ValueError:
         return []
 

@@ -79,6 +79,11 @@ def test_short_values_are_not_masked_and_learned_ones_are() -> None:
     assert masker.mask_bytes(b"ghs_minted_installation_token\n") == b"***\n"
 
 
+def test_a_secret_quoted_in_a_url_is_masked_too() -> None:
+    masker = Masker(["p@ss/word+secret"])
+    assert masker.mask("https://x:p%40ss%2Fword%2Bsecret@host/") == f"https://x:{MASK}@host/"
+
+
 def test_the_longest_secret_wins_where_secrets_overlap() -> None:
     masker = Masker(["secret-one", "secret-one-and-more"])
     assert masker.mask("secret-one-and-more!") == f"{MASK}!"
