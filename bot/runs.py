@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
 from cachetools import TTLCache
@@ -35,6 +35,8 @@ from bot.state import BotState
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
 from worker.links import Links
 from worker.logparse import strip_ansi, tail_lines
+from worker.logstore import LogNotFound, LogStore
+from worker.masking import Masker
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -375,19 +377,24 @@ def base_ref(progress: RunProgress) -> str:
     return base or ("" if progress.pr_number is not None else progress.ref)
 
 
-def read_tail(path: Path, count: int = LIVE_TAIL_LINES) -> list[str]:
-    """The last lines of a log file, read from its end (the file may be large and growing)."""
+def read_tail(
+    logs: LogStore, run_id: str, stage: str, masker: Masker, count: int = LIVE_TAIL_LINES
+) -> list[str]:
+    """The last lines of a stage's log, read from its end (the file may be large and growing);
+    nothing when the store has no regular file for it."""
     try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - TAIL_BYTES))
-            data = handle.read()
-    except FileNotFoundError:
+        handle = logs.open_read(run_id, stage)
+    except LogNotFound:
         return []
+    with handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - TAIL_BYTES))
+        data = handle.read()
     text = data.decode("utf-8", errors="replace")
     if size > TAIL_BYTES:
         text = text.split("\n", 1)[-1]
-    return tail_lines(text, count)
+    # Masked before the lines are cut to width, so no cut leaves part of a secret.
+    return tail_lines(masker.mask(text), count)
 
 
 def build_view(
@@ -493,6 +500,9 @@ class RunPages:
         self.links = Links(settings)
         self.github = github_web_url(settings.github_api_url)
         self.asset_version = _asset_version()
+        self.masker = Masker.from_settings(settings)
+        """The bot's own settings' secrets, masked out of every view: a second line of defence
+        behind the worker's masking of the logs and progress it writes."""
         self._finished: TTLCache[str, RunProgress] = TTLCache(maxsize=2048, ttl=3600)
         self._baselines: TTLCache[str, RunProgress | None] = TTLCache(maxsize=512, ttl=60)
 
@@ -505,6 +515,7 @@ class RunPages:
         if (cached := self._finished.get(run_id)) is not None:
             return cached
         progress = await asyncio.wait_for(state.dispatcher.progress(run_id), timeout)
+        progress = self.masker.mask_data(progress)
         if progress is not None and progress.state.finished:
             self._finished[run_id] = progress
         return progress
@@ -566,11 +577,9 @@ class RunPages:
         ]
         tails: dict[str, list[str]] = {}
         for name in running:
-            try:
-                path = state.logs.path(progress.run_id, name)
-            except ValueError:
-                continue
-            tails[name] = await asyncio.to_thread(read_tail, path)
+            tails[name] = await asyncio.to_thread(
+                read_tail, state.logs, progress.run_id, name, self.masker
+            )
         try:
             baseline = await self._baseline(state, progress)
         except TEMPORAL_ERRORS as err:
@@ -731,16 +740,14 @@ class RunPages:
         state = _state(request)
         run_id, stage = request.path_params["run_id"], request.path_params["stage"]
         missing = PlainTextResponse(UNKNOWN_LOG.format(stage=stage, run_id=run_id), 404)
-        try:
-            path = state.logs.path(run_id, stage)
-        except ValueError:
-            return missing
         live = await self._stage_live(state, run_id, stage)
-        if not live and not await asyncio.to_thread(path.is_file):
+        try:
+            handle = await asyncio.to_thread(self._open_log, state.logs, run_id, stage, live)
+        except LogNotFound:
             return missing
         log.info("serving log", extra={"run_id": run_id, "stage": stage, "follow": bool(live)})
         return StreamingResponse(
-            self._follow(state, run_id, stage, path, bool(live)),
+            self._follow(state, run_id, stage, handle, bool(live)),
             media_type="text/plain; charset=utf-8",
             headers={
                 "X-Content-Type-Options": "nosniff",
@@ -749,6 +756,19 @@ class RunPages:
                 "X-Accel-Buffering": "no",
             },
         )
+
+    @staticmethod
+    def _open_log(logs: LogStore, run_id: str, stage: str, live: bool | None) -> LogHandle:
+        """The log, opened once: it is read through this handle only, never by path again.
+
+        A stage that is running but has not written yet gets a handle that opens the log when it
+        appears (the same safe way); anything but a regular file of the store is refused."""
+        try:
+            return LogHandle(logs, run_id, stage, logs.open_read(run_id, stage))
+        except LogNotFound as err:
+            if not live or not err.absent:
+                raise
+            return LogHandle(logs, run_id, stage, None)
 
     async def _stage_live(self, state: BotState, run_id: str, stage: str) -> bool | None:
         """True while the stage runs, False once it cannot write more, None when nobody answers."""
@@ -761,20 +781,29 @@ class RunPages:
         return any(s.name == stage and s.state is StageState.RUNNING for s in progress.stages)
 
     async def _follow(
-        self, state: BotState, run_id: str, stage: str, path: Path, live: bool
+        self, state: BotState, run_id: str, stage: str, handle: LogHandle, live: bool
     ) -> AsyncIterator[str]:
-        offset, partial = 0, b""
+        try:
+            async for text in self._follow_lines(state, run_id, stage, handle, live):
+                yield text
+        finally:
+            handle.close()
+
+    async def _follow_lines(
+        self, state: BotState, run_id: str, stage: str, handle: LogHandle, live: bool
+    ) -> AsyncIterator[str]:
+        partial = b""
         checked = unanswered_since = time.monotonic()
         while True:
-            chunk = await asyncio.to_thread(_read_chunk, path, offset)
+            chunk = await asyncio.to_thread(handle.read_chunk)
             if chunk:
-                offset += len(chunk)
                 complete, _, partial = (partial + chunk).rpartition(b"\n")
                 if complete:
-                    # Whole lines only: "\n" never splits a UTF-8 sequence or an escape code.
-                    yield strip_ansi(complete.decode("utf-8", errors="replace") + "\n")
+                    # Whole lines only: "\n" never splits a UTF-8 sequence, an escape code or a
+                    # secret (the masker masks multi-line ones line by line).
+                    yield await asyncio.to_thread(self._clean, complete + b"\n")
                 continue
-            if not live:
+            if not live or handle.refused:
                 break
             now = time.monotonic()
             if now - checked >= FOLLOW_CHECK_S:
@@ -789,16 +818,34 @@ class RunPages:
                 continue
             await asyncio.sleep(FOLLOW_POLL_S)
         if partial:
-            yield strip_ansi(partial.decode("utf-8", errors="replace"))
+            yield self._clean(partial)
+
+    def _clean(self, data: bytes) -> str:
+        """Log bytes as the route serves them: text without escape codes, secrets masked."""
+        return self.masker.mask(strip_ansi(data.decode("utf-8", errors="replace")))
 
 
-def _read_chunk(path: Path, offset: int) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read(LOG_CHUNK)
-    except FileNotFoundError:
-        return b""
+class LogHandle:
+    """A stage log the route reads through one open file, opened from the store only."""
+
+    def __init__(self, logs: LogStore, run_id: str, stage: str, file: BinaryIO | None) -> None:
+        self._logs, self._run_id, self._stage, self._file = logs, run_id, stage, file
+        self.refused = False
+        """What appeared is not a regular file of the store: the stream ends."""
+
+    def read_chunk(self) -> bytes:
+        if self._file is None:
+            try:
+                self._file = self._logs.open_read(self._run_id, self._stage)
+            except LogNotFound as err:
+                if not err.absent:
+                    self.refused = True
+                return b""
+        return self._file.read(LOG_CHUNK)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _state(request: Request) -> BotState:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -19,7 +21,8 @@ from worker.backends.base import BackendError, ComputeBackend, TaskSpecError, cl
 from worker.contract import RunRequest, Trigger
 from worker.gitcheckout import CheckoutError, checkout, default_branch
 from worker.logparse import parse_metrics, parse_report, tail_lines
-from worker.logstore import LogStore
+from worker.logstore import LogStore, LogStoreError
+from worker.masking import Masker
 from worker.models import (
     CleanupInput,
     DownInput,
@@ -82,6 +85,7 @@ class PipelineActivities:
         backend: ComputeBackend,
         client: Client | None = None,
         token_provider: Callable[[RunRequest], str | None] | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -90,6 +94,8 @@ class PipelineActivities:
         self.pinned_queue = ""
         """This worker's own queue when a run's activities must all stay here (set by main)."""
         self._token_provider = token_provider or (lambda _request: None)
+        self.masker = masker or Masker.from_settings(settings)
+        """Masks every secret this worker holds out of the stage logs it writes."""
 
     def checkout_dir(self, run_id: str) -> Path:
         return self.settings.data_path / "checkouts" / run_id
@@ -192,8 +198,6 @@ class PipelineActivities:
 
         stage = data.stage
         path = await self._ensure_checkout(data.run_id, data.request, data.commit)
-        log_path = self.logs.path(data.run_id, stage.name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         attempt = activity.info().attempt
         task = TaskRun(
             run_id=data.run_id,
@@ -206,9 +210,12 @@ class PipelineActivities:
             autostop_minutes=data.autostop_minutes,
             labels={"skyrun-run": data.run_id, "skyrun-stage": stage.name},
         )
+        raw = self._open_log(data.run_id, stage.name)
         started = time.monotonic()
-        with log_path.open("ab") as log:
-            offset = log.tell()
+        # Everything written into the log store goes through the masker, even our own lines.
+        with raw, contextlib.closing(self.masker.stream(raw)) as masked:
+            log = cast(BinaryIO, masked)
+            offset = raw.tell()
             verb = "launch" if stage.launch else "exec"
             header = (
                 f"[skyrun] stage {stage.name}: {verb} {stage.task_file} on cluster {stage.cluster}"
@@ -221,14 +228,18 @@ class PipelineActivities:
                 try:
                     code = await self.backend.run(task, log)
                 except TaskSpecError as err:
-                    raise user_error(f"stage '{stage.name}': {err}") from None
+                    # Errors become the run's progress: masked like the log, as they may quote it.
+                    raise user_error(self.masker.mask(f"stage '{stage.name}': {err}")) from None
                 except BackendError as err:
                     log.write(f"[skyrun] backend error: {err}\n".encode())
-                    raise ApplicationError(str(err), type="BackendError") from None
+                    message = self.masker.mask(str(err))
+                    raise ApplicationError(message, type="BackendError") from None
             log.write(f"[skyrun] stage {stage.name} exited with status {code}\n".encode())
+            masked.close()
+            # Read back through our own descriptor: the path may have been swapped meanwhile.
+            text = await asyncio.to_thread(_read_from, raw, offset)
         duration = time.monotonic() - started
         worker_metrics.observe_stage(stage.name, code, duration)
-        text = await asyncio.to_thread(_read_from, log_path, offset)
         patterns = [MetricPattern(m.name, m.pattern) for m in data.metric_patterns]
         return StageOutput(
             exit_code=code,
@@ -237,6 +248,12 @@ class PipelineActivities:
             log_tail=tail_lines(text, 20),
             duration_s=round(duration, 3),
         )
+
+    def _open_log(self, run_id: str, stage: str) -> BinaryIO:
+        try:
+            return self.logs.open_append(run_id, stage)
+        except LogStoreError as err:
+            raise ApplicationError(str(err), type="LogStoreError", non_retryable=True) from None
 
     @activity.defn(name="down_clusters")
     async def down_clusters(self, data: DownInput) -> None:
@@ -273,10 +290,12 @@ class PipelineActivities:
                     await asyncio.sleep(0.5)
 
 
-def _read_from(path: Path, offset: int) -> str:
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        return handle.read().decode("utf-8", errors="replace")
+def _read_from(log: BinaryIO, offset: int) -> str:
+    chunks = []
+    while chunk := os.pread(log.fileno(), 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def _task_envs(task_yaml: str) -> dict[str, str | None]:

@@ -54,7 +54,11 @@ def build_workers(
     """One worker on the shared queue (workflows, first activities) and one on this worker's own."""
     gh = github or make_github(settings, client)
     acts = activities or PipelineActivities(
-        settings, backend or make_backend(settings), client, token_provider=gh.token_for_request
+        settings,
+        backend or make_backend(settings),
+        client,
+        token_provider=gh.token_for_request,
+        masker=gh.auth.masker,  # one masker: it learns the installation tokens auth mints
     )
     acts.pinned_queue = settings.worker_queue if pins_runs(settings) else ""
     methods = [

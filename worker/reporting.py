@@ -80,5 +80,6 @@ def make_reporting(settings: Settings, github: GitHubServices | None = None) -> 
     if settings.slack_configured:
         from worker.slack.reporter import SlackReporter
 
-        reporters.append(SlackReporter(settings))
+        masker = github.auth.masker if github is not None else None
+        reporters.append(SlackReporter(settings, masker=masker))
     return ReportingActivities(reporters, gate)

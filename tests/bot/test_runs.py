@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +42,9 @@ from bot.server import EmbeddedServer
 from tests.worker.test_workflow import clusters_left, request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
 from worker.links import Links
+from worker.logstore import LogStore
 from worker.main import build_workers, running_workers
+from worker.masking import Masker
 from worker.settings import Settings, load_settings
 
 # A pipeline whose `train` stage runs until the test opens its gate (creates a file).
@@ -266,10 +269,14 @@ def test_a_local_repo_gets_no_forge_links_and_a_stand_in_from_visibility() -> No
 
 
 def test_read_tail_reads_the_end_of_a_big_log(tmp_path: Path) -> None:
-    log = tmp_path / "x.log"
-    log.write_text("".join(f"\x1b[31mline {i}\x1b[0m\n" for i in range(20000)))
-    assert read_tail(log, 3) == ["line 19997", "line 19998", "line 19999"]
-    assert read_tail(tmp_path / "missing.log") == []
+    store = LogStore(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x.log").write_text(
+        "".join(f"\x1b[31mline {i}\x1b[0m\n" for i in range(20000)) + "ghp_tail_secret_1\n"
+    )
+    masker = Masker(["ghp_tail_secret_1"])
+    assert read_tail(store, "run", "x", masker, 3) == ["line 19998", "line 19999", "***"]
+    assert read_tail(store, "run", "missing", masker) == []
 
 
 # Real runs.
@@ -552,3 +559,136 @@ async def test_without_temporal_pages_say_so_and_logs_are_still_served(
         assert api.status_code == 503 and "Check TEMPORAL_ADDRESS" in api.json()["error"]
         served_log = await http.get("/runs/some-run/logs/train")
         assert (served_log.status_code, served_log.text) == (200, "epoch 1\nepoch 2\n")
+
+
+# Attacks on the log store: whatever a task plants there is never served.
+
+PASSWD = "root:x:0:0"
+
+
+def _passwd_is_readable() -> bool:
+    return PASSWD in Path("/etc/passwd").read_text()
+
+
+async def _get_within(http: httpx.AsyncClient, path: str, seconds: float = 10) -> httpx.Response:
+    """GET that must answer quickly: a planted FIFO must never make the route wait."""
+    return await asyncio.wait_for(http.get(path), seconds)
+
+
+async def test_planted_symlinks_fifos_directories_and_links_are_never_served(
+    stack: Stack, tmp_path: Path
+) -> None:
+    assert _passwd_is_readable()
+    logs = stack.settings.logs_dir
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "train.log").write_text("secret of the host\n")
+    (logs / "file-link").mkdir(parents=True)
+    (logs / "file-link" / "train.log").symlink_to("/etc/passwd")
+    (logs / "dir-link").symlink_to(outside)
+    (logs / "fifo").mkdir()
+    os.mkfifo(logs / "fifo" / "train.log")
+    (logs / "dir" / "train.log").mkdir(parents=True)
+    (logs / "hard-link").mkdir()
+    os.link(outside / "train.log", logs / "hard-link" / "train.log")
+    for run_id in ("file-link", "dir-link", "fifo", "dir", "hard-link"):
+        response = await _get_within(stack.http, f"/runs/{run_id}/logs/train")
+        assert response.status_code == 404, run_id
+        assert response.text == UNKNOWN_LOG.format(stage="train", run_id=run_id)
+    for path in (
+        "/runs/..%2Foutside/logs/train",
+        "/runs/x/logs/..%2F..%2Foutside%2Ftrain",
+        "/runs/%2Fetc/logs/passwd",
+    ):
+        response = await _get_within(stack.http, path)
+        assert response.status_code == 404 and "secret of the host" not in response.text
+
+
+async def test_a_log_swapped_for_a_symlink_while_its_stage_runs_shows_nothing_of_the_target(
+    stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "train.log").write_text("secret of the host\n")
+    gate = tmp_path / "gate"
+    outcome = await stack.dispatcher.start(request_for(git_repo(gated_files(gate))))
+    run_id = outcome.run_id
+    run_dir = stack.settings.logs_dir / run_id
+    try:
+        await wait_stage_running(stack.dispatcher, run_id, "train")
+        log = run_dir / "train.log"
+        await wait_for(lambda: log.exists() and "epoch 1" in log.read_text())
+        # As a task with write access to the store would: the log, then the whole run directory.
+        log.unlink()
+        log.symlink_to("/etc/passwd")
+        for secret in (PASSWD, "secret of the host"):
+            if secret != PASSWD:
+                run_dir.rename(tmp_path / "moved")
+                run_dir.symlink_to(outside)
+            page = (await stack.http.get(f"/runs/{run_id}")).text
+            api = (await stack.http.get(f"/api/runs/{run_id}")).json()
+            assert 'data-stage="train" data-state="running"' in page
+            assert secret not in page and secret not in str(api["stages"][1]["log_tail"])
+            served = await _get_within(stack.http, f"/runs/{run_id}/logs/train")
+            assert served.status_code == 404 and secret not in served.text
+    finally:
+        gate.touch()
+    progress = await wait_finished(stack.dispatcher, run_id)
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    # The worker kept writing its own file, and read its results back from it.
+    assert progress.metrics["accuracy"] == 0.75
+    assert any("gate open" in line for line in progress.stages[1].log_tail)
+    assert "secret of the host" not in str(progress) and PASSWD not in str(progress)
+    assert (outside / "train.log").read_text() == "secret of the host\n"
+
+
+async def test_the_bot_masks_its_own_secrets_in_a_log_no_worker_masked(
+    client: Client, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(SLACK_SIGNING_SECRET="bot-side-signing-secret")
+    log = settings.logs_dir / "old-run" / "train.log"
+    log.parent.mkdir(parents=True)
+    # Written by an older worker, or one with other settings: the bot's own secret is in it.
+    log.write_bytes(b"a\nsigning=bot-side-signing-secret\nlast bot-side-signing-secret")
+    app = create_app(settings, client)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        served = await http.get("/runs/old-run/logs/train")
+    assert (served.status_code, served.text) == (200, "a\nsigning=***\nlast ***")
+
+
+async def test_pages_mask_the_bots_secrets_where_the_worker_did_not_know_them(
+    client: Client, make_settings: Callable[..., Settings], git_repo: Callable[..., Path]
+) -> None:
+    secret = "only-the-bot-knows-this-secret"
+    worker_settings = make_settings()
+    bot_settings = make_settings(GITHUB_WEBHOOK_SECRET=secret)
+    files = {
+        "a.yaml": 'run: |\n  echo "leak $LEAK"\n  echo ::report\n  echo "r $LEAK"\n  exit 3\n',
+        ".skyrun.yaml": "stages:\n  - {name: a, task: a.yaml}\n",
+    }
+    app = create_app(bot_settings, client)
+    async with (
+        running_workers(build_workers(client, worker_settings)),
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        dispatcher = Dispatcher(client, bot_settings.temporal_task_queue)
+        outcome = await dispatcher.start(request_for(git_repo(files), envs={"LEAK": secret}))
+        progress = await wait_finished(dispatcher, outcome.run_id)
+        assert progress.state is RunState.FAILED
+        assert any(secret in line for line in progress.stages[0].log_tail), "the worker let it by"
+        bodies = [
+            (await http.get(path)).text
+            for path in (
+                f"/runs/{outcome.run_id}",
+                f"/api/runs/{outcome.run_id}",
+                f"/runs/{outcome.run_id}/logs/a",
+                "/api/runs",
+            )
+        ]
+    assert "leak ***" in bodies[0] and "leak ***" in bodies[1] and "leak ***" in bodies[2]
+    for body in bodies:
+        assert secret not in body

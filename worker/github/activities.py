@@ -125,7 +125,7 @@ class GitHubCommandActivities:
         if data.kind is ReplyKind.STATUS:
             lane = lane_for_pr(data.command.repo, data.command.pr_number)
             runs = await self.dispatcher.list_runs(lane=lane, limit=STATUS_RUNS)
-        body = render.scrub(render.reply(data, self.links, runs), self.auth.secrets())
+        body = render.reply(data, self.links, runs, self.auth.masker)
         attempt = activity.info().attempt
         return ReplyOutput(await asyncio.to_thread(self._post, data.command, body, attempt))
 

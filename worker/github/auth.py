@@ -22,6 +22,7 @@ from github.GithubException import (
 from temporalio.exceptions import ApplicationError
 
 from worker.contract import RunRequest
+from worker.masking import Masker
 from worker.settings import Settings
 
 TOKEN_MARGIN = timedelta(minutes=5)
@@ -79,7 +80,10 @@ class GitHubAuth:
         settings: Settings,
         options: ClientOptions | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        masker: Masker | None = None,
     ) -> None:
+        self.masker = masker or Masker.from_settings(settings)
+        """The worker's masker: every installation token minted here is added to it."""
         self.api_url = settings.github_api_url.rstrip("/")
         self.options = options or ClientOptions()
         self._clock = clock
@@ -146,6 +150,7 @@ class GitHubAuth:
             if cached is not None and cached[1] - TOKEN_MARGIN > self._clock():
                 return cached[0]
             minted = self._app().get_access_token(installation)
+            self.masker.add(minted.token)
             expires = minted.expires_at or self._clock() + timedelta(hours=1)
             self._tokens[installation] = (minted.token, expires)
             if cached is not None:
@@ -187,10 +192,8 @@ class GitHubAuth:
         return self.token(request.repo, installation)
 
     def secrets(self) -> list[str]:
-        """Every secret value this worker holds, so rendered texts can be scrubbed of them."""
-        with self._lock:
-            values = [token for token, _ in self._tokens.values()]
-        return [v for v in (self._token, self._webhook_secret, *values) if v]
+        """Every secret value this worker holds (settings and minted tokens): the masker's."""
+        return self.masker.secrets
 
 
 @contextmanager

@@ -7,7 +7,7 @@ a comment stays under GitHub's 65,536 characters, with links to the full logs an
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +18,7 @@ from worker.github import texts
 from worker.github.baseline import Baseline
 from worker.github.models import ReplyInput, ReplyKind
 from worker.links import Links
+from worker.masking import Masker
 
 SHORT_SHA = 7
 MAX_METRICS = 50
@@ -61,13 +62,6 @@ def cut(text: str, limit: int, note: str = "") -> str:
     if "\n" in keep:
         keep = keep[: keep.rfind("\n")]
     return keep + note
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if len(secret) >= 8:
-            text = text.replace(secret, "***")
-    return text
 
 
 def format_duration(seconds: float | None) -> str:
@@ -301,8 +295,14 @@ def _join(sections: Sequence[str]) -> str:
     return "\n\n".join(s for s in sections if s)
 
 
-def run_comment(view: RunView, secrets: Iterable[str] = ()) -> str:
-    """The sticky comment of a run: tagged, so later reports find and edit it."""
+def run_comment(view: RunView, masker: Masker | None = None) -> str:
+    """The sticky comment of a run: tagged, so later reports find and edit it.
+
+    With a masker, secrets are masked in the run before rendering (so no cut splits one) and
+    in the result.
+    """
+    masker = masker or Masker()
+    view = masker.mask_data(view)
     header = "\n".join(_header(view))
     body = _join(
         [
@@ -315,7 +315,7 @@ def run_comment(view: RunView, secrets: Iterable[str] = ()) -> str:
         ]
     )
     note = CUT_NOTE.format(run_url=view.links.run(view.progress.run_id))
-    return cut(scrub(body, secrets), texts.MAX_COMMENT_CHARS, note)
+    return cut(masker.mask(body), texts.MAX_COMMENT_CHARS, note)
 
 
 def is_run_comment(body: str, run_id: str | None = None) -> bool:
@@ -363,8 +363,10 @@ def check_title(progress: RunProgress) -> str:
     return texts.CHECK_TITLE_OTHER.format(state=texts.STATE_WORDS[state])
 
 
-def check_output(view: RunView, secrets: Iterable[str] = ()) -> dict[str, str]:
+def check_output(view: RunView, masker: Masker | None = None) -> dict[str, str]:
     """The check run's title, summary (stages, metrics) and text (what failed, the report)."""
+    masker = masker or Masker()
+    view = masker.mask_data(view)
     note = CUT_NOTE.format(run_url=view.links.run(view.progress.run_id))
     summary = _join(
         [
@@ -376,16 +378,23 @@ def check_output(view: RunView, secrets: Iterable[str] = ()) -> dict[str, str]:
     )
     text = _join([outcome_section(view), report_section(view)])
     output = {
-        "title": check_title(view.progress),
-        "summary": cut(scrub(summary, secrets), texts.MAX_CHECK_TEXT_CHARS, note),
+        "title": masker.mask(check_title(view.progress)),
+        "summary": cut(masker.mask(summary), texts.MAX_CHECK_TEXT_CHARS, note),
     }
     if text:
-        output["text"] = cut(scrub(text, secrets), texts.MAX_CHECK_TEXT_CHARS, note)
+        output["text"] = cut(masker.mask(text), texts.MAX_CHECK_TEXT_CHARS, note)
     return output
 
 
-def reply(data: ReplyInput, links: Links, runs: Sequence[RunSummary] = ()) -> str:
+def reply(
+    data: ReplyInput,
+    links: Links,
+    runs: Sequence[RunSummary] = (),
+    masker: Masker | None = None,
+) -> str:
     """A reply to a comment command, tagged with its delivery (so a retry can find it)."""
+    masker = masker or Masker()
+    data, runs = masker.mask_data(data), masker.mask_data(list(runs))
     kind = data.kind
     if kind is ReplyKind.HELP:
         text = texts.REPLY_HELP.format(usage=COMMENT_USAGE)
@@ -405,7 +414,8 @@ def reply(data: ReplyInput, links: Links, runs: Sequence[RunSummary] = ()) -> st
         )
     else:
         text = status_table(runs, links)
-    return cut(f"{reply_tag(data.command.delivery_id)}\n{text}", texts.MAX_COMMENT_CHARS)
+    body = masker.mask(f"{reply_tag(data.command.delivery_id)}\n{text}")
+    return cut(body, texts.MAX_COMMENT_CHARS)
 
 
 def reply_tag(delivery_id: str) -> str:

@@ -23,6 +23,7 @@ from worker.github.auth import GitHubAuth, api_errors
 from worker.github.baseline import Baseline, Baselines
 from worker.github.render import RunView
 from worker.links import Links
+from worker.masking import Masker
 from worker.models import ReportInput
 
 log = logging.getLogger(__name__)
@@ -118,14 +119,14 @@ class GitHubReporter:
         self, data: ReportInput, view: RunView, handles: dict[str, str], attempt: int
     ) -> dict[str, str]:
         progress = data.progress
-        secrets = self.auth.secrets()
+        masker = self.auth.masker
         out: dict[str, str] = {}
         with api_errors(self.auth):
             repo = self._repo(data)
             if progress.commit and progress.commit != "local":
-                out.update(self._check_run(repo, view, handles, secrets, attempt))
+                out.update(self._check_run(repo, view, handles, masker, attempt))
             if handles.get(PULL):
-                out.update(self._comment(repo, int(handles[PULL]), view, handles, secrets))
+                out.update(self._comment(repo, int(handles[PULL]), view, handles, masker))
             target = data.request.github
             if (
                 target is not None
@@ -144,7 +145,7 @@ class GitHubReporter:
         repo: Repository,
         view: RunView,
         handles: dict[str, str],
-        secrets: list[str],
+        masker: Masker,
         attempt: int,
     ) -> dict[str, str]:
         progress = view.progress
@@ -152,7 +153,7 @@ class GitHubReporter:
             "name": texts.CHECK_NAME,
             "details_url": self.links.run(progress.run_id),
             "external_id": progress.run_id,
-            "output": render.check_output(view, secrets),
+            "output": render.check_output(view, masker),
         }
         if progress.state is RunState.QUEUED:
             fields["status"] = "queued"
@@ -187,10 +188,10 @@ class GitHubReporter:
         number: int,
         view: RunView,
         handles: dict[str, str],
-        secrets: list[str],
+        masker: Masker,
     ) -> dict[str, str]:
         run_id = view.progress.run_id
-        body = render.run_comment(view, secrets)
+        body = render.run_comment(view, masker)
         issue = repo.get_issue(number)
         out: dict[str, str] = {}
         comment_id = handles.get(COMMENT)

@@ -9,6 +9,7 @@ from typing import Any
 
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
 from worker.links import Links
+from worker.masking import Masker
 from worker.slack import texts
 
 Block = dict[str, Any]
@@ -267,8 +268,16 @@ def run_blocks(
     *,
     baseline: Baseline | None = None,
     run_pages: bool = True,
+    masker: Masker | None = None,
 ) -> list[Block]:
-    """The progress message: title, stages, outcome, metrics, report and buttons."""
+    """The progress message: title, stages, outcome, metrics, report and buttons.
+
+    With a masker, secrets are masked in the run before rendering (so no cut to Slack's limits
+    leaves part of one) and in the blocks.
+    """
+    if masker is not None:
+        progress = masker.mask_data(progress)
+        return masker.mask_data(run_blocks(progress, links, baseline=baseline, run_pages=run_pages))
     state = progress.state
     title = texts.TITLE.format(
         icon=texts.RUN_ICONS[state], what=escape(target(progress)), state=texts.RUN_WORDS[state]

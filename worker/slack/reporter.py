@@ -8,6 +8,7 @@ activity's heartbeat as soon as it exists, so a retried attempt never posts a se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from worker.contract import RunProgress, StageState
 from worker.links import Links
+from worker.masking import Masker
 from worker.models import ReportInput
 from worker.settings import Settings
 from worker.slack import texts
@@ -120,14 +122,19 @@ class SlackReporter:
         *,
         client: AsyncWebClient | None = None,
         temporal: Client | None = None,
+        masker: Masker | None = None,
     ) -> None:
-        """`temporal` finds the metrics baseline; by default the worker's own client."""
+        """`temporal` finds the metrics baseline; by default the worker's own client. `masker`
+        (by default one of the settings' secrets) masks what is posted."""
         self.client = client or make_client(settings)
+        self.masker = masker or Masker.from_settings(settings)
         self.links = Links(settings)
         self.run_pages = settings.run_pages
         self._temporal = temporal
 
     async def report(self, data: ReportInput) -> dict[str, str]:
+        # Masked before rendering, so no cut to Slack's limits can leave part of a secret.
+        data = dataclasses.replace(data, progress=self.masker.mask_data(data.progress))
         handles = _resumed(data.handles)
         if handles.get(BLOCKED):
             await self._report_elsewhere(data, handles)
@@ -145,7 +152,7 @@ class SlackReporter:
                 await self.client.chat_postMessage(
                     channel=handles[CHANNEL],
                     thread_ts=handles[TS],
-                    text=reply,
+                    text=self.masker.mask(reply),
                     unfurl_links=False,
                     unfurl_media=False,
                 )
@@ -178,8 +185,10 @@ class SlackReporter:
         baseline: Baseline | None,
     ) -> None:
         """Update the run's message in place, or post it when there is none (any more)."""
-        text = fallback_text(progress)
-        blocks = run_blocks(progress, self.links, baseline=baseline, run_pages=self.run_pages)
+        text = self.masker.mask(fallback_text(progress))
+        blocks = run_blocks(
+            progress, self.links, baseline=baseline, run_pages=self.run_pages, masker=self.masker
+        )
         if handles.get(TS):
             try:
                 await self.client.chat_update(
@@ -236,7 +245,10 @@ class SlackReporter:
             return
         try:
             response = await AsyncWebhookClient(target.response_url, timeout=HTTP_TIMEOUT_S).send(
-                text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+                text=self.masker.mask(text),
+                blocks=self.masker.mask_data(blocks),
+                response_type="ephemeral",
+                replace_original=False,
             )
             if response.status_code != 200:
                 log.warning("Slack response_url answered %s", response.status_code)

@@ -23,6 +23,7 @@ from worker.github.contract import CommandAction, GitHubCommand
 from worker.github.models import ReplyInput, ReplyKind
 from worker.github.render import RunView
 from worker.links import Links
+from worker.masking import Masker
 from worker.settings import load_settings
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -155,11 +156,34 @@ def test_huge_reports_and_logs_stay_under_githubs_limits() -> None:
     assert all(len(value) <= texts.MAX_CHECK_TEXT_CHARS for value in output.values())
 
 
-def test_secrets_are_scrubbed() -> None:
-    leaky = view()
-    leaky.progress.stages[1].report = "token: ghs_abcdefghijklmnop"
-    assert "ghs_abcdefghijklmnop" not in render.run_comment(leaky, ["ghs_abcdefghijklmnop"])
-    assert "***" in render.check_output(leaky, ["ghs_abcdefghijklmnop"])["text"]
+SECRET = "ghs_abcdefghijklmnop"
+
+
+def test_secrets_are_masked_everywhere_even_where_a_cut_would_split_them() -> None:
+    masker = Masker([SECRET])
+    leaky = view(RunState.FAILED, error=f"git said: {SECRET}")
+    train = leaky.progress.stages[1]
+    train.state, train.error = StageState.FAILED, f"boom {SECRET}"
+    train.report = f"token: {SECRET}"
+    train.metrics = {SECRET: 1.0}
+    # A log line cut to MAX_LOG_LINE_CHARS right inside the secret.
+    train.log_tail = ["x" * (render.MAX_LOG_LINE_CHARS - 8) + SECRET]
+    comment = render.run_comment(leaky, masker)
+    output = render.check_output(leaky, masker)
+    for text in (comment, *output.values()):
+        assert "ghs_" not in text
+    assert "***" in comment and "***" in output["text"] and "***" in output["summary"]
+    assert SECRET in train.report, "the view itself is left as it was"
+    unmasked = render.run_comment(leaky)
+    assert SECRET in unmasked
+
+
+def test_replies_are_masked() -> None:
+    detail = f"cannot parse {SECRET}."
+    body = render.reply(
+        ReplyInput(command(), ReplyKind.USAGE, detail=detail), LINKS, masker=Masker([SECRET])
+    )
+    assert SECRET not in body and "cannot parse ***" in body
 
 
 def test_an_older_comment_is_folded_under_a_note() -> None:

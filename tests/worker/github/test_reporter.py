@@ -176,3 +176,35 @@ async def test_the_rocket_goes_on_the_command_comment_once_the_run_starts(
 
     assert fake.reactions(asked) == ["rocket"]
     assert len(fake.calls("POST", "/reactions$")) == 1
+
+
+async def test_every_secret_the_worker_holds_is_masked_in_the_comment_and_check_run(
+    fake: FakeGitHub, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        GITHUB_TOKEN=fake.token,
+        GITHUB_API_URL=fake.url,
+        SLACK_BOT_TOKEN="xoxb-not-githubs-secret",
+        TEMPORAL_API_KEY="temporal-not-githubs-secret",
+    )
+    auth = GitHubAuth(settings, ClientOptions.unpaced())
+    auth.masker.add("ghs_minted_elsewhere_token")  # as minting does
+    reporter = GitHubReporter(auth, Links(settings))
+    secrets = [fake.token, "xoxb-not-githubs-secret", "temporal-not-githubs-secret"]
+    secrets.append("ghs_minted_elsewhere_token")
+    sha = fake.commit(REPO, {"a": "1"}, branch="feature")
+    pull = fake.open_pull(REPO, "feature", user="acme")
+    data = report("r-9", RunState.FAILED, Trigger.COMMENT, sha, pr_number=pull.number)
+    data.progress.error = "stage 'train' failed: " + " ".join(secrets)
+    stage = data.progress.stages[0]
+    stage.state, stage.error, stage.log_tail = StageState.FAILED, "boom", list(secrets)
+    stage.report = "leaked: " + " ".join(secrets)
+
+    await reporter.report(data)
+
+    (comment,) = fake.bot_comments(REPO, pull.number)
+    (check,) = fake.check_runs_for(REPO, sha)
+    assert "leaked: *** *** *** ***" in comment.body
+    for text in (comment.body, str(check.data)):
+        for secret in secrets:
+            assert secret not in text

@@ -9,10 +9,12 @@ import pytest
 from tests.fakes.slack import Message, buttons, message_text
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
 from worker.links import Links
+from worker.masking import Masker
 from worker.settings import load_settings
 from worker.slack import texts
 from worker.slack.blocks import (
     ACTION_CANCEL,
+    SECTION_LIMIT,
     Baseline,
     change,
     duration,
@@ -244,3 +246,21 @@ def test_numbers_and_durations() -> None:
     assert change(0.4, 0.5) == "-0.1"
     assert change(0.5, 0.5) == "±0"
     assert change(2, 1) == "+1"
+
+
+def test_with_a_masker_no_secret_survives_even_where_a_cut_splits_it(links: Links) -> None:
+    secret = "xoxb-secret-bot-token-for-blocks"
+    limit = SECTION_LIMIT - len(texts.REPORT_TITLE) - 200
+    # The report is cut at `limit`: right inside the secret.
+    report = "x" * (limit - 10) + secret
+    run = progress(
+        state=RunState.FAILED,
+        finished_at=FINISHED,
+        error=f"stage 'eval' failed: <{secret}>",
+        stages=[stage("eval", StageState.FAILED, duration_s=1, report=report)],
+    )
+    plain = message_text(rendered(run, links))
+    assert secret[:10] in plain, "without a masker the cut leaves part of it"
+    masked = message_text(rendered(run, links, masker=Masker([secret])))
+    assert "xoxb-" not in masked and "&lt;***&gt;" in masked
+    assert run.error.endswith(f"<{secret}>"), "the run itself is left as it was"

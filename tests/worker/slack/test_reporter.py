@@ -48,11 +48,12 @@ from worker.contract import (
     Trigger,
 )
 from worker.main import build_workers, running_workers
+from worker.masking import Masker
 from worker.models import ReportInput
 from worker.reporting import make_reporting
 from worker.settings import Settings
 from worker.slack import texts
-from worker.slack.blocks import ACTION_CANCEL
+from worker.slack.blocks import ACTION_CANCEL, TAIL_CHARS
 from worker.slack.reporter import SlackReporter
 
 PIPELINE = {
@@ -457,3 +458,46 @@ async def test_a_channel_the_bot_is_not_in_gets_told_privately(
     assert outcome["response_type"] == "ephemeral"
     assert "— succeeded" in message_text(Message("C", "1", outcome["text"], outcome["blocks"]))
     assert stack.slack.messages == {}
+
+
+async def test_no_secret_reaches_slack_even_where_a_cut_would_split_one(
+    slack: FakeSlack, make_settings: Callable[..., Settings], client: Client
+) -> None:
+    settings = make_settings(
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        TEMPORAL_API_KEY="temporal-key-for-masking",
+    )
+    masker = Masker.from_settings(settings)
+    learned = "ghs_learned_installation_token"
+    masker.add(learned)  # as GitHub auth does for the tokens it mints
+    secrets = [BOT_TOKEN, SIGNING_SECRET, "temporal-key-for-masking", learned]
+    failed = StageProgress(
+        "train",
+        "train",
+        StageState.FAILED,
+        duration_s=3,
+        exit_code=1,
+        error=f"boom {learned}",
+        report=f"| token | {BOT_TOKEN} |",
+        metrics={learned: 1.0},
+        # The reply keeps the last TAIL_CHARS of the tail: its cut falls inside a secret.
+        log_tail=["x" * 100, SIGNING_SECRET + "y" * (TAIL_CHARS - len(SIGNING_SECRET) // 2)],
+    )
+    progress = dataclasses.replace(
+        _finished_run(),
+        state=RunState.FAILED,
+        error=f"stage train failed: temporal-key-for-masking {learned}",
+        stages=[failed],
+    )
+    reporter = SlackReporter(settings, masker=masker, temporal=client)
+    await reporter.report(_report(progress))
+
+    [posted] = slack.top_level()
+    assert len(slack.thread(posted.ts)) == 2
+    sent = [str(call.args) for call in slack.calls]
+    assert "***" in message_text(posted) and any("boom ***" in text for text in sent)
+    for text in sent:
+        for secret in secrets:
+            assert secret[-8:] not in text, secret
