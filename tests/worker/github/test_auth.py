@@ -22,8 +22,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from tests.fakes.github import FakeGitHub
+from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, message_text
 from tests.worker.github.stack import PIPELINE, github_stack, unique_repo
-from worker.contract import GitHubTarget, RunRequest, RunState
+from worker.contract import GitHubTarget, RunRequest, RunState, SlackTarget, Trigger
 from worker.github.auth import (
     CREDENTIALS_TYPE,
     E_NO_CREDENTIALS,
@@ -487,3 +488,65 @@ async def test_a_run_with_a_wrong_app_key_fails_at_once_naming_the_settings(
         assert stack.fake.minted == []
         with pytest.raises(WorkflowFailureError):
             await client.get_workflow_handle(run_id).result()
+
+
+async def test_a_pull_request_run_with_a_refused_token_fails_at_the_gate_at_once(
+    client: Client, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    wrong = "ghp_" + "r" * 36
+    async with github_stack(client, make_settings, tmp_path, GITHUB_TOKEN=wrong) as stack:
+        repo = unique_repo()
+        stack.fake.add_repo(repo, {**PIPELINE, ".skyrun.yaml": "on: {pull_request: true}\n"})
+        stack.fake.commit(repo, {"x.txt": "1"}, branch="feature")
+        pull = stack.fake.open_pull(repo, "feature", user="acme")
+        response = await stack.deliver(
+            "pull_request", stack.fake.pull_request_payload(pull, "opened")
+        )
+        dispatched = await stack.dispatched(response)
+        progress = await stack.finished(dispatched.run_id, timeout=30)
+
+        assert progress.state is RunState.FAILED
+        assert progress.error.startswith(f"GITHUB_TOKEN was refused by {stack.fake.url}")
+        assert wrong not in progress.error
+        assert len(stack.fake.calls("GET", "/permission$")) == 1, "the gate asked once"
+        # Reporting the failure is tried (once per report), never retried against a 401.
+        refused = [r for r in stack.fake.requests if wrong in r.headers.get("authorization", "")]
+        assert len(refused) <= 4, [r.path for r in refused]
+
+
+async def test_a_slack_run_with_a_refused_token_says_so_in_slack_at_once(
+    client: Client, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    wrong = "ghp_" + "s" * 36
+    async with (
+        FakeSlack() as slack,
+        github_stack(
+            client,
+            make_settings,
+            tmp_path,
+            GITHUB_TOKEN=wrong,
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.api_url,
+        ) as stack,
+    ):
+        repo = unique_repo()
+        stack.fake.add_repo(repo, PIPELINE, private=True)
+        request = RunRequest(
+            repo=repo,
+            clone_url=f"{stack.fake.url}/{repo}.git",
+            ref="main",
+            trigger=Trigger.SLACK,
+            requested_by="U0ALICE",
+            slack=SlackTarget(channel="C0RUNS", user="U0ALICE"),
+        )
+        run_id = (await stack.dispatcher.start(request)).run_id
+        progress = await stack.finished(run_id, timeout=30)
+
+        assert progress.state is RunState.FAILED
+        assert progress.error.startswith("GITHUB_TOKEN was refused by")
+        assert len(stack.fake.calls("GET", "/rate_limit$")) == 1, "one attempt, not five"
+        assert not stack.fake.calls(git=True), "no clone was tried with a refused token"
+        texts = [message_text(m) for m in slack.messages.values()]
+        assert any("GITHUB_TOKEN was refused by" in text for text in texts), texts
+        assert all(wrong not in text for text in texts)
