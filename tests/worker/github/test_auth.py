@@ -550,3 +550,28 @@ async def test_a_slack_run_with_a_refused_token_says_so_in_slack_at_once(
         texts = [message_text(m) for m in slack.messages.values()]
         assert any("GITHUB_TOKEN was refused by" in text for text in texts), texts
         assert all(wrong not in text for text in texts)
+
+
+async def test_a_comment_command_with_a_wrong_app_key_fails_at_once_naming_the_settings(
+    client: Client, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    async with github_stack(
+        client, make_settings, tmp_path, app_id="4242", GITHUB_APP_PRIVATE_KEY=fresh_key()
+    ) as stack:
+        repo = unique_repo()
+        stack.fake.add_repo(repo, PIPELINE)
+        stack.fake.install(77, repo)
+        stack.fake.commit(repo, {"x.txt": "1"}, branch="feature")
+        pull = stack.fake.open_pull(repo, "feature", user="acme")
+        comment = stack.fake.add_comment(repo, pull.number, "acme", "/skyrun")
+
+        with pytest.raises(WorkflowFailureError) as caught:
+            await stack.command(comment)
+        err: BaseException = caught.value
+        while getattr(err, "cause", None) is not None:
+            err = err.cause  # type: ignore[attr-defined]
+        message = str(err)
+        assert "GitHub refused the App's JWT: check GITHUB_APP_ID (4242)" in message, message
+        # 👀 and the permission check: one token mint each, neither retried.
+        assert len(stack.fake.calls("POST", "/access_tokens$")) == 2
+        assert stack.fake.minted == [] and stack.fake.reactions(comment) == []
