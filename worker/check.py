@@ -63,6 +63,22 @@ E_SLACK_REFUSED = (
 E_SLACK_ERROR = "{url} answered {error}: check SLACK_BOT_TOKEN and SLACK_API_URL"
 E_SLACK_NOT_SLACK = "{url} answered HTTP {status}, not Slack's JSON: check SLACK_API_URL"
 E_HTTP_UNREACHABLE = "{url}: {error}"
+
+SKYPILOT_CHECK_TIMEOUT_S = 20.0
+"""The SkyPilot check imports the SDK (seconds), which retries a silent server (3 x 2.5 s)."""
+SKYPILOT_LOCAL = "SKYRUN_BACKEND=local: tasks run on this machine"
+SKYPILOT_NO_SERVER = "SDK in the worker, no API server (runs pinned to a worker)"
+SKYPILOT_OK = "{endpoint}: SkyPilot {version} API server{who}"
+E_SKYPILOT_NEEDS_AUTH = (
+    "{endpoint} wants a login: run `sky api login -e {endpoint}` as the worker's user, or set "
+    "SKYPILOT_SERVICE_ACCOUNT_TOKEN"
+)
+E_SKYPILOT_VERSION = "{endpoint}: {error}"
+E_SKYPILOT_UNHEALTHY = (
+    "{endpoint} did not answer as a SkyPilot API server: check SKYPILOT_API_SERVER_ENDPOINT"
+)
+E_SKYPILOT_MISSING = "SKYRUN_BACKEND=skypilot but SkyPilot is not installed here: {error}"
+SKYPILOT_HINT = ": check SKYPILOT_API_SERVER_ENDPOINT"
 WEBHOOK_OK = "GITHUB_WEBHOOK_SECRET set"
 WEBHOOK_OFF = "GITHUB_WEBHOOK_SECRET not set: /github/webhook refuses everything"
 
@@ -84,11 +100,13 @@ def _describe(err: BaseException) -> str:
     return f"{err.__class__.__name__}: {text}" if text else err.__class__.__name__
 
 
-async def _bounded(name: str, check: Awaitable[Check], hint: str = "") -> Check:
+async def _bounded(
+    name: str, check: Awaitable[Check], hint: str = "", seconds: float = CHECK_TIMEOUT_S
+) -> Check:
     try:
-        return await asyncio.wait_for(check, CHECK_TIMEOUT_S)
+        return await asyncio.wait_for(check, seconds)
     except TimeoutError:
-        return Check(name, FAIL, E_TIMED_OUT.format(seconds=CHECK_TIMEOUT_S, hint=hint))
+        return Check(name, FAIL, E_TIMED_OUT.format(seconds=seconds, hint=hint))
 
 
 async def _temporal(settings: Settings) -> Check:
@@ -169,24 +187,35 @@ async def _slack(settings: Settings) -> Check:
     return Check("slack", FAIL, template.format(url=url, error=error))
 
 
-async def _http(name: str, method: str, url: str, headers: dict[str, str]) -> Check:
+def _skypilot_status(endpoint: str) -> Check:
+    """Ask the API server as the worker's SDK will: with its login (cookie or service account)."""
     try:
-        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as http:
-            response = await http.request(method, url, headers=headers)
-    except httpx.HTTPError as err:
-        return Check(name, FAIL, E_HTTP_UNREACHABLE.format(url=url, error=_describe(err)))
-    if response.status_code >= 400:
-        return Check(name, FAIL, f"{url}: HTTP {response.status_code}")
-    return Check(name, OK, url)
+        from sky.server import common  # lazy on purpose: slow, and only this check needs it
+    except ImportError as err:
+        return Check("skypilot", FAIL, E_SKYPILOT_MISSING.format(error=err))
+    info = common.get_api_server_status(endpoint)
+    status = info.status
+    if status is common.ApiServerStatus.HEALTHY:
+        name = (info.user or {}).get("name")
+        who = f", as {name}" if name else ""
+        return Check(
+            "skypilot", OK, SKYPILOT_OK.format(endpoint=endpoint, version=info.version, who=who)
+        )
+    if status is common.ApiServerStatus.NEEDS_AUTH:
+        return Check("skypilot", FAIL, E_SKYPILOT_NEEDS_AUTH.format(endpoint=endpoint))
+    if status is common.ApiServerStatus.VERSION_MISMATCH:
+        error = " ".join(str(info.error or status.value).split())[:MAX_ERROR]
+        return Check("skypilot", FAIL, E_SKYPILOT_VERSION.format(endpoint=endpoint, error=error))
+    return Check("skypilot", FAIL, E_SKYPILOT_UNHEALTHY.format(endpoint=endpoint))
 
 
 async def _skypilot(settings: Settings) -> Check:
     if settings.backend is Backend.LOCAL:
-        return Check("skypilot", OFF, "SKYRUN_BACKEND=local: tasks run on this machine")
+        return Check("skypilot", OFF, SKYPILOT_LOCAL)
     if not settings.skypilot_api_server_endpoint:
-        return Check("skypilot", OK, "SDK in the worker, no API server (runs pinned to a worker)")
+        return Check("skypilot", OK, SKYPILOT_NO_SERVER)
     endpoint = settings.skypilot_api_server_endpoint.rstrip("/")
-    return await _http("skypilot", "GET", f"{endpoint}/api/health", {})
+    return await asyncio.to_thread(_skypilot_status, endpoint)
 
 
 async def _webhook(settings: Settings) -> Check:
@@ -206,7 +235,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         checks.append(_bounded("github app", _github_app(settings), GITHUB_HINT))
     checks += [
         _bounded("slack", _slack(settings)),
-        _bounded("skypilot", _skypilot(settings)),
+        _bounded("skypilot", _skypilot(settings), SKYPILOT_HINT, SKYPILOT_CHECK_TIMEOUT_S),
         _webhook(settings),
     ]
     return list(await asyncio.gather(*checks))

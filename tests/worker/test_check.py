@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -299,3 +300,42 @@ async def test_skyrun_check_exits_non_zero_when_a_credential_fails(
     assert proc.returncode == 1, (out, err)
     assert b"temporal   ok" in out
     assert b"GITHUB_TOKEN was refused by" in out and b"ghp_refused_by_the_fake" not in out + err
+
+
+@pytest.fixture
+async def refusing_skypilot() -> AsyncIterator[str]:
+    """An API server with authentication on, as SkyPilot answers a client that has no login."""
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"detail": "Authentication required"}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/api/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_skypilot_api_server_is_asked_as_the_sdk_would_and_failures_say_what_to_do(
+    refusing_skypilot: str, github: FakeGitHub, make_settings: Callable[..., Settings]
+) -> None:
+    def skypilot(endpoint: str) -> Settings:
+        return make_settings(SKYRUN_BACKEND="skypilot", SKYPILOT_API_SERVER_ENDPOINT=endpoint)
+
+    needs_login = by_name(await run_checks(skypilot(refusing_skypilot)))["skypilot"]
+    assert needs_login.status == FAIL
+    assert f"run `sky api login -e {refusing_skypilot}`" in needs_login.detail
+    assert "SKYPILOT_SERVICE_ACCOUNT_TOKEN" in needs_login.detail
+
+    for endpoint in (f"http://127.0.0.1:{closed_port()}", github.url):
+        check = by_name(await run_checks(skypilot(endpoint)))["skypilot"]
+        assert check.status == FAIL, check
+        assert check.detail.endswith("check SKYPILOT_API_SERVER_ENDPOINT"), check
