@@ -339,3 +339,23 @@ async def test_a_skypilot_api_server_is_asked_as_the_sdk_would_and_failures_say_
         check = by_name(await run_checks(skypilot(endpoint)))["skypilot"]
         assert check.status == FAIL, check
         assert check.detail.endswith("check SKYPILOT_API_SERVER_ENDPOINT"), check
+
+
+async def test_a_github_outage_is_not_mistaken_for_a_refused_credential(
+    github: FakeGitHub, make_settings: Callable[..., Settings]
+) -> None:
+    key = github.enable_app(APP_ID)
+    github.install(77, REPO)
+    github.outage = True
+    settings = make_settings(
+        GITHUB_API_URL=github.url,
+        GITHUB_TOKEN=github.token,
+        GITHUB_APP_ID=APP_ID,
+        GITHUB_APP_PRIVATE_KEY=key,
+    )
+    checks = by_name(await run_checks(settings))
+    for name in ("github", "github app"):
+        assert checks[name].status == FAIL
+        assert checks[name].detail.startswith(f"{github.url} answered 503"), checks[name]
+        assert "try again later" in checks[name].detail
+        assert "refused" not in checks[name].detail

@@ -64,8 +64,9 @@ KEY_NOT_PEM = "it does not parse as a PEM private key"
 KEY_ENCRYPTED = "it is encrypted with a passphrase"
 KEY_NOT_RSA = "it is not an RSA key (GitHub Apps sign with RS256)"
 E_NOT_INSTALLED = (
-    "the GitHub App {app_id} is not installed on {repo} ({api} answered 404): install it on "
-    "the repository (the App's settings, Install App), or check GITHUB_APP_ID"
+    "the GitHub App {app_id} is not installed on {repo}, or {repo} does not exist ({api} "
+    "answered 404): install the App on the repository (the App's settings, Install App), or "
+    "check GITHUB_APP_ID"
 )
 E_INSTALLATION_REFUSED = (
     "GitHub would not mint a token for installation {installation} of the App {app_id} "
@@ -251,8 +252,14 @@ class GitHubAuth:
         return self._integration
 
     @contextmanager
-    def _app_errors(self, repo: str = "", installation: int | None = None) -> Iterator[None]:
-        """GitHub's answers to the App's JWT that no retry can change, as credential errors."""
+    def _app_errors(
+        self, repo: str | None = None, installation: int | None = None
+    ) -> Iterator[None]:
+        """GitHub's answers to the App's JWT that no retry can change, as credential errors.
+
+        With `repo`, a 404 means the App is not installed there; with `installation`, a 404 or
+        403 means that installation is gone or suspended. Anything else stays GitHub's error.
+        """
         try:
             yield
         except RateLimitExceededException:
@@ -274,14 +281,13 @@ class GitHubAuth:
             ) from None
 
     def _installation_error(
-        self, err: GithubException, repo: str, installation: int | None
+        self, err: GithubException, repo: str | None, installation: int | None
     ) -> ApplicationError | None:
-        """A credential error for the answers no retry changes (404, 403)."""
-        if err.status == 404 and installation is None:
+        if repo is not None and err.status == 404:
             return _credential_error(
                 E_NOT_INSTALLED.format(app_id=self._app_id, repo=repo, api=self.api_url)
             )
-        if err.status in (403, 404):
+        if installation is not None and err.status in (403, 404):
             return _credential_error(
                 E_INSTALLATION_REFUSED.format(
                     installation=installation,
