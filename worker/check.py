@@ -42,6 +42,9 @@ E_TEMPORAL_REFUSED = (
 )
 E_TEMPORAL_NAMESPACE = "{target} has no namespace {namespace!r}: check TEMPORAL_NAMESPACE"
 E_TEMPORAL_UNREACHABLE = "{target}: {error}; check TEMPORAL_ADDRESS (is the server running?)"
+E_TEMPORAL_TLS_FILE = (
+    "{path}: {reason}; check TEMPORAL_TLS_CERT_PATH, TEMPORAL_TLS_KEY_PATH and TEMPORAL_TLS_CA_PATH"
+)
 TEMPORAL_HINT = ": check TEMPORAL_ADDRESS (is the server running?)"
 TEMPORAL_OK = "{target} namespace {namespace}"
 
@@ -52,6 +55,7 @@ E_GITHUB_UNREACHABLE = "{api}: {error}; check GITHUB_API_URL"
 GITHUB_HINT = ": check GITHUB_API_URL"
 
 SLACK_OFF = "SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET not both set"
+SLACK_HALF = "{present} is set but {missing} is not: Slack stays off until both are"
 SLACK_OK = "SLACK_BOT_TOKEN accepted by {url}: bot {user} in workspace {team}"
 SLACK_REFUSALS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
@@ -125,6 +129,9 @@ async def _temporal(settings: Settings) -> Check:
         else:
             detail = E_TEMPORAL_UNREACHABLE.format(target=target, error=_describe(err))
         return Check("temporal", FAIL, detail)
+    except OSError as err:  # a TLS file that cannot be read
+        reason = err.strerror or _describe(err)
+        return Check("temporal", FAIL, E_TEMPORAL_TLS_FILE.format(path=err.filename, reason=reason))
     except Exception as err:  # any failure is reported, not raised
         return Check(
             "temporal", FAIL, E_TEMPORAL_UNREACHABLE.format(target=target, error=_describe(err))
@@ -166,7 +173,15 @@ async def _github_app(settings: Settings) -> Check:
 
 async def _slack(settings: Settings) -> Check:
     if settings.slack_bot_token is None or settings.slack_signing_secret is None:
-        return Check("slack", OFF, SLACK_OFF)
+        names = {
+            "SLACK_BOT_TOKEN": settings.slack_bot_token,
+            "SLACK_SIGNING_SECRET": settings.slack_signing_secret,
+        }
+        present = [name for name, value in names.items() if value is not None]
+        if not present:
+            return Check("slack", OFF, SLACK_OFF)
+        (missing,) = (name for name, value in names.items() if value is None)
+        return Check("slack", OFF, SLACK_HALF.format(present=present[0], missing=missing))
     token = settings.slack_bot_token.get_secret_value()
     url = settings.slack_api_url.rstrip("/") + "/auth.test"
     try:

@@ -359,3 +359,21 @@ async def test_a_github_outage_is_not_mistaken_for_a_refused_credential(
         assert checks[name].detail.startswith(f"{github.url} answered 503"), checks[name]
         assert "try again later" in checks[name].detail
         assert "refused" not in checks[name].detail
+
+
+async def test_a_temporal_tls_file_that_cannot_be_read_names_the_settings(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    missing = tmp_path / "client.pem"
+    settings = make_settings(TEMPORAL_TLS_CERT_PATH=missing, TEMPORAL_TLS_KEY_PATH=missing)
+    check = by_name(await run_checks(settings))["temporal"]
+    assert check.status == FAIL
+    assert check.detail.startswith(f"{missing}: No such file or directory; check TEMPORAL_TLS_")
+
+
+async def test_half_a_slack_configuration_says_which_setting_is_missing(
+    make_settings: Callable[..., Settings],
+) -> None:
+    check = by_name(await run_checks(make_settings(SLACK_BOT_TOKEN=BOT_TOKEN)))["slack"]
+    assert check.status == OFF
+    assert check.detail.startswith("SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not")
