@@ -50,6 +50,25 @@ ROLE_PERMISSION = {
 }
 """What the REST `permission` field says for each role (GitHub folds maintain and triage)."""
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
+DOCS_URL = "https://docs.github.com/rest"
+RATE_LIMIT = 5000
+"""Requests per hour GitHub grants a token (the fake counts them per token)."""
+# GitHub's own words for refused credentials (401 bodies carry them as "message").
+BAD_CREDENTIALS = "Bad credentials"
+NO_AUTH = "Requires authentication"
+JWT_UNDECODABLE = "A JSON web token could not be decoded"
+JWT_ISS = "'Issuer' claim ('iss') must be an Integer"
+JWT_EXP_PAST = (
+    "'Expiration time' claim ('exp') must be a numeric value representing the future time at "
+    "which the assertion expires"
+)
+JWT_EXP_TOO_FAR = "'Expiration time' claim ('exp') is too far in the future"
+JWT_IAT_FUTURE = "'Issued at' claim ('iat') must be an Integer representing a time in the past"
+JWT_MAX_LIFETIME = timedelta(minutes=10)
+_JWT_CHECKS: Any = {"require": ["iat", "exp", "iss"], "verify_exp": False, "verify_iat": False}
+"""The signature and claims' presence by PyJWT; times by the fake, with GitHub's messages."""
+SUSPENDED = "This installation has been suspended"
+NOT_FOR_INTEGRATIONS = "Resource not accessible by integration"
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "Fake",
     "GIT_AUTHOR_EMAIL": "fake@example.com",
@@ -186,8 +205,12 @@ class FakeGitHub:
         self.comments: dict[int, FakeComment] = {}
         self.check_runs: dict[int, FakeCheckRun] = {}
         self.app_id: str | None = None
+        self.app_slug = "skyrun"
         self.app_public_key: str = ""
         self.installations: dict[int, set[str]] = {}
+        self.installation_accounts: dict[int, str] = {}
+        self.suspended: set[int] = set()
+        """Installations GitHub suspended: minting a token for one answers 403."""
         self.token_ttl = timedelta(hours=1)
         self.minted: list[str] = []
         self._tokens: dict[str, tuple[str, datetime | None]] = {token: (BOT_LOGIN, None)}
@@ -356,10 +379,14 @@ class FakeGitHub:
         with self._lock:
             return self._store_comment(full_name, number, user, body)
 
-    def enable_app(self, app_id: str) -> str:
-        """Register a GitHub App; returns its private key (PEM), as GitHub lets you download it."""
+    def enable_app(self, app_id: str, slug: str = "skyrun") -> str:
+        """Register a GitHub App; returns its private key (PEM), as GitHub lets you download it.
+
+        Requests as the App must carry a JWT signed with that key (RS256, `iss` the App id, at
+        most ten minutes between `iat` and `exp`), as GitHub checks them.
+        """
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.app_id = app_id
+        self.app_id, self.app_slug = app_id, slug
         self.app_public_key = (
             key.public_key()
             .public_bytes(
@@ -373,8 +400,12 @@ class FakeGitHub:
             serialization.NoEncryption(),
         ).decode()
 
-    def install(self, installation_id: int, *repos: str) -> None:
+    def install(self, installation_id: int, *repos: str, account: str | None = None) -> None:
+        """Install the App on `repos` (all of one account: the first repository's owner)."""
         self.installations.setdefault(installation_id, set()).update(repos)
+        owner = account or (repos[0].split("/", 1)[0] if repos else "acme")
+        self.installation_accounts.setdefault(installation_id, owner)
+        self.users.setdefault(owner, "Organization")
 
     def installation_for(self, full_name: str) -> int | None:
         return next((i for i, repos in self.installations.items() if full_name in repos), None)
@@ -608,14 +639,28 @@ class FakeGitHub:
                     with self._lock:
                         status, data = handler(request, **match.groupdict())
                 except _Error as err:
-                    return _Response.json(err.status, {"message": err.message})
+                    return _Response.json(
+                        err.status,
+                        {
+                            "message": err.message,
+                            "documentation_url": DOCS_URL,
+                            "status": str(err.status),
+                        },
+                    )
                 return _Response.json(status, data)
-        return _Response.json(404, {"message": "Not Found"})
+        return _Response.json(
+            404, {"message": "Not Found", "documentation_url": DOCS_URL, "status": "404"}
+        )
 
     def _route_table(self) -> list[tuple[str, str, Callable[..., tuple[int, Any]]]]:
         repo = r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
         return [
+            ("GET", r"/app", self._get_app),
+            ("GET", r"/app/installations", self._list_installations),
+            ("GET", r"/app/installations/(?P<installation>\d+)", self._get_installation),
             ("POST", r"/app/installations/(?P<installation>\d+)/access_tokens", self._mint),
+            ("GET", r"/rate_limit", self._rate_limit),
+            ("GET", r"/user", self._get_user),
             ("GET", rf"{repo}/installation", self._repo_installation),
             ("GET", rf"{repo}", self._get_repo),
             ("GET", rf"{repo}/collaborators/(?P<login>[^/]+)/permission", self._permission),
@@ -636,23 +681,115 @@ class FakeGitHub:
         """The login a token belongs to; 401 for anything else."""
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() not in ("token", "bearer"):
-            raise _Error(401, "Requires authentication")
+            raise _Error(401, NO_AUTH)
         entry = self._tokens.get(credential)
         if entry is None or (entry[1] is not None and entry[1] < datetime.now(UTC)):
-            raise _Error(401, "Bad credentials")
+            raise _Error(401, BAD_CREDENTIALS)
         return entry[0]
 
     def _app(self, request: _Request) -> None:
-        """A GitHub App's JWT, signed with its private key."""
+        """A GitHub App's JWT, checked as GitHub does: RS256 with the App's key, iss, iat, exp."""
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         if self.app_id is None or scheme.lower() != "bearer":
-            raise _Error(401, "A JSON web token could not be decoded")
+            raise _Error(401, JWT_UNDECODABLE)
         try:
-            claims = jwt.decode(credential, self.app_public_key, algorithms=["RS256"])
-        except jwt.PyJWTError as err:
-            raise _Error(401, f"A JSON web token could not be decoded: {err}") from None
-        if str(claims.get("iss")) != self.app_id:
-            raise _Error(401, "'Issuer' claim ('iss') must be the app id")
+            unverified = jwt.decode(credential, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise _Error(401, JWT_UNDECODABLE) from None
+        if not str(unverified.get("iss", "")).isdigit():
+            raise _Error(401, JWT_ISS)
+        try:
+            # GitHub finds the App by `iss`: another App's id cannot be decoded with this key.
+            if str(unverified["iss"]) != self.app_id:
+                raise jwt.InvalidSignatureError
+            claims = jwt.decode(
+                credential,
+                self.app_public_key,
+                algorithms=["RS256"],
+                options=_JWT_CHECKS,
+            )
+        except jwt.PyJWTError:
+            raise _Error(401, JWT_UNDECODABLE) from None
+        now = datetime.now(UTC).timestamp()
+        iat, exp = claims["iat"], claims["exp"]
+        if not isinstance(iat, int) or iat > now + 1:
+            raise _Error(401, JWT_IAT_FUTURE)
+        if not isinstance(exp, int | float) or exp <= now:
+            raise _Error(401, JWT_EXP_PAST)
+        if exp - iat > JWT_MAX_LIFETIME.total_seconds():
+            raise _Error(401, JWT_EXP_TOO_FAR)
+
+    def _app_json(self) -> Json:
+        assert self.app_id is not None
+        return {
+            "id": int(self.app_id),
+            "slug": self.app_slug,
+            "node_id": f"A_{self.app_id}",
+            "name": self.app_slug,
+            "owner": self._user_json(BOT_LOGIN),
+            "description": "",
+            "external_url": self.url,
+            "html_url": self._html(f"apps/{self.app_slug}"),
+            "created_at": _stamp(CLOCK_START),
+            "updated_at": _stamp(CLOCK_START),
+            "permissions": {"checks": "write", "contents": "read", "pull_requests": "write"},
+            "events": ["push", "issue_comment", "pull_request"],
+            "installations_count": len(self.installations),
+        }
+
+    def _installation_json(self, installation: int) -> Json:
+        account = self.installation_accounts.get(installation, "acme")
+        return {
+            "id": installation,
+            "account": self._user_json(account),
+            "target_type": self.users.get(account, "Organization"),
+            "repository_selection": "selected",
+            "access_tokens_url": self.api(f"/app/installations/{installation}/access_tokens"),
+            "repositories_url": self.api("/installation/repositories"),
+            "html_url": self._html(f"settings/installations/{installation}"),
+            "app_id": int(self.app_id or 0),
+            "app_slug": self.app_slug,
+            "target_id": abs(hash(account)) % 10_000_000,
+            "permissions": {"checks": "write", "contents": "read"},
+            "events": ["push"],
+            "created_at": _stamp(CLOCK_START),
+            "updated_at": _stamp(CLOCK_START),
+            "suspended_at": _stamp(CLOCK_START) if installation in self.suspended else None,
+        }
+
+    def _get_app(self, request: _Request) -> tuple[int, Any]:
+        self._app(request)
+        return 200, self._app_json()
+
+    def _list_installations(self, request: _Request) -> tuple[int, Any]:
+        self._app(request)
+        return 200, [self._installation_json(i) for i in sorted(self.installations)]
+
+    def _get_installation(self, request: _Request, installation: str) -> tuple[int, Any]:
+        self._app(request)
+        if int(installation) not in self.installations:
+            raise _Error(404, "Not Found")
+        return 200, self._installation_json(int(installation))
+
+    def _rate_limit(self, request: _Request) -> tuple[int, Any]:
+        self._caller(request)
+        credential = request.headers.get("authorization", "").partition(" ")[2]
+        used = sum(
+            1
+            for r in self.requests
+            if r.headers.get("authorization", "").partition(" ")[2] == credential
+            and not _GIT_PATH.fullmatch(r.path)
+            and r.path != "/rate_limit"
+        )
+        reset = int((datetime.now(UTC) + timedelta(hours=1)).timestamp())
+        core = {"limit": RATE_LIMIT, "used": used, "remaining": RATE_LIMIT - used, "reset": reset}
+        return 200, {"resources": {"core": core}, "rate": core}
+
+    def _get_user(self, request: _Request) -> tuple[int, Any]:
+        login = self._caller(request)
+        if login == APP_BOT_LOGIN:
+            raise _Error(403, NOT_FOR_INTEGRATIONS)
+        return 200, self._user_json(login)
 
     def _repo(self, owner: str, name: str) -> FakeRepo:
         repo = self.repos.get(f"{owner}/{name}")
@@ -664,6 +801,8 @@ class FakeGitHub:
         self._app(request)
         if int(installation) not in self.installations:
             raise _Error(404, "Not Found")
+        if int(installation) in self.suspended:
+            raise _Error(403, SUSPENDED)
         token = f"ghs_{uuid.uuid4().hex}"
         expires = datetime.now(UTC) + self.token_ttl
         self._tokens[token] = (APP_BOT_LOGIN, expires)

@@ -27,6 +27,8 @@ BOT_TOKEN = "xoxb-skyrun-test"
 SIGNING_SECRET = "skyrun-test-signing-secret"
 TEAM_ID = "T0SKYRUN"
 BOT_USER_ID = "U0SKYBOT"
+BOT_NAME = "skyrun"
+TEAM_NAME = "skyrun-test"
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_ACTION_ELEMENTS = 25
@@ -223,7 +225,15 @@ class FakeSlack:
         return None
 
     def _auth_test(self, args: dict[str, Any]) -> web.Response:
-        return self._ok(team_id=TEAM_ID, user_id=BOT_USER_ID, bot_id="B0SKYBOT", team="skyrun")
+        return self._ok(
+            url=f"https://{TEAM_NAME}.slack.com/",
+            team=TEAM_NAME,
+            user=BOT_NAME,
+            team_id=TEAM_ID,
+            user_id=BOT_USER_ID,
+            bot_id="B0SKYBOT",
+            is_enterprise_install=False,
+        )
 
     def _post_message(self, args: dict[str, Any]) -> web.Response:
         channel = str(args.get("channel", ""))
