@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from cachetools import TTLCache
 from markdown_it import MarkdownIt
@@ -33,7 +33,7 @@ from temporalio.service import RPCError
 from bot.dispatch import RunSummary, runs_query, summary_of
 from bot.state import BotState
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
-from worker.links import Links
+from worker.links import GitHubHost, Links
 from worker.logparse import strip_ansi, tail_lines
 from worker.logstore import LogNotFound, LogStore
 from worker.masking import Masker
@@ -149,18 +149,6 @@ def parse_filters(params: Mapping[str, str]) -> dict[str, Any]:
 def render_markdown(text: str) -> Markup:
     """A task's report as HTML; raw HTML in it is escaped and unsafe link schemes are dropped."""
     return Markup(_MARKDOWN.render(text))
-
-
-def github_web_url(api_url: str) -> str:
-    """GitHub's web base for its API URL: api.github.com → github.com, GHE …/api/v3 → the host."""
-    parts = urlsplit(api_url)
-    host = parts.hostname or ""
-    if host == "api.github.com":
-        return "https://github.com"
-    if ":" in host:
-        host = f"[{host}]"
-    # Built from host and port only, so credentials in the URL can never reach a page.
-    return f"{parts.scheme or 'https'}://{host}{f':{parts.port}' if parts.port else ''}"
 
 
 def parse_time(text: str) -> datetime | None:
@@ -498,7 +486,7 @@ class RunPages:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.links = Links(settings)
-        self.github = github_web_url(settings.github_api_url)
+        self.github = GitHubHost.of(settings).web_url
         self.asset_version = _asset_version()
         self.masker = Masker.from_settings(settings)
         """The bot's own settings' secrets, masked out of every view: a second line of defence

@@ -31,7 +31,6 @@ from bot.runs import (
     base_ref,
     build_view,
     format_duration,
-    github_web_url,
     parse_filters,
     progress_from_summary,
     read_tail,
@@ -41,7 +40,7 @@ from bot.runs import (
 from bot.server import EmbeddedServer
 from tests.worker.test_workflow import clusters_left, request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
-from worker.links import Links
+from worker.links import GitHubHost, Links
 from worker.logstore import LogStore
 from worker.main import build_workers, running_workers
 from worker.masking import Masker
@@ -167,12 +166,6 @@ async def stack(client: Client, settings: Settings) -> AsyncIterator[Stack]:
 # Pure parts: no Temporal needed.
 
 
-def test_github_web_url_follows_the_api_url_without_credentials() -> None:
-    assert github_web_url("https://api.github.com") == "https://github.com"
-    assert github_web_url("https://ghe.example.com/api/v3") == "https://ghe.example.com"
-    assert github_web_url("http://user:tok@127.0.0.1:8123/") == "http://127.0.0.1:8123"
-
-
 def test_markdown_reports_escape_raw_html_and_unsafe_links() -> None:
     html = render_markdown(
         "| a | b |\n| --- | ---: |\n| 1 | 2 |\n\n<script>alert(1)</script>\n\n"
@@ -226,7 +219,7 @@ def test_view_of_a_live_stage_uses_the_log_store_tail_and_the_elapsed_time() -> 
     view = build_view(
         progress,
         links=Links(settings),
-        github=github_web_url(settings.github_api_url),
+        github=GitHubHost.of(settings).web_url,
         now=datetime(2026, 1, 1, 0, 1, 10, tzinfo=UTC),
         live_tails={"train": ["epoch 3"]},
     )

@@ -26,6 +26,7 @@ from requests import RequestException
 from temporalio.exceptions import ApplicationError
 
 from worker.contract import RunRequest
+from worker.links import GitHubHost
 from worker.masking import Masker
 from worker.settings import Settings
 
@@ -115,12 +116,6 @@ class ClientOptions:
         return cls(seconds_between_requests=0, seconds_between_writes=0, retries=0, timeout_s=10)
 
 
-def web_netloc(api_url: str) -> str:
-    """Where GitHub serves git for this API: api.github.com → github.com, GHE → the same host."""
-    netloc = urlsplit(api_url).netloc.rsplit("@", 1)[-1].lower()
-    return "github.com" if netloc == "api.github.com" else netloc
-
-
 class _RedactSecrets(logging.Filter):
     """Rewrite a record whose text holds a secret before any handler sees it."""
 
@@ -198,7 +193,8 @@ class GitHubAuth:
     ) -> None:
         self.masker = masker or Masker.from_settings(settings)
         """The worker's masker: every installation token minted here is added to it."""
-        self.api_url = settings.github_api_url.rstrip("/")
+        self.host = GitHubHost.of(settings)
+        self.api_url = self.host.api_url
         self.options = options or ClientOptions()
         self._clock = clock
         self._settings = settings
@@ -373,7 +369,7 @@ class GitHubAuth:
         """
         if not self.configured or urlsplit(request.clone_url).scheme not in ("http", "https"):
             return None
-        if urlsplit(request.clone_url).netloc.lower() != web_netloc(self.api_url):
+        if urlsplit(request.clone_url).netloc.lower() != self.host.web_netloc:
             return None
         installation = request.github.installation_id if request.github else None
         token = self.token(request.repo, installation)

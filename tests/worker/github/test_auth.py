@@ -35,8 +35,8 @@ from worker.github.auth import (
     ClientOptions,
     GitHubAuth,
     api_errors,
-    web_netloc,
 )
+from worker.links import GitHubHost
 from worker.settings import Settings
 
 REPO = "acme/ml"
@@ -184,18 +184,6 @@ def test_rate_limits_become_a_delayed_retry() -> None:
         raise limited
     assert caught.value.next_retry_delay == timedelta(seconds=42)
     assert not caught.value.non_retryable
-
-
-@pytest.mark.parametrize(
-    ("api", "netloc"),
-    [
-        ("https://api.github.com", "github.com"),
-        ("https://ghe.example.com/api/v3", "ghe.example.com"),
-        ("http://127.0.0.1:8080", "127.0.0.1:8080"),
-    ],
-)
-def test_git_is_served_where_the_api_says(api: str, netloc: str) -> None:
-    assert web_netloc(api) == netloc
 
 
 def test_a_refused_token_fails_at_once_naming_the_setting(
@@ -575,3 +563,21 @@ async def test_a_comment_command_with_a_wrong_app_key_fails_at_once_naming_the_s
         # 👀 and the permission check: one token mint each, neither retried.
         assert len(stack.fake.calls("POST", "/access_tokens$")) == 2
         assert stack.fake.minted == [] and stack.fake.reactions(comment) == []
+
+
+def test_on_ghe_com_clones_get_the_token_and_links_point_at_the_web_host(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """`https://api.acme.ghe.com` serves git and pages at `https://acme.ghe.com`."""
+    settings = make_settings(
+        GITHUB_TOKEN="ghp_" + "x" * 36, GITHUB_API_URL="https://api.acme.ghe.com"
+    )
+    host = GitHubHost.of(settings)
+    clone = host.clone_url(REPO)
+    assert clone == f"https://acme.ghe.com/{REPO}.git"
+    assert host.repo_url(REPO) == f"https://acme.ghe.com/{REPO}"
+    auth = GitHubAuth(settings, ClientOptions.unpaced())
+    assert auth.api_url == "https://api.acme.ghe.com"
+    # The API cannot be reached from here: the clone goes ahead with the token all the same.
+    assert auth.token_for_request(RunRequest(repo=REPO, clone_url=clone)) == "ghp_" + "x" * 36
+    assert auth.token_for_request(RunRequest(repo=REPO, clone_url=f"{auth.api_url}/x.git")) is None
