@@ -62,12 +62,20 @@ def too_long(what: str, size: int, limit: int, unit: str = "characters") -> str:
     return TOO_LONG.format(what=what, size=size, limit=limit, unit=unit)
 
 
-def bounded(message: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """`message` cut to `limit` characters, saying how much was left out."""
+def bounded(message: str, limit: int = MAX_ERROR_CHARS, keep_end: int = 0) -> str:
+    """`message` cut to `limit` characters, saying how much was left out.
+
+    With `keep_end`, that many of the last characters stay too (an error's conclusion, as in
+    "... is not of type 'string'"), and the cut is in the middle.
+    """
     if len(message) <= limit:
         return message
+    keep_end = min(keep_end, limit // 2)
     left = len(message) - limit
-    return f"{message[:limit]}… ({left:,} more characters left out)"
+    if not keep_end:
+        return f"{message[:limit]}… ({left:,} more characters left out)"
+    head, tail = message[: limit - keep_end], message[-keep_end:]
+    return f"{head} … ({left:,} characters left out) … {tail}"
 
 
 def payload_bytes(value: object) -> int:

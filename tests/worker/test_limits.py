@@ -129,3 +129,13 @@ def test_cut_encoded_keeps_the_longest_prefix_that_fits(text: str) -> None:
     assert encoded_chars(cut) <= 300
     if cut != text:
         assert encoded_chars(text[: len(cut) + 1]) > 300
+
+
+def test_bounded_can_keep_the_end_of_a_message() -> None:
+    message = "Invalid task YAML: " + "[1, 2], " * 10_000 + "is not of type 'string'"
+    cut = bounded(message, 200, keep_end=40)
+    assert cut.startswith("Invalid task YAML: [1, 2], ")
+    assert cut.endswith("is not of type 'string'")
+    assert f"… ({len(message) - 200:,} characters left out) …" in cut
+    assert len(cut) < 200 + 50
+    assert bounded("x" * 10, 4, keep_end=100) == "xx … (6 characters left out) … xx"

@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sky.exceptions import InvalidSkyPilotConfigError
 from temporalio.client import Client
 
 from bot.dispatch import Dispatcher
+from tests.worker.backends.fake_sky import FakeSky
 from tests.worker.github.stack import github_stack, unique_repo
 from worker import pipeline as p
 from worker.activities import PLAN_TOO_LARGE
+from worker.backends.skypilot import SkyPilotBackend
 from worker.contract import RunProgress, RunRequest, RunState, Trigger, lane_for_branch
 from worker.limits import (
     MAX_ERROR_CHARS,
@@ -185,3 +188,61 @@ async def test_the_pull_request_is_told_what_is_wrong_with_the_task_file(
         (check,) = stack.fake.check_runs_for(repo, result.commit)
         assert check.data["conclusion"] == "failure"
         assert expected in check.data["output"]["text"] + check.data["output"]["summary"]
+
+
+@pytest.fixture
+def fake_sky() -> FakeSky:
+    return FakeSky()
+
+
+@pytest.fixture
+async def sky_dispatcher(
+    client: Client, make_settings: Callable[..., Settings], fake_sky: FakeSky
+) -> AsyncIterator[Dispatcher]:
+    settings = make_settings(SKYRUN_BACKEND="skypilot")
+    backend = SkyPilotBackend(sdk=fake_sky)
+    async with running_workers(build_workers(client, settings, backend=backend)):
+        yield Dispatcher(client, settings.temporal_task_queue)
+
+
+async def test_the_skypilot_backend_never_sees_a_yaml_bomb(
+    sky_dispatcher: Dispatcher, fake_sky: FakeSky, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo({"train.yaml": BILLION_LAUGHS, ONE_STAGE[0]: ONE_STAGE[1]})
+    progress, seconds = await run_to_the_end(sky_dispatcher, repo)
+    assert_failed_fast(progress, seconds)
+    assert progress.error.startswith("train.yaml:5: invalid YAML: aliases (*name) would expand")
+    assert fake_sky.calls == []
+
+
+async def test_a_megabyte_skypilot_error_fails_the_run_bounded_naming_the_field(
+    sky_dispatcher: Dispatcher, fake_sky: FakeSky, git_repo: Callable[..., Path]
+) -> None:
+    huge = "[" + "['lol', 'lol', 'lol'], " * 200_000 + "]"
+    fake_sky.request_error = InvalidSkyPilotConfigError(
+        f"Invalid task YAML: {huge} is not of type 'string'. Check problematic field(s): $.run"
+    )
+    repo = git_repo({"train.yaml": "run: echo hi\n", ONE_STAGE[0]: ONE_STAGE[1]})
+    progress, _ = await run_to_the_end(sky_dispatcher, repo)
+    assert progress.state is RunState.FAILED
+    assert len(progress.error) <= MAX_ERROR_CHARS
+    assert progress.error.startswith(
+        "stage 'train': SkyPilot rejected the task: InvalidSkyPilotConfigError: field `run`: "
+    )
+    assert progress.error.endswith("is not of type 'string'")
+    assert [s.error for s in progress.stages] == [progress.error]
+
+
+async def test_a_megabyte_backend_failure_is_retried_then_fails_bounded(
+    sky_dispatcher: Dispatcher, fake_sky: FakeSky, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    fake_sky.request_error = RuntimeError("no capacity: " + "z" * 3_000_000 + " (end)")
+    repo = git_repo({"train.yaml": "run: echo hi\n", ONE_STAGE[0]: ONE_STAGE[1]})
+    progress, _ = await run_to_the_end(sky_dispatcher, repo)
+    assert progress.state is RunState.FAILED
+    assert len(progress.error) <= MAX_ERROR_CHARS
+    assert progress.error.endswith("z (end)")
+    assert len(fake_sky.named("launch")) == 3  # the stage's retries, each with its own error
+    log = (settings.logs_dir / progress.run_id / "train.log").read_text()
+    assert log.count("[skyrun] backend error: SkyPilot failed to launch cluster") == 3
+    assert len(log) < 4 * MAX_ERROR_CHARS
