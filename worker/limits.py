@@ -46,6 +46,9 @@ MAX_METRIC_NAME_CHARS = 100
 MAX_TEMPORAL_PAYLOAD_BYTES = 2 * 1024 * 1024
 """Temporal's default cap on one payload (workflow input, activity input or result)."""
 
+ENCODED_FACTOR = 3
+"""Bounded texts take at most this many bytes per character of their limit, once encoded."""
+
 TOO_LONG = "{what} is {size:,} {unit} long; the limit is {limit:,}"
 TOO_MANY = "{what}: {count:,} given; the limit is {limit:,}"
 E_REQUEST_TOO_LARGE = (
@@ -66,15 +69,20 @@ def bounded(message: str, limit: int = MAX_ERROR_CHARS, keep_end: int = 0) -> st
     """`message` cut to `limit` characters, saying how much was left out.
 
     With `keep_end`, that many of the last characters stay too (an error's conclusion, as in
-    "... is not of type 'string'"), and the cut is in the middle.
+    "... is not of type 'string'"), and the cut is in the middle. Encoded for Temporal, the
+    result also stays under ENCODED_FACTOR times `limit` bytes (an emoji takes 12).
     """
-    if len(message) <= limit:
+    budget = ENCODED_FACTOR * limit
+    if len(message) <= limit and (len(message) * 12 <= budget or encoded_chars(message) <= budget):
         return message
     keep_end = min(keep_end, limit // 2)
-    left = len(message) - limit
-    if not keep_end:
-        return f"{message[:limit]}… ({left:,} more characters left out)"
-    head, tail = message[: limit - keep_end], message[-keep_end:]
+    head = cut_encoded(message[: limit - keep_end], budget * (limit - keep_end) // limit)
+    tail = (
+        cut_encoded(message[-keep_end:][::-1], budget * keep_end // limit)[::-1] if keep_end else ""
+    )
+    left = len(message) - len(head) - len(tail)
+    if not tail:
+        return f"{head}… ({left:,} more characters left out)"
     return f"{head} … ({left:,} characters left out) … {tail}"
 
 

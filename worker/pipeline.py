@@ -17,6 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from worker.limits import (
     MAX_ENV_VALUE_CHARS,
     MAX_ENVS,
+    MAX_METRIC_NAME_CHARS,
     MAX_PIPELINE_FILE_BYTES,
     MAX_PIPELINE_TASKS_BYTES,
     MAX_STAGE_NAME_CHARS,
@@ -419,6 +420,11 @@ class _Parser:
             name = self.string(name_node, f"{path}.name")
             if not METRIC_NAME_RE.fullmatch(name):
                 self.fail(E_METRIC_NAME.format(path=f"{path}.name", name=_q(name)), name_node)
+            if len(name) > MAX_METRIC_NAME_CHARS:
+                problem = E_NAME_TOO_LONG.format(
+                    path=f"{path}.name", size=len(name), limit=MAX_METRIC_NAME_CHARS
+                )
+                self.fail(problem, name_node)
             pattern_node = items["pattern"][1]
             pattern = self.string(pattern_node, f"{path}.pattern")
             try:

@@ -8,15 +8,32 @@ import pytest
 from temporalio.converter import DataConverter
 
 from worker import limits
-from worker.contract import GitHubTarget, RunRequest, SlackTarget, Trigger
+from worker.contract import (
+    GitHubTarget,
+    RunProgress,
+    RunRequest,
+    RunResult,
+    RunState,
+    SlackTarget,
+    StageProgress,
+    StageState,
+    Trigger,
+)
 from worker.limits import (
     MAX_ENV_NAME_CHARS,
+    MAX_ENV_VALUE_CHARS,
     MAX_ENVS,
     MAX_ERROR_CHARS,
+    MAX_METRIC_NAME_CHARS,
+    MAX_PIPELINE_TASKS_BYTES,
+    MAX_PREPARED_BYTES,
     MAX_REF_CHARS,
     MAX_REQUEST_BYTES,
+    MAX_STAGE_METRICS,
     MAX_STAGE_NAME_CHARS,
     MAX_STAGES,
+    MAX_TASK_FILE_BYTES,
+    MAX_TEMPORAL_PAYLOAD_BYTES,
     RequestTooLarge,
     bounded,
     check_request,
@@ -24,6 +41,8 @@ from worker.limits import (
     encoded_chars,
     payload_bytes,
 )
+from worker.logparse import parse_metrics, parse_report, tail_lines
+from worker.models import PlannedStage, PrepareOutput, ReportInput, StageInput
 
 
 def request(**fields: object) -> RunRequest:
@@ -139,3 +158,124 @@ def test_bounded_can_keep_the_end_of_a_message() -> None:
     assert f"… ({len(message) - 200:,} characters left out) …" in cut
     assert len(cut) < 200 + 50
     assert bounded("x" * 10, 4, keep_end=100) == "xx … (6 characters left out) … xx"
+
+
+@pytest.mark.parametrize("keep_end", [0, 100])
+def test_bounded_also_bounds_the_encoded_size(keep_end: int) -> None:
+    emoji = "\U0001f600" * 3_000  # within the character limit, but 36,000 bytes encoded
+    cut = bounded(emoji, keep_end=keep_end)
+    assert encoded_chars(cut) <= limits.ENCODED_FACTOR * MAX_ERROR_CHARS + 100
+    assert "characters left out" in cut
+    plain = "é" * 1_000  # 6,000 bytes encoded: within the budget
+    assert bounded(plain) == plain
+
+
+# -- the worst case of every payload a run sends --------------------------------------------------
+
+EMOJI_AND_CONTROL = "\U0001f600\x01"  # 12 + 6 bytes in a Temporal payload
+
+
+def largest_request() -> RunRequest:
+    """A request just inside check_request: long names, long targets, envs filling the rest."""
+    req = request(
+        repo="o" * 100 + "/" + "r" * 100,
+        clone_url="https://github.test/" + "x" * 300,
+        ref="r" * MAX_REF_CHARS,
+        commit="a" * 40,
+        stages=[f"{i:02d}".ljust(MAX_STAGE_NAME_CHARS, "s") for i in range(MAX_STAGES)],
+        trigger=Trigger.SLACK,
+        requested_by="u" * 100,
+        lane="l" * 300,
+        delivery_id="d" * 100,
+        github=GitHubTarget(1, 2, 3, "b" * MAX_REF_CHARS, "h" * 200),
+        slack=SlackTarget("C" * 20, "U" * 20, "https://hooks.slack.test/" + "x" * 200),
+        supersedes=["p" * 60] * 4,
+    )
+    index = 0
+    while payload_bytes(req) < MAX_REQUEST_BYTES - MAX_ENV_VALUE_CHARS - 200:
+        req.envs[f"E{index}"] = "v" * MAX_ENV_VALUE_CHARS
+        index += 1
+    check_request(req)
+    return req
+
+
+def largest_stage(index: int, error: str) -> StageProgress:
+    """A stage whose log was written to weigh as much as possible in every result field."""
+    wide = f"{EMOJI_AND_CONTROL * 400}\n"
+    names = [f"{i:03d}".ljust(MAX_METRIC_NAME_CHARS, "m") for i in range(MAX_STAGE_METRICS * 2)]
+    log = (
+        f"::report\n{wide * 200}::endreport\n"
+        + "".join(f"::metric {name}=-1.2345678901234567e-300\n" for name in names)
+        + wide * 40
+    )
+    name = f"{index:02d}".ljust(MAX_STAGE_NAME_CHARS, "s")
+    return StageProgress(
+        name=name,
+        cluster=name,
+        state=StageState.FAILED,
+        started_at="2026-12-01T10:00:00.000000+00:00",
+        finished_at="2026-12-01T10:00:00.000000+00:00",
+        duration_s=123456789.123,
+        exit_code=100,
+        metrics=parse_metrics(log),
+        report=parse_report(log),
+        log_tail=tail_lines(log, 20),
+        error=error,
+        launched=True,
+    )
+
+
+def largest_report_input(failed_stages: int) -> ReportInput:
+    error = bounded(EMOJI_AND_CONTROL * 100_000)
+    progress = RunProgress(
+        run_id="x" * 60,
+        repo="o" * 201,
+        ref="r" * MAX_REF_CHARS,
+        commit="a" * 40,
+        trigger=Trigger.SLACK,
+        requested_by="u" * 100,
+        state=RunState.FAILED,
+        stages=[largest_stage(i, error if i < failed_stages else "") for i in range(MAX_STAGES)],
+        error=error,
+        clusters_up=[f"sr-{'x' * 56}"] * MAX_STAGES,
+        dashboard_url="https://" + "d" * 200,
+        pr_number=2**31,
+        base_ref="b" * MAX_REF_CHARS,
+    )
+    return ReportInput(
+        reporter="github",
+        run_id="x" * 60,
+        request=largest_request(),
+        progress=progress,
+        handles={"comment_id": "9" * 20, "check_run_id": "9" * 20, "ts": "1" * 20},
+        notify_slack="#" + "c" * 80,
+    )
+
+
+def test_every_payload_of_a_run_stays_far_below_temporals_cap() -> None:
+    # Why the task files of one run are bounded together, not just one by one.
+    assert MAX_STAGES * MAX_TASK_FILE_BYTES >= 4 * MAX_TEMPORAL_PAYLOAD_BYTES
+    assert MAX_PIPELINE_TASKS_BYTES < MAX_PREPARED_BYTES <= MAX_TEMPORAL_PAYLOAD_BYTES // 2
+
+    req = largest_request()
+    assert MAX_REQUEST_BYTES - 5_000 < temporal_bytes(req) <= MAX_REQUEST_BYTES
+
+    # prepare_run refuses a plan past MAX_PREPARED_BYTES; the largest it lets through, all in
+    # one stage, then travels to that stage with the request.
+    planned = PlannedStage("s", "s", "sr-s", "t.yaml", "", {}, launch=True)
+    prepared = PrepareOutput("a" * 40, "q" * 100, [planned], [], 30, 180)
+    planned.task_yaml = "#" * (MAX_PREPARED_BYTES - payload_bytes(prepared))
+    assert payload_bytes(prepared) == MAX_PREPARED_BYTES
+    stage_input = StageInput("x" * 60, req, "a" * 40, planned, prepared.metric_patterns, 30)
+    assert temporal_bytes(stage_input) < MAX_REQUEST_BYTES + MAX_PREPARED_BYTES + 1_000
+    assert temporal_bytes(prepared) == MAX_PREPARED_BYTES <= MAX_TEMPORAL_PAYLOAD_BYTES // 2
+
+    # Every progress report carries all stages' results: the largest each can be, with one
+    # failed stage (a run stops at its first) and, as a bound, with all of them failed.
+    one_failed = temporal_bytes(largest_report_input(failed_stages=1))
+    all_failed = temporal_bytes(largest_report_input(failed_stages=MAX_STAGES))
+    assert one_failed < MAX_TEMPORAL_PAYLOAD_BYTES // 2, one_failed
+    assert all_failed < MAX_TEMPORAL_PAYLOAD_BYTES * 3 // 4, all_failed
+    # The run's result and failure details are that progress without the request.
+    result = temporal_bytes(RunResult(largest_report_input(failed_stages=1).progress))
+    assert result < MAX_TEMPORAL_PAYLOAD_BYTES // 2

@@ -12,6 +12,7 @@ from worker import pipeline as p
 from worker.limits import (
     MAX_ENV_VALUE_CHARS,
     MAX_ENVS,
+    MAX_METRIC_NAME_CHARS,
     MAX_PIPELINE_TASKS_BYTES,
     MAX_STAGE_NAME_CHARS,
     MAX_STAGES,
@@ -761,6 +762,17 @@ def test_long_stage_and_cluster_names_are_refused() -> None:
     )
     error = error_of(f"stages:\n  - {{name: a, task: a.yaml, cluster: {long}}}\n")
     assert error.problem.startswith("stages[0].cluster is 65 characters long")
+
+
+def test_long_metric_names_are_refused() -> None:
+    name = "m" * (MAX_METRIC_NAME_CHARS + 1)
+    error = error_of(f"metrics:\n  - name: {name}\n    pattern: 'x ([0-9]+)'\n")
+    assert (error.line, error.problem) == (
+        2,
+        p.E_NAME_TOO_LONG.format(
+            path="metrics[0].name", size=len(name), limit=MAX_METRIC_NAME_CHARS
+        ),
+    )
 
 
 def test_pipeline_envs_are_bounded_in_count_and_size() -> None:
