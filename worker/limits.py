@@ -25,7 +25,7 @@ MAX_ERROR_CHARS = 4_000
 
 MAX_STAGE_NAME_CHARS = 64
 """Stage and cluster names, in the pipeline file and in a request's stage list."""
-MAX_REQUEST_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = 32 * 1024
 """A RunRequest encoded as Temporal encodes it; every activity input of a run carries a copy."""
 MAX_PIPELINE_TASKS_BYTES = 768 * 1024
 """All task files of the stages one run plans, together: they travel in one activity result."""

@@ -62,7 +62,7 @@ def temporal_bytes(value: object) -> int:
 
 
 def test_a_request_at_each_limit_passes() -> None:
-    envs = {f"K{i}".ljust(MAX_ENV_NAME_CHARS, "_"): "v" * 800 for i in range(MAX_ENVS)}
+    envs = {f"K{i}".ljust(MAX_ENV_NAME_CHARS, "_"): "v" * 300 for i in range(MAX_ENVS)}
     check_request(
         request(
             envs=envs,
@@ -106,7 +106,7 @@ def test_a_megabyte_value_is_refused_fast() -> None:
 
 def test_the_total_is_measured_as_temporal_encodes_it_and_names_the_largest_part() -> None:
     # Each value fits, but astral characters take 12 bytes each once encoded as JSON.
-    envs = {f"E{i}": "\U0001f600" * 400 for i in range(20)}
+    envs = {f"E{i}": "\U0001f600" * 400 for i in range(10)}
     req = request(envs=envs)
     size = payload_bytes(req)
     assert size == temporal_bytes(req)
@@ -173,6 +173,8 @@ def test_bounded_also_bounds_the_encoded_size(keep_end: int) -> None:
 # -- the worst case of every payload a run sends --------------------------------------------------
 
 EMOJI_AND_CONTROL = "\U0001f600\x01"  # 12 + 6 bytes in a Temporal payload
+GRPC_MESSAGE_CAP = 4 * 1024 * 1024
+"""The Temporal server's cap on one request (a workflow task's completion), measured."""
 
 
 def largest_request() -> RunRequest:
@@ -276,6 +278,12 @@ def test_every_payload_of_a_run_stays_far_below_temporals_cap() -> None:
     all_failed = temporal_bytes(largest_report_input(failed_stages=MAX_STAGES))
     assert one_failed < MAX_TEMPORAL_PAYLOAD_BYTES // 2, one_failed
     assert all_failed < MAX_TEMPORAL_PAYLOAD_BYTES * 3 // 4, all_failed
+    # One workflow task's commands travel in one gRPC message, capped at 4 MiB (past it the
+    # server terminates the run: GrpcMessageTooLarge). The most one can hold: every stage of a
+    # DAG scheduled at once (each with the request and its part of the plan), and two reports
+    # (GitHub, Slack) of a progress whose stages failed at most once.
+    every_stage_at_once = MAX_PREPARED_BYTES + MAX_STAGES * (MAX_REQUEST_BYTES + 1_000)
+    assert every_stage_at_once + 2 * one_failed < GRPC_MESSAGE_CAP * 0.9
     # The run's result and failure details are that progress without the request.
     result = temporal_bytes(RunResult(largest_report_input(failed_stages=1).progress))
     assert result < MAX_TEMPORAL_PAYLOAD_BYTES // 2

@@ -246,3 +246,21 @@ async def test_a_megabyte_backend_failure_is_retried_then_fails_bounded(
     log = (settings.logs_dir / progress.run_id / "train.log").read_text()
     assert log.count("[skyrun] backend error: SkyPilot failed to launch cluster") == 3
     assert len(log) < 4 * MAX_ERROR_CHARS
+
+
+async def test_task_files_just_inside_the_limits_run_and_starve_nothing(
+    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+) -> None:
+    # Three task files of 250 kB (750 kB together, under MAX_PIPELINE_TASKS_BYTES): long
+    # scripts are legitimate, and checking them must not stall the worker.
+    script = "".join(f"  echo line {i:06d} {'x' * 40}\n" for i in range(4_100))
+    task = f"envs:\n  A: '1'\nrun: |\n{script}"
+    assert 240_000 < len(task) < 250_000
+    stages = "".join(f"  - {{name: s{i}, task: t{i}.yaml}}\n" for i in range(3))
+    files = {f"t{i}.yaml": task for i in range(3)}
+    repo = git_repo({**files, ".skyrun.yaml": "stages:\n" + stages})
+    with loop_stalls() as gaps:
+        progress, seconds = await run_to_the_end(dispatcher, repo)
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    assert gaps[0] < 1.0, f"the event loop stalled for {gaps[0]:.2f} s"
+    assert seconds < 60
