@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from temporalio import activity
@@ -18,7 +18,7 @@ from worker import metrics as worker_metrics
 from worker.backends.base import BackendError, ComputeBackend, TaskSpecError, cluster_name_for
 from worker.contract import RunRequest, Trigger
 from worker.gitcheckout import CheckoutError, checkout, default_branch
-from worker.limits import MAX_PREPARED_BYTES, bounded, payload_bytes
+from worker.limits import MAX_ERROR_CHARS, MAX_PREPARED_BYTES, bounded, payload_bytes
 from worker.logparse import parse_metrics, parse_report, tail_lines
 from worker.logstore import LogStore
 from worker.models import (
@@ -70,6 +70,27 @@ def user_error(message: str) -> ApplicationError:
 def backend_failure(err: BackendError) -> ApplicationError:
     """A backend failure (retried by the workflow's policy), its message bounded."""
     return ApplicationError(bounded(str(err)), type="BackendError")
+
+
+@contextlib.contextmanager
+def failures_bounded() -> Iterator[None]:
+    """Whatever fails inside leaves as an ApplicationError with a bounded message and no cause.
+
+    Temporal would otherwise send an unexpected exception's whole text, and its causes', as the
+    failure; past its size limit the run fails with only "Failure exceeds size limit".
+    """
+    try:
+        yield
+    except ApplicationError as err:
+        if len(err.message) <= MAX_ERROR_CHARS and err.__cause__ is None:
+            raise
+        raise ApplicationError(
+            bounded(err.message), type=err.type, non_retryable=err.non_retryable
+        ) from None
+    except Exception as err:
+        activity.logger.warning("activity failed", exc_info=True)
+        # The same type name, so retry policies that name it still apply.
+        raise ApplicationError(bounded(str(err)), type=type(err).__name__) from None
 
 
 @contextlib.asynccontextmanager
@@ -132,6 +153,10 @@ class PipelineActivities:
 
     @activity.defn(name="prepare_run")
     async def prepare_run(self, data: PrepareInput) -> PrepareOutput:
+        with failures_bounded():
+            return await self._prepare(data)
+
+    async def _prepare(self, data: PrepareInput) -> PrepareOutput:
         request = data.request
         async with heartbeating():
             commit = await self._checkout(data.run_id, request, request.commit)

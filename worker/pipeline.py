@@ -543,7 +543,10 @@ def _parse(text: str, file: str) -> tuple[Pipeline, dict[str, int]]:
         raise PipelineError(_too_large(size), file)
     check_yaml(text, file)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        try:
+            root = yaml.compose(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:  # say what is wrong as the pure-Python parser words it
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
     except (yaml.YAMLError, RecursionError) as exc:
         raise _yaml_error(exc, text, file) from None
     if root is None:

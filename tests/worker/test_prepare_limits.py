@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 from sky.exceptions import InvalidSkyPilotConfigError
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from bot.dispatch import Dispatcher
 from tests.worker.backends.fake_sky import FakeSky
 from tests.worker.github.stack import github_stack, unique_repo
 from worker import pipeline as p
-from worker.activities import PLAN_TOO_LARGE
+from worker.activities import PLAN_TOO_LARGE, PipelineActivities
 from worker.backends.skypilot import SkyPilotBackend
 from worker.contract import RunProgress, RunRequest, RunState, Trigger, lane_for_branch
 from worker.limits import (
@@ -29,7 +31,8 @@ from worker.limits import (
     MAX_TASK_FILE_BYTES,
     MAX_YAML_ALIAS_NODES,
 )
-from worker.main import build_workers, running_workers
+from worker.main import build_workers, make_backend, running_workers
+from worker.models import PrepareInput
 from worker.settings import Settings
 
 # A pipeline ending within this long never waited on a heartbeat timeout (20 s) or a retry.
@@ -264,3 +267,22 @@ async def test_task_files_just_inside_the_limits_run_and_starve_nothing(
     assert progress.state is RunState.SUCCEEDED, progress.error
     assert gaps[0] < 1.0, f"the event loop stalled for {gaps[0]:.2f} s"
     assert seconds < 60
+
+
+async def test_an_unexpected_megabyte_failure_in_prepare_leaves_bounded(
+    settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    def token_for(_request: RunRequest) -> str:
+        raise RuntimeError("token service said: " + "t" * 3_000_000)
+
+    activities = PipelineActivities(settings, make_backend(settings), token_provider=token_for)
+    repo = git_repo({ONE_STAGE[0]: ONE_STAGE[1], "train.yaml": "run: echo\n"})
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(
+            activities.prepare_run, PrepareInput("run-1", request_for(repo))
+        )
+    assert caught.value.type == "RuntimeError"  # retried, as the plain exception would be
+    assert not caught.value.non_retryable
+    assert caught.value.message.startswith("token service said: ttt")
+    assert len(caught.value.message) <= MAX_ERROR_CHARS + 50
+    assert caught.value.__cause__ is None
