@@ -51,6 +51,10 @@ ENCODED_FACTOR = 3
 
 TOO_LONG = "{what} is {size:,} {unit} long; the limit is {limit:,}"
 TOO_MANY = "{what}: {count:,} given; the limit is {limit:,}"
+HINT_ENVS = ": set the others under `envs:` in .skyrun.yaml"
+HINT_ENV_NAME = ": use a shorter name"
+HINT_ENV_VALUE = ": put a large value in a file in the repository or a bucket, and pass its path"
+HINT_STAGES = ": name fewer stages (naming none runs them all)"
 E_REQUEST_TOO_LARGE = (
     "the request is {size:,} bytes long once encoded; the limit is {limit:,} "
     "(the largest part is {field}, {field_size:,} bytes): send fewer or shorter values"
@@ -126,20 +130,23 @@ def check_request(request: RunRequest) -> None:
     """
     if len(request.envs) > MAX_ENVS:
         raise RequestTooLarge(
-            TOO_MANY.format(what="KEY=VALUE", count=len(request.envs), limit=MAX_ENVS)
+            TOO_MANY.format(what="KEY=VALUE", count=len(request.envs), limit=MAX_ENVS) + HINT_ENVS
         )
     for name, value in request.envs.items():
         if len(name) > MAX_ENV_NAME_CHARS:
             raise RequestTooLarge(
                 too_long(f"the name of env {_name(name)}", len(name), MAX_ENV_NAME_CHARS)
+                + HINT_ENV_NAME
             )
         if len(value) > MAX_ENV_VALUE_CHARS:
             raise RequestTooLarge(
                 too_long(f"the value of env {_name(name)}", len(value), MAX_ENV_VALUE_CHARS)
+                + HINT_ENV_VALUE
             )
     if len(request.stages) > MAX_STAGES:
         raise RequestTooLarge(
             TOO_MANY.format(what="stages", count=len(request.stages), limit=MAX_STAGES)
+            + HINT_STAGES
         )
     for stage in request.stages:
         if len(stage) > MAX_STAGE_NAME_CHARS:

@@ -29,7 +29,6 @@ from worker.limits import (
 )
 
 PIPELINE_FILE = ".skyrun.yaml"
-MAX_FILE_BYTES = MAX_PIPELINE_FILE_BYTES
 BUCKET_ENV = "DATA_BUCKET_URL"
 
 TOP_KEYS = (
@@ -502,8 +501,6 @@ def _line_of(event: yaml.Event) -> int | None:
 
 def _yaml_error(exc: BaseException, text: str, file: str) -> PipelineError:
     """A parser's exception as a PipelineError naming the file, the line and the problem."""
-    if isinstance(exc, PipelineError):
-        return exc
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "unreadable"

@@ -75,13 +75,16 @@ def test_a_request_at_each_limit_passes() -> None:
 def test_refusals_are_value_errors_that_name_field_and_limit() -> None:
     assert issubclass(RequestTooLarge, ValueError)
     envs = {f"K{i}": "v" for i in range(MAX_ENVS + 1)}
-    assert refusal(request(envs=envs)) == f"KEY=VALUE: {MAX_ENVS + 1} given; the limit is 64"
+    assert refusal(request(envs=envs)) == (
+        f"KEY=VALUE: {MAX_ENVS + 1} given; the limit is 64" + limits.HINT_ENVS
+    )
     long_name = "N" * (MAX_ENV_NAME_CHARS + 1)
     assert refusal(request(envs={long_name: "v"})) == (
         f"the name of env '{'N' * 40}…' is 129 characters long; the limit is 128"
+        + limits.HINT_ENV_NAME
     )
     assert refusal(request(stages=["a"] * (MAX_STAGES + 1))) == (
-        "stages: 33 given; the limit is 32"
+        "stages: 33 given; the limit is 32" + limits.HINT_STAGES
     )
     assert refusal(request(stages=["a" * 65])) == (
         f"stage name '{'a' * 40}…' is 65 characters long; the limit is 64"
@@ -94,6 +97,7 @@ def test_an_env_value_over_the_limit_is_named_but_never_echoed() -> None:
     message = refusal(request(envs={"TOKEN": secret}))
     assert message == (
         f"the value of env 'TOKEN' is {len(secret):,} characters long; the limit is 4,096"
+        + limits.HINT_ENV_VALUE
     )
     assert "s3cr3t" not in message
 
