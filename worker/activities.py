@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -20,6 +20,7 @@ from worker import metrics as worker_metrics
 from worker.backends.base import BackendError, ComputeBackend, TaskSpecError, cluster_name_for
 from worker.contract import RunRequest, Trigger
 from worker.gitcheckout import CheckoutError, checkout, default_branch
+from worker.limits import MAX_ERROR_CHARS, MAX_PREPARED_BYTES, bounded, payload_bytes
 from worker.logparse import parse_metrics, parse_report, tail_lines
 from worker.logstore import LogStore, LogStoreError
 from worker.masking import Masker
@@ -39,10 +40,12 @@ from worker.pipeline import (
     MetricPattern,
     Pipeline,
     PipelineError,
+    Stage,
     branch_matches,
     clusters_after,
     load_pipeline,
     merge_envs,
+    read_task_files,
     select_stages,
 )
 from worker.settings import Settings
@@ -50,12 +53,47 @@ from worker.settings import Settings
 USER_ERROR = "UserError"
 HEARTBEAT_EVERY_S = 2.0
 NOT_WATCHED = "branch {branch} is not watched by on.push in {file}"
+PLAN_TOO_LARGE = (
+    "the planned run (task files, envs and metric patterns of {count} stages) is {size:,} bytes "
+    "long once encoded; the limit is {limit:,}: make the task files or the envs in {file} "
+    "smaller, or run fewer stages at once (name the stages to run)"
+)
 PR_RUNS_OFF = "pull request events do not start runs: {file} does not set on.pull_request: true"
 
 
 def user_error(message: str) -> ApplicationError:
-    """A failure the user caused (bad pipeline, missing task, bad ref): never retried."""
-    return ApplicationError(message, type=USER_ERROR, non_retryable=True)
+    """A failure the user caused (bad pipeline, missing task, bad ref): never retried.
+
+    Its message is bounded here, the one place user errors enter Temporal, so a parser's or
+    SkyPilot's megabyte of text cannot fail the run with "Failure exceeds size limit".
+    """
+    return ApplicationError(bounded(message), type=USER_ERROR, non_retryable=True)
+
+
+def backend_failure(err: BackendError) -> ApplicationError:
+    """A backend failure (retried by the workflow's policy), its message bounded."""
+    return ApplicationError(bounded(str(err)), type="BackendError")
+
+
+@contextlib.contextmanager
+def failures_bounded() -> Iterator[None]:
+    """Whatever fails inside leaves as an ApplicationError with a bounded message and no cause.
+
+    Temporal would otherwise send an unexpected exception's whole text, and its causes', as the
+    failure; past its size limit the run fails with only "Failure exceeds size limit".
+    """
+    try:
+        yield
+    except ApplicationError as err:
+        if len(err.message) <= MAX_ERROR_CHARS and err.__cause__ is None:
+            raise
+        raise ApplicationError(
+            bounded(err.message), type=err.type, non_retryable=err.non_retryable
+        ) from None
+    except Exception as err:
+        activity.logger.warning("activity failed", exc_info=True)
+        # The same type name, so retry policies that name it still apply.
+        raise ApplicationError(bounded(str(err)), type=type(err).__name__) from None
 
 
 @contextlib.asynccontextmanager
@@ -121,6 +159,10 @@ class PipelineActivities:
 
     @activity.defn(name="prepare_run")
     async def prepare_run(self, data: PrepareInput) -> PrepareOutput:
+        with failures_bounded():
+            return await self._prepare(data)
+
+    async def _prepare(self, data: PrepareInput) -> PrepareOutput:
         request = data.request
         async with heartbeating():
             commit = await self._checkout(data.run_id, request, request.commit)
@@ -153,6 +195,18 @@ class PipelineActivities:
                 output.skip_reason = PR_RUNS_OFF.format(file=PIPELINE_FILE)
                 return output
             output.stages = await self._plan(data.run_id, request, pipeline, path)
+            # The output is one Temporal payload, and each stage's part goes into a later
+            # activity input with the request: refuse here what could not travel there.
+            size = await asyncio.to_thread(payload_bytes, output)
+            if size > MAX_PREPARED_BYTES:
+                raise user_error(
+                    PLAN_TOO_LARGE.format(
+                        count=len(output.stages),
+                        size=size,
+                        limit=MAX_PREPARED_BYTES,
+                        file=PIPELINE_FILE,
+                    )
+                )
             return output
 
     async def _plan(
@@ -162,11 +216,15 @@ class PipelineActivities:
             stages = select_stages(pipeline, request.stages)
         except PipelineError as err:
             raise user_error(str(err)) from None
+        try:
+            # Off the event loop: reading and checking up to MAX_PIPELINE_TASKS_BYTES of YAML
+            # must not stop the heartbeats (a stalled prepare would time out, retry, and wait).
+            tasks = await asyncio.to_thread(_read_tasks, path, stages)
+        except PipelineError as err:
+            raise user_error(str(err)) from None
         planned: list[PlannedStage] = []
         launched: set[str] = set()
-        for index, stage in enumerate(stages):
-            task_yaml = (path / stage.task).read_text(encoding="utf-8")
-            task_envs = _task_envs(task_yaml)
+        for index, (stage, (task_yaml, task_envs)) in enumerate(zip(stages, tasks, strict=True)):
             envs = merge_envs(
                 task_envs, pipeline.envs, self.settings.skypilot_bucket_url, request.envs
             )
@@ -262,7 +320,7 @@ class PipelineActivities:
                 try:
                     await self.backend.down(name)
                 except BackendError as err:
-                    raise ApplicationError(str(err), type="BackendError") from None
+                    raise backend_failure(err) from None
 
     @activity.defn(name="cleanup_run")
     async def cleanup_run(self, data: CleanupInput) -> None:
@@ -298,11 +356,17 @@ def _read_from(log: BinaryIO, offset: int) -> str:
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
+def _read_tasks(path: Path, stages: list[Stage]) -> list[tuple[str, dict[str, str | None]]]:
+    """Each stage's task text (checked by `read_task_files`) with the envs it declares."""
+    return [(text, _task_envs(text)) for text in read_task_files(path, stages)]
+
+
 def _task_envs(task_yaml: str) -> dict[str, str | None]:
     import yaml
 
     try:
-        config = yaml.safe_load(task_yaml)
+        # libyaml when present: 256 KiB of YAML takes it milliseconds, pure Python seconds.
+        config = yaml.load(task_yaml, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         return {}
     envs = config.get("envs") if isinstance(config, dict) else None

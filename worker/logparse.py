@@ -6,14 +6,25 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
+from worker.limits import (
+    MAX_LOG_LINE_BYTES,
+    MAX_METRIC_NAME_CHARS,
+    MAX_REPORT_BYTES,
+    MAX_STAGE_METRICS,
+    cut_encoded,
+    encoded_chars,
+)
 from worker.pipeline import MetricPattern
 
 METRIC_MARKER = "::metric"
 REPORT_START = "::report"
 REPORT_END = "::endreport"
 REPORT_TRUNCATED = "… (report truncated)"
-MAX_METRICS = 200
+MAX_METRICS = MAX_STAGE_METRICS
 """Distinct metric names kept per log, so a task printing one per step cannot bloat a run."""
+# What results take is measured as Temporal encodes them (JSON, ASCII only): 32 stages of them
+# travel in every progress report, and an emoji there takes 12 bytes, a control character 6.
+_NOTE_EXTRA = encoded_chars(REPORT_TRUNCATED) - len(REPORT_TRUNCATED)
 
 # CSI (colours, cursor moves), OSC (titles, hyperlinks; ended by BEL or ST) and other
 # two-character escapes. Applied per line, so an unterminated sequence cannot eat the log.
@@ -29,7 +40,11 @@ _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _NUMBER_RE = re.compile(_NUMBER)
 # Ray folds identical lines from several processes and says so at the end of the line.
 _METRIC_RE = re.compile(
-    r"\s*::metric\s+([A-Za-z0-9_.:/-]{1,200})\s*=\s*(" + _NUMBER + r")"
+    r"\s*::metric\s+([A-Za-z0-9_.:/-]{1,"
+    + str(MAX_METRIC_NAME_CHARS)
+    + r"})\s*=\s*("
+    + _NUMBER
+    + r")"
     r"(?:\s+\[repeated \d+x across cluster\])?\s*"
 )
 
@@ -101,11 +116,11 @@ def _truncate(report: str, limit: int) -> str:
     return f"{cut}\n{REPORT_TRUNCATED}" if cut else REPORT_TRUNCATED
 
 
-def parse_report(text: str, limit: int = 20000) -> str:
+def parse_report(text: str, limit: int = MAX_REPORT_BYTES) -> str:
     """The Markdown of every `::report` … `::endreport` block, joined by blank lines.
 
-    An unterminated block runs to the end of the log; a report longer than `limit` is cut at a
-    line boundary and ends with a note saying so.
+    An unterminated block runs to the end of the log; a report longer than `limit` (encoded
+    bytes: characters, for plain ASCII) is cut at a line boundary and ends with a note saying so.
     """
     blocks: list[str] = []
     current: list[str] | None = None
@@ -123,18 +138,21 @@ def parse_report(text: str, limit: int = 20000) -> str:
     if current is not None:
         blocks.append("\n".join(current).strip("\n"))
     report = "\n\n".join(block for block in blocks if block.strip())
-    return report if len(report) <= limit else _truncate(report, limit)
+    if encoded_chars(report) <= limit:
+        return report
+    return _truncate(report, len(cut_encoded(report, limit - _NOTE_EXTRA)))
 
 
-def tail_lines(text: str, count: int = 20, width: int = 500) -> list[str]:
-    """The last `count` non-blank lines after `strip_ansi`, each cut to `width` characters."""
+def tail_lines(text: str, count: int = 20, width: int = MAX_LOG_LINE_BYTES) -> list[str]:
+    """The last `count` non-blank lines after `strip_ansi`, each cut to `width` encoded bytes
+    (characters, for plain ASCII)."""
     tail: list[str] = []
     if count <= 0:
         return tail
     for raw in reversed(text.split("\n")):
         line = _clean_line(raw).rstrip()
         if line.strip():
-            tail.append(line[:width])
+            tail.append(cut_encoded(line, width))
             if len(tail) == count:
                 break
     tail.reverse()

@@ -11,10 +11,24 @@ from typing import NoReturn
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from worker.limits import (
+    MAX_ENV_VALUE_CHARS,
+    MAX_ENVS,
+    MAX_METRIC_NAME_CHARS,
+    MAX_PIPELINE_FILE_BYTES,
+    MAX_PIPELINE_TASKS_BYTES,
+    MAX_STAGE_NAME_CHARS,
+    MAX_STAGES,
+    MAX_TASK_FILE_BYTES,
+    MAX_YAML_ALIAS_NODES,
+    MAX_YAML_DEPTH,
+    too_long,
+)
+
 PIPELINE_FILE = ".skyrun.yaml"
-MAX_FILE_BYTES = 256 * 1024
 BUCKET_ENV = "DATA_BUCKET_URL"
 
 TOP_KEYS = (
@@ -33,10 +47,30 @@ NOTIFY_KEYS = ("slack",)
 
 # User-facing texts. `{path}` is where in the file (e.g. "stages[1].task"), `{where}` the same as a
 # "stages[1]: " prefix (empty at the top level); quoted values come pre-quoted.
-E_TOO_LARGE = "the file is {size} bytes; the limit is 262144 bytes (256 KiB)"
-E_NOT_UTF8 = "the file is not UTF-8 text"
+E_TOO_LARGE = "{too_long}: a pipeline file holds settings, not data; make it smaller"
+E_NOT_UTF8 = "the file is not UTF-8 text (byte 0x{byte:02x} is not valid UTF-8): save it as UTF-8"
 E_INVALID_YAML = "invalid YAML: {problem}"
-E_TOO_DEEP = "invalid YAML: nested too deeply"
+E_TOO_DEEP = "invalid YAML: nested more than {limit} levels deep, the limit: flatten the structure"
+E_YAML_RECURSIVE = "invalid YAML: alias *{name} refers to a value that contains it"
+E_YAML_ALIASES = (
+    "invalid YAML: aliases (*name) would expand the file by more than {limit:,} values, the "
+    "limit (this is how a YAML bomb works): write the values out instead of reusing anchors"
+)
+E_TOO_MANY_STAGES = (
+    "stages lists {count:,} stages; the limit is {limit}: merge small stages into one task"
+)
+E_NAME_TOO_LONG = "{path} is {size:,} characters long; the limit is {limit}"
+E_TOO_MANY_ENVS = "envs: {count:,} variables; the limit is {limit}"
+E_ENV_TOO_LONG = "envs.{name}: " + "{too_long}"
+E_TASK_TOO_LARGE = (
+    "stage {name}: task file {task} is {size:,} bytes long; the limit is {limit:,}: a task "
+    "file holds settings and commands, not data; put data in a bucket or mount it from the "
+    "repository with file_mounts"
+)
+E_TASKS_TOO_LARGE = (
+    "the task files of the {count} stages to run are {size:,} bytes long together; the limit "
+    "is {limit:,}: make them smaller, or run fewer stages at once (name the stages to run)"
+)
 E_EMPTY_FILE = (
     "the file is empty: list your stages under 'stages:', or delete the file to use the "
     "default stages"
@@ -240,6 +274,14 @@ class _Parser:
             self.fail(E_EMPTY_VALUE.format(path=path), node)
         return str(node.value)
 
+    def name(self, node: Node, path: str) -> str:
+        name = self.string(node, path)
+        if len(name) > MAX_STAGE_NAME_CHARS:
+            self.fail(
+                E_NAME_TOO_LONG.format(path=path, size=len(name), limit=MAX_STAGE_NAME_CHARS), node
+            )
+        return name
+
     def boolean(self, node: Node, path: str) -> bool:
         if not isinstance(node, ScalarNode) or node.tag != _BOOL:
             self.fail(E_NOT_BOOL.format(path=path), node)
@@ -297,6 +339,10 @@ class _Parser:
         nodes = self.sequence(node, "stages")
         if not nodes:
             self.fail(E_STAGES_EMPTY, node)
+        if len(nodes) > MAX_STAGES:
+            self.fail(
+                E_TOO_MANY_STAGES.format(count=len(nodes), limit=MAX_STAGES), nodes[MAX_STAGES]
+            )
         stages: list[Stage] = []
         for index, stage_node in enumerate(nodes):
             path = f"stages[{index}]"
@@ -305,7 +351,7 @@ class _Parser:
                 if key not in items:
                     self.fail(E_REQUIRED.format(path=path, key=key), stage_node)
             name_node = items["name"][1]
-            name = self.string(name_node, f"{path}.name")
+            name = self.name(name_node, f"{path}.name")
             if not NAME_RE.fullmatch(name):
                 self.fail(E_STAGE_NAME.format(name=_q(name)), name_node)
             if any(stage.name == name for stage in stages):
@@ -315,7 +361,7 @@ class _Parser:
             cluster = name
             if "cluster" in items:
                 cluster_node = items["cluster"][1]
-                cluster = self.string(cluster_node, f"{path}.cluster")
+                cluster = self.name(cluster_node, f"{path}.cluster")
                 if not NAME_RE.fullmatch(cluster):
                     self.fail(E_CLUSTER_NAME.format(name=_q(cluster)), cluster_node)
             stages.append(Stage(name=name, task=task, cluster=cluster))
@@ -338,6 +384,11 @@ class _Parser:
     def envs(self, node: Node) -> dict[str, str]:
         if not isinstance(node, MappingNode):
             self.fail(E_NOT_MAPPING.format(path="envs", kind=_kind(node)), node)
+        if len(node.value) > MAX_ENVS:
+            self.fail(
+                E_TOO_MANY_ENVS.format(count=len(node.value), limit=MAX_ENVS),
+                node.value[MAX_ENVS][0],
+            )
         envs: dict[str, str] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL:
@@ -351,6 +402,9 @@ class _Parser:
                 self.fail(E_ENV_VALUE.format(name=name, kind=_kind(value_node)), value_node)
             # Scalars as written (`1.10` stays "1.10", `true` stays "true"); null means empty.
             envs[name] = "" if value_node.tag == _NULL else str(value_node.value)
+            if len(envs[name]) > MAX_ENV_VALUE_CHARS:
+                problem = too_long("the value", len(envs[name]), MAX_ENV_VALUE_CHARS)
+                self.fail(E_ENV_TOO_LONG.format(name=name, too_long=problem), value_node)
         return envs
 
     def metrics(self, node: Node) -> list[MetricPattern]:
@@ -365,6 +419,11 @@ class _Parser:
             name = self.string(name_node, f"{path}.name")
             if not METRIC_NAME_RE.fullmatch(name):
                 self.fail(E_METRIC_NAME.format(path=f"{path}.name", name=_q(name)), name_node)
+            if len(name) > MAX_METRIC_NAME_CHARS:
+                problem = E_NAME_TOO_LONG.format(
+                    path=f"{path}.name", size=len(name), limit=MAX_METRIC_NAME_CHARS
+                )
+                self.fail(problem, name_node)
             pattern_node = items["pattern"][1]
             pattern = self.string(pattern_node, f"{path}.pattern")
             try:
@@ -392,32 +451,120 @@ class _Parser:
         return channel
 
 
-def _parse(text: str, file: str) -> tuple[Pipeline, dict[str, int]]:
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_FILE_BYTES:
-        raise PipelineError(E_TOO_LARGE.format(size=size), file)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _scan(text: str, file: str, loader: type[yaml.SafeLoader]) -> None:
+    """Walk the YAML events, refusing deep nesting and aliases that expand beyond the budget.
+
+    Runs before anything builds the document: composing a bomb is cheap (aliases share nodes),
+    but everything that walks or prints it afterwards (SkyPilot's validation, its errors) pays
+    for every expanded value.
+    """
+    # Per open collection: its anchor and how many values it holds, aliases expanded.
+    stack: list[tuple[str | None, list[int]]] = []
+    expanded: dict[str, int] = {}
+    added = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, CollectionEndEvent):
+            anchor, (size,) = stack.pop()
+        elif isinstance(event, CollectionStartEvent):
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise PipelineError(E_TOO_DEEP.format(limit=MAX_YAML_DEPTH), file, _line_of(event))
+            stack.append((event.anchor, [1]))
+            continue
+        elif isinstance(event, ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, AliasEvent):
+            name = str(event.anchor)
+            if any(open_anchor == name for open_anchor, _ in stack):
+                raise PipelineError(E_YAML_RECURSIVE.format(name=name), file, _line_of(event))
+            # An undefined alias is left for the composer, which reports it with its line.
+            anchor, size = None, expanded.get(name, 0)
+            added += size
+            if added > MAX_YAML_ALIAS_NODES:
+                raise PipelineError(
+                    E_YAML_ALIASES.format(limit=MAX_YAML_ALIAS_NODES), file, _line_of(event)
+                )
+        else:
+            continue
+        if anchor is not None:
+            expanded[anchor] = size
+        if stack:
+            stack[-1][1][0] += size
+
+
+def _line_of(event: yaml.Event) -> int | None:
+    mark = event.start_mark
+    return None if mark is None else int(mark.line) + 1
+
+
+def _yaml_error(exc: BaseException, text: str, file: str) -> PipelineError:
+    """A parser's exception as a PipelineError naming the file, the line and the problem."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "unreadable"
         if exc.context and problem.startswith("but "):
             problem = f"{exc.context}, {problem}"
         line = None if mark is None else int(mark.line) + 1
-        raise PipelineError(E_INVALID_YAML.format(problem=problem), file, line) from None
-    except yaml.reader.ReaderError as exc:
+        return PipelineError(E_INVALID_YAML.format(problem=problem), file, line)
+    if isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
         char = exc.character if isinstance(exc.character, int) else ord(exc.character)
         problem = f"unacceptable character #x{char:04x}: {exc.reason}"
-        raise PipelineError(E_INVALID_YAML.format(problem=problem), file, line) from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(E_INVALID_YAML.format(problem=exc), file) from None
-    except RecursionError:
-        raise PipelineError(E_TOO_DEEP, file) from None
+        return PipelineError(E_INVALID_YAML.format(problem=problem), file, line)
+    if isinstance(exc, RecursionError):
+        return PipelineError(E_TOO_DEEP.format(limit=MAX_YAML_DEPTH), file)
+    return PipelineError(E_INVALID_YAML.format(problem=exc), file)
+
+
+def check_yaml(text: str, file: str) -> None:
+    """Raise PipelineError (file, line, limit) for YAML too deep, too self-referential or invalid.
+
+    Every pipeline and task file passes through here before any parser builds it.
+    """
+    try:
+        try:
+            _scan(text, file, _FAST_LOADER)
+        except yaml.YAMLError:
+            # Report syntax errors with the pure-Python parser's messages (what users see
+            # elsewhere), and finish the checks with it in case the two parsers disagree.
+            _scan(text, file, yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise _yaml_error(exc, text, file) from None
+
+
+def _parse(text: str, file: str) -> tuple[Pipeline, dict[str, int]]:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_PIPELINE_FILE_BYTES:
+        raise PipelineError(_too_large(size), file)
+    check_yaml(text, file)
+    try:
+        try:
+            root = yaml.compose(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:  # say what is wrong as the pure-Python parser words it
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise _yaml_error(exc, text, file) from None
     if root is None:
         raise PipelineError(E_EMPTY_FILE, file)
     parser = _Parser(file)
     return parser.parse(root), parser.task_lines
+
+
+def _too_large(size: int) -> str:
+    return E_TOO_LARGE.format(
+        too_long=too_long("the file", size, MAX_PIPELINE_FILE_BYTES, unit="bytes")
+    )
+
+
+def decode_utf8(data: bytes, file: str) -> str:
+    """`data` as text, or a PipelineError naming the file and the line of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise PipelineError(E_NOT_UTF8.format(byte=data[err.start]), file, line) from None
 
 
 def parse_pipeline(text: str, file: str = PIPELINE_FILE) -> Pipeline:
@@ -447,13 +594,10 @@ def load_pipeline(checkout: Path) -> Pipeline:
             raise PipelineError(E_FILE_OUTSIDE)
         if not resolved.is_file():
             raise PipelineError(E_NOT_A_FILE)
-        size = resolved.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise PipelineError(E_TOO_LARGE.format(size=size))
-        try:
-            text = resolved.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise PipelineError(E_NOT_UTF8) from None
+        data = _read_capped(resolved, MAX_PIPELINE_FILE_BYTES)
+        if data is None:
+            raise PipelineError(_too_large(resolved.stat().st_size))
+        text = decode_utf8(data, PIPELINE_FILE)
         pipeline, task_lines = _parse(text, PIPELINE_FILE)
         # Stages come with their lines from the file; none means the file fell back to defaults.
         hint = "" if task_lines else NO_STAGES_HINT
@@ -472,7 +616,55 @@ def load_pipeline(checkout: Path) -> Pipeline:
             raise PipelineError(
                 E_TASK_NOT_FILE.format(name=_q(stage.name), task=stage.task), line=line
             )
+        size = task.stat().st_size
+        if size > MAX_TASK_FILE_BYTES:
+            raise PipelineError(_task_too_large(stage, size), line=line)
     return pipeline
+
+
+def _task_too_large(stage: Stage, size: int) -> str:
+    return E_TASK_TOO_LARGE.format(
+        name=_q(stage.name), task=stage.task, size=size, limit=MAX_TASK_FILE_BYTES
+    )
+
+
+def _read_capped(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None when it holds more than `limit` (never reading past it)."""
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def read_task_files(checkout: Path, stages: list[Stage]) -> list[str]:
+    """The text of each stage's task file, checked for size (before reading) and YAML shape.
+
+    Every stage carries its own copy into the run's activities, so their sizes add up even
+    when stages share a file. Task files were found by `load_pipeline`; errors name the file.
+    """
+    root = checkout.resolve()
+    sizes = [(root / stage.task).stat().st_size for stage in stages]
+    for stage, size in zip(stages, sizes, strict=True):
+        if size > MAX_TASK_FILE_BYTES:
+            raise PipelineError(_task_too_large(stage, size))
+    if sum(sizes) > MAX_PIPELINE_TASKS_BYTES:
+        raise PipelineError(
+            E_TASKS_TOO_LARGE.format(
+                count=len(stages), size=sum(sizes), limit=MAX_PIPELINE_TASKS_BYTES
+            )
+        )
+    texts: dict[str, str] = {}
+    for stage in stages:
+        if stage.task not in texts:
+            path = _resolve(root / stage.task, root)
+            if path is None:
+                raise PipelineError(E_TASK_OUTSIDE.format(name=_q(stage.name), task=stage.task))
+            data = _read_capped(path, MAX_TASK_FILE_BYTES)
+            if data is None:  # it grew since it was measured
+                raise PipelineError(_task_too_large(stage, path.stat().st_size))
+            text = decode_utf8(data, stage.task)
+            check_yaml(text, stage.task)
+            texts[stage.task] = text
+    return [texts[stage.task] for stage in stages]
 
 
 def select_stages(pipeline: Pipeline, names: list[str]) -> list[Stage]:

@@ -2,6 +2,12 @@ from __future__ import annotations
 
 import pytest
 
+from worker.limits import (
+    MAX_LOG_LINE_BYTES,
+    MAX_METRIC_NAME_CHARS,
+    MAX_REPORT_BYTES,
+    encoded_chars,
+)
 from worker.logparse import (
     MAX_METRICS,
     REPORT_TRUNCATED,
@@ -211,8 +217,8 @@ def test_no_report() -> None:
 def test_report_truncated_at_a_line_boundary() -> None:
     body = "\n".join(f"line {i:03d}" for i in range(100))  # 8 chars a line
     report = parse_report(f"::report\n{body}\n::endreport\n", limit=100)
-    assert report == "\n".join(f"line {i:03d}" for i in range(8)) + "\n" + REPORT_TRUNCATED
-    assert len(report) <= 100
+    assert report == "\n".join(f"line {i:03d}" for i in range(7)) + "\n" + REPORT_TRUNCATED
+    assert encoded_chars(report) <= 100  # the limit is encoded bytes: "…" takes 6
     assert REPORT_TRUNCATED == "… (report truncated)"
 
 
@@ -223,13 +229,13 @@ def test_report_exactly_at_limit_is_not_truncated() -> None:
 def test_truncated_report_closes_an_open_code_fence() -> None:
     body = "```\n" + "\n".join(f"row {i:04d}" for i in range(50)) + "\n```"
     report = parse_report(f"::report\n{body}\n::endreport", limit=60)
-    assert report == "```\nrow 0000\nrow 0001\nrow 0002\n```\n" + REPORT_TRUNCATED
-    assert len(report) <= 60
+    assert report == "```\nrow 0000\nrow 0001\n```\n" + REPORT_TRUNCATED
+    assert encoded_chars(report) <= 60
 
 
 def test_truncated_single_long_line_is_cut() -> None:
     report = parse_report("::report\n" + "y" * 1000, limit=50)
-    assert report == "y" * 29 + "\n" + REPORT_TRUNCATED
+    assert report == "y" * 24 + "\n" + REPORT_TRUNCATED
 
 
 # --- tail -----------------------------------------------------------------------------------
@@ -246,6 +252,22 @@ def test_tail_lines_keeps_last_non_empty_lines() -> None:
 def test_tail_lines_redraws_and_width() -> None:
     log = "a\n\n   \nprogress 10%\rprogress 100%\n" + "z" * 30 + "\n\n"
     assert tail_lines(log, count=5, width=10) == ["a", "progress 1", "z" * 10]
+
+
+def test_results_are_bounded_as_temporal_encodes_them() -> None:
+    # Emoji take 12 bytes each in a Temporal payload, control characters 6.
+    hostile = "\U0001f600\x01" * 50_000
+    report = parse_report(f"::report\n{hostile}\n::endreport\n")
+    assert report.endswith(REPORT_TRUNCATED)
+    assert MAX_REPORT_BYTES - 300 < encoded_chars(report) <= MAX_REPORT_BYTES
+    tail = tail_lines(f"{hostile}\n" * 30)
+    assert len(tail) == 20
+    assert all(MAX_LOG_LINE_BYTES - 12 < encoded_chars(line) <= MAX_LOG_LINE_BYTES for line in tail)
+
+
+def test_metric_names_longer_than_the_limit_are_not_metrics() -> None:
+    name = "m" * MAX_METRIC_NAME_CHARS
+    assert parse_metrics(f"::metric {name}=1\n::metric {name}x=2\n") == {name: 1.0}
 
 
 def test_tail_lines_edge_counts() -> None:

@@ -2,12 +2,24 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from worker import pipeline as p
+from worker.limits import (
+    MAX_ENV_VALUE_CHARS,
+    MAX_ENVS,
+    MAX_METRIC_NAME_CHARS,
+    MAX_PIPELINE_TASKS_BYTES,
+    MAX_STAGE_NAME_CHARS,
+    MAX_STAGES,
+    MAX_TASK_FILE_BYTES,
+    MAX_YAML_ALIAS_NODES,
+    MAX_YAML_DEPTH,
+)
 from worker.pipeline import (
     DEFAULT_STAGES,
     PIPELINE_FILE,
@@ -22,6 +34,7 @@ from worker.pipeline import (
     merge_envs,
     parse_env_assignments,
     parse_pipeline,
+    read_task_files,
     select_stages,
 )
 
@@ -311,13 +324,16 @@ def test_empty_file_is_an_error(text: str) -> None:
 def test_file_over_256_kib_is_rejected() -> None:
     text = "# " + "x" * (256 * 1024) + "\n"
     error = error_of(text)
-    assert error.problem == f"the file is {len(text)} bytes; the limit is 262144 bytes (256 KiB)"
+    assert error.problem == (
+        f"the file is {len(text):,} bytes long; the limit is 262,144: a pipeline file holds "
+        "settings, not data; make it smaller"
+    )
     assert error.line is None
 
 
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
     error = error_of("[" * 20000 + "]" * 20000)
-    assert (error.line, error.problem) == (None, "invalid YAML: nested too deeply")
+    assert (error.line, error.problem) == (1, p.E_TOO_DEEP.format(limit=MAX_YAML_DEPTH))
 
 
 def test_long_values_are_cut_in_errors() -> None:
@@ -479,11 +495,11 @@ def test_load_rejects_large_and_non_utf8_files(tmp_path: Path) -> None:
     (tmp_path / PIPELINE_FILE).write_bytes(b"x" * (256 * 1024 + 1))
     with pytest.raises(PipelineError) as info:
         load_pipeline(tmp_path)
-    assert info.value.problem == "the file is 262145 bytes; the limit is 262144 bytes (256 KiB)"
-    (tmp_path / PIPELINE_FILE).write_bytes(b"stages: \xff\n")
+    assert info.value.problem.startswith("the file is 262,145 bytes long; the limit is 262,144")
+    (tmp_path / PIPELINE_FILE).write_bytes(b"on: {}\nstages: \xff\n")
     with pytest.raises(PipelineError) as info:
         load_pipeline(tmp_path)
-    assert info.value.problem == "the file is not UTF-8 text"
+    assert (info.value.line, info.value.problem) == (2, p.E_NOT_UTF8.format(byte=0xFF))
 
 
 def test_load_reports_parse_errors(tmp_path: Path) -> None:
@@ -647,3 +663,180 @@ def test_parse_env_assignments_errors_never_echo_values(item: str, message: str)
 )
 def test_branch_matches(globs: list[str] | None, branch: str, expected: bool) -> None:
     assert branch_matches(globs, branch, "main") is expected
+
+
+# -- hostile files: sizes, encodings, YAML bombs ---------------------------------------------------
+
+
+def billion_laughs(levels: int = 9, indent: str = "") -> str:
+    """The classic YAML bomb: each level an anchor of nine aliases of the one before."""
+    lines = [f'{indent}l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, levels):
+        aliases = ",".join([f"*l{level - 1}"] * 9)
+        lines.append(f"{indent}l{level}: &l{level} [{aliases}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_in_the_pipeline_file_is_refused_at_its_line() -> None:
+    text = "envs:\n" + billion_laughs(indent="  ")
+    error = error_of(text)
+    assert error.problem == p.E_YAML_ALIASES.format(limit=MAX_YAML_ALIAS_NODES)
+    assert error.line == 6  # l0..l3 add 8,289 values; l4 adds 66,429 more: past the budget
+    assert len(text) < 500
+
+
+def test_billion_laughs_task_file_is_refused_before_anything_parses_it(tmp_path: Path) -> None:
+    write(tmp_path, {"bomb.yaml": billion_laughs() + "run: echo hi\n"})
+    stages = [Stage("train", "bomb.yaml", "train")]
+    with pytest.raises(PipelineError) as info:
+        read_task_files(tmp_path, stages)
+    assert (info.value.file, info.value.line) == ("bomb.yaml", 5)
+    assert str(info.value).startswith("bomb.yaml:5: invalid YAML: aliases (*name) would expand")
+
+
+def test_modest_anchors_and_aliases_still_work(tmp_path: Path) -> None:
+    task = "envs: &common {A: '1', B: '2'}\nsetup: echo\nrun: echo\nconfig: [*common, *common]\n"
+    write(tmp_path, {"t.yaml": task})
+    assert read_task_files(tmp_path, [Stage("t", "t.yaml", "t")]) == [task]
+    pipeline = parse_pipeline(
+        "envs: &e {A: x}\nstages:\n  - &s {name: a, task: a.yaml}\n  - {name: b, task: b.yaml}\n"
+    )
+    assert [s.name for s in pipeline.stages] == ["a", "b"] and pipeline.envs == {"A": "x"}
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, {"t.yaml": "run: echo\nloop: &x [1, *x]\n"})
+    with pytest.raises(PipelineError) as info:
+        read_task_files(tmp_path, [Stage("t", "t.yaml", "t")])
+    assert (info.value.line, info.value.problem) == (2, p.E_YAML_RECURSIVE.format(name="x"))
+
+
+def test_deep_nesting_in_a_task_file_names_file_line_and_limit(tmp_path: Path) -> None:
+    depth = MAX_YAML_DEPTH + 1
+    write(
+        tmp_path, {"t.yaml": "run: echo\nx:\n" + "".join(f"{'  ' * i}- \n" for i in range(depth))}
+    )
+    with pytest.raises(PipelineError) as info:
+        read_task_files(tmp_path, [Stage("t", "t.yaml", "t")])
+    assert info.value.file == "t.yaml" and info.value.line is not None
+    assert info.value.problem == p.E_TOO_DEEP.format(limit=MAX_YAML_DEPTH)
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    inner = "[" * (MAX_YAML_DEPTH - 2) + "]" * (MAX_YAML_DEPTH - 2)
+    assert parse_pipeline(f"envs: {{A: x}}\nmetrics: []\n# {inner}\n").envs == {"A": "x"}
+    error = error_of(f"envs:\n  A: {'[' * MAX_YAML_DEPTH}{']' * MAX_YAML_DEPTH}\n")
+    assert (error.line, error.problem) == (2, p.E_TOO_DEEP.format(limit=MAX_YAML_DEPTH))
+
+
+def test_syntax_errors_in_task_files_name_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path, {"t.yaml": "run: echo\nenvs: [a\n"})
+    with pytest.raises(PipelineError) as info:
+        read_task_files(tmp_path, [Stage("t", "t.yaml", "t")])
+    assert info.value.file == "t.yaml" and info.value.line == 3
+    assert info.value.problem.startswith("invalid YAML: ")
+
+
+def test_non_utf8_task_file_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_bytes(b"run: |\n  echo \xe9t\xe9\n")
+    with pytest.raises(PipelineError) as info:
+        read_task_files(tmp_path, [Stage("t", "t.yaml", "t")])
+    assert (info.value.file, info.value.line) == ("t.yaml", 2)
+    assert info.value.problem == p.E_NOT_UTF8.format(byte=0xE9)
+
+
+def test_too_many_stages_is_refused_at_the_first_one_too_many() -> None:
+    stages = "".join(f"  - {{name: s{i}, task: s{i}.yaml}}\n" for i in range(MAX_STAGES + 1))
+    error = error_of("stages:\n" + stages)
+    assert error.line == MAX_STAGES + 2
+    assert error.problem == p.E_TOO_MANY_STAGES.format(count=MAX_STAGES + 1, limit=MAX_STAGES)
+    assert len(parse_pipeline("stages:\n" + stages.rsplit("  -", 1)[0]).stages) == MAX_STAGES
+
+
+def test_long_stage_and_cluster_names_are_refused() -> None:
+    long = "n" * (MAX_STAGE_NAME_CHARS + 1)
+    error = error_of(f"stages:\n  - name: {long}\n    task: a.yaml\n")
+    assert (error.line, error.problem) == (
+        2,
+        p.E_NAME_TOO_LONG.format(path="stages[0].name", size=len(long), limit=MAX_STAGE_NAME_CHARS),
+    )
+    error = error_of(f"stages:\n  - {{name: a, task: a.yaml, cluster: {long}}}\n")
+    assert error.problem.startswith("stages[0].cluster is 65 characters long")
+
+
+def test_long_metric_names_are_refused() -> None:
+    name = "m" * (MAX_METRIC_NAME_CHARS + 1)
+    error = error_of(f"metrics:\n  - name: {name}\n    pattern: 'x ([0-9]+)'\n")
+    assert (error.line, error.problem) == (
+        2,
+        p.E_NAME_TOO_LONG.format(
+            path="metrics[0].name", size=len(name), limit=MAX_METRIC_NAME_CHARS
+        ),
+    )
+
+
+def test_pipeline_envs_are_bounded_in_count_and_size() -> None:
+    many = "".join(f"  E{i}: x\n" for i in range(MAX_ENVS + 1))
+    error = error_of("envs:\n" + many)
+    assert (error.line, error.problem) == (
+        MAX_ENVS + 2,
+        p.E_TOO_MANY_ENVS.format(count=MAX_ENVS + 1, limit=MAX_ENVS),
+    )
+    error = error_of(f"envs:\n  BIG: {'v' * (MAX_ENV_VALUE_CHARS + 1)}\n")
+    assert error.line == 2
+    assert error.problem == (
+        f"envs.BIG: the value is {MAX_ENV_VALUE_CHARS + 1:,} characters long; "
+        f"the limit is {MAX_ENV_VALUE_CHARS:,}"
+    )
+
+
+@pytest.fixture
+def opened() -> Iterator[list[str]]:
+    """Paths this process opens while the test runs (a Python audit hook sees every open)."""
+    import sys
+
+    paths: list[str] = []
+    active = [True]
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if active[0] and event == "open" and isinstance(args[0], str | Path):
+            paths.append(str(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: switch it off instead
+    yield paths
+    active[0] = False
+
+
+def test_a_50_mb_task_file_is_refused_by_its_size_without_being_read(
+    tmp_path: Path, opened: list[str]
+) -> None:
+    write(tmp_path, {PIPELINE_FILE: "stages:\n  - {name: train, task: big.yaml}\n"})
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as handle:
+        handle.truncate(50 * 1024 * 1024)
+    opened.clear()
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(tmp_path)
+    assert (info.value.file, info.value.line) == (PIPELINE_FILE, 2)
+    assert info.value.problem == p.E_TASK_TOO_LARGE.format(
+        name="'train'", task="big.yaml", size=50 * 1024 * 1024, limit=MAX_TASK_FILE_BYTES
+    )
+    with pytest.raises(PipelineError):
+        read_task_files(tmp_path, [Stage("train", "big.yaml", "train")])
+    assert str(big) not in opened and str(big.resolve()) not in opened
+    assert str((tmp_path / PIPELINE_FILE).resolve()) in opened  # the hook does see opens
+
+
+def test_task_files_of_one_run_are_bounded_together(tmp_path: Path) -> None:
+    size = MAX_TASK_FILE_BYTES - 10
+    count = MAX_PIPELINE_TASKS_BYTES // size + 1
+    write(tmp_path, {"t.yaml": "run: echo\n# " + "x" * (size - 13) + "\n"})
+    assert (tmp_path / "t.yaml").stat().st_size == size
+    stages = [Stage(f"s{i}", "t.yaml", f"s{i}") for i in range(count)]
+    with pytest.raises(PipelineError) as info:
+        read_task_files(tmp_path, stages)
+    assert (info.value.file, info.value.line) == (PIPELINE_FILE, None)
+    assert info.value.problem == p.E_TASKS_TOO_LARGE.format(
+        count=count, size=count * size, limit=MAX_PIPELINE_TASKS_BYTES
+    )
+    assert len(read_task_files(tmp_path, stages[:-1])) == count - 1

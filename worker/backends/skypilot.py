@@ -29,6 +29,7 @@ from worker.backends.base import (
     TaskRun,
     TaskSpecError,
 )
+from worker.limits import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,17 @@ DASHBOARD_PATH = "/dashboard"
 CLUSTER_PREFIX = "sr-"
 # How long cancellation waits for SkyPilot to stop a request or job before giving up on it.
 CANCEL_TIMEOUT_SECONDS = 60.0
-# Longest server message kept in an error (errors travel through Temporal and onto PRs).
+# Longest server message kept in an error (errors travel through Temporal and onto PRs); with
+# the texts around it, an error stays under worker.limits.MAX_ERROR_CHARS.
 MAX_MESSAGE_CHARS = 2000
+# Of those, the last ones kept when a message is cut: where SkyPilot says what is wrong.
+KEEP_END_CHARS = 300
 
 # User-facing texts: errors (shown on the PR / in Slack) and lines written into the stage log.
 MSG_YAML_INVALID = "The task YAML is not valid YAML: {error}"
 MSG_YAML_NOT_MAPPING = "The task YAML must be a mapping of SkyPilot task fields, not {kind}."
 MSG_TASK_INVALID = "SkyPilot rejected the task: {error}"
+MSG_AT_FIELD = "field `{field}`: {error}"
 MSG_MISSING_ENVS = (
     "The task needs a value for {names}: set it in the pipeline's `envs:` or pass it as "
     "KEY=VALUE with the command."
@@ -84,6 +89,9 @@ _URL_PASSWORD = re.compile(r"(://[^/\s:@]+):[^/\s@]+@")
 _URL_USERINFO = re.compile(r"://[^/\s@]*@")
 _SECRET_ENV_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|PRIVATE_KEY|AUTH", re.I)
 _LOCAL_PATH_SKIP = ("~", "$", "skypilot:")
+# SkyPilot's schema errors end with the JSON path of the field at fault (sky/utils/common_utils.py
+# validate_schema); it goes first, so cutting a long message never loses it.
+_FIELD_AT_END = re.compile(r"\.?\s*Check problematic field\(s\): \$\.?(\S*)\s*$")
 
 # Exceptions whose cause is the task (what it asks for), not the backend: not worth retrying.
 _USER_ERRORS = frozenset(
@@ -309,7 +317,9 @@ def _parse_config(task_yaml: str) -> dict[str, Any]:
     try:
         config = yaml.safe_load(task_yaml)
     except yaml.YAMLError as exc:
-        raise TaskSpecError(MSG_YAML_INVALID.format(error=exc)) from None
+        raise TaskSpecError(
+            MSG_YAML_INVALID.format(error=bounded(str(exc), MAX_MESSAGE_CHARS))
+        ) from None
     if config is None:
         return {}
     if not isinstance(config, dict):
@@ -437,13 +447,16 @@ def _translate(
 
 
 def _describe(exc: BaseException, secrets: list[str]) -> str:
-    """The exception as one clean line for users: type, message; no colours, no secrets."""
+    """The exception as one clean line for users: type, field at fault, message (bounded); no
+    colours, no secrets."""
     message = _ANSI.sub("", str(exc)).strip()
     message = _URL_PASSWORD.sub(r"\1:***@", message)
     for secret in sorted(secrets, key=len, reverse=True):
         message = message.replace(secret, "***")
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[:MAX_MESSAGE_CHARS] + " …"
+    if found := _FIELD_AT_END.search(message):
+        field = found.group(1) or "(top level)"
+        message = MSG_AT_FIELD.format(field=bounded(field, 200), error=message[: found.start()])
+    message = bounded(message, MAX_MESSAGE_CHARS, keep_end=KEEP_END_CHARS)
     name = type(exc).__name__
     if not message:
         return name

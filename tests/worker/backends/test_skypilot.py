@@ -32,6 +32,7 @@ from worker.backends.skypilot import (
     SkyPilotBackend,
     resolve_local_paths,
 )
+from worker.limits import MAX_ERROR_CHARS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Set to skip the test against a real local SkyPilot API server (it takes about a minute).
@@ -439,6 +440,70 @@ async def test_secret_values_are_kept_out_of_errors(
 
     assert "hf_abcdef123" not in str(caught.value)
     assert "bad value *** for HF_TOKEN" in str(caught.value)
+
+
+async def test_a_megabyte_server_validation_error_is_bounded_and_names_the_field(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    # What a YAML bomb made SkyPilot say: megabytes of the expanded value, then the field.
+    huge = "[" + "['lol', 'lol', 'lol'], " * 200_000 + "]"
+    fake.request_error = exceptions.InvalidSkyPilotConfigError(
+        f"Invalid task YAML: {huge} is not of type 'string'. Check problematic field(s): $.run"
+    )
+    log = io.BytesIO()
+
+    with pytest.raises(TaskSpecError) as caught:
+        await backend.run(make_run(checkout), log)
+
+    message = str(caught.value)
+    assert len(huge) > 4_000_000
+    assert len(message) <= MAX_ERROR_CHARS
+    assert message.startswith(
+        "SkyPilot rejected the task: InvalidSkyPilotConfigError: field `run`: Invalid task YAML: "
+    )
+    assert message.endswith("is not of type 'string'")
+    assert "characters left out" in message
+
+
+async def test_a_megabyte_backend_error_is_bounded(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.request_error = RuntimeError("provisioning failed: " + "x" * 3_000_000 + " (quota)")
+
+    with pytest.raises(BackendError) as caught:
+        await backend.run(make_run(checkout), io.BytesIO())
+
+    assert len(str(caught.value)) <= MAX_ERROR_CHARS
+    assert str(caught.value).startswith(
+        f"SkyPilot failed to launch cluster {CLUSTER}: provisioning"
+    )
+    assert str(caught.value).endswith("x (quota)")
+
+
+async def test_a_long_secret_is_masked_before_the_message_is_cut(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    secret = "hf_" + "s" * 5000
+    fake.request_error = ValueError(f"bad token {secret} rejected")
+    task = make_run(checkout, envs={"HF_TOKEN": secret, "DATA_BUCKET_URL": ""})
+
+    with pytest.raises(TaskSpecError) as caught:
+        await backend.run(task, io.BytesIO())
+
+    assert str(caught.value) == "SkyPilot rejected the task: ValueError: bad token *** rejected"
+
+
+async def test_validation_errors_of_a_large_task_name_the_field_and_stay_bounded(
+    backend: SkyPilotBackend, checkout: Path
+) -> None:
+    task_yaml = "run: [" + ",".join(["[1, 2, 3]"] * 5000) + "]\n"
+
+    with pytest.raises(TaskSpecError) as caught:
+        await backend.validate(task_yaml, {}, checkout)
+
+    message = str(caught.value)
+    assert message.startswith("SkyPilot rejected the task: InvalidSkyPilotConfigError: field `run`")
+    assert len(message) <= MAX_ERROR_CHARS
 
 
 async def test_losing_the_job_stream_cancels_the_job_so_a_retry_starts_clean(
