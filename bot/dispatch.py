@@ -49,6 +49,7 @@ from worker.coordinator import (
     Members,
     lane_workflow_id,
 )
+from worker.limits import check_request
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,10 @@ class Dispatcher:
 
         Which run of a lane computes is decided by the lane's coordinator, which the run enters
         by itself (worker/coordinator.py): a newer request supersedes the lane's others.
+        Raises RequestTooLarge (a ValueError naming the field and the limit) for a request that
+        would not fit into the run's history.
         """
+        check_request(request)
         if not request.requested_at:
             request.requested_at = time.time_ns()
         run_id = run_id_for(request)

@@ -252,6 +252,10 @@ class PipelineActivities:
 
     @activity.defn(name="run_stage")
     async def run_stage(self, data: StageInput) -> StageOutput:
+        with failures_bounded():
+            return await self._run_stage(data)
+
+    async def _run_stage(self, data: StageInput) -> StageOutput:
         from worker.backends.base import TaskRun
 
         stage = data.stage
@@ -287,11 +291,11 @@ class PipelineActivities:
                     code = await self.backend.run(task, log)
                 except TaskSpecError as err:
                     # Errors become the run's progress: masked like the log, as they may quote it.
-                    raise user_error(self.masker.mask(f"stage '{stage.name}': {err}")) from None
+                    message = f"stage '{stage.name}' ({stage.task_file}): {err}"
+                    raise user_error(self.masker.mask(message)) from None
                 except BackendError as err:
-                    log.write(f"[skyrun] backend error: {err}\n".encode())
-                    message = self.masker.mask(str(err))
-                    raise ApplicationError(message, type="BackendError") from None
+                    log.write(f"[skyrun] backend error: {bounded(str(err))}\n".encode())
+                    raise backend_failure(BackendError(self.masker.mask(str(err)))) from None
             log.write(f"[skyrun] stage {stage.name} exited with status {code}\n".encode())
             masked.close()
             # Read back through our own descriptor: the path may have been swapped meanwhile.

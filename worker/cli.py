@@ -141,7 +141,11 @@ async def _run(args: argparse.Namespace, settings: Settings, dispatcher: Dispatc
     except ValueError as err:
         print(f"skyrun run: {err}", file=sys.stderr)
         return EXIT_USAGE
-    outcome = await dispatcher.start(request)
+    try:
+        outcome = await dispatcher.start(request)
+    except ValueError as err:
+        print(f"skyrun run: {err}", file=sys.stderr)
+        return EXIT_USAGE
     from worker.links import Links
 
     links = Links(settings)

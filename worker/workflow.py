@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         Ticket,
         lane_workflow_id,
     )
+    from worker.limits import bounded
     from worker.models import (
         AuthorizeInput,
         CleanupInput,
@@ -259,7 +260,7 @@ class PipelineWorkflow:
             if isinstance(err.cause, CancelledError):
                 self._mark_cancelled()
             else:
-                progress.error = error_message(err)
+                progress.error = bounded(error_message(err))
                 if self._gone_after is not None and not_started(err):
                     progress.error = WORKER_GONE.format(
                         queue=queue, seconds=int(self._gone_after.total_seconds())

@@ -56,6 +56,7 @@ from bot.slack.requests import E_UNREADABLE, RequestError, checked
 from bot.state import BotState
 from worker.contract import RunProgress
 from worker.links import GitHubHost, Links
+from worker.masking import Masker
 from worker.settings import Settings
 from worker.slack.blocks import (
     ACTION_CANCEL,
@@ -90,6 +91,7 @@ class SlackHandlers:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.links = Links(settings)
+        self.masker = Masker.from_settings(settings)
         self.github = GitHubHost.of(settings)
 
     # Slash commands.
@@ -208,7 +210,9 @@ class SlackHandlers:
         except TimeoutError:
             reason = f"no answer within {STATUS_TIMEOUT_S:.0f} s"
         if progress is not None:
-            blocks = run_blocks(progress, self.links, run_pages=self.settings.run_pages)
+            blocks = run_blocks(
+                progress, self.links, run_pages=self.settings.run_pages, masker=self.masker
+            )
             return {"text": fallback_text(progress), "blocks": blocks}
         summary = await state.dispatcher.summary(run_id)
         if summary is None:

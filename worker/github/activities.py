@@ -7,9 +7,10 @@ import asyncio
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from bot.dispatch import DELIVERY, LANE_CANCELLED, Dispatcher
+from bot.dispatch import DELIVERY, LANE_CANCELLED, Dispatcher, StartOutcome
 from worker.contract import GitHubTarget, RunRequest, Trigger, lane_for_pr
 from worker.github import render
 from worker.github.auth import GitHubAuth, api_errors
@@ -25,6 +26,7 @@ from worker.github.models import (
     StartRunInput,
     StartRunOutput,
 )
+from worker.limits import RequestTooLarge
 from worker.links import Links
 
 STATUS_RUNS = 10
@@ -76,7 +78,7 @@ class GitHubCommandActivities:
                 delivery.cancel_lane, delivery.reason or LANE_CANCELLED, delivery.requested_at
             )
             return DispatchOutput(cancelled=cancelled)
-        outcome = await self.dispatcher.start(delivery.request)
+        outcome = await self._start(delivery.request)
         started = outcome.started or await self._started_by(outcome.run_id, delivery.delivery_id)
         return DispatchOutput(outcome.run_id, started, outcome.superseded)
 
@@ -98,10 +100,16 @@ class GitHubCommandActivities:
 
     @activity.defn(name="github_start_run")
     async def start_run(self, data: StartRunInput) -> StartRunOutput:
-        outcome = await self.dispatcher.start(run_request(data.command, data.resolution))
+        outcome = await self._start(run_request(data.command, data.resolution))
         delivery = data.command.delivery_id
         started = outcome.started or await self._started_by(outcome.run_id, delivery)
         return StartRunOutput(run_id=outcome.run_id, started=started)
+
+    async def _start(self, request: RunRequest) -> StartOutcome:
+        try:
+            return await self.dispatcher.start(request)
+        except RequestTooLarge as err:
+            raise ApplicationError(str(err), type="RequestTooLarge", non_retryable=True) from None
 
     async def _started_by(self, run_id: str, delivery_id: str) -> bool:
         """Whether `run_id` is this delivery's own run (an earlier attempt of the activity)."""
