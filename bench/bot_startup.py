@@ -25,7 +25,7 @@ def one_start() -> tuple[float, bool]:
     env = {**os.environ, "SKYRUN_PORT": str(port), "TEMPORAL_ADDRESS": "127.0.0.1:1"}
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "bot"],
+        [sys.executable, "-m", "bot.cli", "bot"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -43,7 +43,7 @@ def one_start() -> tuple[float, bool]:
         probe = [
             sys.executable,
             "-c",
-            "import sys, bot.app, worker.cli; print('sky' in sys.modules)",
+            "import sys, bot.app, bot.cli; print('sky' in sys.modules)",
         ]
         sky_loaded = subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "True"
         return elapsed, sky_loaded

@@ -18,10 +18,10 @@ from pathlib import Path
 import yaml
 from temporalio.testing import WorkflowEnvironment
 
-from bot.dispatch import Dispatcher
 from worker.devserver import temporal_binary
 from worker.main import build_workers, running_workers
 from worker.manual import manual_request
+from worker.runcontrol import RunControl
 from worker.settings import load_settings
 from worker.temporal import ensure_search_attributes
 
@@ -49,10 +49,10 @@ def run_directly(workdir: Path) -> float:
     return time.perf_counter() - started
 
 
-async def run_through_skyrun(dispatcher: Dispatcher, repo: Path) -> float:
+async def run_through_skyrun(control: RunControl, repo: Path) -> float:
     started = time.perf_counter()
-    outcome = await dispatcher.start(await manual_request(str(repo), "", [], {}))
-    await dispatcher.client.get_workflow_handle(outcome.run_id).result()
+    outcome = await control.start(await manual_request(str(repo), "", [], {}))
+    await control.client.get_workflow_handle(outcome.run_id).result()
     return time.perf_counter() - started
 
 
@@ -65,11 +65,11 @@ async def main() -> None:
         settings = load_settings(
             _env_file=None, SKYRUN_DATA_DIR=Path(tmp) / "data", TEMPORAL_TASK_QUEUE="bench"
         )
-        dispatcher = Dispatcher(env.client, settings.temporal_task_queue)
+        control = RunControl(env.client, settings.temporal_task_queue)
         try:
             async with running_workers(build_workers(env.client, settings)):
-                await run_through_skyrun(dispatcher, repo)  # warm-up: imports, first checkout
-                skyrun = [await run_through_skyrun(dispatcher, repo) for _ in range(ROUNDS)]
+                await run_through_skyrun(control, repo)  # warm-up: imports, first checkout
+                skyrun = [await run_through_skyrun(control, repo) for _ in range(ROUNDS)]
         finally:
             await env.shutdown()
         direct = [run_directly(repo) for _ in range(ROUNDS)]

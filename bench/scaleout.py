@@ -31,9 +31,9 @@ import httpx
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from bot.dispatch import Dispatcher
 from worker.contract import RunProgress, RunRequest, RunState, Trigger
 from worker.devserver import temporal_binary
+from worker.runcontrol import RunControl
 from worker.temporal import ensure_search_attributes
 
 RUNS = int(os.environ.get("BENCH_RUNS", "24"))
@@ -100,7 +100,7 @@ async def workers(
             await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "worker.cli",
+                "bot.cli",
                 "worker",
                 env=env,
                 cwd=root,
@@ -126,12 +126,10 @@ async def workers(
         await asyncio.gather(*(proc.wait() for proc in procs))
 
 
-async def run_all(dispatcher: Dispatcher, requests: list[RunRequest]) -> list[RunProgress]:
-    outcomes = await asyncio.gather(*(dispatcher.start(r) for r in requests))
-    await asyncio.gather(
-        *(dispatcher.client.get_workflow_handle(o.run_id).result() for o in outcomes)
-    )
-    results = await asyncio.gather(*(dispatcher.progress(o.run_id) for o in outcomes))
+async def run_all(control: RunControl, requests: list[RunRequest]) -> list[RunProgress]:
+    outcomes = await asyncio.gather(*(control.start(r) for r in requests))
+    await asyncio.gather(*(control.client.get_workflow_handle(o.run_id).result() for o in outcomes))
+    results = await asyncio.gather(*(control.progress(o.run_id) for o in outcomes))
     progress = [p for p in results if p is not None]
     assert len(progress) == len(requests)
     failed = [p.run_id for p in progress if p.state is not RunState.SUCCEEDED]
@@ -141,12 +139,12 @@ async def run_all(dispatcher: Dispatcher, requests: list[RunRequest]) -> list[Ru
 
 async def measure(client: Client, root: Path, count: int, repo: Path) -> tuple[float, Counter[int]]:
     queue = f"bench-scaleout-{count}-{time.monotonic_ns()}"
-    dispatcher = Dispatcher(client, queue)
+    control = RunControl(client, queue)
     target = client.service_client.config.target_host
     async with workers(root / f"fleet-{count}", target, queue, count):
-        await run_all(dispatcher, [request(repo, n, f"warm{count}") for n in range(2 * count)])
+        await run_all(control, [request(repo, n, f"warm{count}") for n in range(2 * count)])
         started = time.perf_counter()
-        progress = await run_all(dispatcher, [request(repo, n, f"run{count}") for n in range(RUNS)])
+        progress = await run_all(control, [request(repo, n, f"run{count}") for n in range(RUNS)])
         elapsed = time.perf_counter() - started
     spread = Counter(int(p.stages[-1].metrics["worker"]) for p in progress)
     return elapsed, spread

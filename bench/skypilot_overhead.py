@@ -30,11 +30,11 @@ from typing import Any
 import yaml
 from temporalio.testing import WorkflowEnvironment
 
-from bot.dispatch import Dispatcher
 from worker.backends.skypilot import ENDPOINT_ENV
 from worker.devserver import temporal_binary
 from worker.main import build_workers, running_workers
 from worker.manual import manual_request
+from worker.runcontrol import RunControl
 from worker.settings import load_settings
 from worker.temporal import ensure_search_attributes
 
@@ -127,10 +127,10 @@ def warm_up(sky: Any, workdir: Path) -> None:
         sky.stream_and_get(sky.down(name), output_stream=io.StringIO())
 
 
-async def run_through_skyrun(dispatcher: Dispatcher, repo: Path) -> float:
+async def run_through_skyrun(control: RunControl, repo: Path) -> float:
     started = time.perf_counter()
-    outcome = await dispatcher.start(await manual_request(str(repo), "", [], {}))
-    await dispatcher.client.get_workflow_handle(outcome.run_id).result()
+    outcome = await control.start(await manual_request(str(repo), "", [], {}))
+    await control.client.get_workflow_handle(outcome.run_id).result()
     return time.perf_counter() - started
 
 
@@ -154,7 +154,7 @@ async def main() -> None:
             SKYRUN_BACKEND="skypilot",
             SKYPILOT_API_SERVER_ENDPOINT=endpoint,
         )
-        dispatcher = Dispatcher(env.client, settings.temporal_task_queue)
+        control = RunControl(env.client, settings.temporal_task_queue)
         direct: list[float] = []
         skyrun: list[float] = []
         try:
@@ -167,7 +167,7 @@ async def main() -> None:
                             took = await asyncio.to_thread(run_directly, sky, repo, autostop)
                             direct.append(took)
                         else:
-                            took = await run_through_skyrun(dispatcher, repo)
+                            took = await run_through_skyrun(control, repo)
                             skyrun.append(took)
                         print(f"round {round_ + 1}: {which:6s} {took:.1f} s", flush=True)
         finally:

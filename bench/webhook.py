@@ -6,7 +6,7 @@ branch, at 1 and at 32 concurrent senders over keep-alive connections, measuring
 2xx. In the same run it measures bare `start_workflow` calls of the same run requests (with the same
 search attributes) from this process. Prints throughput and p50 / p99 latency of each, and the
 bot's share of the bare rate (targets: >= 80 %, p99 < 50 ms with one sender). For attribution it
-also times `Dispatcher.start` called directly (three Temporal calls: what the request would cost
+also times `RunControl.start` called directly (three Temporal calls: what the request would cost
 if the bot dispatched itself) and deliveries the bot ignores (no Temporal call at all).
 
 BENCH_REQUESTS (default 400) sets the deliveries per measurement.
@@ -33,10 +33,10 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 
-from bot.dispatch import Dispatcher
 from bot.github.signature import HEADER, sign
 from worker.contract import WORKFLOW_NAME, GitHubTarget, RunRequest, Trigger, lane_for_branch
 from worker.devserver import temporal_binary
+from worker.runcontrol import RunControl
 from worker.temporal import ensure_search_attributes
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "400"))
@@ -177,7 +177,7 @@ async def bench(client: Client, target: str, data_dir: Path) -> list[Result]:
     limits = httpx.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=64)
     total = 100 + 3 * REQUESTS * len(CONCURRENCY)
     bodies = [json.dumps(push_payload(n)).encode() for n in range(total)]
-    dispatcher = Dispatcher(client, "bench-bare")
+    control = RunControl(client, "bench-bare")
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
@@ -209,7 +209,7 @@ async def bench(client: Client, target: str, data_dir: Path) -> list[Result]:
                     task_queue="bench-bare",
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                    search_attributes=dispatcher._attributes(request),
+                    search_attributes=control._attributes(request),
                 )
 
             tag = json.dumps({**push_payload(0), "ref": "refs/tags/v1"}).encode()
@@ -224,7 +224,7 @@ async def bench(client: Client, target: str, data_dir: Path) -> list[Result]:
                     raise RuntimeError(f"{response.status_code}: {response.text}")
 
             async def dispatch(n: int) -> None:
-                await dispatcher.start(run_request(offset + n))
+                await control.start(run_request(offset + n))
 
             await measure("warm-up", 4, 50, deliver)
             offset += 50
@@ -237,7 +237,7 @@ async def bench(client: Client, target: str, data_dir: Path) -> list[Result]:
                 results.append(await measure("bot push delivery", senders, REQUESTS, deliver))
                 offset += REQUESTS
             for senders in CONCURRENCY:
-                results.append(await measure("(Dispatcher.start)", senders, REQUESTS, dispatch))
+                results.append(await measure("(RunControl.start)", senders, REQUESTS, dispatch))
                 offset += REQUESTS
                 results.append(await measure("(bot, ignored tag)", senders, REQUESTS, ignored))
             return results
@@ -265,7 +265,7 @@ async def main() -> None:
         bare, bot = (r for r in results[:4] if r.senders == senders)
         print(f"bot / bare rate at {senders} sender(s): {bot.rate / bare.rate:.0%}")
     print(
-        "(Dispatcher.start): what the request would cost if the bot called the Dispatcher itself;"
+        "(RunControl.start): what the request would cost if the bot called the RunControl itself;"
         "\n(bot, ignored tag): the bot's own share (HTTP, signature, parsing), no Temporal call"
     )
 

@@ -15,11 +15,11 @@ from starlette.routing import BaseRoute, Route
 from temporalio.client import Client
 
 from bot import metrics, runs
-from bot.dispatch import Dispatcher
 from bot.github import webhook as github_webhook
 from bot.slack import app as slack_app
 from bot.state import BotState
 from worker.logstore import LogStore
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 from worker.temporal import connect
 
@@ -53,7 +53,7 @@ def create_app(settings: Settings, client: Client | None = None) -> Starlette:
         app.state.bot = BotState(
             settings=settings,
             client=temporal,
-            dispatcher=Dispatcher(temporal, settings.temporal_task_queue),
+            control=RunControl(temporal, settings.temporal_task_queue),
             logs=LogStore(settings.logs_dir),
         )
         yield

@@ -31,10 +31,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher, summary_of
 from bot.runs import UNANSWERED, scoped_query
 from bot.state import BotState
 from worker.contract import RunState, Trigger
+from worker.runcontrol import RunControl, summary_of
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bot.access")
@@ -130,20 +130,20 @@ class RunsCollector(Collector):
         self._taken = -math.inf
         self._lock = asyncio.Lock()
 
-    async def refresh(self, client: Client, dispatcher: Dispatcher, task_queue: str) -> None:
+    async def refresh(self, client: Client, control: RunControl, task_queue: str) -> None:
         async with self._lock:
             if time.monotonic() - self._taken < self.ttl_s:
                 return
             try:
                 snapshot: _Snapshot | None = await asyncio.wait_for(
-                    self._take(client, dispatcher, task_queue), REFRESH_TIMEOUT_S
+                    self._take(client, control, task_queue), REFRESH_TIMEOUT_S
                 )
             except UNANSWERED as err:
                 log.warning("metrics: cannot read runs from Temporal: %s", err)
                 snapshot = None
             self._snapshot, self._taken = snapshot, time.monotonic()
 
-    async def _take(self, client: Client, dispatcher: Dispatcher, task_queue: str) -> _Snapshot:
+    async def _take(self, client: Client, control: RunControl, task_queue: str) -> _Snapshot:
         limit = asyncio.Semaphore(CONCURRENCY)
 
         async def count(trigger: Trigger, state: RunState) -> tuple[tuple[str, str], int]:
@@ -158,7 +158,7 @@ class RunsCollector(Collector):
         async def clusters(run_id: str) -> tuple[str, int] | None:
             async with limit:
                 try:
-                    progress = await asyncio.wait_for(dispatcher.progress(run_id), QUERY_TIMEOUT_S)
+                    progress = await asyncio.wait_for(control.progress(run_id), QUERY_TIMEOUT_S)
                 except UNANSWERED:
                     return None
             if progress is None:
@@ -224,7 +224,7 @@ class MetricsEndpoint:
 
     async def metrics(self, request: Request) -> Response:
         state: BotState = request.app.state.bot
-        await self.runs.refresh(state.client, state.dispatcher, state.settings.temporal_task_queue)
+        await self.runs.refresh(state.client, state.control, state.settings.temporal_task_queue)
         body = generate_latest(REGISTRY) + generate_latest(self.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -30,13 +30,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from temporalio.service import RPCError
 
-from bot.dispatch import RunSummary, runs_query, summary_of
 from bot.state import BotState
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
 from worker.links import GitHubHost, Links
 from worker.logparse import strip_ansi, tail_lines
 from worker.logstore import LogNotFound, LogStore
 from worker.masking import Masker
+from worker.runcontrol import RunSummary, runs_query, summary_of
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -502,7 +502,7 @@ class RunPages:
         """The run's progress (None: no such run); raises TimeoutError or a Temporal error."""
         if (cached := self._finished.get(run_id)) is not None:
             return cached
-        progress = await asyncio.wait_for(state.dispatcher.progress(run_id), timeout)
+        progress = await asyncio.wait_for(state.control.progress(run_id), timeout)
         progress = self.masker.mask_data(progress)
         if progress is not None and progress.state.finished:
             self._finished[run_id] = progress
@@ -520,7 +520,7 @@ class RunPages:
             if progress is not None:
                 return progress, ""
         # Unknown, or known to visibility but silent: one describe call tells which.
-        summary = await state.dispatcher.summary(run_id)
+        summary = await state.control.summary(run_id)
         if summary is None:
             return None, ""
         return progress_from_summary(summary), DETAILS_UNAVAILABLE.format(reason=reason)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher
 from worker.logstore import LogStore
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 
@@ -15,5 +15,5 @@ from worker.settings import Settings
 class BotState:
     settings: Settings
     client: Client
-    dispatcher: Dispatcher
+    control: RunControl
     logs: LogStore

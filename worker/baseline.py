@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from bot.dispatch import runs_query
 from worker.contract import RunProgress, RunResult, RunState
 from worker.formatting import parse_time
+from worker.runcontrol import runs_query
 
 log = logging.getLogger(__name__)
 

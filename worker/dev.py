@@ -145,14 +145,14 @@ async def run_dev(settings: Settings, example: str | None = None) -> int:
 
 
 async def _run_example(settings: Settings, client: Client, repo: str) -> None:
-    from bot.dispatch import Dispatcher
-    from worker.cli import follow, print_summary
+    from bot.cli import follow, print_summary
     from worker.manual import manual_request
+    from worker.runcontrol import RunControl
 
-    dispatcher = Dispatcher(client, settings.temporal_task_queue)
+    control = RunControl(client, settings.temporal_task_queue)
     request = await manual_request(repo, "", [], {})
-    outcome = await dispatcher.start(request)
+    outcome = await control.start(request)
     print(f"\nexample run {outcome.run_id} started: {settings.public_url}/runs/{outcome.run_id}")
-    progress = await follow(dispatcher, outcome.run_id)
+    progress = await follow(control, outcome.run_id)
     print_summary(progress, settings)
     print("\nThe stack keeps running: open the links above, or Ctrl-C to stop.", flush=True)

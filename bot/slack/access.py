@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from bot.dispatch import RunSummary
 from bot.slack import texts
+from worker.runcontrol import RunSummary
 from worker.settings import Settings
 
 

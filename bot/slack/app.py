@@ -1,4 +1,4 @@
-"""The Bolt app behind `POST /slack/events`: acknowledge at once, then act through the Dispatcher.
+"""The Bolt app behind `POST /slack/events`: acknowledge at once, then act through the RunControl.
 
 Request verification (signature, 5-minute timestamp window) stays on. The bot's identity comes
 from settings (`authorize`), so Bolt never calls `auth.test`: the front door answers even when
@@ -36,7 +36,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.dispatch import RunSummary, StartOutcome, summary_of
 from bot.metrics import Outcome, record_slack
 from bot.runs import scoped_query
 from bot.slack import texts
@@ -57,6 +56,7 @@ from bot.state import BotState
 from worker.contract import RunProgress
 from worker.links import GitHubHost, Links
 from worker.masking import Masker
+from worker.runcontrol import RunSummary, StartOutcome, summary_of
 from worker.settings import Settings
 from worker.slack.blocks import (
     ACTION_CANCEL,
@@ -169,7 +169,7 @@ class SlackHandlers:
         )
         await _ack(ack, texts.STARTING.format(what=parsed.target, stages=stages, envs=envs))
         try:
-            outcome = await state.dispatcher.start(request)
+            outcome = await state.control.start(request)
         except Exception as err:  # Temporal unreachable or refusing: say so, start nothing
             log.exception("Slack: could not start a run of %s", parsed.target)
             record_slack("command", Outcome.ERROR)
@@ -206,7 +206,7 @@ class SlackHandlers:
         progress: RunProgress | None = None
         reason = ""
         try:
-            progress = await asyncio.wait_for(state.dispatcher.progress(run_id), STATUS_TIMEOUT_S)
+            progress = await asyncio.wait_for(state.control.progress(run_id), STATUS_TIMEOUT_S)
         except TimeoutError:
             reason = f"no answer within {STATUS_TIMEOUT_S:.0f} s"
         if progress is not None:
@@ -214,7 +214,7 @@ class SlackHandlers:
                 progress, self.links, run_pages=self.settings.run_pages, masker=self.masker
             )
             return {"text": fallback_text(progress), "blocks": blocks}
-        summary = await state.dispatcher.summary(run_id)
+        summary = await state.control.summary(run_id)
         if summary is None:
             return {"text": texts.UNKNOWN_RUN.format(run_id=run_id, command=command)}
         text = self._line(summary)
@@ -255,7 +255,7 @@ class SlackHandlers:
     ) -> tuple[str, bool]:
         """Cancel the run if `user` may; returns the reply and whether it was cancelled."""
         try:
-            summary = await state.dispatcher.summary(run_id)
+            summary = await state.control.summary(run_id)
             if summary is None:
                 record_slack(event, Outcome.REPLIED)
                 return texts.UNKNOWN_RUN.format(run_id=run_id, command=command), False
@@ -263,7 +263,7 @@ class SlackHandlers:
             if denial:
                 record_slack(event, Outcome.DENIED)
                 return denial, False
-            cancelled = await state.dispatcher.cancel(run_id)
+            cancelled = await state.control.cancel(run_id)
         except Exception as err:  # Temporal unreachable: nothing was cancelled, say so
             log.warning("Slack: could not cancel %s: %s", run_id, err)
             record_slack(event, Outcome.ERROR)

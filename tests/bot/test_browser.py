@@ -60,9 +60,9 @@ async def test_live_run_page_shows_the_stage_finish_without_a_reload(
 ) -> None:
     gate = tmp_path / "gate"
     async with bot_stack(client, settings) as stack, served(stack.app) as base:
-        outcome = await stack.dispatcher.start(request_for(git_repo(gated_files(gate))))
+        outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
         try:
-            await wait_stage_running(stack.dispatcher, outcome.run_id, "train")
+            await wait_stage_running(stack.control, outcome.run_id, "train")
             page = await browser.new_page(viewport=DESKTOP)
             errors: list[str] = []
             page.on("pageerror", lambda err: errors.append(str(err)))
@@ -87,7 +87,7 @@ async def test_live_run_page_shows_the_stage_finish_without_a_reload(
             assert errors == []
         finally:
             gate.touch()
-        progress = await wait_finished(stack.dispatcher, outcome.run_id)
+        progress = await wait_finished(stack.control, outcome.run_id)
         assert progress.state is RunState.SUCCEEDED
 
 
@@ -103,10 +103,10 @@ async def test_screenshots_of_a_finished_run_on_a_desktop_and_a_phone(
     target.mkdir(parents=True, exist_ok=True)
     repo = git_repo(example_files)
     async with bot_stack(client, settings) as stack, served(stack.app) as base:
-        earlier = await stack.dispatcher.start(github_request(repo, envs={"NUM_EPOCHS": "2"}))
-        await wait_finished(stack.dispatcher, earlier.run_id)
-        outcome = await stack.dispatcher.start(github_request(repo))
-        assert (await wait_finished(stack.dispatcher, outcome.run_id)).state is RunState.SUCCEEDED
+        earlier = await stack.control.start(github_request(repo, envs={"NUM_EPOCHS": "2"}))
+        await wait_finished(stack.control, earlier.run_id)
+        outcome = await stack.control.start(github_request(repo))
+        assert (await wait_finished(stack.control, outcome.run_id)).state is RunState.SUCCEEDED
 
         shots = {
             "run-page.png": (f"/runs/{outcome.run_id}", DESKTOP),

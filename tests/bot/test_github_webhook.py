@@ -95,7 +95,7 @@ async def test_signatures_are_checked_before_anything_else(bot: Stack) -> None:
         response = await post(bot, body, headers)
         assert response.status_code == 401, headers
         assert response.json() == {"outcome": "rejected", "reason": reason}
-    assert await bot.dispatcher.list_runs(repo=repo) == []
+    assert await bot.control.list_runs(repo=repo) == []
     assert rejected("push") == before + len(cases)
 
 
@@ -112,7 +112,7 @@ async def test_without_a_secret_everything_is_refused(
             )
             assert response.status_code == 401
             assert response.json()["reason"] == E_NO_SECRET
-        assert await bot.dispatcher.list_runs(repo=repo) == []
+        assert await bot.control.list_runs(repo=repo) == []
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
@@ -175,7 +175,7 @@ async def test_repositories_not_allowed_are_ignored(
         response = await post(bot, body, {HEADER: sign(SECRET, body)})
         assert response.status_code == 200
         assert response.json() == {"outcome": "ignored", "reason": R_NOT_ALLOWED.format(repo=repo)}
-        assert await bot.dispatcher.list_runs(repo=repo) == []
+        assert await bot.control.list_runs(repo=repo) == []
 
 
 async def test_a_push_is_handed_to_the_worker_once_per_delivery(bot: Stack) -> None:

@@ -144,10 +144,10 @@ async def test_metrics_count_runs_and_clusters_of_this_deployment(
 ) -> None:
     record_webhook("ping", Outcome.REPLIED)
     gate = tmp_path / "gate"
-    outcome = await stack.dispatcher.start(request_for(git_repo(gated_files(gate))))
+    outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
     queue = stack.settings.temporal_task_queue
     try:
-        await wait_stage_running(stack.dispatcher, outcome.run_id, "train")
+        await wait_stage_running(stack.control, outcome.run_id, "train")
         response = await stack.http.get("/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
@@ -160,12 +160,12 @@ async def test_metrics_count_runs_and_clusters_of_this_deployment(
         assert live[("skyrun_webhooks_total", (("event", "ping"), ("outcome", "replied")))] >= 1
     finally:
         gate.touch()
-    assert (await wait_finished(stack.dispatcher, outcome.run_id)).state is RunState.SUCCEEDED
+    assert (await wait_finished(stack.control, outcome.run_id)).state is RunState.SUCCEEDED
 
     collector = RunsCollector(ttl_s=0)
 
     async def settled() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        await collector.refresh(client, stack.dispatcher, queue)
+        await collector.refresh(client, stack.control, queue)
         return collected(collector)
 
     finished: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -183,7 +183,7 @@ async def test_metrics_count_runs_and_clusters_of_this_deployment(
     assert not any(name == "skyrun_clusters_up" and value for (name, _), value in finished.items())
 
     # Another deployment's queue sees none of this one's runs.
-    await collector.refresh(client, stack.dispatcher, f"{queue}-elsewhere")
+    await collector.refresh(client, stack.control, f"{queue}-elsewhere")
     assert not any(v for (n, _), v in collected(collector).items() if n == "skyrun_runs")
 
 

@@ -19,7 +19,6 @@ from starlette.applications import Starlette
 from temporalio.client import Client
 
 from bot.app import create_app
-from bot.dispatch import Dispatcher, RunSummary
 from bot.runs import (
     BAD_PR,
     DETAILS_UNAVAILABLE,
@@ -44,6 +43,7 @@ from worker.links import GitHubHost, Links
 from worker.logstore import LogStore
 from worker.main import build_workers, running_workers
 from worker.masking import Masker
+from worker.runcontrol import RunControl, RunSummary
 from worker.settings import Settings, load_settings
 
 # A pipeline whose `train` stage runs until the test opens its gate (creates a file).
@@ -87,7 +87,7 @@ ANSI = "\x1b"
 @dataclass
 class Stack:
     settings: Settings
-    dispatcher: Dispatcher
+    control: RunControl
     http: httpx.AsyncClient
     app: Starlette
 
@@ -103,7 +103,7 @@ async def bot_stack(client: Client, settings: Settings) -> AsyncIterator[Stack]:
                 transport=httpx.ASGITransport(app=app), base_url="http://skyrun.test"
             ) as http,
         ):
-            yield Stack(settings, Dispatcher(client, settings.temporal_task_queue), http, app)
+            yield Stack(settings, RunControl(client, settings.temporal_task_queue), http, app)
 
 
 @contextlib.asynccontextmanager
@@ -279,11 +279,11 @@ async def test_finished_run_page_json_list_logs_and_change_against_the_branch(
     stack: Stack, git_repo: Callable[..., Path], example_files: dict[str, str]
 ) -> None:
     repo = git_repo(example_files)
-    earlier = await stack.dispatcher.start(github_request(repo, envs={"NUM_EPOCHS": "1"}))
-    base = await wait_finished(stack.dispatcher, earlier.run_id)
+    earlier = await stack.control.start(github_request(repo, envs={"NUM_EPOCHS": "1"}))
+    base = await wait_finished(stack.control, earlier.run_id)
     assert base.state is RunState.SUCCEEDED, base.error
-    outcome = await stack.dispatcher.start(github_request(repo))
-    progress = await wait_finished(stack.dispatcher, outcome.run_id)
+    outcome = await stack.control.start(github_request(repo))
+    progress = await wait_finished(stack.control, outcome.run_id)
     assert progress.state is RunState.SUCCEEDED, progress.error
     run_id, commit = outcome.run_id, progress.commit
 
@@ -339,8 +339,8 @@ async def test_finished_run_page_json_list_logs_and_change_against_the_branch(
 async def test_failed_run_page_names_the_stage_and_shows_its_last_lines(
     stack: Stack, git_repo: Callable[..., Path]
 ) -> None:
-    outcome = await stack.dispatcher.start(request_for(git_repo(FAILING_PIPELINE)))
-    progress = await wait_finished(stack.dispatcher, outcome.run_id)
+    outcome = await stack.control.start(request_for(git_repo(FAILING_PIPELINE)))
+    progress = await wait_finished(stack.control, outcome.run_id)
     assert progress.state is RunState.FAILED
 
     html = (await stack.http.get(f"/runs/{outcome.run_id}")).text
@@ -366,10 +366,10 @@ async def test_live_run_page_fragment_and_json_follow_the_running_stage(
     stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    outcome = await stack.dispatcher.start(request_for(git_repo(gated_files(gate))))
+    outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
     run_id = outcome.run_id
     try:
-        await wait_stage_running(stack.dispatcher, run_id, "train")
+        await wait_stage_running(stack.control, run_id, "train")
         log = stack.settings.logs_dir / run_id / "train.log"
         await wait_for(lambda: log.exists() and "epoch 1" in log.read_text())
 
@@ -399,7 +399,7 @@ async def test_live_run_page_fragment_and_json_follow_the_running_stage(
         assert rows.lstrip().startswith('<section class="runs" data-live="1">')
     finally:
         gate.touch()
-    progress = await wait_finished(stack.dispatcher, run_id)
+    progress = await wait_finished(stack.control, run_id)
     assert progress.state is RunState.SUCCEEDED, progress.error
 
     page = (await stack.http.get(f"/runs/{run_id}")).text
@@ -429,9 +429,9 @@ async def test_log_streams_while_the_stage_runs_and_stays_after_teardown(
     stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    outcome = await stack.dispatcher.start(request_for(git_repo(gated_files(gate))))
+    outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
     run_id = outcome.run_id
-    await wait_stage_running(stack.dispatcher, run_id, "train")
+    await wait_stage_running(stack.control, run_id, "train")
     received = ""
     async with (
         served(stack.app) as base,
@@ -443,7 +443,7 @@ async def test_log_streams_while_the_stage_runs_and_stays_after_teardown(
             received += text
             if "epoch 1" in received and not gate.exists():
                 # The stage is still running: what came so far was streamed, not buffered.
-                progress = await stack.dispatcher.progress(run_id)
+                progress = await stack.control.progress(run_id)
                 assert progress is not None and progress.state is RunState.RUNNING
                 assert clusters_left(stack.settings) != []
                 gate.touch()
@@ -452,7 +452,7 @@ async def test_log_streams_while_the_stage_runs_and_stays_after_teardown(
     assert received.rstrip().endswith("[skyrun] stage train exited with status 0")
     assert ANSI not in received
 
-    progress = await wait_finished(stack.dispatcher, run_id)
+    progress = await wait_finished(stack.control, run_id)
     assert progress.state is RunState.SUCCEEDED
     assert clusters_left(stack.settings) == []
     after = await stack.http.get(f"/runs/{run_id}/logs/train")
@@ -480,8 +480,8 @@ async def test_no_secret_reaches_a_page(
     }
     settings = make_settings(**secrets)
     async with bot_stack(client, settings) as running:
-        outcome = await running.dispatcher.start(request_for(git_repo(FAILING_PIPELINE)))
-        await wait_finished(running.dispatcher, outcome.run_id)
+        outcome = await running.control.start(request_for(git_repo(FAILING_PIPELINE)))
+        await wait_finished(running.control, outcome.run_id)
         bodies = [
             (await running.http.get(path)).text
             for path in (
@@ -520,8 +520,8 @@ async def test_a_run_no_worker_answers_for_shows_what_temporal_lists(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://skyrun.test") as http,
     ):
-        dispatcher = Dispatcher(client, settings.temporal_task_queue)  # and no worker at all
-        outcome = await dispatcher.start(request_for(git_repo({"a.yaml": "run: echo\n"})))
+        control = RunControl(client, settings.temporal_task_queue)  # and no worker at all
+        outcome = await control.start(request_for(git_repo({"a.yaml": "run: echo\n"})))
         try:
             page = await http.get(f"/runs/{outcome.run_id}")
             assert page.status_code == 200 and 'data-state="queued"' in page.text
@@ -604,11 +604,11 @@ async def test_a_log_swapped_for_a_symlink_while_its_stage_runs_shows_nothing_of
     outside.mkdir()
     (outside / "train.log").write_text("secret of the host\n")
     gate = tmp_path / "gate"
-    outcome = await stack.dispatcher.start(request_for(git_repo(gated_files(gate))))
+    outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
     run_id = outcome.run_id
     run_dir = stack.settings.logs_dir / run_id
     try:
-        await wait_stage_running(stack.dispatcher, run_id, "train")
+        await wait_stage_running(stack.control, run_id, "train")
         log = run_dir / "train.log"
         await wait_for(lambda: log.exists() and "epoch 1" in log.read_text())
         # As a task with write access to the store would: the log, then the whole run directory.
@@ -626,7 +626,7 @@ async def test_a_log_swapped_for_a_symlink_while_its_stage_runs_shows_nothing_of
             assert served.status_code == 404 and secret not in served.text
     finally:
         gate.touch()
-    progress = await wait_finished(stack.dispatcher, run_id)
+    progress = await wait_finished(stack.control, run_id)
     assert progress.state is RunState.SUCCEEDED, progress.error
     # The worker kept writing its own file, and read its results back from it.
     assert progress.metrics["accuracy"] == 0.75
@@ -668,9 +668,9 @@ async def test_pages_mask_the_bots_secrets_where_the_worker_did_not_know_them(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
     ):
-        dispatcher = Dispatcher(client, bot_settings.temporal_task_queue)
-        outcome = await dispatcher.start(request_for(git_repo(files), envs={"LEAK": secret}))
-        progress = await wait_finished(dispatcher, outcome.run_id)
+        control = RunControl(client, bot_settings.temporal_task_queue)
+        outcome = await control.start(request_for(git_repo(files), envs={"LEAK": secret}))
+        progress = await wait_finished(control, outcome.run_id)
         assert progress.state is RunState.FAILED
         assert any(secret in line for line in progress.stages[0].log_tail), "the worker let it by"
         bodies = [

@@ -25,7 +25,6 @@ from temporalio.client import Client
 
 from bot.app import create_app
 from bot.commands import check_env
-from bot.dispatch import Dispatcher, StartOutcome
 from bot.slack import texts
 from bot.slack.app import MAX_BODY_BYTES, SLACK_OFF, routes
 from bot.slack.requests import E_ENCODING, E_NOT_JSON, E_TOO_DEEP, NOT_HANDLED
@@ -44,6 +43,7 @@ from tests.fakes.slack import (
 from worker.contract import RunRequest, SlackTarget, Trigger, lane_for_branch
 from worker.limits import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS
 from worker.logstore import LogStore
+from worker.runcontrol import RunControl, StartOutcome
 from worker.settings import Settings
 from worker.slack.blocks import cancel_button
 
@@ -96,7 +96,7 @@ async def bot(
 
 
 async def terminate_runs(client: Client, repo: str) -> None:
-    for summary in await Dispatcher(client, "").list_runs(repo=repo, running_only=True):
+    for summary in await RunControl(client, "").list_runs(repo=repo, running_only=True):
         with contextlib.suppress(Exception):
             await client.get_workflow_handle(summary.run_id).terminate("test over")
 
@@ -147,7 +147,7 @@ async def test_unverified_requests_get_401_and_start_nothing(
         )
     assert response.status_code == 401
     await asyncio.sleep(0.3)
-    assert await Dispatcher(client, "").list_runs(repo=repo) == []
+    assert await RunControl(client, "").list_runs(repo=repo) == []
     assert slack.calls == []
 
 
@@ -198,15 +198,15 @@ async def test_users_outside_the_allow_list_start_nothing(
     assert ack_text(stranger) == texts.DENIED_USER.format(user="U0MALLORY")
     assert ack_text(elsewhere) == texts.DENIED_REPO.format(repo="evil/repo")
     await asyncio.sleep(0.3)
-    assert await Dispatcher(client, "").list_runs(repo=repo) == []
+    assert await RunControl(client, "").list_runs(repo=repo) == []
     assert slack.calls == []
 
 
 # Starting runs.
 
 
-class GatedDispatcher(Dispatcher):
-    """A Dispatcher whose start waits until the test opens the gate (a slow Temporal)."""
+class GatedDispatcher(RunControl):
+    """A RunControl whose start waits until the test opens the gate (a slow Temporal)."""
 
     def __init__(self, client: Client, task_queue: str) -> None:
         super().__init__(client, task_queue)
@@ -223,11 +223,11 @@ async def test_the_ack_comes_at_once_while_the_start_is_slow(
     client: Client, slack_settings: Callable[..., Settings], slack: FakeSlack, repo: str
 ) -> None:
     settings = slack_settings()
-    dispatcher = GatedDispatcher(client, settings.temporal_task_queue)
+    control = GatedDispatcher(client, settings.temporal_task_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.bot = BotState(settings, client, dispatcher, LogStore(settings.logs_dir))
+        app.state.bot = BotState(settings, client, control, LogStore(settings.logs_dir))
         yield
 
     app = Starlette(routes=routes(settings), lifespan=lifespan)
@@ -238,10 +238,10 @@ async def test_the_ack_comes_at_once_while_the_start_is_slow(
         elapsed = time.monotonic() - began
         assert ack_text(response).startswith(":hourglass_flowing_sand: Starting")
         assert elapsed < ACK_BUDGET_S
-        await asyncio.wait_for(dispatcher.entered.wait(), 5)
+        await asyncio.wait_for(control.entered.wait(), 5)
         assert slack.responses("slow") == []
 
-        dispatcher.gate.set()
+        control.gate.set()
         await slack.wait_for(lambda: slack.responses("slow"), 20, "the start's reply")
     [reply] = slack.responses("slow")
     assert reply["text"].startswith(":rocket: Started run <http://skyrun.test/runs/")
@@ -272,7 +272,7 @@ async def test_a_run_command_starts_one_run_even_when_slack_repeats_it(
     assert again.status_code == 200
     await slack.wait_for(lambda: len(slack.responses("run")) == 2, 20, "the repeat's reply")
 
-    runs = await Dispatcher(client, "").list_runs(repo=repo)
+    runs = await RunControl(client, "").list_runs(repo=repo)
     assert len(runs) == 1
     run_id = runs[0].run_id
     started, repeated = slack.responses("run")
@@ -308,7 +308,7 @@ async def test_the_bot_answers_while_the_slack_web_api_is_down(
         assert ack_text(started).startswith(":hourglass_flowing_sand: Starting")
 
         async def started_runs() -> None:
-            while not await Dispatcher(client, "").list_runs(repo=repo):
+            while not await RunControl(client, "").list_runs(repo=repo):
                 await asyncio.sleep(0.1)
 
         await asyncio.wait_for(started_runs(), 20)
@@ -329,7 +329,7 @@ async def _queued_run(client: Client, settings: Settings, repo: str, user: str) 
         delivery_id=f"slack:{uuid.uuid4().hex}",
         slack=SlackTarget("C0RUNS", user, ""),
     )
-    outcome = await Dispatcher(client, settings.temporal_task_queue).start(request)
+    outcome = await RunControl(client, settings.temporal_task_queue).start(request)
     return outcome.run_id
 
 
@@ -557,7 +557,7 @@ async def test_command_text_is_bounded_and_refs_checked(
     assert reply.startswith(":warning:") and limit in reply
     assert "x" * 50 not in reply
     await asyncio.sleep(0.2)
-    assert await Dispatcher(client, "").list_runs(repo="acme/w") == []
+    assert await RunControl(client, "").list_runs(repo="acme/w") == []
 
 
 # Fuzzed shapes of slash commands and button clicks: only 2xx/4xx, the bot healthy after each.
@@ -638,7 +638,7 @@ async def test_fuzzed_commands_and_clicks_only_get_2xx_or_4xx(
         assert (await bot.get("/healthz")).status_code == 200
     assert statuses.get(400, 0) > FUZZ_COUNT // 2
     await asyncio.sleep(0.5)
-    runs = await Dispatcher(client, "").list_runs(repo=repo)
+    runs = await RunControl(client, "").list_runs(repo=repo)
     assert len(runs) <= starts
     for run in runs:  # what did start carries only values the door accepts
         request = await started_request(client, run.run_id)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.dispatch import RunSummary
 from bot.slack import texts
 from bot.slack.access import cancel_denial, repo_allowed, start_denial
 from bot.slack.commands import (
@@ -23,6 +22,7 @@ from worker.contract import RunState, SlackTarget, Trigger
 from worker.gitrefs import P_DASH, P_DOTDOT, P_EMPTY
 from worker.limits import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS, MAX_ENVS, MAX_STAGES
 from worker.links import GitHubHost
+from worker.runcontrol import RunSummary
 from worker.settings import Settings
 
 GITHUB = GitHubHost.from_api_url("https://api.github.com")

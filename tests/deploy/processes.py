@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-SKYRUN = [sys.executable, "-m", "worker.cli"]
+SKYRUN = [sys.executable, "-m", "bot.cli"]
 WORKER_ID_ENV = "SKYRUN_TEST_WORKER"
 """Set in each test worker's environment; the local backend passes it on to the tasks it runs."""
 STARTUP_S = 60.0

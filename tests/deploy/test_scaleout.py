@@ -20,13 +20,13 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher
 from tests.deploy.processes import WORKER_ID_ENV, Fleet, Proc, fleet, process_alive
 from tests.fakes.github import FakeGitHub, deliver
 from tests.worker.test_workflow import request_for, wait_finished
 from worker.backends.local import list_clusters
 from worker.contract import RunProgress, RunState, StageState
 from worker.models import PrepareOutput
+from worker.runcontrol import RunControl
 
 SECRET = "scale-out-webhook-secret"
 RUNS = 8
@@ -49,10 +49,10 @@ def worker_of(progress: RunProgress) -> int:
     return int(progress.stages[0].metrics["worker"])
 
 
-async def only_run(dispatcher: Dispatcher, repo: str) -> str:
+async def only_run(control: RunControl, repo: str) -> str:
     """The id of the run a repository's push started, once visible (and checked to be the one)."""
     for _ in range(600):
-        runs = await dispatcher.list_runs(repo=repo)
+        runs = await control.list_runs(repo=repo)
         if runs:
             assert len(runs) == 1, runs
             return runs[0].run_id
@@ -112,10 +112,10 @@ async def test_two_bots_start_each_webhook_once_and_three_workers_share_the_runs
                     r.text for r in pair
                 ]
 
-            dispatcher = Dispatcher(client, task_queue)
-            run_ids = await asyncio.gather(*(only_run(dispatcher, repo) for repo in repos))
+            control = RunControl(client, task_queue)
+            run_ids = await asyncio.gather(*(only_run(control, repo) for repo in repos))
             finished = await asyncio.gather(
-                *(wait_finished(dispatcher, run_id, timeout=180) for run_id in run_ids)
+                *(wait_finished(control, run_id, timeout=180) for run_id in run_ids)
             )
             assert all(p.state is RunState.SUCCEEDED for p in finished), [
                 (p.run_id, p.state, p.error) for p in finished
@@ -141,7 +141,7 @@ async def test_two_bots_start_each_webhook_once_and_three_workers_share_the_runs
             )
             assert again.json()["outcome"] == "duplicate"
             for repo in repos:
-                assert len(await dispatcher.list_runs(repo=repo)) == 1
+                assert len(await control.list_runs(repo=repo)) == 1
         assert all(clusters_of(w) == [] for w in workers)
 
 
@@ -184,15 +184,15 @@ async def test_a_sigkilled_worker_stage_is_taken_over_by_a_worker_on_the_same_da
         }
     )
     pool = await pool_of_two(processes, tmp_path)
-    dispatcher = Dispatcher(client, task_queue)
-    outcome = await dispatcher.start(request_for(repo))
+    control = RunControl(client, task_queue)
+    outcome = await control.start(request_for(repo))
     victim, job = await started_on(marker)
     await processes.stop(pool[victim], signal.SIGKILL)
     await asyncio.sleep(1)
     assert not process_alive(job), "the job outlived its worker"
 
     # The heartbeat times out (20 s), the retry goes to the shared queue, the other worker runs it.
-    progress = await wait_finished(dispatcher, outcome.run_id, timeout=120)
+    progress = await wait_finished(control, outcome.run_id, timeout=120)
     assert progress.state is RunState.SUCCEEDED, progress.error
     assert progress.stages[0].state is StageState.SUCCEEDED
     survivor = 3 - victim
@@ -217,8 +217,8 @@ async def test_a_sigtermed_worker_lets_its_stage_run_then_hands_it_over_and_leav
         }
     )
     pool = await pool_of_two(processes, tmp_path)
-    dispatcher = Dispatcher(client, task_queue)
-    outcome = await dispatcher.start(request_for(repo))
+    control = RunControl(client, task_queue)
+    outcome = await control.start(request_for(repo))
     victim, job = await started_on(marker)
     loop = asyncio.get_running_loop()
     asked = loop.time()
@@ -231,7 +231,7 @@ async def test_a_sigtermed_worker_lets_its_stage_run_then_hands_it_over_and_leav
     assert loop.time() - asked < stop_needs_s
     assert not process_alive(job), "a stopped worker leaves no job behind"
 
-    progress = await wait_finished(dispatcher, outcome.run_id, timeout=120)
+    progress = await wait_finished(control, outcome.run_id, timeout=120)
     assert progress.state is RunState.SUCCEEDED, progress.error
     survivor = 3 - victim
     log = (processes.log_dir / outcome.run_id / "t.log").read_text()
@@ -255,12 +255,12 @@ async def test_a_sigtermed_worker_finishes_a_short_stage_before_it_exits(
         }
     )
     pool = await pool_of_two(processes, tmp_path)
-    dispatcher = Dispatcher(client, task_queue)
-    outcome = await dispatcher.start(request_for(repo))
+    control = RunControl(client, task_queue)
+    outcome = await control.start(request_for(repo))
     victim, _ = await started_on(marker)
     await processes.stop(pool[victim], signal.SIGTERM, timeout=30)
 
-    progress = await wait_finished(dispatcher, outcome.run_id, timeout=60)
+    progress = await wait_finished(control, outcome.run_id, timeout=60)
     assert progress.state is RunState.SUCCEEDED, progress.error
     log_a = (processes.log_dir / outcome.run_id / "a.log").read_text()
     assert "done" in log_a and "(attempt 2)" not in log_a  # finished, not retried
@@ -293,8 +293,8 @@ async def test_a_sigkilled_worker_on_its_own_data_dir_fails_its_run_fast_and_cle
     processes.env["SKYRUN_WORKER_GONE_SECONDS"] = str(GONE_S)
     data = {n: tmp_path / f"data-{n}" for n in (1, 2)}
     workers = {n: await processes.worker(f"worker-{n}", data[n], n) for n in (1, 2)}
-    dispatcher = Dispatcher(client, task_queue)
-    outcome = await dispatcher.start(request_for(repo))
+    control = RunControl(client, task_queue)
+    outcome = await control.start(request_for(repo))
     victim, job = await started_on(marker)
     await processes.stop(workers[victim], signal.SIGKILL)
     await asyncio.sleep(1)
@@ -302,7 +302,7 @@ async def test_a_sigkilled_worker_on_its_own_data_dir_fails_its_run_fast_and_cle
 
     # The other worker carries the workflow on: heartbeat timeout (20 s), then the retry, the
     # down and the cleanup each wait GONE_S for the victim's queue, and the run fails.
-    progress = await wait_finished(dispatcher, outcome.run_id, timeout=120)
+    progress = await wait_finished(control, outcome.run_id, timeout=120)
     assert progress.state is RunState.FAILED
     assert f"did not come back within {GONE_S} s" in progress.error
     assert "stay on that worker's disk" in progress.error

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher
 from tests.slurm.conftest import ApiServer
 from tests.slurm.test_skypilot_on_slurm import (
     RESOURCES,
@@ -30,6 +29,7 @@ from tests.slurm.test_skypilot_on_slurm import (
     wait_finished,
 )
 from worker.contract import RunState
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slurm
@@ -72,7 +72,7 @@ async def test_another_worker_carries_a_sigkilled_workers_run_on(
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "worker.cli",
+            "bot.cli",
             "worker",
             env={**env, "SKYRUN_DATA_DIR": str(tmp_path / f"data-{n}")},
             stdout=asyncio.subprocess.DEVNULL,
@@ -80,15 +80,15 @@ async def test_another_worker_carries_a_sigkilled_workers_run_on(
         )
         for n in (1, 2)
     ]
-    dispatcher = Dispatcher(client, slurm_settings.temporal_task_queue)
+    control = RunControl(client, slurm_settings.temporal_task_queue)
     try:
-        outcome = await dispatcher.start(request_for(repo))
+        outcome = await control.start(request_for(repo))
         pid = await holder_of_the_stage(client, outcome.run_id)
         (victim,) = [w for w in workers if w.pid == pid]
         victim.send_signal(signal.SIGKILL)
         await victim.wait()
 
-        progress = await wait_finished(dispatcher, outcome.run_id)
+        progress = await wait_finished(control, outcome.run_id)
         assert progress.state is RunState.SUCCEEDED, describe(progress, slurm_settings)
         log = read_log(slurm_settings, outcome.run_id, "t")
         assert "(attempt 2)" in log and "finished" in log

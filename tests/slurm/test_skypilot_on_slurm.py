@@ -18,11 +18,11 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher
 from tests.slurm.conftest import LOGIN_USER, ClusterWatch, skyrun_clusters, slurm_jobs
 from worker.backends.base import EXIT_FAILED, cluster_name_for
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger, lane_for_branch
 from worker.main import build_workers, running_workers
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slurm
@@ -34,9 +34,9 @@ GONE_TIMEOUT_S = 60
 
 
 @pytest.fixture
-async def dispatcher(client: Client, slurm_settings: Settings) -> AsyncIterator[Dispatcher]:
+async def control(client: Client, slurm_settings: Settings) -> AsyncIterator[RunControl]:
     async with running_workers(build_workers(client, slurm_settings)):
-        yield Dispatcher(client, slurm_settings.temporal_task_queue)
+        yield RunControl(client, slurm_settings.temporal_task_queue)
 
 
 def request_for(repo: Path) -> RunRequest:
@@ -60,10 +60,10 @@ async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> A
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-async def wait_finished(dispatcher: Dispatcher, run_id: str) -> RunProgress:
+async def wait_finished(control: RunControl, run_id: str) -> RunProgress:
     async def finished() -> RunProgress:
         while True:
-            progress = await dispatcher.progress(run_id)
+            progress = await control.progress(run_id)
             if progress is not None and progress.state.finished:
                 return progress
             await asyncio.sleep(1)
@@ -149,7 +149,7 @@ def login_user_processes(pattern: str) -> list[str]:
 
 @pytest.mark.timeout(900)
 async def test_example_pipeline_runs_on_slurm_clusters_and_leaves_none(
-    dispatcher: Dispatcher,
+    control: RunControl,
     slurm_settings: Settings,
     git_repo: Callable[..., Path],
     slurm_example_files: dict[str, str],
@@ -157,9 +157,9 @@ async def test_example_pipeline_runs_on_slurm_clusters_and_leaves_none(
     watch: ClusterWatch,
 ) -> None:
     repo = git_repo(slurm_example_files)
-    outcome = await dispatcher.start(request_for(repo))
+    outcome = await control.start(request_for(repo))
     run_id = outcome.run_id
-    progress = await wait_finished(dispatcher, run_id)
+    progress = await wait_finished(control, run_id)
 
     assert progress.state is RunState.SUCCEEDED, describe(progress, slurm_settings)
     assert progress.backend == "skypilot"
@@ -201,7 +201,7 @@ async def test_example_pipeline_runs_on_slurm_clusters_and_leaves_none(
 
 @pytest.mark.timeout(600)
 async def test_failing_stage_is_reported_with_its_log_and_its_cluster_goes(
-    dispatcher: Dispatcher,
+    control: RunControl,
     slurm_settings: Settings,
     git_repo: Callable[..., Path],
     sky: Any,
@@ -218,8 +218,8 @@ async def test_failing_stage_is_reported_with_its_log_and_its_cluster_goes(
             ),
         }
     )
-    outcome = await dispatcher.start(request_for(repo))
-    progress = await wait_finished(dispatcher, outcome.run_id)
+    outcome = await control.start(request_for(repo))
+    progress = await wait_finished(control, outcome.run_id)
 
     assert progress.state is RunState.FAILED, describe(progress, slurm_settings)
     # SkyPilot reports a failed job as FAILED (tail_logs 100), not the task's own exit code.
@@ -240,7 +240,7 @@ async def test_failing_stage_is_reported_with_its_log_and_its_cluster_goes(
 
 @pytest.mark.timeout(600)
 async def test_cancel_in_the_middle_of_a_launch_leaves_no_cluster(
-    dispatcher: Dispatcher,
+    control: RunControl,
     slurm_settings: Settings,
     git_repo: Callable[..., Path],
     sky: Any,
@@ -251,7 +251,7 @@ async def test_cancel_in_the_middle_of_a_launch_leaves_no_cluster(
             ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n",
         }
     )
-    outcome = await dispatcher.start(request_for(repo))
+    outcome = await control.start(request_for(repo))
     cluster = cluster_name_for(outcome.run_id, "train")
     # The node (a Slurm job) is up and SkyPilot is setting its runtime up on it over srun.
     await wait_for(
@@ -265,8 +265,8 @@ async def test_cancel_in_the_middle_of_a_launch_leaves_no_cluster(
     records = await asyncio.to_thread(skyrun_clusters, sky)
     assert [str(r["status"].value) for r in records if r["name"] == cluster] == ["INIT"]
 
-    assert await dispatcher.cancel(outcome.run_id)
-    progress = await wait_finished(dispatcher, outcome.run_id)
+    assert await control.cancel(outcome.run_id)
+    progress = await wait_finished(control, outcome.run_id)
 
     assert progress.state is RunState.CANCELLED, describe(progress, slurm_settings)
     assert progress.stages[0].state is StageState.CANCELLED
@@ -279,7 +279,7 @@ async def test_cancel_in_the_middle_of_a_launch_leaves_no_cluster(
 
 @pytest.mark.timeout(600)
 async def test_cancel_in_the_middle_of_a_job_kills_it_and_leaves_no_cluster(
-    dispatcher: Dispatcher,
+    control: RunControl,
     slurm_settings: Settings,
     git_repo: Callable[..., Path],
     sky: Any,
@@ -292,7 +292,7 @@ async def test_cancel_in_the_middle_of_a_job_kills_it_and_leaves_no_cluster(
             ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n",
         }
     )
-    outcome = await dispatcher.start(request_for(repo))
+    outcome = await control.start(request_for(repo))
     cluster = cluster_name_for(outcome.run_id, "train")
     await wait_for(
         lambda: "job started" in read_log(slurm_settings, outcome.run_id, "train"),
@@ -301,8 +301,8 @@ async def test_cancel_in_the_middle_of_a_job_kills_it_and_leaves_no_cluster(
     )
     assert login_user_processes(marker), "the job is running on the node"
 
-    assert await dispatcher.cancel(outcome.run_id)
-    progress = await wait_finished(dispatcher, outcome.run_id)
+    assert await control.cancel(outcome.run_id)
+    progress = await wait_finished(control, outcome.run_id)
 
     assert progress.state is RunState.CANCELLED, describe(progress, slurm_settings)
     assert progress.stages[0].state is StageState.CANCELLED

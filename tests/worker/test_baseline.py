@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher
 from tests.worker.test_workflow import request_for, wait_finished
 from worker.baseline import Baseline, Baselines, baseline_ref
 from worker.contract import GitHubTarget, RunProgress, RunState, Trigger, lane_for_pr
 from worker.main import build_workers, running_workers
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 PIPELINE = "stages: [{name: eval, task: eval.yaml}]\n"
@@ -21,13 +21,13 @@ EVAL = "run: |\n  echo '::metric accuracy={value}'\n  exit {code}\n"
 
 
 @pytest.fixture
-async def dispatcher(client: Client, settings: Settings) -> AsyncIterator[Dispatcher]:
+async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
     async with running_workers(build_workers(client, settings)):
-        yield Dispatcher(client, settings.temporal_task_queue)
+        yield RunControl(client, settings.temporal_task_queue)
 
 
 async def run(
-    dispatcher: Dispatcher,
+    control: RunControl,
     git_repo: Callable[..., Path],
     value: float,
     *,
@@ -35,8 +35,8 @@ async def run(
     **fields: object,
 ) -> RunProgress:
     repo = git_repo({".skyrun.yaml": PIPELINE, "eval.yaml": EVAL.format(value=value, code=code)})
-    outcome = await dispatcher.start(request_for(repo, **fields))
-    return await wait_finished(dispatcher, outcome.run_id)
+    outcome = await control.start(request_for(repo, **fields))
+    return await wait_finished(control, outcome.run_id)
 
 
 async def eventually(baselines: Baselines, progress: RunProgress, run_id: str | None) -> None:
@@ -51,13 +51,13 @@ async def eventually(baselines: Baselines, progress: RunProgress, run_id: str | 
 
 
 async def test_the_same_baseline_rule_for_branch_and_pull_request_runs(
-    client: Client, dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path]
+    client: Client, control: RunControl, settings: Settings, git_repo: Callable[..., Path]
 ) -> None:
     baselines = Baselines(client, settings.temporal_task_queue)
-    first = await run(dispatcher, git_repo, 0.80, trigger=Trigger.PUSH)
+    first = await run(control, git_repo, 0.80, trigger=Trigger.PUSH)
     # Whatever triggered it: a Slack run of main is main's newest success.
-    second = await run(dispatcher, git_repo, 0.85, trigger=Trigger.SLACK)
-    failed = await run(dispatcher, git_repo, 0.99, code=1, trigger=Trigger.PUSH)
+    second = await run(control, git_repo, 0.85, trigger=Trigger.SLACK)
+    failed = await run(control, git_repo, 0.99, code=1, trigger=Trigger.PUSH)
     assert (first.state, second.state, failed.state) == (
         RunState.SUCCEEDED,
         RunState.SUCCEEDED,
@@ -68,7 +68,7 @@ async def test_the_same_baseline_rule_for_branch_and_pull_request_runs(
     await eventually(baselines, first, None)
 
     pr = await run(
-        dispatcher,
+        control,
         git_repo,
         0.9,
         ref="feature-x",

@@ -289,7 +289,7 @@ async def test_skyrun_check_exits_non_zero_when_a_credential_fails(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.cli",
+        "bot.cli",
         "check",
         env=env,
         cwd=settings.data_path.parent,

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher
 from tests.worker.test_workflow import request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger
 from worker.coordinator import COORDINATOR_WORKFLOW, CoordinatorState, lane_workflow_id
 from worker.main import build_workers, running_workers
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 PIPELINE = "stages: [{name: train, task: train.yaml}]\n"
@@ -24,9 +24,9 @@ TRAIN = "run: |\n  echo computing {n}\n  sleep {seconds}\n  echo done {n}\n"
 
 
 @pytest.fixture
-async def dispatcher(client: Client, settings: Settings) -> AsyncIterator[Dispatcher]:
+async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
     async with running_workers(build_workers(client, settings)):
-        yield Dispatcher(client, settings.temporal_task_queue)
+        yield RunControl(client, settings.temporal_task_queue)
 
 
 def commits(
@@ -54,12 +54,10 @@ def assert_one_at_a_time(runs: list[RunProgress]) -> None:
         assert first_stage >= earlier.finished_at, (earlier.run_id, later.run_id)
 
 
-async def start_all(
-    dispatcher: Dispatcher, requests: list[RunRequest], spacing_s: float
-) -> list[str]:
+async def start_all(control: RunControl, requests: list[RunRequest], spacing_s: float) -> list[str]:
     async def start(index: int, request: RunRequest) -> str:
         await asyncio.sleep(index * spacing_s)
-        outcome = await dispatcher.start(request)
+        outcome = await control.start(request)
         assert outcome.started
         return outcome.run_id
 
@@ -68,13 +66,13 @@ async def start_all(
 
 @pytest.mark.parametrize(("count", "spacing_s"), [(2, 0.0), (5, 0.0), (5, 0.01)])
 async def test_concurrent_requests_of_one_lane_never_compute_together_and_the_newest_wins(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path], count: int, spacing_s: float
+    control: RunControl, git_repo: Callable[..., Path], count: int, spacing_s: float
 ) -> None:
     repo, shas = commits(git_repo, count)
     for _round in range(2):
         requests = [request_for(repo, commit=sha, envs={"ROUND": str(_round)}) for sha in shas]
-        run_ids = await start_all(dispatcher, requests, spacing_s)
-        runs = [await wait_finished(dispatcher, run_id) for run_id in run_ids]
+        run_ids = await start_all(control, requests, spacing_s)
+        runs = [await wait_finished(control, run_id) for run_id in run_ids]
 
         newest = max(range(count), key=lambda i: requests[i].requested_at)
         assert runs[newest].state is RunState.SUCCEEDED, runs[newest].error
@@ -86,13 +84,13 @@ async def test_concurrent_requests_of_one_lane_never_compute_together_and_the_ne
 
 
 async def test_a_push_and_a_slack_command_for_one_branch_at_once(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     repo, (push_sha, slack_sha) = commits(git_repo, 2)
     push = request_for(repo, commit=push_sha, trigger=Trigger.PUSH)
     slack = request_for(repo, commit=slack_sha, trigger=Trigger.SLACK, delivery_id="slack:t1")
-    run_ids = await start_all(dispatcher, [push, slack], 0)
-    runs = [await wait_finished(dispatcher, run_id) for run_id in run_ids]
+    run_ids = await start_all(control, [push, slack], 0)
+    runs = [await wait_finished(control, run_id) for run_id in run_ids]
     states = sorted(run.state.value for run in runs)
     assert states == [RunState.CANCELLED.value, RunState.SUCCEEDED.value]
     winner = runs[0] if push.requested_at > slack.requested_at else runs[1]
@@ -101,49 +99,49 @@ async def test_a_push_and_a_slack_command_for_one_branch_at_once(
 
 
 async def test_a_request_older_than_the_running_one_never_computes(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     repo, (old_sha, new_sha) = commits(git_repo, 2, seconds=2)
     old = request_for(repo, commit=old_sha)
     new = request_for(repo, commit=new_sha)
     old.requested_at = 1  # received long ago, but its run reaches the lane last
-    started = await dispatcher.start(new)
-    await wait_stage_running(dispatcher, started.run_id, "train")
-    stale = await dispatcher.start(old)
+    started = await control.start(new)
+    await wait_stage_running(control, started.run_id, "train")
+    stale = await control.start(old)
 
-    stale_run = await wait_finished(dispatcher, stale.run_id)
+    stale_run = await wait_finished(control, stale.run_id)
     assert stale_run.state is RunState.CANCELLED
     assert f"superseded by run {started.run_id}" in stale_run.error
     assert stale_run.stages == []
-    new_run = await wait_finished(dispatcher, started.run_id)
+    new_run = await wait_finished(control, started.run_id)
     assert new_run.state is RunState.SUCCEEDED
 
 
 async def test_cancelling_a_lane_stops_the_running_and_the_queued_runs(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     repo, (first_sha, second_sha) = commits(git_repo, 2, seconds=60)
-    first = await dispatcher.start(request_for(repo, commit=first_sha))
-    await wait_stage_running(dispatcher, first.run_id, "train")
+    first = await control.start(request_for(repo, commit=first_sha))
+    await wait_stage_running(control, first.run_id, "train")
     # Received before the lane is cancelled, though its run enters the lane only afterwards.
     late = request_for(repo, commit=second_sha)
     late.requested_at = 2
 
     lane = late.lane
-    assert await dispatcher.cancel_lane(lane, "the pull request was closed") == [first.run_id]
-    late_run = await dispatcher.start(late)
+    assert await control.cancel_lane(lane, "the pull request was closed") == [first.run_id]
+    late_run = await control.start(late)
     for run_id in (first.run_id, late_run.run_id):
-        run = await wait_finished(dispatcher, run_id)
+        run = await wait_finished(control, run_id)
         assert run.state is RunState.CANCELLED
         assert "the pull request was closed" in run.error
-    assert await dispatcher.lane_members(lane) == []
+    assert await control.lane_members(lane) == []
 
 
 STUBBORN = "run: |\n  trap 'echo ignoring TERM' TERM\n  for i in $(seq 600); do sleep 0.1; done\n"
 
 
 async def test_a_holder_that_vanished_without_leaving_is_noticed(
-    client: Client, dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path]
+    client: Client, control: RunControl, settings: Settings, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo({".skyrun.yaml": PIPELINE, "train.yaml": STUBBORN})
     first_request = request_for(repo, commit=head(repo))
@@ -156,16 +154,16 @@ async def test_a_holder_that_vanished_without_leaving_is_noticed(
         id=lane_workflow_id(lane),
         task_queue=settings.temporal_task_queue,
     )
-    first = await dispatcher.start(first_request)
-    await wait_stage_running(dispatcher, first.run_id, "train")
-    second = await dispatcher.start(request_for(repo, commit=second_sha))
+    first = await control.start(first_request)
+    await wait_stage_running(control, first.run_id, "train")
+    second = await control.start(request_for(repo, commit=second_sha))
     # Once the lane has asked the first run to stop (its job ignores SIGTERM for the grace
     # period), an operator terminates it: it never tears down or leaves the lane by itself.
-    while await dispatcher.lane_members(lane) != [first.run_id, second.run_id]:
+    while await control.lane_members(lane) != [first.run_id, second.run_id]:
         await asyncio.sleep(0.05)
     await client.get_workflow_handle(first.run_id).terminate("by hand")
 
-    run = await wait_finished(dispatcher, second.run_id, timeout=60)
+    run = await wait_finished(control, second.run_id, timeout=60)
     assert run.state is RunState.SUCCEEDED
     assert run.stages[0].state is StageState.SUCCEEDED
 
@@ -177,12 +175,12 @@ def head(repo: Path) -> str:
 
 
 async def test_the_same_work_requested_again_after_it_finished_runs_again(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     """Its run id is reused (same work), so the lane must tell the two executions apart."""
     repo, _ = commits(git_repo, 1, seconds=0)
-    first = await dispatcher.start(request_for(repo))
-    assert (await wait_finished(dispatcher, first.run_id)).state is RunState.SUCCEEDED
-    again = await dispatcher.start(request_for(repo))
+    first = await control.start(request_for(repo))
+    assert (await wait_finished(control, first.run_id)).state is RunState.SUCCEEDED
+    again = await control.start(request_for(repo))
     assert again.run_id == first.run_id and again.started
-    assert (await wait_finished(dispatcher, again.run_id, timeout=60)).state is RunState.SUCCEEDED
+    assert (await wait_finished(control, again.run_id, timeout=60)).state is RunState.SUCCEEDED

@@ -37,7 +37,7 @@ async def test_dev_runs_the_example_and_stops_cleanly_on_ctrl_c(tmp_path: Path) 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.cli",
+        "bot.cli",
         "dev",
         "--example",
         str(EXAMPLE_REPO),
@@ -85,7 +85,7 @@ async def test_check_reports_each_service(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.cli",
+        "bot.cli",
         "check",
         cwd=tmp_path,
         env=env,

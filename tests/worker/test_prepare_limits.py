@@ -18,7 +18,6 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from bot.dispatch import Dispatcher
 from tests.worker.backends.fake_sky import FakeSky
 from tests.worker.github.stack import github_stack, unique_repo
 from worker import pipeline as p
@@ -33,6 +32,7 @@ from worker.limits import (
 )
 from worker.main import build_workers, make_backend, running_workers
 from worker.models import PrepareInput
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 # A pipeline ending within this long never waited on a heartbeat timeout (20 s) or a retry.
@@ -47,9 +47,9 @@ ONE_STAGE = ".skyrun.yaml", "stages:\n  - {name: train, task: train.yaml}\n"
 
 
 @pytest.fixture
-async def dispatcher(client: Client, settings: Settings) -> AsyncIterator[Dispatcher]:
+async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
     async with running_workers(build_workers(client, settings)):
-        yield Dispatcher(client, settings.temporal_task_queue)
+        yield RunControl(client, settings.temporal_task_queue)
 
 
 def request_for(repo: Path) -> RunRequest:
@@ -63,14 +63,14 @@ def request_for(repo: Path) -> RunRequest:
     )
 
 
-async def run_to_the_end(dispatcher: Dispatcher, repo: Path) -> tuple[RunProgress, float]:
+async def run_to_the_end(control: RunControl, repo: Path) -> tuple[RunProgress, float]:
     started = time.monotonic()
-    outcome = await dispatcher.start(request_for(repo))
+    outcome = await control.start(request_for(repo))
     assert outcome.started
 
     async def poll() -> RunProgress:
         while True:
-            progress = await dispatcher.progress(outcome.run_id)
+            progress = await control.progress(outcome.run_id)
             if progress is not None and progress.state.finished:
                 return progress
             await asyncio.sleep(0.1)
@@ -107,10 +107,10 @@ def assert_failed_fast(progress: RunProgress, seconds: float) -> None:
 
 
 async def test_a_billion_laughs_task_file_fails_at_once_naming_file_line_and_limit(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo({"train.yaml": BILLION_LAUGHS, ONE_STAGE[0]: ONE_STAGE[1]})
-    progress, seconds = await run_to_the_end(dispatcher, repo)
+    progress, seconds = await run_to_the_end(control, repo)
     assert_failed_fast(progress, seconds)
     assert progress.error == (
         "train.yaml:5: " + p.E_YAML_ALIASES.format(limit=MAX_YAML_ALIAS_NODES)
@@ -118,14 +118,14 @@ async def test_a_billion_laughs_task_file_fails_at_once_naming_file_line_and_lim
 
 
 async def test_a_50_mb_task_file_is_refused_by_size_and_starves_nothing(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo({ONE_STAGE[0]: ONE_STAGE[1]})
     size = 50 * 1024 * 1024
     (repo / "train.yaml").write_bytes(b"run: echo hi\n" + b"#" * (size - 13))
     repo = git_repo({})  # commit it
     with loop_stalls() as gaps:
-        progress, seconds = await run_to_the_end(dispatcher, repo)
+        progress, seconds = await run_to_the_end(control, repo)
     assert_failed_fast(progress, seconds)
     assert progress.error == ".skyrun.yaml:2: " + p.E_TASK_TOO_LARGE.format(
         name="'train'", task="train.yaml", size=size, limit=MAX_TASK_FILE_BYTES
@@ -135,38 +135,38 @@ async def test_a_50_mb_task_file_is_refused_by_size_and_starves_nothing(
 
 
 async def test_a_megabyte_validation_error_reaches_the_user_bounded_and_named(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     # The local backend's validation names the unknown field, all 200,000 characters of it
     # (an explicit `?` key: implicit ones stop at 1,024).
     key = "k" * 200_000
     repo = git_repo({"train.yaml": f"? {key}\n: 1\nrun: echo\n", ONE_STAGE[0]: ONE_STAGE[1]})
-    progress, seconds = await run_to_the_end(dispatcher, repo)
+    progress, seconds = await run_to_the_end(control, repo)
     assert_failed_fast(progress, seconds)
     assert progress.error.startswith("stage 'train' (train.yaml): ")
     assert progress.error.endswith(" more characters left out)")
 
 
 async def test_task_files_too_large_together_fail_naming_the_limit(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     body = "run: echo\n# " + "x" * (250_000 - 13) + "\n"
     stages = "".join(f"  - {{name: s{i}, task: t{i}.yaml}}\n" for i in range(4))
     files = {f"t{i}.yaml": body for i in range(4)}
     repo = git_repo({**files, ".skyrun.yaml": "stages:\n" + stages})
-    progress, seconds = await run_to_the_end(dispatcher, repo)
+    progress, seconds = await run_to_the_end(control, repo)
     assert_failed_fast(progress, seconds)
     assert progress.error.startswith(".skyrun.yaml: the task files of the 4 stages to run are")
 
 
 async def test_a_plan_too_large_to_travel_fails_with_what_to_change(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     # Each env fits, each task file is tiny, but every stage carries the envs: 5 times 240 kB.
     envs = "".join(f"  E{i}: {'v' * 4000}\n" for i in range(60))
     stages = "".join(f"  - {{name: s{i}, task: t.yaml}}\n" for i in range(5))
     repo = git_repo({"t.yaml": "run: echo\n", ".skyrun.yaml": f"envs:\n{envs}stages:\n{stages}"})
-    progress, seconds = await run_to_the_end(dispatcher, repo)
+    progress, seconds = await run_to_the_end(control, repo)
     assert_failed_fast(progress, seconds)
     prefix = PLAN_TOO_LARGE.split("{size", 1)[0].format(count=5)
     assert progress.error.startswith(prefix)
@@ -201,15 +201,15 @@ def fake_sky() -> FakeSky:
 @pytest.fixture
 async def sky_dispatcher(
     client: Client, make_settings: Callable[..., Settings], fake_sky: FakeSky
-) -> AsyncIterator[Dispatcher]:
+) -> AsyncIterator[RunControl]:
     settings = make_settings(SKYRUN_BACKEND="skypilot")
     backend = SkyPilotBackend(sdk=fake_sky)
     async with running_workers(build_workers(client, settings, backend=backend)):
-        yield Dispatcher(client, settings.temporal_task_queue)
+        yield RunControl(client, settings.temporal_task_queue)
 
 
 async def test_the_skypilot_backend_never_sees_a_yaml_bomb(
-    sky_dispatcher: Dispatcher, fake_sky: FakeSky, git_repo: Callable[..., Path]
+    sky_dispatcher: RunControl, fake_sky: FakeSky, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo({"train.yaml": BILLION_LAUGHS, ONE_STAGE[0]: ONE_STAGE[1]})
     progress, seconds = await run_to_the_end(sky_dispatcher, repo)
@@ -219,7 +219,7 @@ async def test_the_skypilot_backend_never_sees_a_yaml_bomb(
 
 
 async def test_a_megabyte_skypilot_error_fails_the_run_bounded_naming_the_field(
-    sky_dispatcher: Dispatcher, fake_sky: FakeSky, git_repo: Callable[..., Path]
+    sky_dispatcher: RunControl, fake_sky: FakeSky, git_repo: Callable[..., Path]
 ) -> None:
     huge = "[" + "['lol', 'lol', 'lol'], " * 200_000 + "]"
     fake_sky.request_error = InvalidSkyPilotConfigError(
@@ -237,7 +237,7 @@ async def test_a_megabyte_skypilot_error_fails_the_run_bounded_naming_the_field(
 
 
 async def test_a_megabyte_backend_failure_is_retried_then_fails_bounded(
-    sky_dispatcher: Dispatcher, fake_sky: FakeSky, settings: Settings, git_repo: Callable[..., Path]
+    sky_dispatcher: RunControl, fake_sky: FakeSky, settings: Settings, git_repo: Callable[..., Path]
 ) -> None:
     fake_sky.request_error = RuntimeError("no capacity: " + "z" * 3_000_000 + " (end)")
     repo = git_repo({"train.yaml": "run: echo hi\n", ONE_STAGE[0]: ONE_STAGE[1]})
@@ -252,7 +252,7 @@ async def test_a_megabyte_backend_failure_is_retried_then_fails_bounded(
 
 
 async def test_task_files_just_inside_the_limits_run_and_starve_nothing(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     # Three task files of 250 kB (750 kB together, under MAX_PIPELINE_TASKS_BYTES): long
     # scripts are legitimate, and checking them must not stall the worker.
@@ -263,7 +263,7 @@ async def test_task_files_just_inside_the_limits_run_and_starve_nothing(
     files = {f"t{i}.yaml": task for i in range(3)}
     repo = git_repo({**files, ".skyrun.yaml": "stages:\n" + stages})
     with loop_stalls() as gaps:
-        progress, seconds = await run_to_the_end(dispatcher, repo)
+        progress, seconds = await run_to_the_end(control, repo)
     assert progress.state is RunState.SUCCEEDED, progress.error
     assert gaps[0] < 1.0, f"the event loop stalled for {gaps[0]:.2f} s"
     assert seconds < 60

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError
 
-from bot.dispatch import Dispatcher
 from tests.worker.test_workflow import request_for, wait_finished
 from worker.contract import GitHubTarget, RunProgress, RunState, Trigger
 from worker.main import build_workers, running_workers
 from worker.models import AuthorizeInput, AuthorizeOutput, ReportInput
 from worker.reporting import NO_GATE, ReportingActivities
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 
@@ -52,12 +52,12 @@ async def _run(
     client: Client, settings: Settings, reporting: ReportingActivities, **fields: object
 ) -> RunProgress:
     """Run to the very end (final reports included) and return the final progress."""
-    dispatcher = Dispatcher(client, settings.temporal_task_queue)
+    control = RunControl(client, settings.temporal_task_queue)
     async with running_workers(build_workers(client, settings, reporting=reporting)):
-        outcome = await dispatcher.start(request_for(**fields))  # type: ignore[arg-type]
+        outcome = await control.start(request_for(**fields))  # type: ignore[arg-type]
         with contextlib.suppress(WorkflowFailureError):
             await client.get_workflow_handle(outcome.run_id).result()
-        progress = await wait_finished(dispatcher, outcome.run_id)
+        progress = await wait_finished(control, outcome.run_id)
     return progress
 
 

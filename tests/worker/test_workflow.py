@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from bot.dispatch import Dispatcher
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger, lane_for_branch
 from worker.main import build_workers, running_workers
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 SLOW_TASK = """\
@@ -26,9 +26,9 @@ run: |
 
 
 @pytest.fixture
-async def dispatcher(client: Client, settings: Settings) -> AsyncIterator[Dispatcher]:
+async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
     async with running_workers(build_workers(client, settings)):
-        yield Dispatcher(client, settings.temporal_task_queue)
+        yield RunControl(client, settings.temporal_task_queue)
 
 
 def request_for(repo: Path, **fields: object) -> RunRequest:
@@ -44,10 +44,10 @@ def request_for(repo: Path, **fields: object) -> RunRequest:
     return RunRequest(**values)  # type: ignore[arg-type]
 
 
-async def wait_finished(dispatcher: Dispatcher, run_id: str, timeout: float = 120) -> RunProgress:
+async def wait_finished(control: RunControl, run_id: str, timeout: float = 120) -> RunProgress:
     async def poll() -> RunProgress:
         while True:
-            progress = await dispatcher.progress(run_id)
+            progress = await control.progress(run_id)
             if progress is not None and progress.state.finished:
                 return progress
             await asyncio.sleep(0.2)
@@ -55,10 +55,10 @@ async def wait_finished(dispatcher: Dispatcher, run_id: str, timeout: float = 12
     return await asyncio.wait_for(poll(), timeout)
 
 
-async def wait_stage_running(dispatcher: Dispatcher, run_id: str, stage: str) -> None:
+async def wait_stage_running(control: RunControl, run_id: str, stage: str) -> None:
     async def poll() -> None:
         while True:
-            progress = await dispatcher.progress(run_id)
+            progress = await control.progress(run_id)
             if progress and any(
                 s.name == stage and s.state is StageState.RUNNING for s in progress.stages
             ):
@@ -92,15 +92,15 @@ async def wait_pidfile(path: Path) -> int:
 
 
 async def test_example_pipeline_runs_all_stages_and_shares_the_train_cluster(
-    dispatcher: Dispatcher,
+    control: RunControl,
     settings: Settings,
     git_repo: Callable[..., Path],
     example_files: dict[str, str],
 ) -> None:
     repo = git_repo(example_files)
-    outcome = await dispatcher.start(request_for(repo))
+    outcome = await control.start(request_for(repo))
     assert outcome.started
-    progress = await wait_finished(dispatcher, outcome.run_id)
+    progress = await wait_finished(control, outcome.run_id)
 
     assert progress.state is RunState.SUCCEEDED, progress.error
     assert [s.name for s in progress.stages] == ["preprocess", "train", "eval"]
@@ -121,7 +121,7 @@ async def test_example_pipeline_runs_all_stages_and_shares_the_train_cluster(
 
 
 async def test_failing_stage_fails_the_run_names_it_and_leaves_no_cluster(
-    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path]
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo(
         {
@@ -135,8 +135,8 @@ async def test_failing_stage_fails_the_run_names_it_and_leaves_no_cluster(
             ),
         }
     )
-    outcome = await dispatcher.start(request_for(repo))
-    progress = await wait_finished(dispatcher, outcome.run_id)
+    outcome = await control.start(request_for(repo))
+    progress = await wait_finished(control, outcome.run_id)
 
     assert progress.state is RunState.FAILED
     assert progress.error == "stage 'b' failed with exit status 3"
@@ -147,15 +147,15 @@ async def test_failing_stage_fails_the_run_names_it_and_leaves_no_cluster(
     assert any("Traceback: boom" in line for line in failed.log_tail)
     assert clusters_left(settings) == []
     with pytest.raises(WorkflowFailureError):
-        await dispatcher.client.get_workflow_handle(outcome.run_id).result()
+        await control.client.get_workflow_handle(outcome.run_id).result()
 
 
 async def test_bad_pipeline_file_fails_clearly_and_launches_nothing(
-    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path]
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo({".skyrun.yaml": "stages:\n  - name: a\n    task: missing.yaml\n"})
-    outcome = await dispatcher.start(request_for(repo))
-    progress = await wait_finished(dispatcher, outcome.run_id)
+    outcome = await control.start(request_for(repo))
+    progress = await wait_finished(control, outcome.run_id)
 
     assert progress.state is RunState.FAILED
     assert ".skyrun.yaml:3" in progress.error and "missing.yaml" in progress.error
@@ -164,7 +164,7 @@ async def test_bad_pipeline_file_fails_clearly_and_launches_nothing(
 
 
 async def test_cancel_in_the_middle_of_a_stage_kills_the_job_and_downs_the_cluster(
-    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "job.pid"
     repo = git_repo(
@@ -173,13 +173,13 @@ async def test_cancel_in_the_middle_of_a_stage_kills_the_job_and_downs_the_clust
             ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n",
         }
     )
-    outcome = await dispatcher.start(request_for(repo))
+    outcome = await control.start(request_for(repo))
     child = await wait_pidfile(Path(f"{pidfile}.child"))
     assert alive(child)
     assert clusters_left(settings) != []
 
-    assert await dispatcher.cancel(outcome.run_id)
-    progress = await wait_finished(dispatcher, outcome.run_id)
+    assert await control.cancel(outcome.run_id)
+    progress = await wait_finished(control, outcome.run_id)
 
     assert progress.state is RunState.CANCELLED
     assert progress.stages[0].state is StageState.CANCELLED
@@ -188,7 +188,7 @@ async def test_cancel_in_the_middle_of_a_stage_kills_the_job_and_downs_the_clust
 
 
 async def test_same_work_twice_starts_one_run(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path], tmp_path: Path
+    control: RunControl, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "job.pid"
     repo = git_repo(
@@ -198,21 +198,21 @@ async def test_same_work_twice_starts_one_run(
         }
     )
     commit = (repo / ".git" / "refs" / "heads" / "main").read_text().strip()
-    first = await dispatcher.start(request_for(repo, commit=commit))
-    second = await dispatcher.start(request_for(repo, commit=commit))
+    first = await control.start(request_for(repo, commit=commit))
+    second = await control.start(request_for(repo, commit=commit))
     assert first.started and not second.started
     assert first.run_id == second.run_id
 
-    redelivered = await dispatcher.start(request_for(repo, delivery_id="d-1", ref="other"))
-    again = await dispatcher.start(request_for(repo, delivery_id="d-1", ref="other"))
+    redelivered = await control.start(request_for(repo, delivery_id="d-1", ref="other"))
+    again = await control.start(request_for(repo, delivery_id="d-1", ref="other"))
     assert redelivered.started and not again.started
-    await dispatcher.cancel(first.run_id)
-    await dispatcher.cancel(redelivered.run_id)
-    await wait_finished(dispatcher, first.run_id)
+    await control.cancel(first.run_id)
+    await control.cancel(redelivered.run_id)
+    await wait_finished(control, first.run_id)
 
 
 async def test_newer_run_in_the_lane_supersedes_the_running_one(
-    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "job.pid"
     pipeline = ".skyrun.yaml"
@@ -222,15 +222,15 @@ async def test_newer_run_in_the_lane_supersedes_the_running_one(
             pipeline: "stages: [{name: train, task: train.yaml}]\n",
         }
     )
-    first = await dispatcher.start(request_for(repo, commit=_head(repo)))
+    first = await control.start(request_for(repo, commit=_head(repo)))
     child = await wait_pidfile(Path(f"{pidfile}.child"))
 
     git_repo({"train.yaml": "run: echo second run\n"})
-    second = await dispatcher.start(request_for(repo, commit=_head(repo)))
+    second = await control.start(request_for(repo, commit=_head(repo)))
     assert second.started and second.superseded == [first.run_id]
 
-    old = await wait_finished(dispatcher, first.run_id)
-    new = await wait_finished(dispatcher, second.run_id)
+    old = await wait_finished(control, first.run_id)
+    new = await wait_finished(control, second.run_id)
     assert old.state is RunState.CANCELLED
     assert new.state is RunState.SUCCEEDED
     assert not alive(child)
@@ -240,7 +240,7 @@ async def test_newer_run_in_the_lane_supersedes_the_running_one(
 
 
 async def test_push_to_an_unwatched_branch_ends_quietly_as_skipped(
-    dispatcher: Dispatcher, git_repo: Callable[..., Path]
+    control: RunControl, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo(
         {
@@ -248,12 +248,12 @@ async def test_push_to_an_unwatched_branch_ends_quietly_as_skipped(
             ".skyrun.yaml": "on: {push: ['release/*']}\nstages: [{name: a, task: a.yaml}]\n",
         }
     )
-    skipped = await dispatcher.start(
+    skipped = await control.start(
         request_for(
             repo, trigger=Trigger.PUSH, ref="main", commit=_head(repo), check_push_filter=True
         )
     )
-    progress = await wait_finished(dispatcher, skipped.run_id)
+    progress = await wait_finished(control, skipped.run_id)
     assert progress.state is RunState.SKIPPED
     assert "not watched" in progress.error
     assert progress.stages == []
@@ -268,7 +268,7 @@ def _head(repo: Path) -> str:
 
 
 async def test_run_past_its_timeout_is_stopped_and_torn_down(
-    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "job.pid"
     repo = git_repo(
@@ -277,9 +277,9 @@ async def test_run_past_its_timeout_is_stopped_and_torn_down(
             ".skyrun.yaml": "timeout_minutes: 1\nstages: [{name: train, task: train.yaml}]\n",
         }
     )
-    outcome = await dispatcher.start(request_for(repo))
+    outcome = await control.start(request_for(repo))
     child = await wait_pidfile(Path(f"{pidfile}.child"))
-    progress = await wait_finished(dispatcher, outcome.run_id, timeout=150)
+    progress = await wait_finished(control, outcome.run_id, timeout=150)
 
     assert progress.state is RunState.TIMED_OUT
     assert progress.error == "the run exceeded timeout_minutes (1 min) during stage 'train'"
@@ -289,7 +289,7 @@ async def test_run_past_its_timeout_is_stopped_and_torn_down(
 
 
 async def test_cancel_landing_as_a_short_stage_finishes_still_stops_the_run(
-    dispatcher: Dispatcher, settings: Settings, git_repo: Callable[..., Path]
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo(
         {
@@ -298,11 +298,11 @@ async def test_cancel_landing_as_a_short_stage_finishes_still_stops_the_run(
             ".skyrun.yaml": "stages: [{name: a, task: a.yaml}, {name: b, task: b.yaml}]\n",
         }
     )
-    outcome = await dispatcher.start(request_for(repo))
-    await wait_stage_running(dispatcher, outcome.run_id, "a")
+    outcome = await control.start(request_for(repo))
+    await wait_stage_running(control, outcome.run_id, "a")
     await asyncio.sleep(0.2)
-    assert await dispatcher.cancel(outcome.run_id)
-    progress = await wait_finished(dispatcher, outcome.run_id, timeout=60)
+    assert await control.cancel(outcome.run_id)
+    progress = await wait_finished(control, outcome.run_id, timeout=60)
     assert progress.state is RunState.CANCELLED
     assert progress.stages[1].state in (StageState.SKIPPED, StageState.CANCELLED)
     assert clusters_left(settings) == []

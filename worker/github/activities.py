@@ -10,7 +10,6 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from bot.dispatch import DELIVERY, LANE_CANCELLED, Dispatcher, StartOutcome
 from worker.contract import GitHubTarget, RunRequest, Trigger, lane_for_pr
 from worker.github import render
 from worker.github.auth import GitHubAuth, api_errors
@@ -28,6 +27,7 @@ from worker.github.models import (
 )
 from worker.limits import RequestTooLarge
 from worker.links import Links
+from worker.runcontrol import DELIVERY, LANE_CANCELLED, RunControl, StartOutcome
 
 STATUS_RUNS = 10
 CANCELLED_BY = "cancelled by @{user} with `/skyrun cancel`"
@@ -67,14 +67,14 @@ class GitHubCommandActivities:
         self.auth = auth
         self.gate = gate
         self.client = client
-        self.dispatcher = Dispatcher(client, task_queue)
+        self.control = RunControl(client, task_queue)
         self.links = links
 
     @activity.defn(name="github_dispatch")
     async def dispatch(self, delivery: RunDelivery) -> DispatchOutput:
         """Start the delivery's run (dedupe, lane supersede) or cancel its lane's runs."""
         if delivery.request is None:
-            cancelled = await self.dispatcher.cancel_lane(
+            cancelled = await self.control.cancel_lane(
                 delivery.cancel_lane, delivery.reason or LANE_CANCELLED, delivery.requested_at
             )
             return DispatchOutput(cancelled=cancelled)
@@ -107,7 +107,7 @@ class GitHubCommandActivities:
 
     async def _start(self, request: RunRequest) -> StartOutcome:
         try:
-            return await self.dispatcher.start(request)
+            return await self.control.start(request)
         except RequestTooLarge as err:
             raise ApplicationError(str(err), type="RequestTooLarge", non_retryable=True) from None
 
@@ -125,14 +125,14 @@ class GitHubCommandActivities:
     async def cancel_runs(self, command: GitHubCommand) -> CancelOutput:
         lane = lane_for_pr(command.repo, command.pr_number)
         reason = CANCELLED_BY.format(user=command.requested_by)
-        return CancelOutput(await self.dispatcher.cancel_lane(lane, reason, command.received_at))
+        return CancelOutput(await self.control.cancel_lane(lane, reason, command.received_at))
 
     @activity.defn(name="github_reply")
     async def reply(self, data: ReplyInput) -> ReplyOutput:
         runs = []
         if data.kind is ReplyKind.STATUS:
             lane = lane_for_pr(data.command.repo, data.command.pr_number)
-            runs = await self.dispatcher.list_runs(lane=lane, limit=STATUS_RUNS)
+            runs = await self.control.list_runs(lane=lane, limit=STATUS_RUNS)
         body = render.reply(data, self.links, runs, self.auth.masker)
         attempt = activity.info().attempt
         return ReplyOutput(await asyncio.to_thread(self._post, data.command, body, attempt))

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from bot.dispatch import runs_query
 from worker.contract import RunResult, RunState, Trigger
+from worker.runcontrol import runs_query
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What the bot hands the worker for a GitHub delivery: plain dataclasses and names only.
 
 The bot starts one workflow per delivery, keyed by the delivery id (a redelivery is a duplicate
-id, refused by Temporal at once), and the worker does the rest through the Dispatcher: the
+id, refused by Temporal at once), and the worker does the rest through the RunControl: the
 request path makes a single Temporal call.
 """
 

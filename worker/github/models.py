@@ -73,7 +73,7 @@ class CommandResult:
 
 @dataclass
 class DispatchOutput:
-    """What the Dispatcher did with a push or pull_request delivery."""
+    """What the RunControl did with a push or pull_request delivery."""
 
     run_id: str = ""
     started: bool = False

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.commands import COMMENT_USAGE
-from bot.dispatch import RunSummary
 from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
 from worker.github import texts
 from worker.github.baseline import Baseline
 from worker.github.models import ReplyInput, ReplyKind
 from worker.links import Links
 from worker.masking import Masker
+from worker.runcontrol import RunSummary
 
 SHORT_SHA = 7
 MAX_METRICS = 50

@@ -1,10 +1,10 @@
 """The delivery workflows: one per webhook delivery, keyed by its id, so the bot makes a single
 Temporal call and a redelivery is refused at once.
 
-A push or pull_request delivery goes to the Dispatcher (dedupe, lane supersede, start or cancel).
+A push or pull_request delivery goes to the RunControl (dedupe, lane supersede, start or cancel).
 A `/skyrun` comment needs GitHub, which the bot never calls, so everything happens here: 👀 at once,
 the commenter's permission and (for a run) the commit as of the comment, then the run is started or
-cancelled through the Dispatcher, or a reply is posted (help, usage, status, denial, "already
+cancelled through the RunControl, or a reply is posted (help, usage, status, denial, "already
 running"). A started run reports on its own (sticky comment, check run, 🚀).
 """
 

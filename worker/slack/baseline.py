@@ -10,8 +10,8 @@ import logging
 
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher
 from worker.contract import RunProgress, RunRequest, RunState
+from worker.runcontrol import RunControl
 from worker.slack.blocks import Baseline
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ async def last_success(
 
 
 async def _find(client: Client, request: RunRequest, progress: RunProgress) -> Baseline | None:
-    runs = Dispatcher(client, "")
+    runs = RunControl(client, "")
     branch = {"ref": progress.ref} if progress.ref else {"lane": request.lane}
     # Two, because this run may already be listed as succeeded.
     for summary in await runs.list_runs(

@@ -14,13 +14,13 @@ import httpx
 from temporalio.client import Client, WorkflowFailureError
 
 from bot.app import create_app
-from bot.dispatch import Dispatcher
 from tests.fakes.github import FakeComment, FakeGitHub, deliver
 from worker.contract import RunProgress
 from worker.github.auth import ClientOptions
 from worker.github.models import CommandResult, DispatchOutput
 from worker.github.service import make_github
 from worker.main import build_workers, running_workers
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 SECRET = "webhook-secret-for-tests"
@@ -46,7 +46,7 @@ class Stack:
     settings: Settings
     client: Client
     http: httpx.AsyncClient
-    dispatcher: Dispatcher
+    control: RunControl
 
     async def deliver(self, event: str, payload: dict[str, Any], **kwargs: Any) -> httpx.Response:
         return await deliver(self.http, event, payload, secret=SECRET, **kwargs)
@@ -79,7 +79,7 @@ class Stack:
         """Wait for the run to close (final reports included) and return its progress."""
         with contextlib.suppress(WorkflowFailureError):
             await asyncio.wait_for(self.client.get_workflow_handle(run_id).result(), timeout)
-        progress = await self.dispatcher.progress(run_id)
+        progress = await self.control.progress(run_id)
         assert progress is not None
         return progress
 
@@ -116,7 +116,7 @@ async def github_stack(
             httpx.AsyncClient(transport=transport, base_url="http://bot.test") as http,
         ):
             stack = Stack(
-                fake, settings, client, http, Dispatcher(client, settings.temporal_task_queue)
+                fake, settings, client, http, RunControl(client, settings.temporal_task_queue)
             )
             if not worker:
                 yield stack

@@ -528,7 +528,7 @@ async def test_a_slack_run_with_a_refused_token_says_so_in_slack_at_once(
             requested_by="U0ALICE",
             slack=SlackTarget(channel="C0RUNS", user="U0ALICE"),
         )
-        run_id = (await stack.dispatcher.start(request)).run_id
+        run_id = (await stack.control.start(request)).run_id
         progress = await stack.finished(run_id, timeout=30)
 
         assert progress.state is RunState.FAILED

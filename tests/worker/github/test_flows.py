@@ -170,7 +170,7 @@ async def test_a_user_without_write_access_is_told_and_nothing_runs(stack: Stack
     (reply,) = fake.bot_comments(repo, pull.number)
     reason = texts.NEEDS_WRITE.format(user="bob", repo=repo, what=texts.WHAT_RUN, permission="read")
     assert texts.REPLY_DENIED.format(reason=reason) in reply.body
-    assert await stack.dispatcher.list_runs(repo=repo) == []
+    assert await stack.control.list_runs(repo=repo) == []
     assert fake.check_runs == {}
 
 
@@ -195,7 +195,7 @@ async def test_fork_pull_requests_run_only_through_a_maintainer(stack: Stack) ->
     sticky = next(c for c in fake.bot_comments(repo, pull.number) if "skyrun:run" in c.body)
     assert f"Commit `{short(sha)}`" in sticky.body
     assert texts.FORK_COMMIT.format(head_repo=fork.full_name, user="acme") in sticky.body
-    assert len(await stack.dispatcher.list_runs(repo=repo)) == 1
+    assert len(await stack.control.list_runs(repo=repo)) == 1
 
 
 async def test_a_fork_pushed_to_after_the_comment_is_not_run(stack: Stack) -> None:
@@ -213,7 +213,7 @@ async def test_a_fork_pushed_to_after_the_comment_is_not_run(stack: Stack) -> No
     assert result.outcome == "denied"
     reason = texts.HEAD_UNCERTAIN.format(head_repo=fork.full_name, commit=moved[:7])
     assert texts.REPLY_DENIED.format(reason=reason) in fake.bot_comments(repo, pull.number)[0].body
-    assert await stack.dispatcher.list_runs(repo=repo) == []
+    assert await stack.control.list_runs(repo=repo) == []
 
 
 async def test_help_status_and_usage_errors_are_answered(stack: Stack) -> None:
@@ -242,7 +242,7 @@ async def test_cancel_and_status_on_a_running_comment_run(stack: Stack) -> None:
     fake.grant(repo, "mallory", "read")
     started = await stack.command(fake.add_comment(repo, pull.number, "acme", "/skyrun"))
     run_id = started.run_ids[0]
-    await wait_stage_running(stack.dispatcher, run_id, "train")
+    await wait_stage_running(stack.control, run_id, "train")
 
     denied = await stack.command(fake.add_comment(repo, pull.number, "mallory", "/skyrun cancel"))
     assert denied.outcome == "denied"
@@ -277,7 +277,7 @@ async def test_repeated_comment_and_redelivery_start_nothing_new(stack: Stack) -
     first = fake.add_comment(repo, pull.number, "acme", "/skyrun")
     started = await stack.command(first, delivery="delivery-1")
     run_id = started.run_ids[0]
-    await wait_stage_running(stack.dispatcher, run_id, "train")
+    await wait_stage_running(stack.control, run_id, "train")
 
     again = await stack.command(fake.add_comment(repo, pull.number, "acme", "/skyrun"))
     redelivered = await stack.deliver(
@@ -286,11 +286,11 @@ async def test_repeated_comment_and_redelivery_start_nothing_new(stack: Stack) -
 
     assert again.outcome == "already_running" and again.run_ids == [run_id]
     assert redelivered.status_code == 200 and redelivered.json()["outcome"] == "duplicate"
-    runs = await stack.dispatcher.list_runs(repo=repo)
+    runs = await stack.control.list_runs(repo=repo)
     assert [r.run_id for r in runs] == [run_id]
     reply = fake.bot_comments(repo, pull.number)[-1].body
     assert texts.REPLY_ALREADY_RUNNING.split("`", 1)[0] in reply and run_id in reply
-    await stack.dispatcher.cancel(run_id)
+    await stack.control.cancel(run_id)
     assert (await stack.finished(run_id)).state is RunState.CANCELLED
 
 
@@ -300,7 +300,7 @@ async def test_a_second_push_supersedes_the_first(stack: Stack) -> None:
     fake.add_repo(repo, {**PIPELINE, "train.yaml": SLOW_TRAIN})
     first_sha = fake.head(repo)
     first = await stack.push(repo, "main", first_sha)
-    await wait_stage_running(stack.dispatcher, first, "train")
+    await wait_stage_running(stack.control, first, "train")
 
     second_sha = fake.commit(repo, {"train.yaml": PIPELINE["train.yaml"]})
     response = await stack.deliver(
@@ -323,7 +323,7 @@ async def test_closing_the_pull_request_cancels_its_runs(stack: Stack) -> None:
     fake.add_repo(repo, {**PIPELINE, "train.yaml": SLOW_TRAIN})
     pull = fake.open_pull(repo, "main", user="acme")
     started = await stack.command(fake.add_comment(repo, pull.number, "acme", "/skyrun"))
-    await wait_stage_running(stack.dispatcher, started.run_ids[0], "train")
+    await wait_stage_running(stack.control, started.run_ids[0], "train")
 
     fake.close_pull(pull)
     closed = await stack.deliver("pull_request", fake.pull_request_payload(pull, "closed"))
@@ -383,7 +383,7 @@ async def test_a_github_outage_during_reporting_never_fails_the_run(stack: Stack
 
     async def finished_compute() -> None:
         while True:
-            progress = await stack.dispatcher.progress(run_id)
+            progress = await stack.control.progress(run_id)
             if progress is not None and progress.state.finished:
                 return
             await asyncio.sleep(0.2)

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.commands import COMMENT_USAGE
-from bot.dispatch import RunSummary
 from worker.contract import (
     GitHubTarget,
     RunProgress,
@@ -24,6 +23,7 @@ from worker.github.models import ReplyInput, ReplyKind
 from worker.github.render import RunView
 from worker.links import Links
 from worker.masking import Masker
+from worker.runcontrol import RunSummary
 from worker.settings import load_settings
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

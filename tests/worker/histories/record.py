@@ -23,10 +23,10 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from bot.dispatch import Dispatcher
 from worker.contract import RunRequest, Trigger, lane_for_branch
 from worker.devserver import temporal_binary
 from worker.main import build_workers, running_workers
+from worker.runcontrol import RunControl
 from worker.settings import load_settings
 from worker.temporal import ensure_search_attributes
 
@@ -78,28 +78,28 @@ async def record(out: Path) -> None:
             TEMPORAL_TASK_QUEUE="record",
             TEMPORAL_ADDRESS=client.service_client.config.target_host,
         )
-        dispatcher = Dispatcher(client, "record")
+        control = RunControl(client, "record")
         runs: dict[str, str] = {}
         async with running_workers(build_workers(client, settings)):
             ok, sha = repo_with(root / "ok", "run: echo '::metric accuracy=0.9'\n")
-            runs["succeeded"] = (await dispatcher.start(request(ok, sha))).run_id
+            runs["succeeded"] = (await control.start(request(ok, sha))).run_id
             bad, sha = repo_with(root / "bad", "run: exit 3\n")
-            runs["failed"] = (await dispatcher.start(request(bad, sha))).run_id
+            runs["failed"] = (await control.start(request(bad, sha))).run_id
             for name in ("succeeded", "failed"):
                 await finished(client, runs[name])
 
             slow, sha = repo_with(root / "slow", "run: sleep 300\n")
-            runs["cancelled"] = (await dispatcher.start(request(slow, sha))).run_id
+            runs["cancelled"] = (await control.start(request(slow, sha))).run_id
             await asyncio.sleep(3)
-            await dispatcher.cancel(runs["cancelled"])
+            await control.cancel(runs["cancelled"])
             await finished(client, runs["cancelled"])
 
             older, old_sha = repo_with(root / "older", "run: sleep 300\n")
             lane = lane_for_branch("lane-recorded", "main")
-            runs["superseded"] = (await dispatcher.start(request(older, old_sha, lane))).run_id
+            runs["superseded"] = (await control.start(request(older, old_sha, lane))).run_id
             await asyncio.sleep(3)
             newer, new_sha = repo_with(root / "newer", "run: echo newer\n")
-            runs["superseding"] = (await dispatcher.start(request(newer, new_sha, lane))).run_id
+            runs["superseding"] = (await control.start(request(newer, new_sha, lane))).run_id
             for name in ("superseded", "superseding"):
                 await finished(client, runs[name])
         for name, run_id in runs.items():

@@ -23,7 +23,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from bot.app import create_app
-from bot.dispatch import Dispatcher
 from bot.slack import texts as bot_texts
 from tests.bot.test_slack import ack_text, serving, terminate_runs
 from tests.fakes.slack import (
@@ -51,6 +50,7 @@ from worker.main import build_workers, running_workers
 from worker.masking import Masker
 from worker.models import ReportInput
 from worker.reporting import make_reporting
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 from worker.slack import texts
 from worker.slack.blocks import ACTION_CANCEL, TAIL_CHARS
@@ -86,7 +86,7 @@ async def slack() -> AsyncIterator[FakeSlack]:
 class Stack:
     settings: Settings
     http: httpx.AsyncClient
-    runs: Dispatcher
+    runs: RunControl
     slack: FakeSlack
     github: Path
 
@@ -159,7 +159,7 @@ async def stack(
         SLACK_API_URL=slack.api_url,
         SKYRUN_SLACK_ALLOWED_USERS="U0ALICE U0ADMIN",
     )
-    runs = Dispatcher(client, settings.temporal_task_queue)
+    runs = RunControl(client, settings.temporal_task_queue)
     async with (
         running_workers(build_workers(client, settings)),
         serving(create_app(settings, client)) as http,

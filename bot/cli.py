@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bot.dispatch import Dispatcher
     from worker.contract import RunProgress
+    from worker.runcontrol import RunControl
     from worker.settings import Settings
 
 EXIT_OK = 0
@@ -103,24 +103,24 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         from worker.check import run_check
 
         return await run_check(settings)
-    dispatcher = await _dispatcher(settings)
-    if dispatcher is None:
+    control = await _control(settings)
+    if control is None:
         return EXIT_FAILED
     if command == "run":
-        return await _run(args, settings, dispatcher)
+        return await _run(args, settings, control)
     if command == "runs":
-        return await _runs(args, dispatcher)
+        return await _runs(args, control)
     if command == "status":
-        return await _status(args.run_id, settings, dispatcher)
+        return await _status(args.run_id, settings, control)
     if command == "cancel":
-        cancelled = await dispatcher.cancel(args.run_id)
+        cancelled = await control.cancel(args.run_id)
         print(f"cancelling {args.run_id}" if cancelled else f"{args.run_id} is not running")
         return EXIT_OK if cancelled else EXIT_FAILED
     raise AssertionError(command)
 
 
-async def _dispatcher(settings: Settings) -> Dispatcher | None:
-    from bot.dispatch import Dispatcher
+async def _control(settings: Settings) -> RunControl | None:
+    from worker.runcontrol import RunControl
     from worker.temporal import connect
 
     try:
@@ -128,10 +128,10 @@ async def _dispatcher(settings: Settings) -> Dispatcher | None:
     except RuntimeError as err:
         print(NO_TEMPORAL.format(target=settings.temporal_target, error=err), file=sys.stderr)
         return None
-    return Dispatcher(client, settings.temporal_task_queue)
+    return RunControl(client, settings.temporal_task_queue)
 
 
-async def _run(args: argparse.Namespace, settings: Settings, dispatcher: Dispatcher) -> int:
+async def _run(args: argparse.Namespace, settings: Settings, control: RunControl) -> int:
     from worker.manual import manual_request
     from worker.pipeline import parse_env_assignments
 
@@ -142,7 +142,7 @@ async def _run(args: argparse.Namespace, settings: Settings, dispatcher: Dispatc
         print(f"skyrun run: {err}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        outcome = await dispatcher.start(request)
+        outcome = await control.start(request)
     except ValueError as err:
         print(f"skyrun run: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -155,7 +155,7 @@ async def _run(args: argparse.Namespace, settings: Settings, dispatcher: Dispatc
         print(f"superseded: {other} (cancelled)")
     if not args.wait:
         return EXIT_OK
-    progress = await follow(dispatcher, outcome.run_id)
+    progress = await follow(control, outcome.run_id)
     print_summary(progress, settings)
     return exit_code_for(progress)
 
@@ -172,14 +172,12 @@ def exit_code_for(progress: RunProgress | None) -> int:
     return EXIT_FAILED
 
 
-async def follow(
-    dispatcher: Dispatcher, run_id: str, interval_s: float = 0.5
-) -> RunProgress | None:
+async def follow(control: RunControl, run_id: str, interval_s: float = 0.5) -> RunProgress | None:
     """Print each stage change until the run is finished; return its final progress."""
     seen: dict[str, str] = {}
     progress = None
     while True:
-        progress = await dispatcher.progress(run_id)
+        progress = await control.progress(run_id)
         if progress is None:
             print(UNKNOWN_RUN.format(run_id=run_id), file=sys.stderr)
             return None
@@ -215,8 +213,8 @@ def print_summary(progress: RunProgress | None, settings: Settings) -> None:
     print(f"  temporal: {links.temporal(progress.run_id)}")
 
 
-async def _runs(args: argparse.Namespace, dispatcher: Dispatcher) -> int:
-    runs = await dispatcher.list_runs(limit=args.limit, repo=args.repo, state=args.state)
+async def _runs(args: argparse.Namespace, control: RunControl) -> int:
+    runs = await control.list_runs(limit=args.limit, repo=args.repo, state=args.state)
     if not runs:
         print("no runs")
     for run in runs:
@@ -228,8 +226,8 @@ async def _runs(args: argparse.Namespace, dispatcher: Dispatcher) -> int:
     return EXIT_OK
 
 
-async def _status(run_id: str, settings: Settings, dispatcher: Dispatcher) -> int:
-    progress = await dispatcher.progress(run_id)
+async def _status(run_id: str, settings: Settings, control: RunControl) -> int:
+    progress = await control.progress(run_id)
     if progress is None:
         print(UNKNOWN_RUN.format(run_id=run_id), file=sys.stderr)
         return EXIT_FAILED

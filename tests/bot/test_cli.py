@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from bot.dispatch import Dispatcher
+from bot.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from tests.worker.test_workflow import alive, request_for, wait_finished, wait_pidfile
-from worker.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from worker.contract import RunState, StageState
 from worker.main import build_workers, running_workers
+from worker.runcontrol import RunControl
 from worker.settings import Settings
 
-SKYRUN = [sys.executable, "-m", "worker.cli"]
+SKYRUN = [sys.executable, "-m", "bot.cli"]
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
@@ -146,7 +146,7 @@ async def test_killed_worker_restarted_finishes_the_run_and_leaves_no_orphan(
         "  sleep 300\n"
     )
     repo = git_repo({"t.yaml": task, ".skyrun.yaml": "stages: [{name: t, task: t.yaml}]\n"})
-    dispatcher = Dispatcher(client, settings.temporal_task_queue)
+    control = RunControl(client, settings.temporal_task_queue)
 
     async def start_worker() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -158,14 +158,14 @@ async def test_killed_worker_restarted_finishes_the_run_and_leaves_no_orphan(
         )
 
     first = await start_worker()
-    outcome = await dispatcher.start(request_for(repo))
+    outcome = await control.start(request_for(repo))
     job = await wait_pidfile(pidfile)
     first.send_signal(signal.SIGKILL)
     await first.wait()
 
     second = await start_worker()
     try:
-        progress = await wait_finished(dispatcher, outcome.run_id, timeout=120)
+        progress = await wait_finished(control, outcome.run_id, timeout=120)
     finally:
         second.send_signal(signal.SIGTERM)
         await asyncio.wait_for(second.wait(), 60)

@@ -162,7 +162,7 @@ def summary_of(execution: WorkflowExecution) -> RunSummary:
     )
 
 
-class Dispatcher:
+class RunControl:
     def __init__(self, client: Client, task_queue: str) -> None:
         self.client = client
         self.task_queue = task_queue
