@@ -31,10 +31,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from bot.runs import UNANSWERED, scoped_query
+from bot.runs import UNANSWERED
 from bot.state import BotState
 from worker.contract import RunState, Trigger
-from worker.runcontrol import RunControl, summary_of
+from worker.runcontrol import RunControl, runs_query, summary_of
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bot.access")
@@ -148,8 +148,11 @@ class RunsCollector(Collector):
 
         async def count(trigger: Trigger, state: RunState) -> tuple[tuple[str, str], int]:
             live_only = not state.finished
-            query = scoped_query(
-                task_queue, trigger=trigger.value, state=state.value, running_only=live_only
+            query = runs_query(
+                task_queue=task_queue,
+                trigger=trigger.value,
+                state=state.value,
+                running_only=live_only,
             )
             async with limit:
                 counted = await client.count_workflows(query)
@@ -166,7 +169,7 @@ class RunsCollector(Collector):
             return progress.backend or "unknown", len(progress.clusters_up)
 
         counts = await asyncio.gather(*(count(t, s) for t in Trigger for s in RunState))
-        live = scoped_query(task_queue, running_only=True)
+        live = runs_query(task_queue=task_queue, running_only=True)
         run_ids = [
             summary_of(execution).run_id
             async for execution in client.list_workflows(live, limit=MAX_LIVE_RUNS)

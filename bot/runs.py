@@ -115,12 +115,6 @@ class FilterError(ValueError):
     pass
 
 
-def scoped_query(task_queue: str, **filters: Any) -> str:
-    """`runs_query` limited to this deployment's runs (its task queue) in a shared namespace."""
-    queue = "'" + task_queue.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return f"{runs_query(**filters)} AND TaskQueue = {queue}"
-
-
 def parse_filters(params: Mapping[str, str]) -> dict[str, Any]:
     """The list filters in a query string, checked; raises FilterError saying what is wrong."""
     filters: dict[str, Any] = {}
@@ -533,8 +527,11 @@ class RunPages:
         if progress.run_id in self._baselines:
             return self._baselines[progress.run_id]
         started = parse_time(progress.started_at)
-        query = scoped_query(
-            self.settings.temporal_task_queue, repo=progress.repo, ref=ref, state="succeeded"
+        query = runs_query(
+            task_queue=self.settings.temporal_task_queue,
+            repo=progress.repo,
+            ref=ref,
+            state="succeeded",
         )
         candidates = [summary_of(e) async for e in state.client.list_workflows(query, limit=20)]
         candidates.sort(key=lambda s: s.started_at or _EPOCH, reverse=True)
@@ -584,7 +581,7 @@ class RunPages:
         )
 
     async def _rows(self, state: BotState, filters: dict[str, Any]) -> list[RunRow]:
-        query = scoped_query(self.settings.temporal_task_queue, **filters)
+        query = runs_query(task_queue=self.settings.temporal_task_queue, **filters)
         summaries = [
             summary_of(e) async for e in state.client.list_workflows(query, limit=PAGE_SIZE)
         ]

@@ -55,15 +55,6 @@ def baseline_ref(progress: RunProgress) -> str:
     return progress.ref
 
 
-def scoped_query(task_queue: str, **filters: object) -> str:
-    """`runs_query` limited to one deployment's runs (its task queue) in a shared namespace."""
-    query = runs_query(**filters)  # type: ignore[arg-type]
-    if not task_queue:
-        return query
-    queue = "'" + task_queue.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return f"{query} AND TaskQueue = {queue}"
-
-
 class Baselines:
     def __init__(self, client: Client, task_queue: str) -> None:
         self.client = client
@@ -75,8 +66,11 @@ class Baselines:
         if not ref:
             return None
         started = parse_time(progress.started_at)
-        query = scoped_query(
-            self.task_queue, repo=progress.repo, ref=ref, state=RunState.SUCCEEDED.value
+        query = runs_query(
+            repo=progress.repo,
+            ref=ref,
+            state=RunState.SUCCEEDED.value,
+            task_queue=self.task_queue or None,
         )
         candidates = [
             execution

@@ -122,8 +122,10 @@ def runs_query(
     state: str | None = None,
     trigger: str | None = None,
     running_only: bool = False,
+    task_queue: str | None = None,
 ) -> str:
-    """A Temporal visibility query for runs matching the given filters."""
+    """A Temporal visibility query for runs matching the given filters; with `task_queue`, only
+    one deployment's runs (its task queue) in a namespace that others may share."""
     parts = [f"WorkflowType = {_quote(WORKFLOW_NAME)}"]
     for attr, value in (
         (SA_REPO, repo),
@@ -138,6 +140,8 @@ def runs_query(
         parts.append(f"{SA_PR} = {int(pr)}")
     if running_only:
         parts.append("ExecutionStatus = 'Running'")
+    if task_queue:
+        parts.append(f"TaskQueue = {_quote(task_queue)}")
     return " AND ".join(parts)
 
 
@@ -293,7 +297,8 @@ class RunControl:
         return summary_of(desc)
 
     async def list_runs(self, *, limit: int = 50, **filters: object) -> list[RunSummary]:
-        query = runs_query(**filters)  # type: ignore[arg-type]
+        """This deployment's runs (newest first) matching `filters` (see `runs_query`)."""
+        query = runs_query(task_queue=self.task_queue, **filters)  # type: ignore[arg-type]
         return [
             summary_of(execution)
             async for execution in self.client.list_workflows(query, limit=limit)

@@ -37,7 +37,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.metrics import Outcome, record_slack
-from bot.runs import scoped_query
 from bot.slack import texts
 from bot.slack.access import cancel_denial, start_denial
 from bot.slack.commands import (
@@ -56,7 +55,7 @@ from bot.state import BotState
 from worker.contract import RunProgress
 from worker.links import GitHubHost, Links
 from worker.masking import Masker
-from worker.runcontrol import RunSummary, StartOutcome, summary_of
+from worker.runcontrol import RunSummary, StartOutcome, runs_query, summary_of
 from worker.settings import Settings
 from worker.slack.blocks import (
     ACTION_CANCEL,
@@ -223,7 +222,7 @@ class SlackHandlers:
         return {"text": text}
 
     async def _latest(self, state: BotState, command: str) -> dict[str, Any]:
-        query = scoped_query(self.settings.temporal_task_queue)
+        query = runs_query(task_queue=self.settings.temporal_task_queue)
         summaries = [
             summary_of(execution)
             async for execution in state.client.list_workflows(query, limit=STATUS_LIMIT)

@@ -34,7 +34,6 @@ from bot.runs import (
     progress_from_summary,
     read_tail,
     render_markdown,
-    scoped_query,
 )
 from bot.server import EmbeddedServer
 from tests.worker.test_workflow import clusters_left, request_for, wait_finished, wait_stage_running
@@ -43,7 +42,7 @@ from worker.links import GitHubHost, Links
 from worker.logstore import LogStore
 from worker.main import build_workers, running_workers
 from worker.masking import Masker
-from worker.runcontrol import RunControl, RunSummary
+from worker.runcontrol import RunControl, RunSummary, runs_query
 from worker.settings import Settings, load_settings
 
 # A pipeline whose `train` stage runs until the test opens its gate (creates a file).
@@ -184,7 +183,9 @@ def test_filters_are_checked_and_live_states_only_match_open_runs() -> None:
         parse_filters({"pr": "x"})
     with pytest.raises(FilterError, match="unknown trigger 'fax'"):
         parse_filters({"trigger": "fax"})
-    assert scoped_query("q'1", repo="a/b").endswith("SkyrunRepo = 'a/b' AND TaskQueue = 'q\\'1'")
+    assert runs_query(repo="a/b", task_queue="q'1").endswith(
+        "SkyrunRepo = 'a/b' AND TaskQueue = 'q\\'1'"
+    )
 
 
 def test_durations_read_like_a_person_wrote_them() -> None:
