@@ -1,17 +1,16 @@
 """Worker-side Prometheus metrics: stage durations and reporting errors.
 
 The metrics live in prometheus-client's default registry. In `skyrun dev` the bot serves that
-registry at `/metrics`; a standalone `skyrun worker` serves it with `serve_worker_metrics`.
+registry at `/metrics`; a standalone `skyrun worker` serves it with its probes
+(worker/probes.py, on SKYRUN_WORKER_METRICS_PORT).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 
 from worker.backends.base import EXIT_CANCELLED, EXIT_SUCCEEDED
 
@@ -56,11 +55,3 @@ def counting_reporting_errors(reporter: str) -> Iterator[None]:
     except Exception:
         record_reporting_error(reporter)
         raise
-
-
-def serve_worker_metrics(port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
-    """Serve the default registry over HTTP from a daemon thread (a standalone `skyrun worker`).
-
-    Returns the server and its thread; `server.shutdown()` stops it.
-    """
-    return start_http_server(port, addr=addr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,13 +17,7 @@ from bot.app import create_app
 from bot.metrics import Outcome, RunsCollector, record_slack, record_webhook
 from tests.bot.test_runs import Stack, bot_stack, gated_files
 from tests.worker.test_workflow import request_for, wait_finished, wait_stage_running
-from worker.backends.base import EXIT_CANCELLED
 from worker.contract import RunState
-from worker.metrics import (
-    counting_reporting_errors,
-    observe_stage,
-    serve_worker_metrics,
-)
 from worker.settings import Settings
 
 
@@ -67,44 +60,6 @@ def test_webhook_and_slack_counters_move_and_keep_their_labels_bounded() -> None
     denied = sample("skyrun_slack_requests_total", event="command", outcome="denied")
     record_slack("command", "denied")
     assert sample("skyrun_slack_requests_total", event="command", outcome="denied") == denied + 1
-
-
-def test_stage_durations_and_reporting_errors_are_counted_by_the_worker() -> None:
-    labels = {"stage": "train", "outcome": "failed"}
-    count = sample("skyrun_stage_duration_seconds_count", **labels)
-    total = sample("skyrun_stage_duration_seconds_sum", **labels)
-    observe_stage("train", 3, 12.5)
-    assert sample("skyrun_stage_duration_seconds_count", **labels) == count + 1
-    assert sample("skyrun_stage_duration_seconds_sum", **labels) == total + 12.5
-    cancelled = sample("skyrun_stage_duration_seconds_count", stage="train", outcome="cancelled")
-    observe_stage("train", EXIT_CANCELLED, 1.0)
-    assert (
-        sample("skyrun_stage_duration_seconds_count", stage="train", outcome="cancelled")
-        == cancelled + 1
-    )
-
-    errors = sample("skyrun_reporting_errors_total", reporter="github")
-    with counting_reporting_errors("github"):
-        pass
-    with pytest.raises(RuntimeError), counting_reporting_errors("github"):
-        raise RuntimeError("GitHub is down")
-    assert sample("skyrun_reporting_errors_total", reporter="github") == errors + 1
-
-
-async def test_a_standalone_worker_serves_its_metrics_over_http() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server, thread = serve_worker_metrics(port, addr="127.0.0.1")
-    try:
-        async with httpx.AsyncClient() as http:
-            response = await http.get(f"http://127.0.0.1:{port}/metrics")
-        assert response.status_code == 200
-        assert "skyrun_stage_duration_seconds_bucket" in response.text
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 async def test_requests_are_counted_by_route_and_logged_with_the_run_id(
