@@ -205,6 +205,7 @@ class PipelineActivities:
             launch=stage.launch,
             autostop_minutes=data.autostop_minutes,
             labels={"skyrun-run": data.run_id, "skyrun-stage": stage.name},
+            lane=data.request.lane,
         )
         started = time.monotonic()
         with log_path.open("ab") as log:
