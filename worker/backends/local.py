@@ -299,8 +299,8 @@ class LocalBackend:
         env = _base_env(spec.envs, cluster, sandboxed=sandbox is not None)
         if not env.get(BUCKET_ENV):
             env[BUCKET_ENV] = str(bucket)
-        # /tmp first: a data dir under /tmp (tests) is bound over it, not hidden by it.
-        binds = [(_bucket_tmp(bucket), Path("/tmp")), (cluster, cluster), (bucket, bucket)]
+        binds = [(cluster, cluster), (bucket, bucket)]
+        tmp = _bucket_tmp(bucket)  # the job's /tmp: the lane's scratch, shared by its stages
         common = {
             "SKYPILOT_TASK_ID": task_id,
             "SKYPILOT_CLUSTER_INFO": json.dumps(
@@ -319,7 +319,7 @@ class LocalBackend:
             }
             script = await self._write_script(cluster, f"{task_id}-setup", spec.setup)
             code = await self._execute(
-                cluster, script, setup_env, SETUP_PREFIX, log, sandbox, binds
+                cluster, script, setup_env, SETUP_PREFIX, log, sandbox, binds, tmp
             )
             if code != 0:
                 _write(log, LOG_SETUP_FAILED.format(code=code).encode())
@@ -335,7 +335,7 @@ class LocalBackend:
         }
         script = await self._write_script(cluster, f"{task_id}-run", spec.run)
         prefix = RUN_PREFIX.format(name=spec.name or "task", pid="{pid}")
-        return await self._execute(cluster, script, run_env, prefix, log, sandbox, binds)
+        return await self._execute(cluster, script, run_env, prefix, log, sandbox, binds, tmp)
 
     async def down(self, cluster_name: str) -> None:
         cluster = self._cluster_dir(cluster_name)
@@ -447,6 +447,7 @@ class LocalBackend:
         log: BinaryIO,
         sandbox: Sandbox | None = None,
         binds: Sequence[tuple[Path, Path]] = (),
+        tmp: Path | None = None,
     ) -> int:
         """Run one script as its own process group, streaming its output into `log`."""
         token = secrets.token_hex(16)
@@ -457,7 +458,7 @@ class LocalBackend:
             if sandbox is None:
                 argv, proc_env = [_bash(), str(script)], job_env
             else:
-                args = sandbox.args(writable=binds, cwd=workdir, env=job_env)
+                args = sandbox.args(writable=binds, cwd=workdir, env=job_env, tmp=tmp)
                 fd = stack.enter_context(args_file(args))
                 argv = sandbox.command(fd, ["bash", str(script)])
                 proc_env, fds = {_TOKEN_ENV: token}, (fd,)

@@ -102,10 +102,13 @@ class Sandbox:
     mounts: tuple[HostMount, ...] = ()
     path_env: str = field(default_factory=lambda: os.environ.get("PATH", os.defpath))
     home: Path = field(default_factory=Path.home)
-    _static: list[str] = field(default_factory=list, compare=False, repr=False)
+    _head: list[str] = field(default_factory=list, compare=False, repr=False)
+    _tail: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._static.extend(self._build_static())
+        head, tail = self._build_static()
+        self._head.extend(head)
+        self._tail.extend(tail)
 
     def args(
         self,
@@ -113,12 +116,17 @@ class Sandbox:
         writable: Sequence[tuple[Path, Path]],
         cwd: Path,
         env: Mapping[str, str],
+        tmp: Path | None = None,
     ) -> list[str]:
         """The arguments (for `--args`) of one job: namespaces, filesystem, cwd, environment.
 
-        `writable` holds (host path, path in the sandbox) pairs, bound read-write.
+        `writable` holds (host path, path in the sandbox) pairs, bound read-write; `tmp` is the
+        host directory that is the job's /tmp (default: an empty tmpfs).
         """
-        out = list(self._static)
+        out = list(self._head)
+        # /tmp before the rest: what lies under the host's /tmp is bound over it, not hidden.
+        out += ["--tmpfs", "/tmp"] if tmp is None else ["--bind", str(tmp), "/tmp"]
+        out += self._tail
         for source, dest in writable:
             out += ["--bind", str(source), str(dest)]
         for mount in self.mounts:
@@ -151,8 +159,8 @@ class Sandbox:
             said = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
             raise SandboxUnavailable(BWRAP_FAILED.format(error=said[:500]))
 
-    def _build_static(self) -> list[str]:
-        out = [
+    def _build_static(self) -> tuple[list[str], list[str]]:
+        head = [
             "--unshare-user",
             "--uid",
             str(SANDBOX_UID),
@@ -167,7 +175,12 @@ class Sandbox:
             "--die-with-parent",
             "--cap-drop",
             "ALL",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
         ]
+        out: list[str] = []
         readonly: list[Path] = []
         for name in SYSTEM_DIRS:
             path = Path(name)
@@ -186,15 +199,14 @@ class Sandbox:
         for prefix in interpreter_dirs(self.path_env, self.home, readonly):
             out += ["--ro-bind", str(prefix), str(prefix)]
             readonly.append(prefix)
-        out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
-        out += ["--tmpfs", "/run"]
+        out += ["--tmpfs", "/var/tmp", "--tmpfs", "/run"]
         hide = set(not_world_readable(Path("/etc")))
         home = self.home
         hide.update(home / name for name in HOME_SECRETS)
         hide.update(self.hidden)
         for path in sorted(hide):
             out += _hide(path, readonly)
-        return out
+        return head, out
 
 
 def interpreter_dirs(path_env: str, home: Path, bound: Sequence[Path]) -> list[Path]:
