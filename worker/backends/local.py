@@ -136,6 +136,7 @@ SCRIPTS = "scripts"
 JOB_RECORD = "job.pid"
 BUCKET_ENV = "DATA_BUCKET_URL"
 BUCKET_TMP_SUFFIX = ".tmp"
+OWNER_SUFFIX = ".run"
 PRUNE_EVERY_S = 24 * 3600.0
 
 # Marks every process of a job, so a recorded process group is only killed while it is ours.
@@ -262,6 +263,7 @@ class LocalBackend:
             await asyncio.to_thread(cluster.mkdir, parents=True, exist_ok=True)
         elif not await asyncio.to_thread(cluster.is_dir):
             raise BackendError(CLUSTER_NOT_UP.format(name=task.cluster_name))
+        await asyncio.to_thread(_write_owner, cluster, ClusterOwner(task.run_id, task.stage))
         if sandbox is None:
             _write(log, LOG_SANDBOX_OFF.encode())
         if spec.resources:
@@ -344,6 +346,7 @@ class LocalBackend:
         await self._kill_recorded(cluster)
         try:
             await asyncio.to_thread(_remove_tree, cluster)
+            await asyncio.to_thread(_owner_file(cluster).unlink, missing_ok=True)
         except OSError as error:
             raise BackendError(DOWN_FAILED.format(name=cluster_name, error=error)) from error
 
@@ -566,6 +569,35 @@ class LocalBackend:
                 return False
             await asyncio.sleep(_POLL_SECONDS)
         return True
+
+
+@dataclass(frozen=True)
+class ClusterOwner:
+    """The run and stage that last used a cluster (for the reaper and its note in the log)."""
+
+    run_id: str
+    stage: str
+
+
+def read_owner(clusters_dir: Path, cluster_name: str) -> ClusterOwner | None:
+    """Who last used the cluster, or None (not recorded: a cluster of an older skyrun)."""
+    try:
+        data = json.loads(_owner_file(clusters_dir / cluster_name).read_text(encoding="utf-8"))
+        return ClusterOwner(run_id=str(data["run_id"]), stage=str(data["stage"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _owner_file(cluster: Path) -> Path:
+    # Next to the cluster directory, not in it: a job can write its cluster, not this.
+    return cluster.with_name(cluster.name + OWNER_SUFFIX)
+
+
+def _write_owner(cluster: Path, owner: ClusterOwner) -> None:
+    path = _owner_file(cluster)
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(json.dumps({"run_id": owner.run_id, "stage": owner.stage}) + "\n")
+    os.replace(temporary, path)
 
 
 def list_clusters(clusters_dir: Path) -> list[str]:
