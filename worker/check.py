@@ -70,12 +70,31 @@ async def _skypilot(settings: Settings) -> Check:
     return await _http("skypilot", "GET", f"{endpoint}/api/health", {})
 
 
+async def _sandbox(settings: Settings) -> Check:
+    """Whether the local backend's sandbox starts here (it runs `bwrap ... true`)."""
+    if settings.backend is not Backend.LOCAL:
+        return Check("sandbox", "off", f"SKYRUN_BACKEND={settings.backend.value}: no local jobs")
+    if not settings.local_sandbox:
+        return Check(
+            "sandbox", "off", "SKYRUN_LOCAL_SANDBOX=off: local jobs can read the worker's secrets"
+        )
+    from worker.backends.local import LocalBackend
+    from worker.backends.sandbox import SandboxUnavailable
+
+    try:
+        await LocalBackend.from_settings(settings).check_sandbox()
+    except SandboxUnavailable as err:
+        return Check("sandbox", "FAIL", str(err))
+    return Check("sandbox", "ok", "local jobs run in a bubblewrap sandbox")
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     return [
         await _temporal(settings),
         await _github(settings),
         await _slack(settings),
         await _skypilot(settings),
+        await _sandbox(settings),
         Check(
             "webhook",
             "ok" if settings.github_webhook_secret else "off",
