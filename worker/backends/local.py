@@ -361,10 +361,8 @@ class LocalBackend:
         prefix = "" if lane else "run-"
         return self.buckets_dir / f"{prefix}{slug or 'lane'}-{digest}"
 
-    async def cleanup_run(self, run_id: str, lane: str = "") -> None:
-        """Remove the per-run bucket of a run without a lane (a lane's bucket stays)."""
-        if lane:
-            return
+    async def cleanup_run(self, run_id: str) -> None:
+        """Remove the bucket of a run without a lane, if it had one (a lane's bucket stays)."""
         bucket = self.bucket_dir("", run_id)
         await asyncio.to_thread(_remove_tree, bucket)
         await asyncio.to_thread(_remove_tree, _bucket_tmp(bucket))
@@ -377,6 +375,8 @@ class LocalBackend:
         removed = []
         for entry in sorted(self.buckets_dir.iterdir()):
             if entry.name.endswith(BUCKET_TMP_SUFFIX) or entry in self._active_buckets:
+                continue
+            if not entry.is_dir() or entry.is_symlink():
                 continue
             try:
                 used = entry.stat().st_mtime
@@ -911,6 +911,7 @@ def _bucket_tmp(bucket: Path) -> Path:
 
 def _make_bucket(bucket: Path) -> None:
     bucket.mkdir(parents=True, exist_ok=True)
+    os.utime(bucket)  # in use: no worker prunes it while its job runs (also touched at the end)
     _bucket_tmp(bucket).mkdir(exist_ok=True)
     os.chmod(_bucket_tmp(bucket), 0o1777)  # /tmp in the sandbox: sticky, as /tmp is
 

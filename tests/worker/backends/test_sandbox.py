@@ -371,7 +371,7 @@ async def test_a_lane_bucket_is_shared_by_its_runs_and_kept_for_a_retry(
     assert code != 0
     assert "from stage one" not in text
 
-    await host.backend.cleanup_run("run2", lane)
+    await host.backend.cleanup_run("run2")
     assert (bucket / "handoff").is_file()  # a lane's bucket outlives its runs
 
 
