@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-only test-slurm bench bench-slurm clean
+.PHONY: run test lint test-only test-slurm bench bench-slurm clean bubblewrap
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,19 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@command -v bwrap >/dev/null || $(MAKE) --no-print-directory bubblewrap
 	touch $(STAMP)
+
+# The local backend runs every job in a bubblewrap sandbox (Debian/Ubuntu package `bubblewrap`).
+# Installed here when we are root with apt-get; otherwise say how (or SKYRUN_LOCAL_SANDBOX=off).
+bubblewrap:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; }; \
+	else \
+		echo "note: bwrap not found; the local backend needs it: sudo apt-get install bubblewrap" \
+		     "(or set SKYRUN_LOCAL_SANDBOX=off on a single-user laptop)"; \
+	fi
 
 run: $(STAMP)
 	$(BIN)/skyrun dev --example examples/mock-training

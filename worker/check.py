@@ -241,6 +241,24 @@ async def _webhook(settings: Settings) -> Check:
     )
 
 
+async def _sandbox(settings: Settings) -> Check:
+    """Whether the local backend's sandbox starts here (it runs `bwrap ... true`)."""
+    if settings.backend is not Backend.LOCAL:
+        return Check("sandbox", OFF, f"SKYRUN_BACKEND={settings.backend.value}: no local jobs")
+    if not settings.local_sandbox:
+        return Check(
+            "sandbox", "off", "SKYRUN_LOCAL_SANDBOX=off: local jobs can read the worker's secrets"
+        )
+    from worker.backends.local import LocalBackend
+    from worker.backends.sandbox import SandboxUnavailable
+
+    try:
+        await LocalBackend.from_settings(settings).check_sandbox()
+    except SandboxUnavailable as err:
+        return Check("sandbox", "FAIL", str(err))
+    return Check("sandbox", "ok", "local jobs run in a bubblewrap sandbox")
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check, at once; the order of the list is the order they are printed in."""
     checks: list[Awaitable[Check]] = [_bounded("temporal", _temporal(settings), TEMPORAL_HINT)]
@@ -251,6 +269,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     checks += [
         _bounded("slack", _slack(settings)),
         _bounded("skypilot", _skypilot(settings), SKYPILOT_HINT, SKYPILOT_CHECK_TIMEOUT_S),
+        _bounded("sandbox", _sandbox(settings)),
         _webhook(settings),
     ]
     return list(await asyncio.gather(*checks))

@@ -98,7 +98,13 @@ async def _reap(client: Client, settings: Settings) -> None:
     from worker.reaper import reap
 
     try:
-        removed = await reap(client, settings.data_path)
+        removed = await reap(
+            client,
+            settings.data_path,
+            logs_dir=settings.logs_dir,
+            worker=settings.worker_queue,
+            bucket_idle_days=settings.local_bucket_idle_days,
+        )
     except Exception:
         log.exception("could not look for clusters left by runs that are over")
         return

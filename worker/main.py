@@ -30,7 +30,7 @@ def make_backend(settings: Settings) -> ComputeBackend:
         return SkyPilotBackend(api_server_endpoint=settings.skypilot_api_server_endpoint)
     from worker.backends.local import LocalBackend
 
-    return LocalBackend(settings.data_path / "clusters")
+    return LocalBackend.from_settings(settings)
 
 
 def pins_runs(settings: Settings) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from enum import Enum
 from pathlib import Path
@@ -68,6 +69,30 @@ class Settings(BaseSettings):
     skypilot_api_server_endpoint: str | None = Field(None, alias="SKYPILOT_API_SERVER_ENDPOINT")
     skypilot_bucket_url: str = Field("", alias="SKYPILOT_BUCKET_URL")
 
+    # Local backend sandbox (worker/backends/sandbox.py).
+    local_sandbox: bool = Field(True, alias="SKYRUN_LOCAL_SANDBOX")
+    local_mounts: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_LOCAL_MOUNTS")
+    local_bucket_idle_days: float = Field(7.0, alias="SKYRUN_LOCAL_BUCKET_IDLE_DAYS", gt=0)
+
+    @field_validator("local_mounts", mode="before")
+    @classmethod
+    def _split_mounts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("local_mounts")
+    @classmethod
+    def _check_mounts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            _local_mount(entry)
+        return value
+
+    @property
+    def local_mount_specs(self) -> list[tuple[Path, bool]]:
+        """SKYRUN_LOCAL_MOUNTS as (path, writable) pairs."""
+        return [_local_mount(entry) for entry in self.local_mounts]
+
     @field_validator("allowed_repos", "slack_allowed_users", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
@@ -106,6 +131,29 @@ class Settings(BaseSettings):
     @property
     def slack_configured(self) -> bool:
         return self.slack_bot_token is not None and self.slack_signing_secret is not None
+
+
+LOCAL_MOUNT_INVALID = (
+    "SKYRUN_LOCAL_MOUNTS: {entry!r}: {problem}; give comma-separated absolute paths of "
+    "existing host directories or files, each read-only unless it ends in :rw "
+    "(e.g. /data/datasets,/scratch:rw)"
+)
+
+
+def _local_mount(entry: str) -> tuple[Path, bool]:
+    """One SKYRUN_LOCAL_MOUNTS entry: `PATH`, `PATH:ro` or `PATH:rw`."""
+    text, writable = entry, False
+    head, sep, mode = entry.rpartition(":")
+    if sep and mode in ("ro", "rw"):
+        text, writable = head, mode == "rw"
+    path = Path(text)
+    if not path.is_absolute():
+        raise ValueError(LOCAL_MOUNT_INVALID.format(entry=entry, problem="not an absolute path"))
+    if not path.exists():
+        raise ValueError(LOCAL_MOUNT_INVALID.format(entry=entry, problem="does not exist"))
+    if ":" in text:
+        raise ValueError(LOCAL_MOUNT_INVALID.format(entry=entry, problem="':' in a path"))
+    return Path(os.path.normpath(path)), writable
 
 
 def load_settings(**overrides: object) -> Settings:

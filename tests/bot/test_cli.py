@@ -29,6 +29,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
         "SKYRUN_DATA_DIR": str(settings.data_path),
         "SKYRUN_PUBLIC_URL": settings.public_url,
+        "SKYRUN_LOCAL_SANDBOX": "on" if settings.local_sandbox else "off",
     }
 
 
@@ -91,6 +92,7 @@ async def test_run_wait_exits_non_zero_when_a_stage_fails(
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.host_processes
 async def test_cancel_from_the_command_line(
     settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -135,6 +137,7 @@ async def test_usage_errors_and_unreachable_temporal_are_clear(
     assert code == EXIT_FAILED and "no run with id no-such-run" in err
 
 
+@pytest.mark.host_processes
 async def test_killed_worker_restarted_finishes_the_run_and_leaves_no_orphan(
     client: Client, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -38,10 +38,15 @@ PIPELINE = {
 }
 
 
+# The tasks here report which worker ran them (from the worker's environment) and the tests
+# watch their processes by host pid: both are what the local sandbox hides by design.
+pytestmark = pytest.mark.host_processes
+
+
 @pytest.fixture
 async def processes(client: Client, task_queue: str, tmp_path: Path) -> AsyncIterator[Fleet]:
     target = client.service_client.config.target_host
-    async with fleet(tmp_path / "fleet", target, task_queue) as running:
+    async with fleet(tmp_path / "fleet", target, task_queue, SKYRUN_LOCAL_SANDBOX="off") as running:
         yield running
 
 

@@ -199,7 +199,7 @@ def fake_sky() -> FakeSky:
 
 
 @pytest.fixture
-async def sky_dispatcher(
+async def sky_control(
     client: Client, make_settings: Callable[..., Settings], fake_sky: FakeSky
 ) -> AsyncIterator[RunControl]:
     settings = make_settings(SKYRUN_BACKEND="skypilot")
@@ -209,24 +209,24 @@ async def sky_dispatcher(
 
 
 async def test_the_skypilot_backend_never_sees_a_yaml_bomb(
-    sky_dispatcher: RunControl, fake_sky: FakeSky, git_repo: Callable[..., Path]
+    sky_control: RunControl, fake_sky: FakeSky, git_repo: Callable[..., Path]
 ) -> None:
     repo = git_repo({"train.yaml": BILLION_LAUGHS, ONE_STAGE[0]: ONE_STAGE[1]})
-    progress, seconds = await run_to_the_end(sky_dispatcher, repo)
+    progress, seconds = await run_to_the_end(sky_control, repo)
     assert_failed_fast(progress, seconds)
     assert progress.error.startswith("train.yaml:5: invalid YAML: aliases (*name) would expand")
     assert fake_sky.calls == []
 
 
 async def test_a_megabyte_skypilot_error_fails_the_run_bounded_naming_the_field(
-    sky_dispatcher: RunControl, fake_sky: FakeSky, git_repo: Callable[..., Path]
+    sky_control: RunControl, fake_sky: FakeSky, git_repo: Callable[..., Path]
 ) -> None:
     huge = "[" + "['lol', 'lol', 'lol'], " * 200_000 + "]"
     fake_sky.request_error = InvalidSkyPilotConfigError(
         f"Invalid task YAML: {huge} is not of type 'string'. Check problematic field(s): $.run"
     )
     repo = git_repo({"train.yaml": "run: echo hi\n", ONE_STAGE[0]: ONE_STAGE[1]})
-    progress, _ = await run_to_the_end(sky_dispatcher, repo)
+    progress, _ = await run_to_the_end(sky_control, repo)
     assert progress.state is RunState.FAILED
     assert len(progress.error) <= MAX_ERROR_CHARS
     assert progress.error.startswith(
@@ -237,11 +237,11 @@ async def test_a_megabyte_skypilot_error_fails_the_run_bounded_naming_the_field(
 
 
 async def test_a_megabyte_backend_failure_is_retried_then_fails_bounded(
-    sky_dispatcher: RunControl, fake_sky: FakeSky, settings: Settings, git_repo: Callable[..., Path]
+    sky_control: RunControl, fake_sky: FakeSky, settings: Settings, git_repo: Callable[..., Path]
 ) -> None:
     fake_sky.request_error = RuntimeError("no capacity: " + "z" * 3_000_000 + " (end)")
     repo = git_repo({"train.yaml": "run: echo hi\n", ONE_STAGE[0]: ONE_STAGE[1]})
-    progress, _ = await run_to_the_end(sky_dispatcher, repo)
+    progress, _ = await run_to_the_end(sky_control, repo)
     assert progress.state is RunState.FAILED
     assert len(progress.error) <= MAX_ERROR_CHARS
     assert progress.error.endswith("z (end)")

@@ -163,6 +163,7 @@ async def test_bad_pipeline_file_fails_clearly_and_launches_nothing(
     assert clusters_left(settings) == []
 
 
+@pytest.mark.host_processes
 async def test_cancel_in_the_middle_of_a_stage_kills_the_job_and_downs_the_cluster(
     control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -211,6 +212,7 @@ async def test_same_work_twice_starts_one_run(
     await wait_finished(control, first.run_id)
 
 
+@pytest.mark.host_processes
 async def test_newer_run_in_the_lane_supersedes_the_running_one(
     control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -267,6 +269,7 @@ def _head(repo: Path) -> str:
     ).stdout.strip()
 
 
+@pytest.mark.host_processes
 async def test_run_past_its_timeout_is_stopped_and_torn_down(
     control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -38,6 +38,8 @@ class TaskRun:
     """True: this stage brings the cluster up (launch). False: the cluster is up; exec on it."""
     autostop_minutes: int = 30
     labels: dict[str, str] = field(default_factory=dict)
+    lane: str = ""
+    """The run's lane (RunRequest.lane); the local backend gives each lane a bucket directory."""
 
 
 class ComputeBackend(Protocol):

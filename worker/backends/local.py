@@ -21,6 +21,17 @@ A job runs in its own process group. Cancellation terminates the whole group (SI
 SIGKILL after a grace period), and so does the end of the job for processes it left behind.
 The job's shell gets PR_SET_PDEATHSIG (Linux), and `job.pid` lets the next run or `down` of the
 cluster kill what a worker killed with SIGKILL left running.
+
+Every job runs in a bubblewrap sandbox (worker/backends/sandbox.py): its own user, PID and mount
+namespaces, an empty environment but for what the task is given, and of the machine's files only
+the system's (read-only), its cluster directory and its lane's bucket (writable). Where the sandbox
+cannot start the backend refuses to run jobs; SKYRUN_LOCAL_SANDBOX=off is the loud opt-out.
+
+Stages share data through `DATA_BUCKET_URL`: unless something sets it, it is the lane's bucket
+directory `<data>/buckets/<lane>` (kept between the lane's runs, pruned after
+SKYRUN_LOCAL_BUCKET_IDLE_DAYS without use; a run with no lane gets its own, removed at cleanup).
+The lane's scratch directory `<data>/buckets/<lane>.tmp` is the sandbox's /tmp, so stages that
+pass files through /tmp (as the bundled example does) keep working across clusters.
 """
 
 from __future__ import annotations
@@ -30,7 +41,9 @@ import contextlib
 import copy
 import ctypes
 import getpass
+import hashlib
 import json
+import logging
 import os
 import posixpath
 import re
@@ -39,15 +52,22 @@ import shutil
 import signal
 import stat
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import yaml
 
 from worker.backends.base import BackendError, TaskRun, TaskSpecError
+from worker.backends.sandbox import HostMount, Sandbox, args_file, find_bwrap
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+log = logging.getLogger(__name__)
 
 INVALID_TASK = "invalid task YAML: {problem}"
 NOT_A_MAPPING = "invalid task YAML: expected a mapping of SkyPilot task fields, got {kind}"
@@ -77,6 +97,15 @@ WORKDIR_NOT_LOCAL = (
     "use a local path or SKYRUN_BACKEND=skypilot"
 )
 WORKDIR_MISSING = "workdir: {workdir}: {path} is not a directory"
+WORKDIR_OUTSIDE = (
+    "workdir: {workdir}: resolves to {path}, outside the repository checkout; "
+    "use a directory of the repository (symlinks are followed)"
+)
+MOUNT_OUTSIDE = (
+    "file_mounts: {dest} -> {src}: resolves to {path}, outside the repository checkout; "
+    "the local backend mounts files of the repository only (symlinks are followed): use a path "
+    "inside the repository, or SKYRUN_LOCAL_MOUNTS for a host directory every job may see"
+)
 CLUSTER_NOT_UP = (
     "cluster {name} is not up on this worker (local clusters live on the worker that launched them)"
 )
@@ -88,6 +117,14 @@ DOWN_FAILED = "could not remove cluster {name}: {error}"
 LOG_IGNORING_RESOURCES = "local backend: ignoring resources {resources}\n"
 LOG_SETUP_FAILED = "local backend: setup failed with return code {code}; run skipped\n"
 LOG_LEFTOVERS_KILLED = "local backend: stopped processes the task left running\n"
+LOG_SANDBOX_OFF = (
+    "[skyrun] WARNING: SKYRUN_LOCAL_SANDBOX=off: this job runs unsandboxed, as the worker's "
+    "user, and can read the worker's files and secrets\n"
+)
+SANDBOX_OFF_WARNING = (
+    "SKYRUN_LOCAL_SANDBOX=off: local jobs run UNSANDBOXED as the worker's user and can read its "
+    "files, its environment and its secrets (%s); use it only on a single-user laptop"
+)
 
 SETUP_PREFIX = "(setup pid={pid}) "
 RUN_PREFIX = "({name}, pid={pid}) "
@@ -97,6 +134,10 @@ MOUNT_ROOT = "root"
 MOUNT_HOME = "home"
 SCRIPTS = "scripts"
 JOB_RECORD = "job.pid"
+BUCKET_ENV = "DATA_BUCKET_URL"
+BUCKET_TMP_SUFFIX = ".tmp"
+OWNER_SUFFIX = ".run"
+PRUNE_EVERY_S = 24 * 3600.0
 
 # Marks every process of a job, so a recorded process group is only killed while it is ours.
 _TOKEN_ENV = "SKYRUN_JOB_TOKEN"
@@ -111,6 +152,8 @@ _WORKER_SECRETS = frozenset(
         "TEMPORAL_API_KEY",
     }
 )
+# What a sandboxed job gets of the worker's environment (besides its task's envs).
+_SANDBOX_PASSED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CHUNK = 64 * 1024
 _DRAIN_SECONDS = 1.0
@@ -152,24 +195,102 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, clusters_dir: Path, *, kill_grace_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        clusters_dir: Path,
+        *,
+        kill_grace_seconds: float = 5.0,
+        sandbox: bool = True,
+        buckets_dir: Path | None = None,
+        hidden: Iterable[Path] = (),
+        mounts: Iterable[HostMount] = (),
+        bucket_idle_days: float = 7.0,
+    ) -> None:
+        """`clusters_dir` is `<data>/clusters`; the data dir, the worker's `.env` and `hidden`
+        are kept from the jobs, `mounts` opened to them (read-only unless writable)."""
         self.clusters_dir = clusters_dir.absolute()  # cwd and script paths of the jobs
         self.kill_grace_seconds = kill_grace_seconds
+        self.sandboxed = sandbox
+        self.buckets_dir = (buckets_dir or self.clusters_dir.parent / "buckets").absolute()
+        self.bucket_idle_days = bucket_idle_days
+        self.mounts = tuple(mounts)
+        self.hidden = (
+            self.clusters_dir.parent,
+            self.buckets_dir,
+            Path.cwd() / ".env",
+            *hidden,
+        )
+        self._sandbox: Sandbox | None = None
+        self._active_buckets: dict[Path, int] = {}
+        self._pruned_at: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalBackend:
+        """The backend a worker runs with: settings' data dir, sandbox, mounts and secrets."""
+        hidden = [
+            settings.logs_dir,
+            settings.github_app_private_key_path,
+            settings.temporal_tls_cert_path,
+            settings.temporal_tls_key_path,
+            settings.temporal_tls_ca_path,
+        ]
+        backend = cls(
+            settings.data_path / "clusters",
+            sandbox=settings.local_sandbox,
+            hidden=[path.expanduser() for path in hidden if path is not None],
+            mounts=[HostMount(path, writable) for path, writable in settings.local_mount_specs],
+            bucket_idle_days=settings.local_bucket_idle_days,
+        )
+        if not settings.local_sandbox:
+            log.warning(SANDBOX_OFF_WARNING, ", ".join(sorted(_WORKER_SECRETS)))
+        return backend
 
     async def validate(self, task_yaml: str, envs: dict[str, str], checkout_dir: Path) -> None:
         await asyncio.to_thread(_parse, task_yaml, envs, checkout_dir)
+        await self._ready_sandbox()
+
+    async def check_sandbox(self) -> None:
+        """Raise SandboxUnavailable (saying why and how to fix it) if jobs cannot be sandboxed."""
+        await self._ready_sandbox()
 
     async def run(self, task: TaskRun, log: BinaryIO) -> int:
         spec = await asyncio.to_thread(_parse, task.task_yaml, task.envs, task.checkout_dir)
+        sandbox = await self._ready_sandbox()
+        await self._maybe_prune()
         cluster = self._cluster_dir(task.cluster_name)
         await self._kill_recorded(cluster)
         if task.launch:
             await asyncio.to_thread(cluster.mkdir, parents=True, exist_ok=True)
         elif not await asyncio.to_thread(cluster.is_dir):
             raise BackendError(CLUSTER_NOT_UP.format(name=task.cluster_name))
+        await asyncio.to_thread(_write_owner, cluster, ClusterOwner(task.run_id, task.stage))
+        if sandbox is None:
+            _write(log, LOG_SANDBOX_OFF.encode())
         if spec.resources:
             _write(log, LOG_IGNORING_RESOURCES.format(resources=spec.resources).encode())
+        bucket = self.bucket_dir(task.lane, task.run_id)
+        self._active_buckets[bucket] = self._active_buckets.get(bucket, 0) + 1
+        try:
+            return await self._run(task, spec, cluster, bucket, sandbox, log)
+        finally:
+            self._active_buckets[bucket] -= 1
+            if not self._active_buckets[bucket]:
+                del self._active_buckets[bucket]
+            with contextlib.suppress(OSError):
+                os.utime(bucket)  # last used: the idle time counts from here
 
+    async def _run(
+        self,
+        task: TaskRun,
+        spec: _Spec,
+        cluster: Path,
+        bucket: Path,
+        sandbox: Sandbox | None,
+        log: BinaryIO,
+    ) -> int:
+        await asyncio.to_thread(_make_bucket, bucket)
+        if sandbox is not None:  # the job's HOME
+            await asyncio.to_thread((cluster / MOUNT_HOME).mkdir, exist_ok=True)
         await self._sync(spec.workdir, cluster / WORKDIR, task.cluster_name)
         if task.launch:
             for mount in spec.mounts:
@@ -177,7 +298,11 @@ class LocalBackend:
 
         stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")
         task_id = f"sky-{stamp}_{task.cluster_name}_{task.stage}"
-        env = _base_env(spec.envs, cluster)
+        env = _base_env(spec.envs, cluster, sandboxed=sandbox is not None)
+        if not env.get(BUCKET_ENV):
+            env[BUCKET_ENV] = str(bucket)
+        binds = [(cluster, cluster), (bucket, bucket)]
+        tmp = _bucket_tmp(bucket)  # the job's /tmp: the lane's scratch, shared by its stages
         common = {
             "SKYPILOT_TASK_ID": task_id,
             "SKYPILOT_CLUSTER_INFO": json.dumps(
@@ -195,7 +320,9 @@ class LocalBackend:
                 "SKYPILOT_SETUP_NUM_GPUS_PER_NODE": "0",
             }
             script = await self._write_script(cluster, f"{task_id}-setup", spec.setup)
-            code = await self._execute(cluster, script, setup_env, SETUP_PREFIX, log)
+            code = await self._execute(
+                cluster, script, setup_env, SETUP_PREFIX, log, sandbox, binds, tmp
+            )
             if code != 0:
                 _write(log, LOG_SETUP_FAILED.format(code=code).encode())
                 return code
@@ -210,7 +337,7 @@ class LocalBackend:
         }
         script = await self._write_script(cluster, f"{task_id}-run", spec.run)
         prefix = RUN_PREFIX.format(name=spec.name or "task", pid="{pid}")
-        return await self._execute(cluster, script, run_env, prefix, log)
+        return await self._execute(cluster, script, run_env, prefix, log, sandbox, binds, tmp)
 
     async def down(self, cluster_name: str) -> None:
         cluster = self._cluster_dir(cluster_name)
@@ -219,11 +346,77 @@ class LocalBackend:
         await self._kill_recorded(cluster)
         try:
             await asyncio.to_thread(_remove_tree, cluster)
+            await asyncio.to_thread(_owner_file(cluster).unlink, missing_ok=True)
         except OSError as error:
             raise BackendError(DOWN_FAILED.format(name=cluster_name, error=error)) from error
 
     def dashboard_url(self) -> str:
         return ""
+
+    def bucket_dir(self, lane: str, run_id: str) -> Path:
+        """The lane's bucket directory (a run with no lane: its own, removed at cleanup)."""
+        key = lane or f"run:{run_id}"
+        slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")[:40].strip("-")
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        prefix = "" if lane else "run-"
+        return self.buckets_dir / f"{prefix}{slug or 'lane'}-{digest}"
+
+    async def cleanup_run(self, run_id: str) -> None:
+        """Remove the bucket of a run without a lane, if it had one (a lane's bucket stays)."""
+        bucket = self.bucket_dir("", run_id)
+        await asyncio.to_thread(_remove_tree, bucket)
+        await asyncio.to_thread(_remove_tree, _bucket_tmp(bucket))
+
+    def prune_buckets(self, now: float | None = None) -> list[str]:
+        """Remove buckets unused for SKYRUN_LOCAL_BUCKET_IDLE_DAYS; returns their names."""
+        if not self.buckets_dir.is_dir():
+            return []
+        cutoff = (time.time() if now is None else now) - self.bucket_idle_days * 86400.0
+        removed = []
+        for entry in sorted(self.buckets_dir.iterdir()):
+            if entry.name.endswith(BUCKET_TMP_SUFFIX) or entry in self._active_buckets:
+                continue
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            try:
+                used = entry.stat().st_mtime
+            except OSError:
+                continue
+            if used < cutoff:
+                _remove_tree(entry)
+                _remove_tree(_bucket_tmp(entry))
+                removed.append(entry.name)
+        for entry in self.buckets_dir.glob(f"*{BUCKET_TMP_SUFFIX}"):
+            if not (self.buckets_dir / entry.name.removesuffix(BUCKET_TMP_SUFFIX)).exists():
+                _remove_tree(entry)  # its bucket went (removed by hand): the scratch goes too
+        return removed
+
+    async def _maybe_prune(self) -> None:
+        """Prune idle buckets on the first job after start, then at most once a day."""
+        now = time.time()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        try:
+            removed = await asyncio.to_thread(self.prune_buckets, now)
+        except OSError:
+            log.exception("could not prune idle lane buckets in %s", self.buckets_dir)
+            return
+        for name in removed:
+            log.info("removed lane bucket %s: unused for %s days", name, self.bucket_idle_days)
+
+    async def _ready_sandbox(self) -> Sandbox | None:
+        """The jobs' sandbox (None when SKYRUN_LOCAL_SANDBOX=off); raises if it cannot start."""
+        if not self.sandboxed:
+            return None
+        if self._sandbox is None:
+            self._sandbox = await asyncio.to_thread(self._build_sandbox)
+        return self._sandbox
+
+    def _build_sandbox(self) -> Sandbox:
+        sandbox = Sandbox(find_bwrap(), hidden=self.hidden, mounts=self.mounts)
+        sandbox.probe()
+        return sandbox
 
     def _cluster_dir(self, cluster_name: str) -> Path:
         if not _CLUSTER_NAME.fullmatch(cluster_name):
@@ -249,20 +442,51 @@ class LocalBackend:
         return path
 
     async def _execute(
-        self, cluster: Path, script: Path, env: dict[str, str], prefix: str, log: BinaryIO
+        self,
+        cluster: Path,
+        script: Path,
+        env: dict[str, str],
+        prefix: str,
+        log: BinaryIO,
+        sandbox: Sandbox | None = None,
+        binds: Sequence[tuple[Path, Path]] = (),
+        tmp: Path | None = None,
     ) -> int:
         """Run one script as its own process group, streaming its output into `log`."""
         token = secrets.token_hex(16)
+        job_env = {**env, _TOKEN_ENV: token}
+        workdir = cluster / WORKDIR
+        fds: tuple[int, ...] = ()
+        with contextlib.ExitStack() as stack:
+            if sandbox is None:
+                argv, proc_env = [_bash(), str(script)], job_env
+            else:
+                args = sandbox.args(writable=binds, cwd=workdir, env=job_env, tmp=tmp)
+                fd = stack.enter_context(args_file(args))
+                argv = sandbox.command(fd, ["bash", str(script)])
+                proc_env, fds = {_TOKEN_ENV: token}, (fd,)
+            proc = await self._spawn(argv, proc_env, fds, workdir, cluster, token)
+        return await self._follow(proc, _Job(pgid=proc.pid, token=token), cluster, prefix, log)
+
+    async def _spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        fds: tuple[int, ...],
+        workdir: Path,
+        cluster: Path,
+        token: str,
+    ) -> asyncio.subprocess.Process:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                _bash(),
-                str(script),
-                cwd=cluster / WORKDIR,
-                env={**env, _TOKEN_ENV: token},
+            return await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=workdir,
+                env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=fds,
                 preexec_fn=_child_setup(cluster / JOB_RECORD, token),
             )
         except BaseException:
@@ -272,7 +496,10 @@ class LocalBackend:
                 _signal_group(started.pgid, signal.SIGKILL)
                 _clear_record(cluster, started)
             raise
-        job = _Job(pgid=proc.pid, token=token)
+
+    async def _follow(
+        self, proc: asyncio.subprocess.Process, job: _Job, cluster: Path, prefix: str, log: BinaryIO
+    ) -> int:
         assert proc.stdout is not None
         pump = asyncio.create_task(_pump(proc.stdout, log, prefix.format(pid=proc.pid).encode()))
         exited = asyncio.create_task(_exited(proc))
@@ -311,7 +538,9 @@ class LocalBackend:
         deadline = loop.time() + self.kill_grace_seconds
         stopped = False
         try:
-            _signal_group(job.pgid, signal.SIGTERM)
+            # Not the sandbox's own processes: bwrap dying on SIGTERM would SIGKILL the job at
+            # once (its PID namespace ends), with no grace period to stop cleanly.
+            await asyncio.to_thread(_signal_job, job, signal.SIGTERM, _SANDBOX_COMM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_exited(proc), self.kill_grace_seconds)
             stopped = await self._wait_gone(job, deadline - loop.time())
@@ -340,6 +569,35 @@ class LocalBackend:
                 return False
             await asyncio.sleep(_POLL_SECONDS)
         return True
+
+
+@dataclass(frozen=True)
+class ClusterOwner:
+    """The run and stage that last used a cluster (for the reaper and its note in the log)."""
+
+    run_id: str
+    stage: str
+
+
+def read_owner(clusters_dir: Path, cluster_name: str) -> ClusterOwner | None:
+    """Who last used the cluster, or None (not recorded: a cluster of an older skyrun)."""
+    try:
+        data = json.loads(_owner_file(clusters_dir / cluster_name).read_text(encoding="utf-8"))
+        return ClusterOwner(run_id=str(data["run_id"]), stage=str(data["stage"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _owner_file(cluster: Path) -> Path:
+    # Next to the cluster directory, not in it: a job can write its cluster, not this.
+    return cluster.with_name(cluster.name + OWNER_SUFFIX)
+
+
+def _write_owner(cluster: Path, owner: ClusterOwner) -> None:
+    path = _owner_file(cluster)
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(json.dumps({"run_id": owner.run_id, "stage": owner.stage}) + "\n")
+    os.replace(temporary, path)
 
 
 def list_clusters(clusters_dir: Path) -> list[str]:
@@ -425,18 +683,36 @@ def _resolve_workdir(workdir: object, checkout_dir: Path) -> Path:
     if "://" in text:
         raise TaskSpecError(WORKDIR_NOT_LOCAL.format(workdir=text))
     path = checkout_dir / os.path.expanduser(text)
-    if not path.is_dir():
+    real = _inside(path, checkout_dir)
+    if real is None:
+        raise TaskSpecError(WORKDIR_OUTSIDE.format(workdir=text, path=os.path.realpath(path)))
+    if not real.is_dir():
         raise TaskSpecError(WORKDIR_MISSING.format(workdir=text, path=path))
-    return path
+    return real
 
 
 def _resolve_mount(dest: str, src: str, checkout_dir: Path) -> _Mount:
     if "://" in src:
         raise TaskSpecError(CLOUD_MOUNT.format(dest=dest, src=src))
     source = checkout_dir / os.path.expanduser(src)
-    if src.startswith("skypilot:") or not (source.exists() or source.is_symlink()):
+    if src.startswith("skypilot:"):
         raise TaskSpecError(MOUNT_MISSING.format(dest=dest, src=src, path=source))
-    return _Mount(dest=dest, target=_mount_target(dest), source=source)
+    real = _inside(source, checkout_dir)
+    if real is None:
+        shown = os.path.realpath(source)
+        raise TaskSpecError(MOUNT_OUTSIDE.format(dest=dest, src=src, path=shown))
+    if not real.exists():
+        raise TaskSpecError(MOUNT_MISSING.format(dest=dest, src=src, path=source))
+    return _Mount(dest=dest, target=_mount_target(dest), source=real)
+
+
+def _inside(path: Path, checkout_dir: Path) -> Path | None:
+    """`path` with every symlink followed, if that stays inside the checkout; else None."""
+    root = Path(os.path.realpath(checkout_dir))
+    real = Path(os.path.realpath(path))
+    if real == root or root in real.parents:
+        return real
+    return None
 
 
 def _mount_target(dest: str) -> PurePosixPath:
@@ -458,8 +734,14 @@ def _mount_target(dest: str) -> PurePosixPath:
 # --- processes -----------------------------------------------------------------------------------
 
 
-def _base_env(task_envs: dict[str, str], cluster: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in _WORKER_SECRETS}
+def _base_env(task_envs: dict[str, str], cluster: Path, *, sandboxed: bool) -> dict[str, str]:
+    if sandboxed:  # nothing of the worker's environment but what finds programs and text
+        env = {key: os.environ[key] for key in _SANDBOX_PASSED if key in os.environ}
+        env.setdefault("PATH", os.defpath)
+        env["HOME"] = str((cluster / MOUNT_HOME).absolute())
+        env["USER"] = env["LOGNAME"] = "skyrun"
+    else:
+        env = {key: value for key, value in os.environ.items() if key not in _WORKER_SECRETS}
     env["PYTHONUNBUFFERED"] = "1"  # as SkyPilot's job script does, so logs stream
     env.update(task_envs)
     env["SKYRUN_MOUNT_ROOT"] = str((cluster / MOUNT_ROOT).absolute())
@@ -561,6 +843,27 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
+_SANDBOX_COMM = b"bwrap"
+
+
+def _signal_job(job: _Job, signum: signal.Signals, spare: bytes) -> None:
+    """Signal every process of the job's group but those named `spare` (the sandbox's)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        _signal_group(job.pgid, signum)
+        return
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = (proc / entry.name / "stat").read_bytes().rsplit(b")", 1)
+            if int(tail.split()[2]) != job.pgid or head.split(b"(", 1)[1] == spare:
+                continue
+            os.kill(int(entry.name), signum)
+        except (OSError, ValueError, IndexError):
+            continue
+
+
 def _group_alive(job: _Job) -> bool:
     """Whether a live (non-zombie) process of `job` is still in its process group."""
     proc = Path("/proc")
@@ -600,6 +903,17 @@ def _clear_record(cluster: Path, job: _Job) -> None:
 
 
 # --- files ---------------------------------------------------------------------------------------
+
+
+def _bucket_tmp(bucket: Path) -> Path:
+    return bucket.with_name(bucket.name + BUCKET_TMP_SUFFIX)
+
+
+def _make_bucket(bucket: Path) -> None:
+    bucket.mkdir(parents=True, exist_ok=True)
+    os.utime(bucket)  # in use: no worker prunes it while its job runs (also touched at the end)
+    _bucket_tmp(bucket).mkdir(exist_ok=True)
+    os.chmod(_bucket_tmp(bucket), 0o1777)  # /tmp in the sandbox: sticky, as /tmp is
 
 
 def _sync_tree(source: Path, target: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
@@ -124,6 +125,32 @@ def pid_written(path: Path) -> bool:
     return path.exists() and path.read_text().endswith("\n")
 
 
+def host_pid(path: Path) -> int:
+    """The host pid of a live process whose pid (in its own PID namespace) is in `path`.
+
+    A sandboxed job writes its pid inside its PID namespace; outside, the process is found by
+    its NSpid and its cwd (the directory `path` lies in). Unsandboxed, the pid is the host's.
+    """
+    pid = read_pid(path)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        nspids = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("NSpid:")), [])
+        if len(nspids) > 1 and int(nspids[-1]) == pid and cwd == str(path.parent):
+            return int(entry.name)
+    return pid
+
+
+@pytest.fixture(params=[True, False], ids=["sandbox", "no-sandbox"])
+def any_backend(request: pytest.FixtureRequest, clusters: Path) -> LocalBackend:
+    return LocalBackend(clusters, kill_grace_seconds=1.0, sandbox=request.param)
+
+
 async def test_launch_runs_setup_then_run_with_envs_and_workdir(
     backend: LocalBackend, checkout: Path, clusters: Path, log: BinaryIO, log_path: Path
 ) -> None:
@@ -218,25 +245,42 @@ async def test_output_is_prefixed_per_line_not_per_carriage_return(
 
 
 class UnwritableLog(io.BytesIO):
+    """Fails once the job's output comes (the backend's own notes before it still fit)."""
+
     def write(self, data: Buffer, /) -> int:
-        raise OSError(28, "No space left on device")
+        if b"spam" in bytes(data):
+            raise OSError(28, "No space left on device")
+        return super().write(data)
 
 
 async def test_a_log_that_cannot_be_written_stops_the_job(
-    backend: LocalBackend, checkout: Path, clusters: Path
+    any_backend: LocalBackend, checkout: Path, clusters: Path
 ) -> None:
     task_yaml = "run: |\n  echo $$ > shell.pid\n  while true; do echo spam; sleep 0.01; done\n"
+    workdir = clusters / CLUSTER / "sky_workdir"
 
     with pytest.raises(OSError, match="No space left"):
-        await backend.run(task_run(checkout, task_yaml), UnwritableLog())
+        await any_backend.run(task_run(checkout, task_yaml), UnwritableLog())
 
-    shell = read_pid(clusters / CLUSTER / "sky_workdir" / "shell.pid")
-    await eventually(lambda: not alive(shell), seconds=15)
+    assert (workdir / "shell.pid").exists()
+    await eventually(lambda: not processes_in(workdir), seconds=15)
+
+
+def processes_in(workdir: Path) -> list[int]:
+    """Host pids of the live processes whose cwd is `workdir` (a job's, sandboxed or not)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "cwd") == str(workdir) and alive(int(entry.name)):
+                    found.append(int(entry.name))
+    return found
 
 
 async def test_cancellation_kills_the_whole_process_group(
-    backend: LocalBackend, checkout: Path, clusters: Path, log: BinaryIO, log_path: Path
+    any_backend: LocalBackend, checkout: Path, clusters: Path, log: BinaryIO, log_path: Path
 ) -> None:
+    backend = any_backend
     task_yaml = """\
 run: |
   echo $$ > shell.pid
@@ -245,7 +289,7 @@ run: |
     workdir = clusters / CLUSTER / "sky_workdir"
     running = asyncio.create_task(backend.run(task_run(checkout, task_yaml), log))
     await eventually(lambda: pid_written(workdir / "grandchild.pid"))
-    pids = [read_pid(workdir / name) for name in ("shell.pid", "child.pid", "grandchild.pid")]
+    pids = [host_pid(workdir / name) for name in ("shell.pid", "child.pid", "grandchild.pid")]
     assert all(alive(pid) for pid in pids)
 
     running.cancel()
@@ -259,10 +303,11 @@ run: |
     assert not (clusters / CLUSTER).exists()
 
 
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandbox", "no-sandbox"])
 async def test_cancellation_sigkills_what_ignores_sigterm(
-    clusters: Path, checkout: Path, log: BinaryIO, log_path: Path
+    clusters: Path, checkout: Path, log: BinaryIO, log_path: Path, sandbox: bool
 ) -> None:
-    backend = LocalBackend(clusters, kill_grace_seconds=0.3)
+    backend = LocalBackend(clusters, kill_grace_seconds=0.3, sandbox=sandbox)
     task_yaml = """\
 run: |
   trap '' TERM
@@ -273,7 +318,7 @@ run: |
 """
     running = asyncio.create_task(backend.run(task_run(checkout, task_yaml), log))
     await eventually(lambda: "started" in log_path.read_text())  # output streams as it comes
-    sleeper = read_pid(clusters / CLUSTER / "sky_workdir" / "sleeper.pid")
+    sleeper = host_pid(clusters / CLUSTER / "sky_workdir" / "sleeper.pid")
 
     started = time.monotonic()
     running.cancel()
@@ -285,16 +330,26 @@ run: |
 
 
 async def test_processes_left_running_by_the_task_are_stopped(
-    backend: LocalBackend, checkout: Path, clusters: Path, log: BinaryIO, log_path: Path
+    any_backend: LocalBackend, checkout: Path, clusters: Path, log: BinaryIO, log_path: Path
 ) -> None:
-    task_yaml = "run: |\n  sleep 300 &\n  echo $! > background.pid\n  echo done\n"
+    # Also one that left the process group: in the sandbox, its PID namespace ends with the job.
+    task_yaml = (
+        "run: |\n  sleep 300 &\n  echo $! > background.pid\n  setsid sleep 301 &\n  echo done\n"
+    )
+    workdir = clusters / CLUSTER / "sky_workdir"
 
-    assert await backend.run(task_run(checkout, task_yaml), log) == 0
+    assert await any_backend.run(task_run(checkout, task_yaml), log) == 0
 
-    background = read_pid(clusters / CLUSTER / "sky_workdir" / "background.pid")
-    await eventually(lambda: not alive(background), seconds=15)
+    assert (workdir / "background.pid").exists()
     assert ("task", "done") in output(log_path)
-    assert LOG_LEFTOVERS_KILLED in log_path.read_text()
+    if any_backend.sandboxed:
+        await eventually(lambda: not processes_in(workdir), seconds=15)
+    else:
+        background = read_pid(workdir / "background.pid")
+        await eventually(lambda: not alive(background), seconds=15)
+        assert LOG_LEFTOVERS_KILLED in log_path.read_text()
+        for pid in processes_in(workdir):  # the setsid one escapes an unsandboxed job
+            os.kill(pid, signal.SIGKILL)
 
 
 async def test_down_removes_the_cluster_and_is_idempotent(
@@ -323,9 +378,9 @@ TASK = "run: |\\n  echo $$ > shell.pid\\n  sleep 300 &\\n  echo $! > sleeper.pid
 
 async def main() -> None:
     clusters, checkout = Path(sys.argv[1]), Path(sys.argv[2])
-    backend = LocalBackend(clusters)
+    backend = LocalBackend(clusters, sandbox=sys.argv[3] == "on")
     runs = []
-    for name in sys.argv[3:]:
+    for name in sys.argv[4:]:
         task = TaskRun("run", "stage", name, TASK, {}, checkout, launch=True)
         runs.append(backend.run(task, open(clusters.parent / f"{name}.log", "ab")))
     await asyncio.gather(*runs)
@@ -335,8 +390,9 @@ asyncio.run(main())
 
 
 async def test_jobs_of_a_worker_killed_with_sigkill_are_killed_by_the_next_run_or_down(
-    backend: LocalBackend, checkout: Path, clusters: Path, log: BinaryIO, log_path: Path
+    clusters: Path, checkout: Path, log: BinaryIO, log_path: Path
 ) -> None:
+    backend = LocalBackend(clusters, kill_grace_seconds=1.0, sandbox=False)
     names = ["crash-a", "crash-b"]
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -344,6 +400,7 @@ async def test_jobs_of_a_worker_killed_with_sigkill_are_killed_by_the_next_run_o
         CRASHING_WORKER,
         str(clusters),
         str(checkout),
+        "off",
         *names,
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
@@ -366,6 +423,37 @@ async def test_jobs_of_a_worker_killed_with_sigkill_are_killed_by_the_next_run_o
 
     await backend.down(names[1])
     assert not alive(sleepers[1])
+    assert list_clusters(clusters) == [names[0]]
+
+
+async def test_a_sandboxed_job_dies_whole_with_a_worker_killed_with_sigkill(
+    backend: LocalBackend, checkout: Path, clusters: Path, log: BinaryIO
+) -> None:
+    names = ["crash-a", "crash-b"]
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CRASHING_WORKER,
+        str(clusters),
+        str(checkout),
+        "on",
+        *names,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    workdirs = [clusters / name / "sky_workdir" for name in names]
+    await eventually(lambda: all(pid_written(w / "sleeper.pid") for w in workdirs))
+    sleepers = [host_pid(w / "sleeper.pid") for w in workdirs]
+    assert all(alive(pid) for pid in sleepers)
+
+    worker.kill()
+    await worker.wait()
+
+    # The sandbox dies with its worker, and its PID namespace takes every process along.
+    await eventually(lambda: not any(processes_in(w) for w in workdirs), seconds=15)
+    assert not any(alive(pid) for pid in sleepers)
+    assert await backend.run(task_run(checkout, "run: echo again\n", cluster=names[0]), log) == 0
+    await backend.down(names[1])
     assert list_clusters(clusters) == [names[0]]
 
 
@@ -393,30 +481,23 @@ async def test_local_file_mounts_are_copied_into_the_cluster(
     clusters: Path,
     log: BinaryIO,
     log_path: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     task_yaml = """\
 file_mounts:
   /data/train.csv: data/train.csv
   ~/configs: ./configs
   ~/sky_workdir/inputs: data
-  relative/train.csv: ~/train.csv
+  relative/train.csv: data/train.csv
   /../../escaped: hello.txt
 run: |
   cat $SKYRUN_MOUNT_ROOT/data/train.csv $SKYRUN_MOUNT_HOME/configs/a.yaml
   cat inputs/train.csv relative/train.csv
 """
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "train.csv").write_text("from ~\n")
-    monkeypatch.setenv("HOME", str(home))
-
     assert await backend.run(task_run(checkout, task_yaml), log) == 0
 
     assert [text for _, text in output(log_path)] == [
         *("a,b", "1,2", "lr: 0.1"),
-        *("a,b", "1,2", "from ~"),
+        *("a,b", "1,2", "a,b", "1,2"),
     ]
     assert (clusters / CLUSTER / "root" / "escaped").read_text() == "hello from the repo\n"
 
@@ -434,12 +515,15 @@ async def test_resources_are_ignored_with_a_note_in_the_log(
 
 
 async def test_worker_secrets_are_not_passed_to_tasks(
-    backend: LocalBackend,
+    clusters: Path,
     checkout: Path,
     log: BinaryIO,
     log_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Unsandboxed, the worker's other variables pass (SKYRUN_LOCAL_SANDBOX=off); see
+    # tests/worker/backends/test_sandbox.py for what a sandboxed job gets.
+    backend = LocalBackend(clusters, sandbox=False)
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret")
     monkeypatch.setenv("SKYRUN_TEST_VISIBLE", "visible")
     task_yaml = 'run: echo "${GITHUB_TOKEN:-unset} $SKYRUN_TEST_VISIBLE"\n'
