@@ -33,7 +33,7 @@ from worker.check import (
     run_checks,
 )
 from worker.github.auth import E_NO_PRIVATE_KEY, KEY_NOT_PEM
-from worker.settings import Settings
+from worker.settings import Settings, load_settings
 
 REPO = "acme/ml"
 APP_ID = "4242"
@@ -103,7 +103,15 @@ async def test_every_good_credential_is_proven_and_says_so(
     assert await run_check(settings) == 0
     out = capsys.readouterr().out
     names = [line[:10].rstrip() for line in out.splitlines()]
-    assert names == ["temporal", "github", "github app", "slack", "skypilot", "webhook"], out
+    assert names == [
+        "temporal",
+        "github",
+        "github app",
+        "slack",
+        "skypilot",
+        "sandbox",
+        "webhook",
+    ], out
     assert all(line[11:16].rstrip() == OK for line in out.splitlines()[:4]), out
     checks = by_name(await run_checks(settings))
     assert (
@@ -377,3 +385,26 @@ async def test_half_a_slack_configuration_says_which_setting_is_missing(
     check = by_name(await run_checks(make_settings(SLACK_BOT_TOKEN=BOT_TOKEN)))["slack"]
     assert check.status == OFF
     assert check.detail.startswith("SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not")
+
+
+async def test_the_sandbox_check_starts_it_and_says_why_when_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.backends.sandbox import BWRAP_FAILED
+    from worker.check import _sandbox
+
+    data = tmp_path / "data"
+    settings = load_settings(_env_file=None, SKYRUN_DATA_DIR=data)
+    assert (await _sandbox(settings)).status == "ok"
+    off = load_settings(_env_file=None, SKYRUN_DATA_DIR=data, SKYRUN_LOCAL_SANDBOX="off")
+    check = await _sandbox(off)
+    assert (check.status, "SKYRUN_LOCAL_SANDBOX=off" in check.detail) == ("off", True)
+
+    bin_dir = tmp_path / "fake-bwrap"
+    bin_dir.mkdir()
+    (bin_dir / "bwrap").write_text("#!/bin/sh\necho 'bwrap: No permissions' >&2\nexit 1\n")
+    (bin_dir / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    check = await _sandbox(settings)
+    assert check.status == "FAIL"
+    assert check.detail == BWRAP_FAILED.format(error="bwrap: No permissions")

@@ -571,24 +571,3 @@ run: |
             await running
     # The output after the cancellation is not waited for; the work it did is there.
     assert (host.data / "clusters" / "sr-run1-train" / "sky_workdir" / "saved").exists()
-
-
-async def test_skyrun_check_says_whether_the_sandbox_starts(
-    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from worker.check import _sandbox
-
-    settings = load_settings(_env_file=None, SKYRUN_DATA_DIR=host.data)
-    assert (await _sandbox(settings)).status == "ok"
-    off = load_settings(_env_file=None, SKYRUN_DATA_DIR=host.data, SKYRUN_LOCAL_SANDBOX="off")
-    check = await _sandbox(off)
-    assert (check.status, "SKYRUN_LOCAL_SANDBOX=off" in check.detail) == ("off", True)
-
-    bin_dir = tmp_path / "fake-bwrap"
-    bin_dir.mkdir()
-    (bin_dir / "bwrap").write_text("#!/bin/sh\necho 'bwrap: No permissions' >&2\nexit 1\n")
-    (bin_dir / "bwrap").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    check = await _sandbox(settings)
-    assert check.status == "FAIL"
-    assert check.detail == BWRAP_FAILED.format(error="bwrap: No permissions")
