@@ -230,7 +230,8 @@ async def test_a_megabyte_skypilot_error_fails_the_run_bounded_naming_the_field(
     assert progress.state is RunState.FAILED
     assert len(progress.error) <= MAX_ERROR_CHARS
     assert progress.error.startswith(
-        "stage 'train': SkyPilot rejected the task: InvalidSkyPilotConfigError: field `run`: "
+        "stage 'train' (train.yaml): SkyPilot rejected the task: "
+        "InvalidSkyPilotConfigError: field `run`: "
     )
     assert progress.error.endswith("is not of type 'string'")
     assert [s.error for s in progress.stages] == [progress.error]
