@@ -21,8 +21,8 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from worker.devserver import temporal_binary
-from worker.main import build_workers, running_workers
 from worker.manual import manual_request
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import load_settings
 from worker.temporal import ensure_search_attributes

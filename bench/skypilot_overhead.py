@@ -32,8 +32,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from worker.backends.skypilot import ENDPOINT_ENV
 from worker.devserver import temporal_binary
-from worker.main import build_workers, running_workers
 from worker.manual import manual_request
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import load_settings
 from worker.temporal import ensure_search_attributes

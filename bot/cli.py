@@ -92,11 +92,11 @@ def _exit(code: int) -> None:
 
 async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int:
     if command == "dev":
-        from worker.dev import run_dev
+        from bot.dev import run_dev
 
         return await run_dev(settings, example=args.example)
     if command == "worker":
-        from worker.dev import run_worker
+        from worker.process import run_worker
 
         return await run_worker(settings)
     if command == "check":

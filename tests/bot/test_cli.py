@@ -15,7 +15,7 @@ from temporalio.client import Client
 from bot.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
 from tests.worker.test_workflow import alive, request_for, wait_finished, wait_pidfile
 from worker.contract import RunState, StageState
-from worker.main import build_workers, running_workers
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 

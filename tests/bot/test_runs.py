@@ -40,8 +40,8 @@ from tests.worker.test_workflow import clusters_left, request_for, wait_finished
 from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
 from worker.links import GitHubHost, Links
 from worker.logstore import LogStore
-from worker.main import build_workers, running_workers
 from worker.masking import Masker
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl, RunSummary, runs_query
 from worker.settings import Settings, load_settings
 

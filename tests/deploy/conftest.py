@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from tests.conftest import REPO_ROOT
 from worker.backends.local import LocalBackend
-from worker.main import build_workers
+from worker.process import build_workers
 from worker.settings import Settings
 
 DEPLOY = REPO_ROOT / "deploy"

@@ -21,7 +21,7 @@ from temporalio.client import Client
 from tests.slurm.conftest import LOGIN_USER, ClusterWatch, skyrun_clusters, slurm_jobs
 from worker.backends.base import EXIT_FAILED, cluster_name_for
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger, lane_for_branch
-from worker.main import build_workers, running_workers
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 

@@ -12,7 +12,7 @@ from temporalio.client import Client
 from tests.worker.test_workflow import request_for, wait_finished
 from worker.baseline import Baseline, Baselines, baseline_ref
 from worker.contract import GitHubTarget, RunProgress, RunState, Trigger, lane_for_pr
-from worker.main import build_workers, running_workers
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from tests.worker.test_workflow import request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger
 from worker.coordinator import COORDINATOR_WORKFLOW, CoordinatorState, lane_workflow_id
-from worker.main import build_workers, running_workers
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 

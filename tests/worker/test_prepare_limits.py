@@ -30,8 +30,8 @@ from worker.limits import (
     MAX_TASK_FILE_BYTES,
     MAX_YAML_ALIAS_NODES,
 )
-from worker.main import build_workers, make_backend, running_workers
 from worker.models import PrepareInput
+from worker.process import build_workers, make_backend, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from temporalio.client import Client
 
-from worker.main import build_workers, running_workers
 from worker.probes import probe_app
+from worker.process import build_workers, running_workers
 from worker.settings import Settings
 
 

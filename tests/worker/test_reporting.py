@@ -10,8 +10,8 @@ from temporalio.client import Client, WorkflowFailureError
 
 from tests.worker.test_workflow import request_for, wait_finished
 from worker.contract import GitHubTarget, RunProgress, RunState, Trigger
-from worker.main import build_workers, running_workers
 from worker.models import AuthorizeInput, AuthorizeOutput, ReportInput
+from worker.process import build_workers, running_workers
 from worker.reporting import NO_GATE, ReportingActivities
 from worker.runcontrol import RunControl
 from worker.settings import Settings

@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger, lane_for_branch
-from worker.main import build_workers, running_workers
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 

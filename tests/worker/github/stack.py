@@ -19,7 +19,7 @@ from worker.contract import RunProgress
 from worker.github.auth import ClientOptions
 from worker.github.models import CommandResult, DispatchOutput
 from worker.github.service import make_github
-from worker.main import build_workers, running_workers
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 

@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from worker.contract import RunRequest, Trigger, lane_for_branch
 from worker.devserver import temporal_binary
-from worker.main import build_workers, running_workers
+from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import load_settings
 from worker.temporal import ensure_search_attributes

@@ -46,9 +46,9 @@ from worker.contract import (
     StageState,
     Trigger,
 )
-from worker.main import build_workers, running_workers
 from worker.masking import Masker
 from worker.models import ReportInput
+from worker.process import build_workers, running_workers
 from worker.reporting import make_reporting
 from worker.runcontrol import RunControl
 from worker.settings import Settings

@@ -1,10 +1,12 @@
-"""Compose a skyrun worker: the workflow, its activities and the configured compute backend."""
+"""The worker process (`skyrun worker`): the workflows, their activities and the configured compute
+backend, composed and run until a signal stops it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
@@ -18,6 +20,7 @@ from worker.github.service import GitHubServices, make_github
 from worker.github.workflow import GitHubCommandWorkflow, GitHubDeliveryWorkflow
 from worker.reporting import ReportingActivities, make_reporting
 from worker.settings import Backend, Settings
+from worker.temporal import connect, ensure_search_attributes
 from worker.workflow import PipelineWorkflow
 
 log = logging.getLogger(__name__)
@@ -105,3 +108,74 @@ async def running_workers(workers: Sequence[Worker]) -> AsyncIterator[None]:
     finally:
         await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM, so shutdown runs our cleanup instead of unwinding."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+WORKER_STOPPING = "worker stopping: running activities get {seconds} s to finish, then cancel"
+WORKER_DIED = "Temporal worker on {queues} stopped by itself; exiting so the supervisor restarts us"
+WATCH_EVERY_S = 1.0
+
+
+async def run_worker(settings: Settings) -> int:
+    """`skyrun worker` until SIGTERM/SIGINT (graceful) or a Temporal worker dies (exit 1).
+
+    On a signal the worker stops polling, gives running activities `graceful_shutdown_timeout`
+    to finish, then cancels them: the backend stops the job, the activity reports the failure
+    and the workflow retries the stage (for the local backend, on a worker of the same host and
+    SKYRUN_DATA_DIR). Supervisors must allow that much time before killing us (deploy/).
+    """
+    from worker.probes import serving_probes, stopped_queues
+
+    stop = stop_event()
+    client = await connect(settings)
+    await ensure_search_attributes(client)
+    if settings.backend is Backend.LOCAL:
+        await _reap(client, settings)
+    workers = build_workers(client, settings)
+    probes = (
+        serving_probes(client, workers, settings.worker_metrics_port)
+        if settings.worker_metrics_port
+        else contextlib.nullcontext()
+    )
+    code = 0
+    log.info("worker polling %s", ", ".join(w.task_queue for w in workers))
+    async with probes, running_workers(workers):
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_EVERY_S)
+            stopped = stopped_queues(workers)
+            if stopped and not stop.is_set():
+                log.error(WORKER_DIED.format(queues=", ".join(stopped)))
+                code = 1
+                break
+        grace = workers[0].config().get("graceful_shutdown_timeout")
+        seconds = int(grace.total_seconds()) if grace else 0
+        log.info(WORKER_STOPPING.format(seconds=seconds))
+    return code
+
+
+async def _reap(client: Client, settings: Settings) -> None:
+    """Remove local clusters of runs that closed while this worker was away (never fatal)."""
+    from worker.reaper import reap
+
+    try:
+        removed = await reap(
+            client,
+            settings.data_path,
+            logs_dir=settings.logs_dir,
+            worker=settings.worker_queue,
+            bucket_idle_days=settings.local_bucket_idle_days,
+        )
+    except Exception:
+        log.exception("could not look for clusters left by runs that are over")
+        return
+    for what in removed:
+        log.info("removed %s: its run is over", what)
