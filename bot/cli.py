@@ -9,21 +9,26 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from bot.console import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UNKNOWN_RUN,
+    exit_code_for,
+    follow,
+    print_summary,
+)
+from worker.formatting import format_duration
+
 if TYPE_CHECKING:
-    from worker.contract import RunProgress
     from worker.runcontrol import RunControl
     from worker.settings import Settings
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CANCELLED = 3
 
 NO_TEMPORAL = (
     "cannot reach Temporal at {target}: {error}\n"
     "start the local stack with `skyrun dev` (or `make run`), or set TEMPORAL_ADDRESS"
 )
-UNKNOWN_RUN = "no run with id {run_id} (see `skyrun runs`)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -160,65 +165,12 @@ async def _run(args: argparse.Namespace, settings: Settings, control: RunControl
     return exit_code_for(progress)
 
 
-def exit_code_for(progress: RunProgress | None) -> int:
-    from worker.contract import RunState
-
-    if progress is None:
-        return EXIT_FAILED
-    if progress.state in (RunState.SUCCEEDED, RunState.SKIPPED):
-        return EXIT_OK
-    if progress.state is RunState.CANCELLED:
-        return EXIT_CANCELLED
-    return EXIT_FAILED
-
-
-async def follow(control: RunControl, run_id: str, interval_s: float = 0.5) -> RunProgress | None:
-    """Print each stage change until the run is finished; return its final progress."""
-    seen: dict[str, str] = {}
-    progress = None
-    while True:
-        progress = await control.progress(run_id)
-        if progress is None:
-            print(UNKNOWN_RUN.format(run_id=run_id), file=sys.stderr)
-            return None
-        for stage in progress.stages:
-            if seen.get(stage.name) != stage.state.value:
-                seen[stage.name] = stage.state.value
-                took = f" ({stage.duration_s:.1f} s)" if stage.duration_s is not None else ""
-                print(f"  {stage.name:<14} {stage.state.value}{took}", flush=True)
-        if progress.state.finished:
-            return progress
-        await asyncio.sleep(interval_s)
-
-
-def print_summary(progress: RunProgress | None, settings: Settings) -> None:
-    from worker.links import Links
-
-    if progress is None:
-        return
-    links = Links(settings)
-    print(f"run {progress.run_id}: {progress.state.value}")
-    if progress.error:
-        print(f"  {progress.error}")
-    failed = progress.failed_stage
-    if failed and failed.log_tail:
-        print("  last log lines:")
-        for line in failed.log_tail[-10:]:
-            print(f"    {line}")
-    for name, value in progress.metrics.items():
-        print(f"  metric {name} = {value:g}")
-    print(f"  page:     {links.run(progress.run_id)}")
-    for stage in progress.stages:
-        print(f"  log:      {links.log(progress.run_id, stage.name)}")
-    print(f"  temporal: {links.temporal(progress.run_id)}")
-
-
 async def _runs(args: argparse.Namespace, control: RunControl) -> int:
     runs = await control.list_runs(limit=args.limit, repo=args.repo, state=args.state)
     if not runs:
         print("no runs")
     for run in runs:
-        took = f"{run.duration_s:.1f}s" if run.duration_s is not None else "-"
+        took = format_duration(run.duration_s)
         print(
             f"{run.run_id:<28} {run.state.value:<10} {run.repo:<30} "
             f"{run.ref or '-':<14} {run.trigger:<8} {took}"
@@ -232,7 +184,7 @@ async def _status(run_id: str, settings: Settings, control: RunControl) -> int:
         print(UNKNOWN_RUN.format(run_id=run_id), file=sys.stderr)
         return EXIT_FAILED
     for stage in progress.stages:
-        took = f"{stage.duration_s:.1f} s" if stage.duration_s is not None else ""
+        took = format_duration(stage.duration_s) if stage.duration_s is not None else ""
         print(f"  {stage.name:<14} {stage.state.value:<10} {stage.cluster:<12} {took}")
     print_summary(progress, settings)
     return EXIT_OK

@@ -79,7 +79,7 @@ async def run_dev(settings: Settings, example: str | None = None) -> int:
 
 
 async def _run_example(settings: Settings, client: Client, repo: str) -> None:
-    from bot.cli import follow, print_summary
+    from bot.console import follow, print_summary
     from worker.manual import manual_request
     from worker.runcontrol import RunControl
 
