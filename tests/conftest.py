@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from worker.devserver import temporal_binary
+from worker.runcontrol import RunControl
 from worker.settings import Settings, load_settings
 from worker.temporal import ensure_search_attributes
 
@@ -107,3 +108,12 @@ def example_files() -> Iterator[dict[str, str]]:
         if p.is_file() and "__pycache__" not in p.parts
     }
     yield files
+
+
+@pytest.fixture
+async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
+    """Run control with this test's workers (local backend) polling its task queue."""
+    from worker.process import build_workers, running_workers
+
+    async with running_workers(build_workers(client, settings)):
+        yield RunControl(client, settings.temporal_task_queue)

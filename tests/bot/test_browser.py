@@ -16,7 +16,7 @@ from playwright.async_api import Browser, ViewportSize, async_playwright
 from temporalio.client import Client
 
 from tests.bot.test_runs import bot_stack, gated_files, github_request, served
-from tests.worker.test_workflow import request_for, wait_finished, wait_stage_running
+from tests.runs import request_for, wait_finished, wait_stage_running
 from worker.contract import RunState
 from worker.settings import Settings
 

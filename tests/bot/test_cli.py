@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client
 
 from bot.console import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
-from tests.worker.test_workflow import alive, request_for, wait_finished, wait_pidfile
+from tests.runs import alive, request_for, wait_finished, wait_pidfile
 from worker.contract import RunState, StageState
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl

@@ -36,7 +36,7 @@ from bot.runs import (
     render_markdown,
 )
 from bot.server import EmbeddedServer
-from tests.worker.test_workflow import clusters_left, request_for, wait_finished, wait_stage_running
+from tests.runs import clusters_left, request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
 from worker.links import GitHubHost, Links
 from worker.logstore import LogStore

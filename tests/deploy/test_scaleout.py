@@ -22,7 +22,7 @@ from temporalio.client import Client
 
 from tests.deploy.processes import WORKER_ID_ENV, Fleet, Proc, fleet, process_alive
 from tests.fakes.github import FakeGitHub, deliver
-from tests.worker.test_workflow import request_for, wait_finished
+from tests.runs import request_for, wait_finished
 from worker.backends.local import list_clusters
 from worker.contract import RunProgress, RunState, StageState
 from worker.models import PrepareOutput

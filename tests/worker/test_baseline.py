@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from temporalio.client import Client
 
-from tests.worker.test_workflow import request_for, wait_finished
+from tests.runs import request_for, wait_finished
 from worker.baseline import Baseline, Baselines, baseline_ref
 from worker.contract import GitHubTarget, RunProgress, RunState, Trigger, lane_for_pr
-from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 PIPELINE = "stages: [{name: eval, task: eval.yaml}]\n"
 EVAL = "run: |\n  echo '::metric accuracy={value}'\n  exit {code}\n"
-
-
-@pytest.fixture
-async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
-    async with running_workers(build_workers(client, settings)):
-        yield RunControl(client, settings.temporal_task_queue)
 
 
 async def run(

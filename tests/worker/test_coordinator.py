@@ -5,28 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
-from tests.worker.test_workflow import request_for, wait_finished, wait_stage_running
+from tests.runs import head, request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger
 from worker.coordinator import COORDINATOR_WORKFLOW, CoordinatorState, lane_workflow_id
-from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 PIPELINE = "stages: [{name: train, task: train.yaml}]\n"
 TRAIN = "run: |\n  echo computing {n}\n  sleep {seconds}\n  echo done {n}\n"
-
-
-@pytest.fixture
-async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
-    async with running_workers(build_workers(client, settings)):
-        yield RunControl(client, settings.temporal_task_queue)
 
 
 def commits(
@@ -166,12 +158,6 @@ async def test_a_holder_that_vanished_without_leaving_is_noticed(
     run = await wait_finished(control, second.run_id, timeout=60)
     assert run.state is RunState.SUCCEEDED
     assert run.stages[0].state is StageState.SUCCEEDED
-
-
-def head(repo: Path) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 async def test_the_same_work_requested_again_after_it_finished_runs_again(

@@ -46,12 +46,6 @@ BILLION_LAUGHS = (
 ONE_STAGE = ".skyrun.yaml", "stages:\n  - {name: train, task: train.yaml}\n"
 
 
-@pytest.fixture
-async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
-    async with running_workers(build_workers(client, settings)):
-        yield RunControl(client, settings.temporal_task_queue)
-
-
 def request_for(repo: Path) -> RunRequest:
     return RunRequest(
         repo=str(repo),

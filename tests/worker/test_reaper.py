@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import Client
 
 from tests.deploy.processes import fleet
-from tests.worker.test_workflow import alive, request_for, wait_finished
+from tests.runs import alive, request_for, wait_finished
 from worker.backends.base import TaskRun, cluster_name_for
 from worker.backends.local import JOB_RECORD, LocalBackend, list_clusters
 from worker.contract import WORKFLOW_NAME, RunState

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError
 
-from tests.worker.test_workflow import request_for, wait_finished
+from tests.runs import request_for, wait_finished
 from worker.contract import GitHubTarget, RunProgress, RunState, Trigger
 from worker.models import AuthorizeInput, AuthorizeOutput, ReportInput
 from worker.process import build_workers, running_workers

@@ -3,92 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 
-from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger, lane_for_branch
-from worker.process import build_workers, running_workers
+from tests.runs import (
+    SLOW_TASK,
+    alive,
+    clusters_left,
+    head,
+    request_for,
+    wait_finished,
+    wait_pidfile,
+    wait_stage_running,
+)
+from worker.contract import RunState, StageState, Trigger
 from worker.runcontrol import RunControl
 from worker.settings import Settings
-
-SLOW_TASK = """\
-run: |
-  echo $$ > {pidfile}
-  sleep 300 &
-  echo $! > {pidfile}.child
-  echo started
-  wait
-"""
-
-
-@pytest.fixture
-async def control(client: Client, settings: Settings) -> AsyncIterator[RunControl]:
-    async with running_workers(build_workers(client, settings)):
-        yield RunControl(client, settings.temporal_task_queue)
-
-
-def request_for(repo: Path, **fields: object) -> RunRequest:
-    values: dict[str, object] = {
-        "repo": str(repo),
-        "clone_url": str(repo),
-        "ref": "main",
-        "trigger": Trigger.CLI,
-        "requested_by": "tester",
-        "lane": lane_for_branch(str(repo), "main"),
-    }
-    values.update(fields)
-    return RunRequest(**values)  # type: ignore[arg-type]
-
-
-async def wait_finished(control: RunControl, run_id: str, timeout: float = 120) -> RunProgress:
-    async def poll() -> RunProgress:
-        while True:
-            progress = await control.progress(run_id)
-            if progress is not None and progress.state.finished:
-                return progress
-            await asyncio.sleep(0.2)
-
-    return await asyncio.wait_for(poll(), timeout)
-
-
-async def wait_stage_running(control: RunControl, run_id: str, stage: str) -> None:
-    async def poll() -> None:
-        while True:
-            progress = await control.progress(run_id)
-            if progress and any(
-                s.name == stage and s.state is StageState.RUNNING for s in progress.stages
-            ):
-                return
-            await asyncio.sleep(0.1)
-
-    await asyncio.wait_for(poll(), 60)
-
-
-def clusters_left(settings: Settings) -> list[str]:
-    root = settings.data_path / "clusters"
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); read its state.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
-async def wait_pidfile(path: Path) -> int:
-    for _ in range(300):
-        if path.exists() and path.read_text().strip():
-            return int(path.read_text().strip())
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{path} never written")
 
 
 async def test_example_pipeline_runs_all_stages_and_shares_the_train_cluster(
@@ -224,11 +157,11 @@ async def test_newer_run_in_the_lane_supersedes_the_running_one(
             pipeline: "stages: [{name: train, task: train.yaml}]\n",
         }
     )
-    first = await control.start(request_for(repo, commit=_head(repo)))
+    first = await control.start(request_for(repo, commit=head(repo)))
     child = await wait_pidfile(Path(f"{pidfile}.child"))
 
     git_repo({"train.yaml": "run: echo second run\n"})
-    second = await control.start(request_for(repo, commit=_head(repo)))
+    second = await control.start(request_for(repo, commit=head(repo)))
     assert second.started and second.superseded == [first.run_id]
 
     old = await wait_finished(control, first.run_id)
@@ -252,21 +185,13 @@ async def test_push_to_an_unwatched_branch_ends_quietly_as_skipped(
     )
     skipped = await control.start(
         request_for(
-            repo, trigger=Trigger.PUSH, ref="main", commit=_head(repo), check_push_filter=True
+            repo, trigger=Trigger.PUSH, ref="main", commit=head(repo), check_push_filter=True
         )
     )
     progress = await wait_finished(control, skipped.run_id)
     assert progress.state is RunState.SKIPPED
     assert "not watched" in progress.error
     assert progress.stages == []
-
-
-def _head(repo: Path) -> str:
-    import subprocess
-
-    return subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 @pytest.mark.host_processes

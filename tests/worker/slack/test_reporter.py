@@ -36,7 +36,7 @@ from tests.fakes.slack import (
     message_text,
     slash_command,
 )
-from tests.worker.test_workflow import SLOW_TASK, clusters_left, request_for, wait_finished
+from tests.runs import SLOW_TASK, clusters_left, request_for, wait_finished
 from worker.contract import (
     RunProgress,
     RunRequest,
