@@ -1,4 +1,4 @@
-"""Typed settings, read once from the environment and `.env` (names as in DESIGN.md)."""
+"""Typed settings, read once from the environment and `.env` (each is listed in .env.example)."""
 
 from __future__ import annotations
 
