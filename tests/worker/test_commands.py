@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from temporalio.converter import DataConverter
 
 from worker.commands import (
     COMMENT_USAGE,
@@ -325,6 +327,28 @@ def test_the_command_kinds_keep_their_serialized_values() -> None:
     }
     assert CommandAction is CommandKind
     assert GitHubCommand.__dataclass_fields__["action"].type == "CommandKind"
+
+
+def test_a_command_started_before_the_upgrade_still_decodes() -> None:
+    # A GitHubCommand as the previous release wrote it into a workflow input.
+    written = {
+        "action": "usage",
+        "repo": "acme/ml",
+        "clone_url": "https://github.com/acme/ml.git",
+        "pr_number": 7,
+        "comment_id": 1,
+        "comment_created_at": "2026-01-01T00:00:00Z",
+        "requested_by": "alice",
+        "delivery_id": "d-1",
+        "error": "'-x' is neither a stage name nor KEY=VALUE",
+    }
+    converter = DataConverter.default.payload_converter
+    [payload] = converter.to_payloads([written])
+    [command] = converter.from_payloads([payload], [GitHubCommand])
+    assert isinstance(command, GitHubCommand)
+    assert command.action is CommandKind.USAGE
+    [again] = converter.to_payloads([command])
+    assert json.loads(again.data)["action"] == "usage"
 
 
 def test_repo_globs_ignore_case() -> None:
