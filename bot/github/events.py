@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import ValidationError
 
-from bot.commands import CommandError, CommandKind, parse_comment
 from bot.github.payloads import Delivery, IssueCommentEvent, PullRequestEvent, PushEvent
+from worker.commands import CommandError, CommandKind, parse_comment, repo_allowed
 from worker.contract import (
     GitHubTarget,
     RunRequest,
@@ -23,7 +22,7 @@ from worker.contract import (
     lane_for_branch,
     lane_for_pr,
 )
-from worker.github.contract import MARKER, CommandAction, GitHubCommand
+from worker.github.contract import MARKER, GitHubCommand
 from worker.links import GitHubHost
 
 R_EVENT = "event {event} is not handled"
@@ -78,12 +77,6 @@ Action = Ignore | StartRun | CancelLane | StartCommand
 
 class PayloadError(ValueError):
     """The body is JSON but not the shape GitHub sends for its event."""
-
-
-def repo_allowed(repo: str, globs: Sequence[str]) -> bool:
-    """GitHub names are case-insensitive, so the globs are too."""
-    name = repo.lower()
-    return any(fnmatchcase(name, glob.lower()) for glob in globs)
 
 
 def route(
@@ -160,11 +153,11 @@ def on_issue_comment(event: IssueCommentEvent, delivery_id: str, github: GitHubH
     try:
         parsed = parse_comment(comment.body)
     except CommandError as err:
-        action, error, stages, envs = CommandAction.USAGE, str(err), [], {}
+        action, error, stages, envs = CommandKind.USAGE, str(err), [], {}
     else:
         if parsed is None:
             return Ignore(R_NOT_COMMAND)
-        action, error = _ACTIONS[parsed.kind], ""
+        action, error = parsed.kind, ""
         stages, envs = list(parsed.stages), dict(parsed.envs)
     repo = event.repository
     return StartCommand(
@@ -184,14 +177,6 @@ def on_issue_comment(event: IssueCommentEvent, delivery_id: str, github: GitHubH
             error=error,
         )
     )
-
-
-_ACTIONS = {
-    CommandKind.RUN: CommandAction.RUN,
-    CommandKind.CANCEL: CommandAction.CANCEL,
-    CommandKind.STATUS: CommandAction.STATUS,
-    CommandKind.HELP: CommandAction.HELP,
-}
 
 
 def on_pull_request(event: PullRequestEvent, delivery_id: str, github: GitHubHost) -> Action:

@@ -19,7 +19,7 @@ What a hostile (but signed) body gets, never a 500, a hang or a run:
 
 GitHub does not redeliver failed deliveries by itself, so refusing is never retried pointlessly.
 Answers are ASCII-only JSON, so any reason can be encoded. Large bodies are parsed off the event
-loop, and `/skyrun` text is bounded before it is parsed (bot/commands.py).
+loop, and `/skyrun` text is bounded before it is parsed (worker/commands.py).
 """
 
 from __future__ import annotations

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
 from bot.slack import texts
+from worker.commands import repo_allowed
 from worker.runcontrol import RunSummary
 from worker.settings import Settings
-
-
-def repo_allowed(globs: list[str], repo: str) -> bool:
-    """Whether `owner/repo` matches one of SKYRUN_ALLOWED_REPOS (GitHub names ignore case)."""
-    return any(fnmatchcase(repo.lower(), glob.lower()) for glob in globs)
 
 
 def user_allowed(settings: Settings, user: str) -> bool:
@@ -23,14 +17,14 @@ def start_denial(settings: Settings, user: str, repo: str) -> str | None:
     """Why `user` may not start a run of `repo`, or None when they may."""
     if not user_allowed(settings, user):
         return texts.DENIED_USER.format(user=user)
-    if not repo_allowed(settings.allowed_repos, repo):
+    if not repo_allowed(repo, settings.allowed_repos):
         return texts.DENIED_REPO.format(repo=repo)
     return None
 
 
 def cancel_denial(settings: Settings, user: str, run: RunSummary) -> str | None:
     """Why `user` may not cancel `run`: only its starter and allowed users may."""
-    if run.repo and not repo_allowed(settings.allowed_repos, run.repo):
+    if run.repo and not repo_allowed(run.repo, settings.allowed_repos):
         return texts.DENIED_REPO.format(repo=run.repo)
     if user == run.requested_by or user_allowed(settings, user):
         return None

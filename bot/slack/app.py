@@ -30,7 +30,6 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -39,19 +38,21 @@ from starlette.routing import BaseRoute, Route
 from bot.metrics import Outcome, record_slack
 from bot.slack import texts
 from bot.slack.access import cancel_denial, start_denial
-from bot.slack.commands import (
-    RUN_ID_RE,
-    CancelCommand,
-    HelpCommand,
-    RunCommand,
-    StatusCommand,
-    UsageError,
-    delivery_id,
-    parse,
-    run_request,
-)
+from bot.slack.commands import delivery_id, run_request
 from bot.slack.requests import E_UNREADABLE, RequestError, checked
 from bot.state import BotState
+from worker.commands import (
+    E_BAD_RUN_ID,
+    PREFIX,
+    RUN_ID_RE,
+    Command,
+    CommandError,
+    CommandKind,
+    Host,
+    parse,
+    quoted,
+    usage,
+)
 from worker.contract import RunProgress
 from worker.links import GitHubHost, Links
 from worker.masking import Masker
@@ -101,31 +102,29 @@ class SlackHandlers:
         command: dict[str, Any],
         respond: AsyncRespond,
         context: AsyncBoltContext,
-        request: AsyncBoltRequest,
     ) -> None:
         state: BotState = context[STATE_KEY]
-        name = str(command.get("command") or "/skyrun")
-        usage = texts.USAGE.format(command=name)
+        name = str(command.get("command") or PREFIX)
+        help_text = usage(Host.SLASH, name)
         try:
-            parsed = parse(str(command.get("text") or ""), name)
-        except UsageError as err:
+            parsed = parse(str(command.get("text") or ""), Host.SLASH, command=name)
+        except CommandError as err:
             record_slack("command", Outcome.REPLIED)
-            await _ack(ack, texts.USAGE_ERROR.format(error=err, usage=usage))
+            await _ack(ack, texts.USAGE_ERROR.format(error=_sentence(str(err)), usage=help_text))
             return
         user = str(command.get("user_id") or "")
-        if isinstance(parsed, HelpCommand):
+        if parsed.kind is CommandKind.HELP:
             record_slack("command", Outcome.REPLIED)
-            await _ack(ack, usage)
-        elif isinstance(parsed, RunCommand):
-            delivery = delivery_id(str(command.get("trigger_id") or ""), request.raw_body)
-            await self._start(state, parsed, command, delivery, ack, respond)
-        elif isinstance(parsed, StatusCommand):
+            await _ack(ack, help_text)
+        elif parsed.kind is CommandKind.RUN:
+            await self._start(state, parsed, command, ack, respond)
+        elif parsed.kind is CommandKind.STATUS:
             what = f"run `{parsed.run_id}`" if parsed.run_id else texts.LATEST_RUNS
             await _ack(ack, texts.LOOKING_UP.format(what=what))
             record_slack("command", Outcome.REPLIED)
             status = await self._status(state, parsed.run_id, name)
             await _send(respond, **status)
-        elif isinstance(parsed, CancelCommand):
+        elif parsed.kind is CommandKind.CANCEL:
             await _ack(ack, texts.CANCELLING.format(run_id=parsed.run_id))
             reply, _ = await self._cancel(state, user, parsed.run_id, name, "command")
             await _send(respond, text=reply)
@@ -133,9 +132,8 @@ class SlackHandlers:
     async def _start(
         self,
         state: BotState,
-        parsed: RunCommand,
+        parsed: Command,
         command: dict[str, Any],
-        delivery: str,
         ack: AsyncAck,
         respond: AsyncRespond,
     ) -> None:
@@ -178,7 +176,7 @@ class SlackHandlers:
         record_slack("command", Outcome.STARTED if outcome.started else Outcome.DUPLICATE)
         await _send(respond, text=self._started(outcome, parsed))
 
-    def _started(self, outcome: StartOutcome, parsed: RunCommand) -> str:
+    def _started(self, outcome: StartOutcome, parsed: Command) -> str:
         url = self.links.run(outcome.run_id)
         if not outcome.started:
             return texts.ALREADY.format(url=url, run_id=outcome.run_id)
@@ -290,9 +288,10 @@ class SlackHandlers:
         run_id = str(action.get("value") or "")
         if not RUN_ID_RE.fullmatch(run_id):  # skyrun's buttons carry run ids, nothing else
             record_slack("action", Outcome.REPLIED)
-            await _send(respond, text=texts.E_RUN_ID.format(value=run_id[:80]))
+            error = _sentence(E_BAD_RUN_ID.format(word=quoted(run_id)))
+            await _send(respond, text=texts.BAD_BUTTON.format(error=error))
             return
-        reply, cancelled = await self._cancel(state, user, run_id, "/skyrun", "action")
+        reply, cancelled = await self._cancel(state, user, run_id, PREFIX, "action")
         if cancelled:
             # Everyone watching the run sees who cancelled it, in the run's thread (the button
             # may also sit on a private `status` reply, which has no thread).
@@ -310,6 +309,11 @@ class SlackHandlers:
 async def _ack(ack: AsyncAck, text: str) -> None:
     """Acknowledge with a reply only the requester sees."""
     await ack(text=text, response_type="ephemeral")
+
+
+def _sentence(error: str) -> str:
+    """The parser's error as the start of a Slack sentence."""
+    return error[:1].upper() + error[1:]
 
 
 def _iso(when: datetime) -> str:

@@ -1,28 +1,14 @@
-"""Every reply the Slack front door gives, in one place (mrkdwn templates)."""
+"""Every reply the Slack front door gives, in one place (mrkdwn templates).
+
+The usage text and the parser's errors are worker/commands.py's (one `/skyrun` parser).
+"""
 
 from __future__ import annotations
 
-USAGE = """\
-*Usage*
-• `{command} OWNER/REPO[@REF] [STAGE ...] [KEY=VALUE ...]` run a repository's pipeline (or \
-only the named stages) on the tip of REF (default: its default branch), \
-e.g. `{command} acme/models@main train LR=0.01`
-• `{command} status [RUN]` the state of a run, or the latest runs
-• `{command} cancel RUN` cancel a run; every cluster it launched is torn down
-• `{command} help` this text"""
-
-E_EMPTY = "Tell me what to run."
-E_UNKNOWN = "`{word}` is neither a command (status, cancel, help) nor a repository as OWNER/REPO."
-E_QUOTES = "The command has an unbalanced quote: {detail}."
-E_REF = "`{ref}` is not a branch, tag or commit name: {problem}."
-E_LIMIT = "{detail}."
-E_STAGE = "`{stage}` is not a stage name (letters, digits, `.`, `_` and `-`)."
-E_ENV = "Bad KEY=VALUE: {detail}."
-E_STATUS_ARGS = "`status` takes at most one run id."
-E_CANCEL_ARGS = "`cancel` takes one run id, as in `{command} cancel widgets-1a2b3c4d5e`."
-E_HELP_ARGS = "`help` takes no arguments."
-E_RUN_ID = "`{value}` is not a run id (run ids look like `widgets-1a2b3c4d5e`)."
-USAGE_ERROR = ":warning: {error}\n{usage}"
+USAGE_ERROR = ":warning: {error}.\n{usage}"
+"""A refused command: the parser's error (worker/commands.py), then the usage."""
+BAD_BUTTON = ":warning: {error}."
+"""A button that carries no run id (skyrun's never do)."""
 
 DENIED_USER = (
     ":no_entry: You may not start runs: your Slack user id `{user}` is not in "

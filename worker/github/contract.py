@@ -9,28 +9,24 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from enum import Enum
 
+from worker.commands import CommandKind
 from worker.contract import RunRequest
 
 COMMAND_WORKFLOW = "SkyrunGitHubCommand"
 DELIVERY_WORKFLOW = "SkyrunGitHubDelivery"
 
 
-class CommandAction(str, Enum):
-    RUN = "run"
-    CANCEL = "cancel"
-    STATUS = "status"
-    HELP = "help"
-    USAGE = "usage"
-    """The comment was a `/skyrun` command the parser refused: reply with the error and usage."""
+CommandAction = CommandKind
+"""The kind of a `/skyrun` comment: worker/commands.py's CommandKind (one enum; its values are
+what GitHubCommand.action holds in workflow inputs)."""
 
 
 @dataclass
 class GitHubCommand:
     """One `/skyrun` comment on a pull request, as the signed delivery described it."""
 
-    action: CommandAction
+    action: CommandKind
     repo: str
     clone_url: str
     pr_number: int

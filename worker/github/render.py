@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.commands import COMMENT_USAGE
+from worker.commands import COMMENT_USAGE
 from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
 from worker.github import texts
 from worker.github.baseline import Baseline

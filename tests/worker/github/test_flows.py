@@ -10,11 +10,11 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from bot.commands import COMMENT_USAGE
 from bot.github.events import R_FORK
 from tests.fakes.github import APP_BOT_LOGIN
 from tests.runs import clusters_left, wait_stage_running
 from tests.worker.github.stack import PIPELINE, SLOW_TRAIN, Stack, github_stack, unique_repo
+from worker.commands import COMMENT_USAGE
 from worker.contract import RunState, StageState
 from worker.github import texts
 from worker.github.render import short

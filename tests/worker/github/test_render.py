@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.commands import COMMENT_USAGE
+from worker.commands import COMMENT_USAGE
 from worker.contract import (
     GitHubTarget,
     RunProgress,

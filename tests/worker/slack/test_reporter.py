@@ -24,7 +24,7 @@ from temporalio.testing import ActivityEnvironment
 
 from bot.app import create_app
 from bot.slack import texts as bot_texts
-from tests.bot.test_slack import ack_text, serving, terminate_runs
+from tests.bot.slack.helpers import ack_text, serving, terminate_runs
 from tests.fakes.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,

@@ -24,21 +24,30 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from bot.app import create_app
-from bot.commands import check_env
 from bot.slack import texts
 from bot.slack.app import MAX_BODY_BYTES, SLACK_OFF, routes
 from bot.slack.requests import E_ENCODING, E_NOT_JSON, E_TOO_DEEP, NOT_HANDLED
 from bot.state import BotState
 from tests.bot.mutations import dotted, mutations
+from tests.bot.slack.helpers import ack_text, serving, started_request, terminate_runs
 from tests.fakes.slack import (
-    BOT_TOKEN,
-    SIGNING_SECRET,
     FakeSlack,
     Message,
     block_action,
     deliver,
     signed_headers,
     slash_command,
+)
+from worker.commands import (
+    E_BAD_RUN_ID,
+    E_BAD_TARGET,
+    E_EMPTY_TARGET,
+    E_NEEDS_RUN,
+    E_TOO_MANY,
+    Host,
+    check_env,
+    quoted,
+    usage,
 )
 from worker.contract import RunRequest, SlackTarget, Trigger, lane_for_branch
 from worker.limits import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS
@@ -49,73 +58,6 @@ from worker.slack.blocks import cancel_button
 
 ACK_BUDGET_S = 1.0
 """Slack gives up after 3 s; acknowledgements must come far sooner."""
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-def repo(client: Client) -> str:
-    return f"acme/w{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def slack_settings(
-    make_settings: Callable[..., Settings], slack: FakeSlack
-) -> Callable[..., Settings]:
-    def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-        }
-        values.update(overrides)
-        return make_settings(**values)
-
-    return make
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bot.test") as http:
-            yield http
-
-
-@pytest.fixture
-async def bot(
-    client: Client, slack_settings: Callable[..., Settings], repo: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(create_app(slack_settings(), client)) as http:
-        yield http
-    await terminate_runs(client, repo)
-
-
-async def terminate_runs(client: Client, repo: str) -> None:
-    for summary in await RunControl(client, "").list_runs(repo=repo, running_only=True):
-        with contextlib.suppress(Exception):
-            await client.get_workflow_handle(summary.run_id).terminate("test over")
-
-
-async def started_request(client: Client, run_id: str) -> RunRequest:
-    """The RunRequest a run was started with, read back from its history."""
-    history = await client.get_workflow_handle(run_id).fetch_history()
-    event = history.events[0]
-    assert event.event_type is EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
-    payloads = event.workflow_execution_started_event_attributes.input.payloads
-    [request] = await client.data_converter.decode(payloads, [RunRequest])
-    assert isinstance(request, RunRequest)
-    return request
-
-
-def ack_text(response: httpx.Response) -> str:
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return str(body["text"])
 
 
 # Verification: nothing unsigned, stale or off gets through.
@@ -164,16 +106,23 @@ async def test_a_tampered_body_is_refused(bot: httpx.AsyncClient, slack: FakeSla
 async def test_help_and_usage_errors_are_answered_at_once(
     bot: httpx.AsyncClient, slack: FakeSlack
 ) -> None:
-    usage = texts.USAGE.format(command="/skyrun")
-    assert ack_text(await deliver(bot, slash_command("help", response_url="x"))) == usage
+    help_text = usage(Host.SLASH)
+    assert ack_text(await deliver(bot, slash_command("help", response_url="x"))) == help_text
     for text, error in [
-        ("", texts.E_EMPTY),
-        ("deploy now", texts.E_UNKNOWN.format(word="deploy")),
-        ("cancel", texts.E_CANCEL_ARGS.format(command="/skyrun")),
-        ("status a b", texts.E_STATUS_ARGS),
+        ("", E_EMPTY_TARGET.format(command="/skyrun")),
+        ("deploy now", E_BAD_TARGET.format(word="'deploy'")),
+        ("cancel", E_NEEDS_RUN.format(command="cancel", name="/skyrun")),
+        ("status a b", E_TOO_MANY.format(command="status", extra="'a' 'b'")),
     ]:
         reply = ack_text(await deliver(bot, slash_command(text, response_url="x")))
-        assert reply == texts.USAGE_ERROR.format(error=error, usage=usage)
+        sentence = error[:1].upper() + error[1:]
+        assert reply == texts.USAGE_ERROR.format(error=sentence, usage=help_text)
+    empty = ack_text(await deliver(bot, slash_command("", response_url="x")))
+    assert empty.startswith(":warning: Say which repository to run, as in `/skyrun OWNER/")
+    renamed = ack_text(
+        await deliver(bot, slash_command("cancel", response_url="x", command="/skyrun-dev"))
+    )
+    assert "`/skyrun-dev cancel RUN`" in renamed
     renamed = ack_text(
         await deliver(bot, slash_command("help", response_url="x", command="/skyrun-dev"))
     )
@@ -291,7 +240,8 @@ async def test_a_run_command_starts_one_run_even_when_slack_repeats_it(
     assert request.envs == {"SECRET_TOKEN": "hunter2", "LR": "0.1"}
     assert request.requested_by == "U0ALICE"
     assert request.lane == lane_for_branch(repo, "dev")
-    assert request.delivery_id.startswith("slack:")
+    trigger_id = parse_qs(body)["trigger_id"][0]
+    assert request.delivery_id == f"slack:{trigger_id}"  # what Slack repeats on a retry
     assert request.slack == SlackTarget("C0RUNS", "U0ALICE", response_url)
     assert all(call.method == "response_url" for call in slack.calls)
 
@@ -302,8 +252,8 @@ async def test_the_bot_answers_while_the_slack_web_api_is_down(
     settings = slack_settings(SLACK_API_URL="http://127.0.0.1:9/api/")
     slack.down = True
     async with serving(create_app(settings, client)) as http:
-        usage = ack_text(await deliver(http, slash_command("help", response_url="x")))
-        assert usage == texts.USAGE.format(command="/skyrun")
+        helped = ack_text(await deliver(http, slash_command("help", response_url="x")))
+        assert helped == usage(Host.SLASH)
         started = await deliver(http, slash_command(repo, response_url=slack.response_url()))
         assert ack_text(started).startswith(":hourglass_flowing_sand: Starting")
 
@@ -660,4 +610,6 @@ async def test_a_cancel_button_with_no_run_id_says_so(
     assert response.status_code == 200
     await slack.wait_for(lambda: slack.responses(key), 20, "the reply")
     [reply] = slack.responses(key)
-    assert reply["text"] == texts.E_RUN_ID.format(value=value[:80])
+    error = E_BAD_RUN_ID.format(word=quoted(value))
+    assert reply["text"] == texts.BAD_BUTTON.format(error=error[:1].upper() + error[1:])
+    assert len(reply["text"]) < 150
