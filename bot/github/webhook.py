@@ -40,6 +40,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from bot.bodies import read_capped
 from bot.github.events import Action, Ignore, PayloadError, StartCommand, StartRun, route
 from bot.github.signature import HEADER, SHA1_HEADER, signature_matches
 from bot.metrics import Outcome, record_webhook
@@ -106,18 +107,6 @@ def _rejected(status: int, reason: str) -> Answer:
     return Answer(status, Outcome.REJECTED, reason)
 
 
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it grows past `limit` (a chunked body has no length)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _read_verified(request: Request, settings: Settings) -> bytes | Answer:
     """The raw body once it is proven to come from GitHub, or the refusal."""
     if settings.github_webhook_secret is None:
@@ -128,7 +117,7 @@ async def _read_verified(request: Request, settings: Settings) -> bytes | Answer
             return _rejected(400, E_BAD_LENGTH)
         if int(length) > MAX_BODY_BYTES:
             return _rejected(413, E_TOO_LARGE)
-    body = await _read_capped(request, MAX_BODY_BYTES)
+    body = await read_capped(request, MAX_BODY_BYTES)
     if body is None:
         return _rejected(413, E_TOO_LARGE)
     signature = request.headers.get(HEADER)

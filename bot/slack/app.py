@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.bodies import read_capped
 from bot.metrics import Outcome, record_slack
 from bot.slack import texts
 from bot.slack.access import cancel_denial, start_denial
@@ -361,18 +362,6 @@ async def slack_off(request: Request) -> Response:
     return PlainTextResponse(SLACK_OFF, status_code=404)
 
 
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it grows past `limit` (a chunked body has no length)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _signed(secret: bytes, body: bytes, request: Request) -> bool:
     """Slack's v0 signature over the raw bytes (slack_sdk's verifier decodes them first, so a
     body that is not UTF-8 could never be told apart from a forgery)."""
@@ -409,7 +398,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             return _refusal(413, TOO_LARGE)
-        body = await _read_capped(request, MAX_BODY_BYTES)
+        body = await read_capped(request, MAX_BODY_BYTES)
         if body is None:
             return _refusal(413, TOO_LARGE)
         if not _signed(secret, body, request):
