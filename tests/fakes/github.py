@@ -1101,3 +1101,13 @@ async def deliver(
 def running(root: Path) -> Iterator[FakeGitHub]:
     with FakeGitHub(root) as fake:
         yield fake
+
+
+def unknown_app_key() -> str:
+    """A well-formed RSA private key (PEM) that no App of the fake knows: the wrong .pem file."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.github import FakeGitHub
+from tests.fakes.github import FakeGitHub, unknown_app_key
 from tests.fakes.slack import BOT_NAME, BOT_TOKEN, SIGNING_SECRET, TEAM_NAME, FakeSlack
 from worker.check import (
     CHECK_TIMEOUT_S,
@@ -65,15 +63,6 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def wrong_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
@@ -153,7 +142,7 @@ async def test_an_app_with_a_key_github_does_not_know_fails_naming_app_id_and_ke
 ) -> None:
     github.enable_app(APP_ID)
     github.install(77, REPO)
-    key = wrong_key()
+    key = unknown_app_key()
     settings = make_settings(
         GITHUB_API_URL=github.url, GITHUB_APP_ID=APP_ID, GITHUB_APP_PRIVATE_KEY=key
     )

@@ -21,7 +21,7 @@ from github.GithubException import BadCredentialsException, RateLimitExceededExc
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from tests.fakes.github import FakeGitHub
+from tests.fakes.github import FakeGitHub, unknown_app_key
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, message_text
 from tests.worker.github.stack import PIPELINE, github_stack, unique_repo
 from worker.contract import GitHubTarget, RunRequest, RunState, SlackTarget, Trigger
@@ -42,16 +42,6 @@ from worker.settings import Settings
 REPO = "acme/ml"
 PACED_NOT_SLOW = ClientOptions(seconds_between_requests=0, seconds_between_writes=0)
 """Production's in-call retries (2) without the pacing: a refused credential must not be retried."""
-
-
-def fresh_key() -> str:
-    """A well-formed RSA key GitHub has never seen (the wrong .pem file)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def credential_error(caught: pytest.ExceptionInfo[ApplicationError]) -> str:
@@ -223,7 +213,7 @@ def test_an_app_key_github_does_not_know_fails_at_once_naming_app_id_and_key(
 ) -> None:
     fake.enable_app("4242")
     fake.install(77, REPO)
-    wrong = fresh_key()
+    wrong = unknown_app_key()
     key_file = tmp_path / "wrong.pem"
     key_file.write_text(wrong)
     for setting, value in (
@@ -298,7 +288,7 @@ def _public_key() -> str:
     ("make_key", "problem"),
     [
         (lambda: "ghp_this-is-a-token-not-a-key", KEY_NOT_PEM),
-        (lambda: fresh_key()[:300], KEY_NOT_PEM),
+        (lambda: unknown_app_key()[:300], KEY_NOT_PEM),
         (_public_key, KEY_NOT_PEM),
         (_encrypted_key, KEY_ENCRYPTED),
         (_ec_key, KEY_NOT_RSA),
@@ -401,7 +391,7 @@ def test_neither_key_nor_tokens_reach_an_error_or_a_log_record(
 ) -> None:
     key = fake.enable_app("4242")
     fake.install(77, REPO)
-    wrong = fresh_key()
+    wrong = unknown_app_key()
     pat = "ghp_" + "p" * 36
     errors: list[BaseException] = []
     # PyGithub logs response bodies (a minted token's too) once its logger is at DEBUG.
@@ -457,7 +447,7 @@ async def test_a_run_with_a_wrong_app_key_fails_at_once_naming_the_settings(
     client: Client, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     async with github_stack(
-        client, make_settings, tmp_path, app_id="4242", GITHUB_APP_PRIVATE_KEY=fresh_key()
+        client, make_settings, tmp_path, app_id="4242", GITHUB_APP_PRIVATE_KEY=unknown_app_key()
     ) as stack:
         repo = unique_repo()
         stack.fake.add_repo(repo, PIPELINE)
@@ -544,7 +534,7 @@ async def test_a_comment_command_with_a_wrong_app_key_fails_at_once_naming_the_s
     client: Client, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     async with github_stack(
-        client, make_settings, tmp_path, app_id="4242", GITHUB_APP_PRIVATE_KEY=fresh_key()
+        client, make_settings, tmp_path, app_id="4242", GITHUB_APP_PRIVATE_KEY=unknown_app_key()
     ) as stack:
         repo = unique_repo()
         stack.fake.add_repo(repo, PIPELINE)
