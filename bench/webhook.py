@@ -6,8 +6,12 @@ branch, at 1 and at 32 concurrent senders over keep-alive connections, measuring
 2xx. In the same run it measures bare `start_workflow` calls of the same run requests (with the same
 search attributes) from this process. Prints throughput and p50 / p99 latency of each, and the
 bot's share of the bare rate (targets: >= 80 %, p99 < 50 ms with one sender). For attribution it
-also times `RunControl.start` called directly (three Temporal calls: what the request would cost
-if the bot dispatched itself) and deliveries the bot ignores (no Temporal call at all).
+also times `RunControl.start` called directly (a lane query and the start: what the request would
+cost if the bot dispatched itself) and deliveries the bot ignores (no Temporal call at all).
+
+Lanes are decided by their coordinating workflows (worker/coordinator.py), which a run enters by
+itself once a worker picks it up: the request path stays one keyed `start_workflow`, whatever the
+coordinators are doing.
 
 BENCH_REQUESTS (default 400) sets the deliveries per measurement.
 """
