@@ -6,14 +6,29 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from tests.runs import head, request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger
-from worker.coordinator import COORDINATOR_WORKFLOW, CoordinatorState, lane_workflow_id
+from worker.coordinator import (
+    COORDINATOR_WORKFLOW,
+    SIGNAL_ADMITTED,
+    SIGNAL_LEAVE,
+    CoordinatorActivities,
+    CoordinatorState,
+    CoordinatorWorkflow,
+    EnterInput,
+    Left,
+    Ticket,
+    lane_workflow_id,
+    pool_workflow_id,
+)
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 
@@ -170,3 +185,70 @@ async def test_the_same_work_requested_again_after_it_finished_runs_again(
     again = await control.start(request_for(repo))
     assert again.run_id == first.run_id and again.started
     assert (await wait_finished(control, again.run_id, timeout=60)).state is RunState.SUCCEEDED
+
+
+@workflow.defn(name="TestPoolMember")
+class PoolMember:
+    """A stand-in run: enters a pool, computes for a moment once admitted, leaves."""
+
+    def __init__(self) -> None:
+        self.admitted = False
+
+    @workflow.signal(name=SIGNAL_ADMITTED)
+    def admit(self, coordinator: str) -> None:
+        self.admitted = True
+
+    @workflow.run
+    async def run(self, pool: str, capacity: int, requested_at: int) -> tuple[str, str]:
+        info = workflow.info()
+        coordinator = pool_workflow_id(pool)
+        await workflow.execute_activity_method(
+            CoordinatorActivities.enter,
+            EnterInput(
+                coordinator,
+                CoordinatorState(pool, capacity=capacity, newest_wins=False),
+                Ticket(info.workflow_id, info.run_id, requested_at),
+                info.task_queue,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        await workflow.wait_condition(lambda: self.admitted)
+        began = workflow.now().isoformat()
+        await workflow.sleep(2)
+        ended = workflow.now().isoformat()
+        await workflow.get_external_workflow_handle(coordinator).signal(
+            SIGNAL_LEAVE, Left(info.workflow_id, info.run_id)
+        )
+        return began, ended
+
+
+async def test_a_pool_admits_at_most_its_capacity_first_come_first_served(
+    client: Client, task_queue: str
+) -> None:
+    """The same coordinator, as a capacity pool (what concurrency caps build on)."""
+    pool = f"pool-{task_queue}"
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CoordinatorWorkflow, PoolMember],
+        activities=[CoordinatorActivities(client).enter],
+    ):
+        handles = []
+        for n in range(5):  # requested in this order, started in the reverse one
+            handles.append(
+                await client.start_workflow(
+                    PoolMember.run,
+                    args=[pool, 2, 1_000 + (4 - n)],
+                    id=f"{pool}-member-{4 - n}",
+                    task_queue=task_queue,
+                )
+            )
+            await asyncio.sleep(0.05)
+        spans = {h.id: await h.result() for h in handles}
+    admitted = sorted(spans, key=lambda member_id: spans[member_id][0])
+    # The first two found the pool free; the others waited and went in the order requested,
+    # not the order they reached the pool in.
+    assert set(admitted[:2]) == {f"{pool}-member-4", f"{pool}-member-3"}
+    assert admitted[2:] == [f"{pool}-member-0", f"{pool}-member-1", f"{pool}-member-2"]
+    for began, _ in spans.values():
+        assert len([s for s in spans.values() if s[0] <= began < s[1]]) <= 2
