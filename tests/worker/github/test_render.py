@@ -17,7 +17,7 @@ from worker.contract import (
     Trigger,
 )
 from worker.github import render, texts
-from worker.github.baseline import Baseline
+from worker.baseline import Baseline
 from worker.github.contract import CommandAction, GitHubCommand
 from worker.github.models import ReplyInput, ReplyKind
 from worker.github.render import RunView
