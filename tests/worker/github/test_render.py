@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.commands import COMMENT_USAGE
+from worker.baseline import Baseline
 from worker.contract import (
     GitHubTarget,
     RunProgress,
@@ -17,7 +18,6 @@ from worker.contract import (
     Trigger,
 )
 from worker.github import render, texts
-from worker.baseline import Baseline
 from worker.github.contract import CommandAction, GitHubCommand
 from worker.github.models import ReplyInput, ReplyKind
 from worker.github.render import RunView

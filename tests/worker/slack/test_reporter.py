@@ -37,6 +37,7 @@ from tests.fakes.slack import (
     slash_command,
 )
 from tests.worker.test_workflow import SLOW_TASK, clusters_left, request_for, wait_finished
+from worker.baseline import HANDLE, Baseline, Baselines
 from worker.contract import (
     RunProgress,
     RunRequest,
@@ -204,7 +205,7 @@ async def test_one_message_follows_the_run_and_ends_with_metrics_against_the_las
     assert f"*{repo}@main* — succeeded" in text
     assert ":white_check_mark: `prep` succeeded" in text
     assert ":white_check_mark: `train` succeeded" in text
-    assert "`loss` *0.4* (-0.1 vs last success)" in text
+    assert "`loss` *0.4* (-0.1 (-20.0%) vs last success)" in text
     assert f"<http://skyrun.test/runs/{first}|{first}>, the last successful run of `main`" in text
     assert "```| loss | 0.4 |```" in text
     assert message.text == f"skyrun {repo}@main: succeeded"
@@ -416,6 +417,38 @@ async def test_a_retried_attempt_resumes_from_what_the_failed_one_posted(
         "replied:stage:train": "1",
         "replied:final": "1",
     }
+
+
+async def test_the_baseline_is_looked_up_once_and_kept_with_the_handles(
+    slack: FakeSlack,
+    make_settings: Callable[..., Settings],
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=slack.api_url
+    )
+    asked: list[str] = []
+    earlier = Baseline("widgets-0000000000", "f" * 40, "main", {"loss": 0.5})
+
+    async def of(self: Baselines, progress: RunProgress) -> Baseline | None:
+        asked.append(f"{progress.run_id} in {self.task_queue}")
+        return earlier
+
+    monkeypatch.setattr(Baselines, "of", of)
+    reporter = SlackReporter(settings, temporal=client)
+    run = _finished_run()
+    run.stages[0].metrics = {"loss": 0.4}
+    env = ActivityEnvironment()
+    handles = await env.run(reporter.report, _report(run))
+    assert Baseline.loads(handles[HANDLE]) == earlier
+    await env.run(reporter.report, _report(run, handles))  # a later (or retried) report
+
+    assert asked == [f"{run.run_id} in {settings.temporal_task_queue}"]
+    [message] = slack.top_level()
+    text = message_text(message)
+    assert "`loss` *0.4* (-0.1 (-20.0%) vs last success)" in text
+    assert "the last successful run of `main`" in text
 
 
 async def test_errors_no_retry_can_fix_fail_at_once_and_deleted_messages_come_back(
