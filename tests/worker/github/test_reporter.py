@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from temporalio.testing import ActivityEnvironment
 
 from tests.fakes.github import FakeGitHub
+from tests.worker.github.stack import REPO
 from worker.baseline import HANDLE, Baseline, Baselines
 from worker.contract import (
     GitHubTarget,
@@ -28,15 +28,6 @@ from worker.links import Links
 from worker.models import ReportInput
 from worker.reporting import ReportingActivities
 from worker.settings import Settings
-
-REPO = "acme/ml"
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with FakeGitHub(tmp_path / "github") as github:
-        github.add_repo(REPO, {"README.md": "hi"})
-        yield github
 
 
 @pytest.fixture
