@@ -18,6 +18,7 @@ from worker.formatting import (
     format_change,
     format_duration,
     format_number,
+    format_time,
     seconds_between,
 )
 from worker.github import texts
@@ -131,12 +132,12 @@ def stages_table(view: RunView) -> str:
                 state=texts.STAGE_EMOJI[stage.state],
                 duration=format_duration(stage.duration_s)
                 if stage.duration_s is not None
-                else ("…" if stage.state is StageState.RUNNING else "—"),
+                else ("…" if stage.state is StageState.RUNNING else NO_VALUE),
                 cluster=stage.cluster,
                 shared="" if stage.launched or not started else texts.SHARED_CLUSTER,
                 log=texts.LOG_LINK.format(url=view.links.log(view.progress.run_id, stage.name))
                 if started
-                else "—",
+                else NO_VALUE,
             )
         )
     return "\n".join(rows)
@@ -404,9 +405,9 @@ def status_table(runs: Sequence[RunSummary], links: Links) -> str:
                 run_id=run.run_id,
                 run_url=links.run(run.run_id),
                 state=f"{texts.STATE_EMOJI[run.state]} {run.state.value}",
-                commit=short(run.commit) or "—",
-                user=f"@{run.requested_by}" if run.requested_by else "—",
-                started=run.started_at.strftime("%Y-%m-%d %H:%M UTC") if run.started_at else "—",
+                commit=short(run.commit) or NO_VALUE,
+                user=f"@{run.requested_by}" if run.requested_by else NO_VALUE,
+                started=format_time(run.started_at) or NO_VALUE,
             )
         )
     return "\n".join(rows)

@@ -185,14 +185,7 @@ class SlackReporter:
     ) -> None:
         """Update the run's message in place, or post it when there is none (any more)."""
         text = self.masker.mask(fallback_text(progress))
-        blocks = run_blocks(
-            progress,
-            self.links,
-            baseline=baseline,
-            compared_on=self._compared_on(progress, handles),
-            run_pages=self.run_pages,
-            masker=self.masker,
-        )
+        blocks = self._blocks(progress, handles, baseline)
         if handles.get(TS):
             try:
                 await self.client.chat_update(
@@ -210,10 +203,18 @@ class SlackReporter:
         handles[TS] = str(response["ts"])
         _checkpoint(handles)
 
-    @staticmethod
-    def _compared_on(progress: RunProgress, handles: dict[str, str]) -> str:
-        """The branch a known baseline (or its absence) is of; "" while it is not known."""
-        return baseline_ref(progress) if BASELINE in handles else ""
+    def _blocks(
+        self, progress: RunProgress, handles: dict[str, str], baseline: Baseline | None
+    ) -> list[dict[str, Any]]:
+        """The run's message, masked; "no baseline" is said only once the lookup has answered."""
+        return run_blocks(
+            progress,
+            self.links,
+            baseline=baseline,
+            compared_on=baseline_ref(progress) if BASELINE in handles else "",
+            run_pages=self.run_pages,
+            masker=self.masker,
+        )
 
     def _replies(self, progress: RunProgress) -> Iterator[tuple[str, str]]:
         """Thread replies due by now, keyed so each is sent once."""
@@ -245,13 +246,7 @@ class SlackReporter:
         if not progress.state.finished or handles.get(key):
             return
         handles[key] = "1"
-        blocks = run_blocks(
-            progress,
-            self.links,
-            baseline=baseline,
-            compared_on=self._compared_on(progress, handles),
-            run_pages=self.run_pages,
-        )
+        blocks = self._blocks(progress, handles, baseline)
         await self._respond(data, fallback_text(progress), blocks)
 
     async def _respond(

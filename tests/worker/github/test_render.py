@@ -241,6 +241,7 @@ def test_status_lists_runs() -> None:
     ]
     table = render.status_table(runs, LINKS)
     assert (
-        "| [`ml-1`](https://skyrun.example/runs/ml-1) | 🏃 running | `0123456` | @alice |" in table
+        "| [`ml-1`](https://skyrun.example/runs/ml-1) | 🏃 running | `0123456` | @alice "
+        "| 2024-05-01 12:30:00 UTC |" in table
     )
     assert render.status_table([], LINKS) == texts.REPLY_STATUS_EMPTY
