@@ -8,6 +8,7 @@ metrics come from its result in history, so no worker has to answer for it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -26,6 +27,12 @@ CANDIDATES = 20
 TRIES = 5
 """Results read at most per lookup (a candidate without metrics does not count as a baseline)."""
 RESULT_TIMEOUT = timedelta(seconds=10)
+LOOKUP_TIMEOUT_S = 20.0
+"""A reporter waits this long for a lookup, then reports without a comparison (and tries later)."""
+HANDLE = "baseline"
+"""The reporter handle that keeps a run's baseline (`Baseline.dumps`; empty: none)."""
+HANDLE_FINAL = "baseline_final"
+"""Set once the baseline was looked up with the run finished: it is not looked up again."""
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -92,3 +99,23 @@ class Baselines:
             if result.progress.metrics:
                 return Baseline(execution.id, result.progress.commit, ref, result.progress.metrics)
         return None
+
+    async def remembered(self, progress: RunProgress, handles: dict[str, str]) -> Baseline | None:
+        """`progress`'s baseline, kept in a reporter's `handles` so a retried or later report
+        does not look it up again (and every report of the run compares with the same run).
+
+        Looked up when the run has metrics, and once more when it has finished (a run started
+        before it may have succeeded meanwhile). A failed lookup is logged and not kept, so the
+        next report tries again; `HANDLE in handles` says whether the baseline is known.
+        """
+        due = HANDLE not in handles or (progress.state.finished and HANDLE_FINAL not in handles)
+        if due and progress.metrics and baseline_ref(progress):
+            try:
+                found = await asyncio.wait_for(self.of(progress), LOOKUP_TIMEOUT_S)
+            except Exception as err:  # the comparison is a nicety: never fail a report for it
+                log.warning("no baseline for run %s yet: %r", progress.run_id, err)
+            else:
+                handles[HANDLE] = found.dumps() if found else ""
+                if progress.state.finished:
+                    handles[HANDLE_FINAL] = "1"
+        return Baseline.loads(handles.get(HANDLE, ""))

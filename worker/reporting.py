@@ -66,7 +66,9 @@ def make_reporting(settings: Settings, github: GitHubServices | None = None) -> 
     """The reporters this worker's settings configure (none on a bare local stack).
 
     `github` shares the worker's GitHub auth (and token cache) with its checkouts and comment
-    commands; without it one is made from the settings (then without base-branch baselines).
+    commands; without it one is made from the settings (then without a Temporal client, so its
+    comments and check runs show no baseline; the Slack reporter finds baselines through the
+    activity's client). Both compare with worker/baseline.py's run, in this task queue.
     """
     reporters: list[Reporter] = []
     gate: Gate | None = None

@@ -14,6 +14,7 @@ from github.GithubException import UnknownObjectException
 from github.Repository import Repository
 
 from worker.contract import RunRequest, Trigger
+from worker.formatting import parse_time
 from worker.github import texts
 from worker.github.auth import GitHubAuth, api_errors
 from worker.github.contract import GitHubCommand
@@ -21,14 +22,6 @@ from worker.github.models import Resolution
 from worker.models import AuthorizeInput, AuthorizeOutput
 
 ALLOWED_PERMISSIONS = frozenset({"admin", "maintain", "write"})
-
-
-def _parse_time(text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return datetime.now(UTC)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 class GitHubGate:
@@ -88,7 +81,7 @@ class GitHubGate:
                 return Resolution(allowed=False, reason=denial)
             if not run:
                 return Resolution(allowed=True)
-            when = _parse_time(command.comment_created_at)
+            when = parse_time(command.comment_created_at) or datetime.now(UTC)
             return self._head_as_of(repo, command.repo, command.pr_number, when)
 
     def _head_as_of(self, repo: Repository, name: str, number: int, when: datetime) -> Resolution:

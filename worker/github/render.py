@@ -9,12 +9,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
+from worker.baseline import Baseline
 from worker.commands import COMMENT_USAGE
 from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
+from worker.formatting import (
+    NO_VALUE,
+    format_change,
+    format_duration,
+    format_number,
+    format_time,
+    seconds_between,
+)
 from worker.github import texts
-from worker.github.baseline import Baseline
 from worker.github.models import ReplyInput, ReplyKind
 from worker.links import Links
 from worker.masking import Masker
@@ -37,6 +44,7 @@ class RunView:
     request: RunRequest
     links: Links
     base_ref: str = ""
+    """The branch the baseline was looked for on ("" while not known: no "none found" note)."""
     baseline: Baseline | None = None
 
 
@@ -64,41 +72,6 @@ def cut(text: str, limit: int, note: str = "") -> str:
     return keep + note
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
-
-
-def format_number(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.4g}"
-
-
-def format_change(value: float, base: float) -> str:
-    delta = value - base
-    if delta == 0:
-        return "±0"
-    text = f"{delta:+.4g}"
-    if base:
-        text += f" ({delta / abs(base) * 100:+.1f}%)"
-    return text
-
-
-def _seconds_between(start: str, end: str) -> float | None:
-    try:
-        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-    except ValueError:
-        return None
-
-
 def _trigger(request: RunRequest) -> str:
     user = request.requested_by or "someone"
     if request.trigger is Trigger.COMMENT:
@@ -122,7 +95,7 @@ def _header(view: RunView) -> list[str]:
     ]
     ref = code(progress.ref or view.request.default_branch or "default branch")
     if progress.commit:
-        duration = _seconds_between(progress.started_at, progress.finished_at)
+        duration = seconds_between(progress.started_at, progress.finished_at)
         lines.append(
             texts.SUBJECT.format(
                 commit=short(progress.commit),
@@ -159,12 +132,12 @@ def stages_table(view: RunView) -> str:
                 state=texts.STAGE_EMOJI[stage.state],
                 duration=format_duration(stage.duration_s)
                 if stage.duration_s is not None
-                else ("…" if stage.state is StageState.RUNNING else "—"),
+                else ("…" if stage.state is StageState.RUNNING else NO_VALUE),
                 cluster=stage.cluster,
                 shared="" if stage.launched or not started else texts.SHARED_CLUSTER,
                 log=texts.LOG_LINK.format(url=view.links.log(view.progress.run_id, stage.name))
                 if started
-                else "—",
+                else NO_VALUE,
             )
         )
     return "\n".join(rows)
@@ -192,7 +165,7 @@ def metrics_section(view: RunView) -> str:
                 texts.METRIC_ROW_BASE.format(
                     name=name,
                     value=format_number(metrics[name]),
-                    base="—" if base is None else format_number(base),
+                    base=NO_VALUE if base is None else format_number(base),
                     change="new" if base is None else format_change(metrics[name], base),
                 )
             )
@@ -432,9 +405,9 @@ def status_table(runs: Sequence[RunSummary], links: Links) -> str:
                 run_id=run.run_id,
                 run_url=links.run(run.run_id),
                 state=f"{texts.STATE_EMOJI[run.state]} {run.state.value}",
-                commit=short(run.commit) or "—",
-                user=f"@{run.requested_by}" if run.requested_by else "—",
-                started=run.started_at.strftime("%Y-%m-%d %H:%M UTC") if run.started_at else "—",
+                commit=short(run.commit) or NO_VALUE,
+                user=f"@{run.requested_by}" if run.requested_by else NO_VALUE,
+                started=format_time(run.started_at) or NO_VALUE,
             )
         )
     return "\n".join(rows)

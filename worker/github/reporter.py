@@ -1,15 +1,15 @@
 """The GitHub reporter: a `skyrun` check run on the commit and one sticky comment per run.
 
 Called by the workflow at every change with the handles the previous call returned (check run,
-comment, pull request, baseline), so each report edits in place. PyGithub blocks, so the API work
-runs in a thread. A retried report finds what an earlier attempt created instead of duplicating.
+comment, pull request, baseline), so each report edits in place and compares with the same run
+(worker/baseline.py). PyGithub blocks, so the API work runs in a thread. A retried report finds
+what an earlier attempt created instead of duplicating.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from typing import Any
 
 from github.GithubException import GithubException
@@ -17,10 +17,12 @@ from github.IssueComment import IssueComment
 from github.Repository import Repository
 from temporalio import activity
 
+from worker.baseline import HANDLE as BASELINE
+from worker.baseline import Baseline, Baselines, baseline_ref
 from worker.contract import RunProgress, RunState, Trigger
+from worker.formatting import parse_time
 from worker.github import render, texts
 from worker.github.auth import GitHubAuth, api_errors
-from worker.github.baseline import Baseline, Baselines
 from worker.github.render import RunView
 from worker.links import Links
 from worker.masking import Masker
@@ -33,8 +35,6 @@ CHECK_RUN = "check_run"
 CHECK_SHA = "check_sha"
 COMMENT = "comment"
 PULL = "pr"
-PULL_BASE = "pr_base"
-BASELINE = "baseline"
 ROCKET = "rocket"
 OUTDATED = "outdated"
 
@@ -43,13 +43,6 @@ QUIET_UNTIL_RUNNING = (RunState.QUEUED, RunState.DENIED, RunState.SKIPPED)
 
 def _attempt() -> int:
     return activity.info().attempt if activity.in_activity() else 1
-
-
-def _time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
 
 
 def _started(progress: RunProgress) -> bool:
@@ -73,16 +66,16 @@ class GitHubReporter:
             return {}
         if PULL not in handles:
             handles.update(await asyncio.to_thread(self._find_pull, data))
-        base_ref = handles.get(PULL_BASE) or target.base_branch or data.request.default_branch
-        if data.progress.metrics and BASELINE not in handles and self.baselines and base_ref:
-            found = await self.baselines.latest(data.request.repo, base_ref, exclude=data.run_id)
-            handles[BASELINE] = found.dumps() if found else ""
+        baseline: Baseline | None = None
+        if self.baselines is not None:
+            baseline = await self.baselines.remembered(data.progress, handles)
         view = RunView(
             data.progress,
             data.request,
             self.links,
-            base_ref=base_ref,
-            baseline=Baseline.loads(handles.get(BASELINE, "")),
+            # Only a baseline looked for and not found is worth saying so.
+            base_ref=baseline_ref(data.progress) if BASELINE in handles else "",
+            baseline=baseline,
         )
         handles.update(await asyncio.to_thread(self._publish, data, view, handles, _attempt()))
         return handles
@@ -105,14 +98,14 @@ class GitHubReporter:
         target = data.request.github
         assert target is not None
         if target.pr_number:
-            return {PULL: str(target.pr_number), PULL_BASE: target.base_branch or ""}
+            return {PULL: str(target.pr_number)}
         if data.request.trigger is not Trigger.PUSH or not data.request.ref:
             return {PULL: ""}
         owner = data.request.repo.split("/", 1)[0]
         with api_errors(self.auth):
             repo = self._repo(data)
             for pull in repo.get_pulls(state="open", head=f"{owner}:{data.request.ref}"):
-                return {PULL: str(pull.number), PULL_BASE: pull.base.ref}
+                return {PULL: str(pull.number)}
         return {PULL: ""}
 
     def _publish(
@@ -159,12 +152,12 @@ class GitHubReporter:
             fields["status"] = "queued"
         elif progress.state is RunState.RUNNING:
             fields["status"] = "in_progress"
-            if started := _time(progress.started_at):
+            if started := parse_time(progress.started_at):
                 fields["started_at"] = started
         else:
             fields["status"] = "completed"
             fields["conclusion"] = texts.CHECK_CONCLUSION[progress.state]
-            if finished := _time(progress.finished_at):
+            if finished := parse_time(progress.finished_at):
                 fields["completed_at"] = finished
         check_id = handles.get(CHECK_RUN) if handles.get(CHECK_SHA) == progress.commit else None
         if not check_id and attempt > 1:

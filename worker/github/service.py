@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from temporalio.client import Client
 
+from worker.baseline import Baselines
 from worker.contract import RunRequest
 from worker.github.activities import GitHubCommandActivities
 from worker.github.auth import ClientOptions, GitHubAuth
-from worker.github.baseline import Baselines
 from worker.github.gate import GitHubGate
 from worker.github.reporter import GitHubReporter
 from worker.links import Links
@@ -50,7 +50,9 @@ def make_github(
     return GitHubServices(
         auth=auth,
         gate=gate,
-        reporter=GitHubReporter(auth, links, Baselines(client) if client else None),
+        reporter=GitHubReporter(
+            auth, links, Baselines(client, settings.temporal_task_queue) if client else None
+        ),
         commands=GitHubCommandActivities(auth, gate, client, settings.temporal_task_queue, links)
         if client
         else None,

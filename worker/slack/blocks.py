@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from worker.baseline import Baseline
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.formatting import (
+    format_change,
+    format_duration,
+    format_number,
+    parse_time,
+    seconds_between,
+)
 from worker.links import Links
 from worker.masking import Masker
 from worker.slack import texts
@@ -25,14 +31,6 @@ TAIL_CHARS = 2500
 GITHUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
 
 
-@dataclass
-class Baseline:
-    """The last successful run of the same branch, whose metrics a finished run is compared with."""
-
-    run_id: str
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
 def escape(text: str) -> str:
     """Slack's mrkdwn escaping: only &, < and > are special."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -47,46 +45,16 @@ def clip(text: str, limit: int = SECTION_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def duration(seconds: float) -> str:
-    total = round(seconds)
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def number(value: float) -> str:
-    return str(int(value)) if value == int(value) and abs(value) < 1e15 else f"{value:.4g}"
-
-
-def change(value: float, before: float) -> str:
-    delta = value - before
-    return "±0" if delta == 0 else f"{delta:+.4g}"
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-
-
 def slack_time(text: str) -> str:
     """A timestamp Slack shows in each reader's own time zone (UTC as the fallback)."""
-    when = _parse_time(text)
+    when = parse_time(text)
     if when is None:
         return "now"
     return f"<!date^{int(when.timestamp())}^{{time}}|{when:%H:%M} UTC>"
 
 
 def run_duration(progress: RunProgress) -> float | None:
-    start, end = _parse_time(progress.started_at), _parse_time(progress.finished_at)
-    if start is None or end is None:
-        return None
-    return (end - start).total_seconds()
+    return seconds_between(progress.started_at, progress.finished_at)
 
 
 def target(progress: RunProgress) -> str:
@@ -149,7 +117,7 @@ def stage_line(stage: StageProgress) -> str:
         detail = stage.state.value
     else:
         detail = texts.STAGE_DONE.format(
-            state=stage.state.value, duration=duration(stage.duration_s or 0)
+            state=stage.state.value, duration=format_duration(stage.duration_s or 0)
         )
         if stage.state is StageState.FAILED and stage.exit_code not in (None, 0):
             detail += texts.STAGE_EXIT.format(code=stage.exit_code)
@@ -223,25 +191,30 @@ def buttons(progress: RunProgress, links: Links, *, run_pages: bool = True) -> l
 def metrics_text(progress: RunProgress, baseline: Baseline | None) -> str:
     lines = [texts.METRICS_TITLE]
     for name, value in sorted(progress.metrics.items()):
-        line = texts.METRIC_LINE.format(name=escape(name), value=number(value))
+        line = texts.METRIC_LINE.format(name=escape(name), value=format_number(value))
         if baseline is not None:
             before = baseline.metrics.get(name)
             line += (
                 texts.METRIC_NEW
                 if before is None
-                else texts.METRIC_CHANGE.format(change=change(value, before))
+                else texts.METRIC_CHANGE.format(change=format_change(value, before))
             )
         lines.append(line)
     return "\n".join(lines)
 
 
-def baseline_note(progress: RunProgress, baseline: Baseline | None, links: Links) -> str:
-    branch = f"`{escape(progress.ref)}`" if progress.ref else "the default branch"
-    if baseline is None:
-        return texts.NO_BASELINE.format(branch=branch)
-    return texts.BASELINE_NOTE.format(
-        url=links.run(baseline.run_id), run_id=escape(baseline.run_id), branch=branch
-    )
+def baseline_note(baseline: Baseline | None, compared_on: str, links: Links) -> str:
+    """Which run the metrics are compared with, or that `compared_on` has none ("" when the
+    baseline is not known: then nothing is said)."""
+    if baseline is not None:
+        return texts.BASELINE_NOTE.format(
+            url=links.run(baseline.run_id),
+            run_id=escape(baseline.run_id),
+            branch=f"`{escape(baseline.ref)}`",
+        )
+    if compared_on:
+        return texts.NO_BASELINE.format(branch=f"`{escape(compared_on)}`")
+    return ""
 
 
 def report_text(progress: RunProgress, links: Links) -> str:
@@ -267,17 +240,22 @@ def run_blocks(
     links: Links,
     *,
     baseline: Baseline | None = None,
+    compared_on: str = "",
     run_pages: bool = True,
     masker: Masker | None = None,
 ) -> list[Block]:
-    """The progress message: title, stages, outcome, metrics, report and buttons.
+    """The progress message: title, stages, outcome, metrics (against `baseline`, the run's
+    baseline, looked for on the branch `compared_on`), report and buttons.
 
     With a masker, secrets are masked in the run before rendering (so no cut to Slack's limits
     leaves part of one) and in the blocks.
     """
     if masker is not None:
         progress = masker.mask_data(progress)
-        return masker.mask_data(run_blocks(progress, links, baseline=baseline, run_pages=run_pages))
+        plain = run_blocks(
+            progress, links, baseline=baseline, compared_on=compared_on, run_pages=run_pages
+        )
+        return masker.mask_data(plain)
     state = progress.state
     title = texts.TITLE.format(
         icon=texts.RUN_ICONS[state], what=escape(target(progress)), state=texts.RUN_WORDS[state]
@@ -292,7 +270,7 @@ def run_blocks(
         ),
         texts.CONTEXT_PR.format(pr=progress.pr_number) if progress.pr_number is not None else "",
         texts.CONTEXT_BACKEND.format(backend=escape(progress.backend)) if progress.backend else "",
-        texts.CONTEXT_TOOK.format(duration=duration(took)) if took is not None else "",
+        texts.CONTEXT_TOOK.format(duration=format_duration(took)) if took is not None else "",
     ]
     blocks: list[Block] = [_section(title), _context(context)]
     if progress.stages:
@@ -307,7 +285,9 @@ def run_blocks(
         blocks.append(_section(text))
     if state.finished and progress.metrics:
         blocks.append(_section(metrics_text(progress, baseline)))
-        blocks.append(_context([baseline_note(progress, baseline, links)]))
+        note = baseline_note(baseline, compared_on, links)
+        if note:
+            blocks.append(_context([note]))
     if state.finished:
         report = report_text(progress, links)
         if report:
@@ -336,7 +316,7 @@ def stage_reply(
             icon=texts.STAGE_ICONS[stage.state],
             name=escape(stage.name),
             state=stage.state.value,
-            duration=duration(stage.duration_s or 0),
+            duration=format_duration(stage.duration_s or 0),
             exit=exit_text,
         )
     ]
@@ -344,7 +324,8 @@ def stage_reply(
         lines.append(texts.ERROR.format(error=escape(stage.error)))
     if stage.metrics:
         shown = ", ".join(
-            f"`{escape(name)}` {number(value)}" for name, value in sorted(stage.metrics.items())
+            f"`{escape(name)}` {format_number(value)}"
+            for name, value in sorted(stage.metrics.items())
         )
         lines.append(texts.REPLY_METRICS.format(metrics=shown))
     if stage.state is StageState.FAILED and stage.log_tail:
@@ -365,7 +346,7 @@ def final_reply(progress: RunProgress, links: Links, *, run_pages: bool = True) 
             mention=mention,
             icon=texts.RUN_ICONS[progress.state],
             state=texts.RUN_WORDS[progress.state],
-            took=f" in {duration(took)}" if took is not None else "",
+            took=f" in {format_duration(took)}" if took is not None else "",
         )
     ]
     if progress.error:

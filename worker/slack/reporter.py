@@ -2,8 +2,9 @@
 channel), updated in place at every change, with a thread reply whenever a stage or the run ends.
 
 It runs inside the `report_progress` activity, so Temporal retries it; what it has posted so far
-(channel, message ts, replies sent) comes back as handles on the next call, and is saved in the
-activity's heartbeat as soon as it exists, so a retried attempt never posts a second message.
+(channel, message ts, replies sent) and the run's baseline come back as handles on the next call,
+and are saved in the activity's heartbeat as soon as they exist, so a retried attempt never posts
+a second message.
 """
 
 from __future__ import annotations
@@ -24,20 +25,15 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from worker.baseline import HANDLE as BASELINE
+from worker.baseline import Baseline, Baselines, baseline_ref
 from worker.contract import RunProgress, StageState
 from worker.links import Links
 from worker.masking import Masker
 from worker.models import ReportInput
 from worker.settings import Settings
 from worker.slack import texts
-from worker.slack.baseline import last_success
-from worker.slack.blocks import (
-    Baseline,
-    fallback_text,
-    final_reply,
-    run_blocks,
-    stage_reply,
-)
+from worker.slack.blocks import fallback_text, final_reply, run_blocks, stage_reply
 
 log = logging.getLogger(__name__)
 
@@ -124,26 +120,28 @@ class SlackReporter:
         temporal: Client | None = None,
         masker: Masker | None = None,
     ) -> None:
-        """`temporal` finds the metrics baseline; by default the worker's own client. `masker`
-        (by default one of the settings' secrets) masks what is posted."""
+        """`temporal` finds the metrics baseline (worker/baseline.py, among this deployment's
+        runs); by default the worker's own client. `masker` (by default one of the settings'
+        secrets) masks what is posted."""
         self.client = client or make_client(settings)
         self.masker = masker or Masker.from_settings(settings)
         self.links = Links(settings)
         self.run_pages = settings.run_pages
+        self.task_queue = settings.temporal_task_queue
         self._temporal = temporal
 
     async def report(self, data: ReportInput) -> dict[str, str]:
         # Masked before rendering, so no cut to Slack's limits can leave part of a secret.
         data = dataclasses.replace(data, progress=self.masker.mask_data(data.progress))
         handles = _resumed(data.handles)
-        if handles.get(BLOCKED):
-            await self._report_elsewhere(data, handles)
-            return handles
         channel = handles.get(CHANNEL) or self._channel(data)
-        if not channel:
+        if not channel and not handles.get(BLOCKED):
             return handles
         progress = data.progress
-        baseline = await self._baseline(data) if progress.state.finished else None
+        baseline = await self._baseline(data, handles) if progress.state.finished else None
+        if handles.get(BLOCKED):
+            await self._report_elsewhere(data, handles, baseline)
+            return handles
         try:
             await self._show(handles, channel, progress, baseline)
             for key, reply in self._replies(progress):
@@ -171,11 +169,12 @@ class SlackReporter:
             return data.request.slack.channel
         return data.notify_slack
 
-    async def _baseline(self, data: ReportInput) -> Baseline | None:
+    async def _baseline(self, data: ReportInput, handles: dict[str, str]) -> Baseline | None:
+        """The run's baseline, looked up once (kept in `handles`, like the GitHub reporter)."""
         if not data.progress.metrics:
             return None
         client = self._temporal or activity.client()
-        return await last_success(client, data.request, data.progress)
+        return await Baselines(client, self.task_queue).remembered(data.progress, handles)
 
     async def _show(
         self,
@@ -186,9 +185,7 @@ class SlackReporter:
     ) -> None:
         """Update the run's message in place, or post it when there is none (any more)."""
         text = self.masker.mask(fallback_text(progress))
-        blocks = run_blocks(
-            progress, self.links, baseline=baseline, run_pages=self.run_pages, masker=self.masker
-        )
+        blocks = self._blocks(progress, handles, baseline)
         if handles.get(TS):
             try:
                 await self.client.chat_update(
@@ -205,6 +202,19 @@ class SlackReporter:
         handles[CHANNEL] = str(response["channel"])
         handles[TS] = str(response["ts"])
         _checkpoint(handles)
+
+    def _blocks(
+        self, progress: RunProgress, handles: dict[str, str], baseline: Baseline | None
+    ) -> list[dict[str, Any]]:
+        """The run's message, masked; "no baseline" is said only once the lookup has answered."""
+        return run_blocks(
+            progress,
+            self.links,
+            baseline=baseline,
+            compared_on=baseline_ref(progress) if BASELINE in handles else "",
+            run_pages=self.run_pages,
+            masker=self.masker,
+        )
 
     def _replies(self, progress: RunProgress) -> Iterator[tuple[str, str]]:
         """Thread replies due by now, keyed so each is sent once."""
@@ -227,14 +237,16 @@ class SlackReporter:
         )
         await self._respond(data, text)
 
-    async def _report_elsewhere(self, data: ReportInput, handles: dict[str, str]) -> None:
+    async def _report_elsewhere(
+        self, data: ReportInput, handles: dict[str, str], baseline: Baseline | None
+    ) -> None:
         """Blocked from the channel: send the outcome privately to whoever asked (best effort)."""
         key = f"{REPLIED}final"
         progress = data.progress
         if not progress.state.finished or handles.get(key):
             return
         handles[key] = "1"
-        blocks = run_blocks(progress, self.links, run_pages=self.run_pages)
+        blocks = self._blocks(progress, handles, baseline)
         await self._respond(data, fallback_text(progress), blocks)
 
     async def _respond(

@@ -24,6 +24,8 @@ from worker.runcontrol import RunControl
 from worker.settings import Settings
 
 SECRET = "webhook-secret-for-tests"
+REPO = "acme/ml"
+"""The repository the `fake` fixture (conftest.py) holds."""
 PIPELINE = {
     ".skyrun.yaml": (
         "on: {push: [main]}\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from tests.fakes.github import FakeGitHub, unknown_app_key
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, message_text
-from tests.worker.github.stack import PIPELINE, github_stack, unique_repo
+from tests.worker.github.stack import PIPELINE, REPO, github_stack, unique_repo
 from worker.contract import GitHubTarget, RunRequest, RunState, SlackTarget, Trigger
 from worker.github.auth import (
     CREDENTIALS_TYPE,
@@ -39,7 +39,6 @@ from worker.github.auth import (
 from worker.links import GitHubHost
 from worker.settings import Settings
 
-REPO = "acme/ml"
 PACED_NOT_SLOW = ClientOptions(seconds_between_requests=0, seconds_between_writes=0)
 """Production's in-call retries (2) without the pacing: a refused credential must not be retried."""
 
@@ -53,10 +52,9 @@ def credential_error(caught: pytest.ExceptionInfo[ApplicationError]) -> str:
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with FakeGitHub(tmp_path / "github") as github:
-        github.add_repo(REPO, {"README.md": "hi"}, private=True)
-        yield github
+def private_repo() -> bool:
+    """REPO is private here: clones need the token."""
+    return True
 
 
 def request(fake: FakeGitHub, installation: int | None = None, url: str = "") -> RunRequest:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from tests.fakes.github import FakeGitHub
+from tests.worker.github.stack import REPO
 from worker.contract import GitHubTarget, RunRequest, Trigger
 from worker.github import texts
 from worker.github.auth import ClientOptions, GitHubAuth
@@ -15,15 +15,6 @@ from worker.github.contract import CommandAction, GitHubCommand
 from worker.github.gate import GitHubGate
 from worker.models import AuthorizeInput
 from worker.settings import Settings
-
-REPO = "acme/ml"
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with FakeGitHub(tmp_path / "github") as github:
-        github.add_repo(REPO, {"README.md": "hi"})
-        yield github
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from worker.baseline import Baseline
 from worker.commands import COMMENT_USAGE
 from worker.contract import (
     GitHubTarget,
@@ -17,7 +18,6 @@ from worker.contract import (
     Trigger,
 )
 from worker.github import render, texts
-from worker.github.baseline import Baseline
 from worker.github.contract import CommandAction, GitHubCommand
 from worker.github.models import ReplyInput, ReplyKind
 from worker.github.render import RunView
@@ -241,6 +241,7 @@ def test_status_lists_runs() -> None:
     ]
     table = render.status_table(runs, LINKS)
     assert (
-        "| [`ml-1`](https://skyrun.example/runs/ml-1) | 🏃 running | `0123456` | @alice |" in table
+        "| [`ml-1`](https://skyrun.example/runs/ml-1) | 🏃 running | `0123456` | @alice "
+        "| 2024-05-01 12:30:00 UTC |" in table
     )
     assert render.status_table([], LINKS) == texts.REPLY_STATUS_EMPTY

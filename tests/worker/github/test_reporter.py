@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from temporalio.testing import ActivityEnvironment
 
 from tests.fakes.github import FakeGitHub
+from tests.worker.github.stack import REPO
+from worker.baseline import HANDLE, Baseline, Baselines
 from worker.contract import (
     GitHubTarget,
     RunProgress,
@@ -27,15 +28,6 @@ from worker.links import Links
 from worker.models import ReportInput
 from worker.reporting import ReportingActivities
 from worker.settings import Settings
-
-REPO = "acme/ml"
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeGitHub]:
-    with FakeGitHub(tmp_path / "github") as github:
-        github.add_repo(REPO, {"README.md": "hi"})
-        yield github
 
 
 @pytest.fixture
@@ -153,6 +145,42 @@ async def test_a_push_run_comments_on_its_branchs_pull_request_found_once(
     assert len(fake.calls("GET", "/pulls$")) == 1
     assert fake.bot_comments(REPO, pull.number) == []
     assert fake.check_runs_for(REPO, sha)[0].data["conclusion"] == "success"
+
+
+async def test_a_pull_request_run_is_compared_with_its_base_branchs_run_looked_up_once(
+    fake: FakeGitHub, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    main = Baseline("r-main", "f" * 40, "main", {"accuracy": 0.8})
+
+    async def of(self: Baselines, progress: RunProgress) -> Baseline | None:
+        asked.append(f"{progress.run_id} on {progress.base_ref} in {self.task_queue}")
+        return main
+
+    monkeypatch.setattr(Baselines, "of", of)
+    settings = make_settings(GITHUB_TOKEN=fake.token, GITHUB_API_URL=fake.url)
+    baselines = Baselines(None, settings.temporal_task_queue)  # type: ignore[arg-type]
+    reporter = GitHubReporter(
+        GitHubAuth(settings, ClientOptions.unpaced()), Links(settings), baselines
+    )
+    sha = fake.commit(REPO, {"a": "1"}, branch="feature")
+    pull = fake.open_pull(REPO, "feature", user="acme")
+
+    def data(state: RunState, handles: dict[str, str] | None = None) -> ReportInput:
+        out = report("r-4", state, Trigger.COMMENT, sha, handles, pr_number=pull.number)
+        out.progress.pr_number, out.progress.base_ref = pull.number, "main"
+        out.progress.stages[0].metrics = {"accuracy": 0.9}
+        return out
+
+    handles = await reporter.report(data(RunState.RUNNING))
+    assert Baseline.loads(handles[HANDLE]) == main
+    handles = await reporter.report(data(RunState.RUNNING, handles))
+    handles = await reporter.report(data(RunState.SUCCEEDED, handles))
+    handles = await reporter.report(data(RunState.SUCCEEDED, handles))  # a retried final report
+    # Once while it runs, once when it has finished; always main's, in this deployment.
+    assert asked == [f"r-4 on main in {settings.temporal_task_queue}"] * 2
+    (comment,) = fake.bot_comments(REPO, pull.number)
+    assert "| `accuracy` | 0.9 | 0.8 | +0.1 (+12.5%) |" in comment.body
 
 
 async def test_the_rocket_goes_on_the_command_comment_once_the_run_starts(

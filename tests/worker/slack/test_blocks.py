@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.slack import Message, buttons, message_text
+from worker.baseline import Baseline
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
 from worker.links import Links
 from worker.masking import Masker
@@ -15,12 +16,8 @@ from worker.slack import texts
 from worker.slack.blocks import (
     ACTION_CANCEL,
     SECTION_LIMIT,
-    Baseline,
-    change,
-    duration,
     fallback_text,
     final_reply,
-    number,
     run_blocks,
     stage_reply,
 )
@@ -78,7 +75,7 @@ def test_a_running_run_shows_its_stages_links_and_a_cancel_button(links: Links) 
     assert message.text == "skyrun acme/widgets@main: running"
     assert ":arrows_counterclockwise: *acme/widgets@main* — running" in text
     assert "run `widgets-1a2b3c4d5e` · commit `0123456` · Slack by <@U0ALICE>" in text
-    assert ":white_check_mark: `prep` succeeded in 12s" in text
+    assert ":white_check_mark: `prep` succeeded in 12 s" in text
     assert "`train` running on `train` since <!date^1735812000^{time}|10:00 UTC>" in text
     assert ":white_circle: `eval` waiting" in text
     found = buttons(message)
@@ -112,12 +109,13 @@ def test_a_finished_run_shows_metrics_against_the_baseline_and_the_report(links:
             )
         ],
     )
-    baseline = Baseline("widgets-0000000000", {"loss": 0.5, "accuracy": 0.91})
-    message = rendered(run, links, baseline=baseline)
+    baseline = Baseline("widgets-0000000000", "f" * 40, "main", {"loss": 0.5, "accuracy": 0.91})
+    message = rendered(run, links, baseline=baseline, compared_on="main")
     text = message_text(message)
-    assert "took 3m 05s" in text
+    # The same words as the PR comment and the run page (worker/formatting.py).
+    assert "took 3 min 05 s" in text
     assert "`accuracy` *0.91* (±0 vs last success)" in text
-    assert "`loss` *0.4* (-0.1 vs last success)" in text
+    assert "`loss` *0.4* (-0.1 (-20.0%) vs last success)" in text
     assert "`epochs` *20* (new)" in text
     assert (
         texts.BASELINE_NOTE.format(
@@ -130,9 +128,30 @@ def test_a_finished_run_shows_metrics_against_the_baseline_and_the_report(links:
     assert "*Report*\n```| metric | value |\n|---|---|\n| loss | 0.4 |```" in text
     assert ACTION_CANCEL not in buttons(message)
 
-    alone = message_text(rendered(run, links))
+    alone = message_text(rendered(run, links, compared_on="main"))
     assert texts.NO_BASELINE.format(branch="`main`") in alone
     assert "vs last success" not in alone
+    # Not known (not looked up, or the lookup failed): no claim either way.
+    unknown = message_text(rendered(run, links))
+    assert "vs last success" not in unknown and "compare" not in unknown.lower()
+
+
+def test_the_baseline_note_names_the_baselines_branch_not_the_runs(links: Links) -> None:
+    """A pull request run of feature-x is compared with its base branch's run."""
+    run = progress(
+        ref="feature-x",
+        pr_number=7,
+        base_ref="main",
+        state=RunState.SUCCEEDED,
+        finished_at=FINISHED,
+        stages=[stage("train", StageState.SUCCEEDED, duration_s=5, metrics={"accuracy": 0.9})],
+    )
+    baseline = Baseline("widgets-main", "e" * 40, "main", {"accuracy": 0.8})
+    text = message_text(rendered(run, links, baseline=baseline, compared_on="main"))
+    assert "`accuracy` *0.9* (+0.1 (+12.5%) vs last success)" in text
+    assert "the last successful run of `main`" in text and "feature-x`." not in text
+    none = message_text(rendered(run, links, compared_on="main"))
+    assert texts.NO_BASELINE.format(branch="`main`") in none
 
 
 def test_a_failed_stage_is_named_with_what_to_do_next(links: Links) -> None:
@@ -156,7 +175,7 @@ def test_a_failed_stage_is_named_with_what_to_do_next(links: Links) -> None:
     )
     text = message_text(rendered(run, links))
     assert ":x: *acme/widgets@main* — failed" in text
-    assert ":x: `train` failed in 4s (exit status 3)" in text
+    assert ":x: `train` failed in 4.0 s (exit status 3)" in text
     assert ":fast_forward: `eval` skipped" in text
     assert ":warning: stage 'train' failed with exit status 3" in text
     assert (
@@ -170,11 +189,11 @@ def test_a_failed_stage_is_named_with_what_to_do_next(links: Links) -> None:
         in text
     )
     reply = stage_reply(run, failed, links)
-    assert reply.startswith(":x: `train` failed in 4s (exit status 3).")
+    assert reply.startswith(":x: `train` failed in 4.0 s (exit status 3).")
     assert "```step 1\nTraceback &lt;module&gt; &amp; '''\nValueError: boom```" in reply
     assert "<http://skyrun.test/runs/widgets-1a2b3c4d5e/logs/train|Full log of train>" in reply
     final = final_reply(run, links)
-    assert final.startswith("<@U0ALICE> :x: Run failed in 3m 05s.")
+    assert final.startswith("<@U0ALICE> :x: Run failed in 3 min 05 s.")
     assert "*What next:*" in final
 
 
@@ -229,23 +248,15 @@ def test_long_reports_are_cut_to_what_slack_accepts(links: Links) -> None:
     )
 
 
-def test_numbers_and_durations() -> None:
-    assert [duration(s) for s in (0, 59.4, 61, 3600, 3725)] == [
-        "0s",
-        "59s",
-        "1m 01s",
-        "1h 00m",
-        "1h 02m",
-    ]
-    assert [number(v) for v in (20.0, 0.91, 1 / 3, 123456.789)] == [
-        "20",
-        "0.91",
-        "0.3333",
-        "1.235e+05",
-    ]
-    assert change(0.4, 0.5) == "-0.1"
-    assert change(0.5, 0.5) == "±0"
-    assert change(2, 1) == "+1"
+def test_durations_are_written_as_on_every_other_surface(links: Links) -> None:
+    run = progress(
+        state=RunState.FAILED,
+        finished_at="2025-01-02T12:07:00+00:00",
+        stages=[stage("train", StageState.FAILED, duration_s=61, exit_code=2)],
+    )
+    assert "took 2 h 07 min" in message_text(rendered(run, links))
+    assert "failed in 1 min 01 s" in stage_reply(run, run.stages[0], links)
+    assert " in 2 h 07 min." in final_reply(run, links)
 
 
 def test_with_a_masker_no_secret_survives_even_where_a_cut_splits_it(links: Links) -> None:

@@ -1,30 +1,23 @@
-"""Slack end to end: command → bot → Temporal → worker (local backend) → the fake Slack.
-
-`https://github.com/OWNER/REPO.git` clone URLs are rewritten by git (`url.<base>.insteadOf`) to
-local repositories, so Slack commands name GitHub repositories as users would.
-"""
+"""Slack end to end: command → bot → Temporal → worker (local backend) → the fake Slack (the
+stack is in tests/worker/slack/stack.py), and the reporter on its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import re
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from bot.app import create_app
 from bot.slack import texts as bot_texts
-from tests.bot.slack.helpers import ack_text, serving, terminate_runs
+from tests.bot.slack.helpers import terminate_runs
 from tests.fakes.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -34,9 +27,10 @@ from tests.fakes.slack import (
     buttons,
     deliver,
     message_text,
-    slash_command,
 )
 from tests.runs import SLOW_TASK, clusters_left, request_for, wait_finished
+from tests.worker.slack.stack import PIPELINE, STARTED_RE, Stack
+from worker.baseline import HANDLE, Baseline, Baselines
 from worker.contract import (
     RunProgress,
     RunRequest,
@@ -48,123 +42,11 @@ from worker.contract import (
 )
 from worker.masking import Masker
 from worker.models import ReportInput
-from worker.process import build_workers, running_workers
 from worker.reporting import make_reporting
-from worker.runcontrol import RunControl
 from worker.settings import Settings
 from worker.slack import texts
 from worker.slack.blocks import ACTION_CANCEL, TAIL_CHARS
 from worker.slack.reporter import SlackReporter
-
-PIPELINE = {
-    ".skyrun.yaml": (
-        "envs: {LOSS: '1'}\n"
-        "stages:\n"
-        "  - {name: prep, task: prep.yaml}\n"
-        "  - {name: train, task: train.yaml}\n"
-    ),
-    "prep.yaml": "run: echo preparing\n",
-    "train.yaml": (
-        "run: |\n"
-        '  echo "::metric loss=$LOSS"\n'
-        "  echo ::report\n"
-        '  echo "| loss | $LOSS |"\n'
-        "  echo ::endreport\n"
-    ),
-}
-STARTED_RE = re.compile(r"Started run <[^|]+\|([^>]+)>")
-FINAL_RE = re.compile(r":[a-z_]+: Run [a-z ]+")
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    http: httpx.AsyncClient
-    runs: RunControl
-    slack: FakeSlack
-    github: Path
-
-    def repo(self, git_repo: Callable[..., Path], files: dict[str, str]) -> str:
-        """A new GitHub repository (as Slack users name it) holding `files` on main."""
-        name = f"acme/w{uuid.uuid4().hex[:10]}"
-        git_repo(files, name=str((self.github / f"{name}.git").relative_to(self.github.parent)))
-        return name
-
-    async def command(self, text: str, *, user: str = "U0ALICE", channel: str = "C0RUNS") -> str:
-        """Type a slash command; returns the key of its response URL (see FakeSlack.responses)."""
-        key = uuid.uuid4().hex[:12]
-        body = slash_command(
-            text, user=user, channel=channel, response_url=self.slack.response_url(key)
-        )
-        assert ack_text(await deliver(self.http, body))
-        return key
-
-    async def reply(self, key: str) -> dict[str, Any]:
-        await self.slack.wait_for(lambda: self.slack.responses(key), 30, "the command's reply")
-        return self.slack.responses(key)[0]
-
-    async def start(self, text: str, **kwargs: str) -> str:
-        reply = await self.reply(await self.command(text, **kwargs))
-        found = STARTED_RE.search(reply["text"])
-        assert found, reply
-        return found.group(1)
-
-    def message(self, run_id: str) -> Message | None:
-        """The run's progress message (each names its run in the context line)."""
-        marker = texts.CONTEXT_RUN.format(run_id=run_id)
-        for message in self.slack.top_level():
-            if marker in message_text(message):
-                return message
-        return None
-
-    async def wait_message(self, run_id: str, check: Callable[[Message], bool]) -> Message:
-        def ready() -> bool:
-            message = self.message(run_id)
-            return message is not None and check(message)
-
-        await self.slack.wait_for(ready, 90, f"the message of {run_id}")
-        message = self.message(run_id)
-        assert message is not None
-        return message
-
-    def final_reply(self, message: Message) -> str:
-        return next((m.text for m in self.slack.thread(message.ts) if FINAL_RE.search(m.text)), "")
-
-    async def finished(self, run_id: str) -> Message:
-        """The run's message once its final thread reply (the last thing reported) is posted."""
-        return await self.wait_message(run_id, lambda m: bool(self.final_reply(m)))
-
-
-@pytest.fixture
-async def stack(
-    client: Client,
-    make_settings: Callable[..., Settings],
-    slack: FakeSlack,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Stack]:
-    github = tmp_path / "github"
-    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
-    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{github}/.insteadOf")
-    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://github.com/")
-    settings = make_settings(
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.api_url,
-        SKYRUN_SLACK_ALLOWED_USERS="U0ALICE U0ADMIN",
-    )
-    runs = RunControl(client, settings.temporal_task_queue)
-    async with (
-        running_workers(build_workers(client, settings)),
-        serving(create_app(settings, client)) as http,
-    ):
-        yield Stack(settings, http, runs, slack, github)
 
 
 def test_the_worker_reports_to_slack_only_when_configured(
@@ -204,7 +86,7 @@ async def test_one_message_follows_the_run_and_ends_with_metrics_against_the_las
     assert f"*{repo}@main* — succeeded" in text
     assert ":white_check_mark: `prep` succeeded" in text
     assert ":white_check_mark: `train` succeeded" in text
-    assert "`loss` *0.4* (-0.1 vs last success)" in text
+    assert "`loss` *0.4* (-0.1 (-20.0%) vs last success)" in text
     assert f"<http://skyrun.test/runs/{first}|{first}>, the last successful run of `main`" in text
     assert "```| loss | 0.4 |```" in text
     assert message.text == f"skyrun {repo}@main: succeeded"
@@ -416,6 +298,38 @@ async def test_a_retried_attempt_resumes_from_what_the_failed_one_posted(
         "replied:stage:train": "1",
         "replied:final": "1",
     }
+
+
+async def test_the_baseline_is_looked_up_once_and_kept_with_the_handles(
+    slack: FakeSlack,
+    make_settings: Callable[..., Settings],
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=slack.api_url
+    )
+    asked: list[str] = []
+    earlier = Baseline("widgets-0000000000", "f" * 40, "main", {"loss": 0.5})
+
+    async def of(self: Baselines, progress: RunProgress) -> Baseline | None:
+        asked.append(f"{progress.run_id} in {self.task_queue}")
+        return earlier
+
+    monkeypatch.setattr(Baselines, "of", of)
+    reporter = SlackReporter(settings, temporal=client)
+    run = _finished_run()
+    run.stages[0].metrics = {"loss": 0.4}
+    env = ActivityEnvironment()
+    handles = await env.run(reporter.report, _report(run))
+    assert Baseline.loads(handles[HANDLE]) == earlier
+    await env.run(reporter.report, _report(run, handles))  # a later (or retried) report
+
+    assert asked == [f"{run.run_id} in {settings.temporal_task_queue}"]
+    [message] = slack.top_level()
+    text = message_text(message)
+    assert "`loss` *0.4* (-0.1 (-20.0%) vs last success)" in text
+    assert "the last successful run of `main`" in text
 
 
 async def test_errors_no_retry_can_fix_fail_at_once_and_deleted_messages_come_back(
