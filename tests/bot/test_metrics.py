@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from bot.app import create_app
 from bot.metrics import Outcome, RunsCollector, record_slack, record_webhook
-from tests.bot.test_runs import Stack, bot_stack, gated_files
+from tests.bot.pages.helpers import Stack, bot_stack, gated_files
 from tests.worker.test_workflow import request_for, wait_finished, wait_stage_running
 from worker.backends.base import EXIT_CANCELLED
 from worker.contract import RunState
