@@ -1,5 +1,4 @@
-"""Runs, progress and baselines read from Temporal within deadlines, with small caches (a finished
-run's progress is final; a baseline is kept for a minute)."""
+"""Progress, runs and baselines read from Temporal within deadlines, with small TTL caches."""
 
 from __future__ import annotations
 

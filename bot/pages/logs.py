@@ -1,5 +1,4 @@
-"""Stage logs from the log store: a live stage's last lines, and the log route that follows a
-running stage's file; everything served is masked and read through the store's safe open only."""
+"""Stage logs from the log store, masked: live tails and the log route that follows a stage."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""HTML responses of the pages: the Jinja templates and Markdown renderer, both loaded on first
-render (so `skyrun bot` starts without them), their filters, in-page paths and security headers."""
+"""HTML responses: templates and Markdown (loaded on first render), filters, paths, headers."""
 
 from __future__ import annotations
 
