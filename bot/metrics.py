@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from bot.runs import UNANSWERED
+from bot.pages.loading import UNANSWERED
 from bot.state import BotState
 from worker.contract import RunState, Trigger
 from worker.runcontrol import RunControl, runs_query, summary_of

@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from bot.app import create_app
 from bot.metrics import Outcome, RunsCollector, record_slack, record_webhook
-from tests.bot.test_runs import Stack, bot_stack, gated_files
+from tests.bot.pages.helpers import Stack, bot_stack, gated_files
 from tests.runs import request_for, wait_finished, wait_stage_running
 from worker.contract import RunState
 from worker.settings import Settings

@@ -2,7 +2,7 @@
 
 Set SKYRUN_SCREENSHOTS=DIR to keep the screenshots of a finished run and of the runs list there;
 the README's pictures come from
-`SKYRUN_SCREENSHOTS=docs .venv/bin/pytest tests/bot/test_browser.py`.
+`SKYRUN_SCREENSHOTS=docs .venv/bin/pytest tests/bot/pages/test_browser.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, ViewportSize, async_playwright
 from temporalio.client import Client
 
-from tests.bot.test_runs import bot_stack, gated_files, github_request, served
+from tests.bot.pages.helpers import bot_stack, gated_files, github_request, served
 from tests.runs import request_for, wait_finished, wait_stage_running
 from worker.contract import RunState
 from worker.settings import Settings

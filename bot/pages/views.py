@@ -1,0 +1,259 @@
+"""What a run page, a runs-list row and their JSON show, built from progress without I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from bot.pages.texts import TRIGGER_LABELS
+from worker.baseline import Baseline
+from worker.contract import RunProgress, StageProgress, StageState, Trigger
+from worker.formatting import parse_time
+from worker.links import GitHubHost, Links, repo_problem
+from worker.runcontrol import RunSummary
+
+HEADLINE_METRICS = 3
+"""Metrics a row of the runs list shows."""
+
+
+def elapsed_s(
+    started: str | datetime | None, finished: str | datetime | None, now: datetime
+) -> float | None:
+    """Seconds from start to finish, or to `now` while not finished; None before it started."""
+    start = parse_time(started) if isinstance(started, str) else started
+    end = parse_time(finished) if isinstance(finished, str) else finished
+    if start is None:
+        return None
+    return max(0.0, ((end or now) - start).total_seconds())
+
+
+def iso_time(value: str | datetime | None) -> str:
+    when = parse_time(value) if isinstance(value, str) else value
+    return when.isoformat() if when else ""
+
+
+def repo_name(repo: str) -> str:
+    """`owner/name` as is; for a URL or local path, its last part (the full text is a tooltip)."""
+    if repo_problem(repo) is None:
+        return repo
+    return repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or repo
+
+
+def trigger_label(trigger: str) -> str:
+    return TRIGGER_LABELS.get(trigger, trigger)
+
+
+@dataclass
+class RunLinks:
+    page: str
+    api: str
+    temporal: str
+    dashboard: str = ""
+    repo: str = ""
+    commit: str = ""
+    pr: str = ""
+    ref: str = ""
+
+
+def run_links(progress: RunProgress, links: Links, github: GitHubHost) -> RunLinks:
+    """The run's own URLs and, for a GitHub repository (`owner/name`), its forge pages."""
+    out = RunLinks(
+        page=links.run(progress.run_id),
+        api=links.api(progress.run_id),
+        temporal=links.temporal(progress.run_id),
+        dashboard=progress.dashboard_url,
+    )
+    if repo_problem(progress.repo) is None:
+        out.repo = github.repo_url(progress.repo)
+        if progress.commit:
+            out.commit = f"{out.repo}/commit/{quote(progress.commit, safe='')}"
+        if progress.pr_number is not None:
+            out.pr = f"{out.repo}/pull/{progress.pr_number}"
+        if progress.ref:
+            out.ref = f"{out.repo}/tree/{quote(progress.ref, safe='/')}"
+    return out
+
+
+@dataclass
+class MetricView:
+    name: str
+    value: float
+    base: float | None = None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.base is None else self.value - self.base
+
+
+@dataclass
+class StageView:
+    stage: StageProgress
+    duration_s: float | None
+    tail: list[str]
+    log_url: str
+    live: bool
+
+
+@dataclass
+class RunView:
+    run: RunProgress
+    live: bool
+    duration_s: float | None
+    trigger: str
+    stages: list[StageView]
+    metrics: list[MetricView]
+    links: RunLinks
+    baseline: Baseline | None = None
+    notice: str = ""
+
+
+@dataclass
+class RunRow:
+    """One line of the runs list: visibility's summary and, when the run answered, its metrics."""
+
+    summary: RunSummary
+    duration_s: float | None
+    trigger: str
+    live: bool
+    metrics: dict[str, float] | None = None
+    error: str = ""
+    commit: str = ""
+    """The resolved commit (visibility only knows it when the trigger named one)."""
+
+    @property
+    def headline(self) -> list[tuple[str, float]]:
+        return list((self.metrics or {}).items())[:HEADLINE_METRICS]
+
+
+def headline_metrics(progress: RunProgress) -> dict[str, float]:
+    """The run's metrics, those of later stages (evaluation) first."""
+    ordered: dict[str, float] = {}
+    for stage in reversed(progress.stages):
+        for name, value in stage.metrics.items():
+            ordered.setdefault(name, value)
+    return ordered
+
+
+def progress_from_summary(summary: RunSummary) -> RunProgress:
+    """A stand-in progress when no worker answers: what visibility alone knows."""
+    trigger = Trigger(summary.trigger) if summary.trigger in TRIGGER_LABELS else Trigger.CLI
+    return RunProgress(
+        run_id=summary.run_id,
+        repo=summary.repo,
+        ref=summary.ref,
+        commit=summary.commit,
+        trigger=trigger,
+        requested_by=summary.requested_by,
+        state=summary.state,
+        started_at=summary.started_at.isoformat() if summary.started_at else "",
+        finished_at=summary.finished_at.isoformat() if summary.finished_at else "",
+        pr_number=summary.pr_number,
+    )
+
+
+def build_view(
+    progress: RunProgress,
+    *,
+    links: Links,
+    github: GitHubHost,
+    now: datetime,
+    live_tails: Mapping[str, list[str]],
+    baseline: Baseline | None = None,
+    notice: str = "",
+) -> RunView:
+    """Everything a run page shows, computed without I/O."""
+    live = not progress.state.finished
+    stages = []
+    for stage in progress.stages:
+        running = live and stage.state is StageState.RUNNING
+        duration = (
+            stage.duration_s
+            if stage.duration_s is not None
+            else elapsed_s(stage.started_at, stage.finished_at, now)
+        )
+        stages.append(
+            StageView(
+                stage=stage,
+                duration_s=duration,
+                tail=live_tails.get(stage.name) or stage.log_tail,
+                log_url=links.log(progress.run_id, stage.name),
+                live=running,
+            )
+        )
+    base_metrics = baseline.metrics if baseline else {}
+    metrics = [
+        MetricView(name, value, base_metrics.get(name))
+        for name, value in headline_metrics(progress).items()
+    ]
+    return RunView(
+        run=progress,
+        live=live,
+        duration_s=elapsed_s(progress.started_at, progress.finished_at, now),
+        trigger=trigger_label(progress.trigger.value),
+        stages=stages,
+        metrics=metrics,
+        links=run_links(progress, links, github),
+        baseline=baseline,
+        notice=notice,
+    )
+
+
+def build_row(summary: RunSummary, progress: RunProgress | None, now: datetime) -> RunRow:
+    """A runs-list row: visibility's summary, with the run's progress when it answered."""
+    return RunRow(
+        summary=summary,
+        duration_s=elapsed_s(summary.started_at, summary.finished_at, now),
+        trigger=trigger_label(summary.trigger),
+        live=not summary.state.finished,
+        metrics=headline_metrics(progress) if progress else None,
+        error=progress.error if progress else "",
+        commit=(progress.commit if progress else "") or summary.commit,
+    )
+
+
+def view_json(view: RunView, links: Links) -> dict[str, Any]:
+    """GET /api/runs/{run_id}: the progress's fields (DESIGN.md names those scripts rely on),
+    and what the page computed from them."""
+    data = dataclasses.asdict(view.run)
+    data["metrics"] = view.run.metrics
+    data["live"] = view.live
+    data["duration_s"] = view.duration_s
+    data["trigger_label"] = view.trigger
+    for stage, stage_view in zip(data["stages"], view.stages, strict=True):
+        stage["log_url"] = stage_view.log_url
+        stage["log_tail"] = stage_view.tail
+        stage["elapsed_s"] = stage_view.duration_s
+    data["links"] = dataclasses.asdict(view.links)
+    data["baseline"] = None
+    if view.baseline is not None:
+        data["baseline"] = {
+            "run_id": view.baseline.run_id,
+            "ref": view.baseline.ref,
+            "commit": view.baseline.commit,
+            "url": links.run(view.baseline.run_id),
+            "metrics": view.baseline.metrics,
+            "deltas": {m.name: m.delta for m in view.metrics if m.delta is not None},
+        }
+    data["notice"] = view.notice
+    return data
+
+
+def row_json(row: RunRow, links: Links) -> dict[str, Any]:
+    """One run of GET /api/runs."""
+    summary = row.summary
+    data = dataclasses.asdict(summary)
+    data["started_at"] = iso_time(summary.started_at) or None
+    data["finished_at"] = iso_time(summary.finished_at) or None
+    data["duration_s"] = row.duration_s
+    data["live"] = row.live
+    data["trigger_label"] = row.trigger
+    data["metrics"] = row.metrics
+    data["error"] = row.error
+    data["commit"] = row.commit
+    data["url"] = links.run(summary.run_id)
+    data["api_url"] = links.api(summary.run_id)
+    return data

@@ -1,0 +1,119 @@
+"""Templates, their filters and the Markdown of reports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from bot.pages.rendering import (
+    STATIC_DIR,
+    TEMPLATES_DIR,
+    Paths,
+    asset_version,
+    metric_change,
+    render_markdown,
+    templates,
+)
+from bot.pages.views import build_view
+from tests.bot.pages.helpers import GITHUB_REPO
+from worker.baseline import Baseline
+from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.formatting import format_change
+from worker.links import GitHubHost, Links
+from worker.settings import load_settings
+
+
+def test_markdown_reports_escape_raw_html_and_unsafe_links() -> None:
+    html = render_markdown(
+        "| a | b |\n| --- | ---: |\n| 1 | 2 |\n\n<script>alert(1)</script>\n\n"
+        "[x](javascript:alert(1)) <img src=x onerror=alert(1)>"
+    )
+    assert "<table>" in html and '<td style="text-align:right">2</td>' in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<img" not in html and 'href="javascript:' not in html
+
+
+def test_metric_changes_are_written_as_on_every_other_surface() -> None:
+    assert metric_change(0.82, 0.8) == format_change(0.82, 0.8) == "+0.02 (+2.5%)"
+    assert metric_change(3, 3) == "±0"
+    assert metric_change(1, 0) == "+1"  # no percentage of nothing
+    assert metric_change(1, None) == ""
+
+
+def test_paths_stay_inside_their_segment() -> None:
+    paths = Paths("/ci")
+    assert paths.run("a/../b?c#d") == "/ci/runs/a%2F..%2Fb%3Fc%23d"
+    assert paths.log("r", "../x") == "/ci/runs/r/logs/..%2Fx"
+    assert paths.runs(repo="a/b", pr=None, ref="") == "/ci/runs?repo=a%2Fb"
+    assert paths.api("r 1") == "/ci/api/runs/r%201"
+
+
+def test_asset_version_follows_the_static_files() -> None:
+    assert len(asset_version()) == 10 and sorted(p.name for p in STATIC_DIR.iterdir())
+    assert (TEMPLATES_DIR / "base.html").is_file()
+
+
+def test_the_run_page_shows_changes_against_the_baseline_and_escapes_the_run() -> None:
+    progress = RunProgress(
+        run_id="r<1>",
+        repo=GITHUB_REPO,
+        ref="main",
+        commit="c" * 40,
+        trigger=Trigger.PUSH,
+        requested_by="<b>mallory</b>",
+        state=RunState.SUCCEEDED,
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:03:05+00:00",
+        stages=[
+            StageProgress(
+                "eval", "e", StageState.SUCCEEDED, duration_s=12,
+                metrics={"accuracy": 0.82, "loss": 0.5, "new": 1.0},
+                report="# Results\n<iframe src=x>",
+            )
+        ],
+    )  # fmt: skip
+    settings = load_settings(_env_file=None)
+    view = build_view(
+        progress,
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+        live_tails={},
+        baseline=Baseline("base<run>", "b" * 40, "main", {"accuracy": 0.8, "loss": 0.5}),
+    )
+    html = (
+        templates()
+        .get_template("run_body.html")
+        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    )
+    assert '<div class="metric-delta up" title="was 0.8">+0.02 (+2.5%)</div>' in html
+    assert '<div class="metric-delta same" title="was 0.5">±0</div>' in html
+    assert html.count("metric-delta") == 2  # `new` has nothing to compare with
+    assert 'href="/runs/base%3Crun%3E"' in html and "<code>bbbbbbb</code>" in html
+    assert "3 min 05 s" in html and "2026-01-01 00:00:00 UTC" in html
+    assert "<b>mallory</b>" not in html and "&lt;b&gt;mallory&lt;/b&gt;" in html
+    assert "<h1>Results</h1>" in html and "<iframe" not in html
+    assert "r<1>" not in html and "r&lt;1&gt;" in html
+
+
+def test_jinja_and_markdown_are_each_loaded_on_first_use_only() -> None:
+    probe = (
+        "import sys\n"
+        "from starlette.testclient import TestClient\n"
+        "from bot.app import create_app\n"
+        "from worker.settings import load_settings\n"
+        "app = create_app(load_settings(_env_file=None, TEMPORAL_ADDRESS='127.0.0.1:1'))\n"
+        "loaded = lambda: [m for m in ('jinja2', 'markdown_it') if m in sys.modules]\n"
+        "print(loaded())\n"
+        "response = TestClient(app).get('/runs?pr=seven')\n"
+        "print(response.status_code, 'must be a number' in response.text, loaded())\n"
+        "from bot.pages.rendering import render_markdown\n"
+        "print(render_markdown('*x*').strip(), loaded())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "[]",
+        "400 True ['jinja2']",
+        "<p><em>x</em></p> ['jinja2', 'markdown_it']",
+    ]

@@ -1,0 +1,198 @@
+"""Views and JSON built from a run's progress, without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bot.pages.views import (
+    build_row,
+    build_view,
+    progress_from_summary,
+    repo_name,
+    row_json,
+    view_json,
+)
+from tests.bot.pages.helpers import GITHUB_REPO
+from worker.baseline import Baseline
+from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.links import GitHubHost, Links
+from worker.runcontrol import RunSummary
+from worker.settings import load_settings
+
+NOW = datetime(2026, 1, 1, 0, 1, 10, tzinfo=UTC)
+# What DESIGN.md says scripts rely on in GET /api/runs/{run_id}.
+API_FIELDS = {
+    "run_id",
+    "repo",
+    "ref",
+    "commit",
+    "trigger",
+    "state",
+    "baseline",
+    "metrics",
+    "stages",
+}
+STAGE_FIELDS = {"name", "state", "cluster", "started_at", "finished_at", "exit_code", "metrics"}
+
+
+def live_progress() -> RunProgress:
+    return RunProgress(
+        run_id="r-1",
+        repo=GITHUB_REPO,
+        ref="main",
+        commit="a" * 40,
+        trigger=Trigger.COMMENT,
+        requested_by="alice",
+        state=RunState.RUNNING,
+        started_at="2026-01-01T00:00:00+00:00",
+        pr_number=12,
+        stages=[
+            StageProgress(
+                "prep", "prep", StageState.SUCCEEDED, duration_s=4.0, log_tail=["done"],
+                metrics={"accuracy": 0.5, "loss": 2.0},
+            ),
+            StageProgress(
+                "train", "gpu", StageState.RUNNING, started_at="2026-01-01T00:00:10+00:00",
+                metrics={"accuracy": 0.8},
+            ),
+        ],
+    )  # fmt: skip
+
+
+def summary(**fields: object) -> RunSummary:
+    values: dict[str, object] = {
+        "run_id": "r-2",
+        "repo": "/srv/repos/thing",
+        "ref": "",
+        "commit": "",
+        "trigger": "slack",
+        "requested_by": "U1",
+        "state": RunState.QUEUED,
+        "pr_number": None,
+        "started_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "finished_at": None,
+    }
+    values.update(fields)
+    return RunSummary(**values)  # type: ignore[arg-type]
+
+
+def test_view_of_a_live_stage_uses_the_log_store_tail_and_the_elapsed_time() -> None:
+    settings = load_settings(_env_file=None, GITHUB_API_URL="https://ghe.example.com/api/v3")
+    view = build_view(
+        live_progress(),
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=NOW,
+        live_tails={"train": ["epoch 3"]},
+    )
+    assert view.live and view.trigger == "PR comment" and view.duration_s == 70
+    assert [(s.tail, s.duration_s, s.live) for s in view.stages] == [
+        (["done"], 4.0, False),
+        (["epoch 3"], 60, True),
+    ]
+    assert view.links.commit == f"https://ghe.example.com/{GITHUB_REPO}/commit/{'a' * 40}"
+    assert view.links.pr == f"https://ghe.example.com/{GITHUB_REPO}/pull/12"
+    assert view.links.ref == f"https://ghe.example.com/{GITHUB_REPO}/tree/main"
+    # Later stages' values first, and no change without a baseline.
+    assert [(m.name, m.value, m.delta) for m in view.metrics] == [
+        ("accuracy", 0.8, None),
+        ("loss", 2.0, None),
+    ]
+
+
+def test_links_on_ghe_com_point_at_its_web_host_not_its_api_host() -> None:
+    settings = load_settings(_env_file=None, GITHUB_API_URL="https://api.acme.ghe.com")
+    view = build_view(
+        live_progress(),
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=NOW,
+        live_tails={},
+    )
+    assert view.links.repo == f"https://acme.ghe.com/{GITHUB_REPO}"
+    assert view.links.pr == f"https://acme.ghe.com/{GITHUB_REPO}/pull/12"
+
+
+def test_hostile_refs_and_commits_stay_inside_their_link() -> None:
+    progress = live_progress()
+    progress.ref, progress.commit = "feature/x?y#z", "../../evil"
+    settings = load_settings(_env_file=None)
+    view = build_view(
+        progress, links=Links(settings), github=GitHubHost.of(settings), now=NOW, live_tails={}
+    )
+    assert view.links.ref == f"https://github.com/{GITHUB_REPO}/tree/feature/x%3Fy%23z"
+    assert view.links.commit == f"https://github.com/{GITHUB_REPO}/commit/..%2F..%2Fevil"
+    assert "?" not in view.links.ref and "#" not in view.links.ref
+    for repo in ("../etc", "a/..", "a/b/c", "https://evil.example/a/b", "-x/y"):
+        progress.repo = repo
+        links = build_view(
+            progress, links=Links(settings), github=GitHubHost.of(settings), now=NOW, live_tails={}
+        ).links
+        assert links.repo == links.commit == links.pr == links.ref == "", repo
+
+
+def test_a_local_repo_gets_no_forge_links_and_a_stand_in_from_visibility() -> None:
+    progress = progress_from_summary(summary())
+    assert progress.trigger is Trigger.SLACK and progress.stages == []
+    assert progress.started_at == "2026-01-01T00:00:00+00:00" and progress.finished_at == ""
+    view = build_view(
+        progress,
+        links=Links(load_settings(_env_file=None)),
+        github=GitHubHost.from_api_url("https://api.github.com"),
+        now=datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC),
+        live_tails={},
+    )
+    assert view.links.commit == view.links.repo == view.links.pr == ""
+    assert view.trigger == "Slack" and view.duration_s == 5
+    # A trigger this version does not know is shown as the CLI's rather than breaking the page.
+    assert progress_from_summary(summary(trigger="carrier-pigeon")).trigger is Trigger.CLI
+
+
+def test_repo_names_are_short_and_never_empty() -> None:
+    assert repo_name("acme/mock-training") == "acme/mock-training"
+    assert repo_name("https://git.example.com/team/thing.git") == "thing"
+    assert repo_name("/srv/repos/thing/") == "thing"
+    assert repo_name("/") == "/"
+
+
+def test_json_keeps_the_fields_scripts_rely_on_and_the_baselines_changes() -> None:
+    settings = load_settings(_env_file=None, SKYRUN_PUBLIC_URL="https://ci.example.com")
+    progress = live_progress()
+    baseline = Baseline("base-run", "b" * 40, "main", {"accuracy": 0.75, "other": 1.0})
+    view = build_view(
+        progress,
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=NOW,
+        live_tails={},
+        baseline=baseline,
+    )
+    data = view_json(view, Links(settings))
+    assert set(data) >= API_FIELDS and data["trigger"] == "comment" and data["state"] == "running"
+    assert all(set(stage) >= STAGE_FIELDS for stage in data["stages"])
+    assert data["metrics"] == {"accuracy": 0.8, "loss": 2.0}
+    assert data["baseline"]["run_id"] == "base-run" and data["baseline"]["commit"] == "b" * 40
+    assert data["baseline"]["url"] == "https://ci.example.com/runs/base-run"
+    # Only metrics both runs have get a change; the baseline's others are listed, not compared.
+    assert data["baseline"]["deltas"] == {"accuracy": 0.8 - 0.75}
+    assert data["stages"][1]["log_url"] == "https://ci.example.com/runs/r-1/logs/train"
+    assert data["stages"][1]["elapsed_s"] == 60 and data["duration_s"] == 70
+    view.baseline = None
+    assert view_json(view, Links(settings))["baseline"] is None
+
+
+def test_a_row_takes_the_answered_commit_and_metrics_and_otherwise_visibilitys() -> None:
+    settings = load_settings(_env_file=None)
+    finished = summary(
+        repo=GITHUB_REPO,
+        state=RunState.SUCCEEDED,
+        trigger="push",
+        finished_at=datetime(2026, 1, 1, 0, 2, tzinfo=UTC),
+    )
+    silent = build_row(finished, None, NOW)
+    assert (silent.metrics, silent.commit, silent.live, silent.duration_s) == (None, "", False, 120)
+    answered = build_row(finished, live_progress(), NOW)
+    assert answered.commit == "a" * 40 and answered.headline == [("accuracy", 0.8), ("loss", 2.0)]
+    data = row_json(answered, Links(settings))
+    assert data["started_at"] == "2026-01-01T00:00:00+00:00" and data["trigger_label"] == "push"
+    assert data["url"] == "http://localhost:8000/runs/r-2" and data["state"] == "succeeded"
