@@ -64,19 +64,23 @@ ACTIVITY_RETRY = RetryPolicy(
 )
 
 
-def _workflow_id(kind: str, key: str) -> str:
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+def _workflow_id(kind: str, key: str, task_queue: str) -> str:
+    # The deployment's task queue is part of the identity: deployments sharing a namespace
+    # must not queue behind each other's runs (their workers may be down).
+    identity = f"{task_queue}\n{key}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(identity).hexdigest()[:16]
     return f"skyrun-{kind}-{slug(key, 60)}-{digest}"
 
 
-def lane_workflow_id(lane: str) -> str:
-    """The lane coordinator's workflow id: readable, and unique for every lane string."""
-    return _workflow_id("lane", lane)
+def lane_workflow_id(lane: str, task_queue: str) -> str:
+    """The lane coordinator's workflow id in one deployment (its task queue): readable, and
+    unique for every lane string."""
+    return _workflow_id("lane", lane, task_queue)
 
 
-def pool_workflow_id(pool: str) -> str:
+def pool_workflow_id(pool: str, task_queue: str) -> str:
     """A capacity pool's coordinator (a repository's `concurrency`, the deployment's cap)."""
-    return _workflow_id("pool", pool)
+    return _workflow_id("pool", pool, task_queue)
 
 
 @dataclass

@@ -248,7 +248,7 @@ class RunControl:
         await self.client.start_workflow(
             COORDINATOR_WORKFLOW,
             CoordinatorState(lane),
-            id=lane_workflow_id(lane),
+            id=lane_workflow_id(lane, self.task_queue),
             task_queue=self.task_queue,
             start_signal=SIGNAL_CANCEL_ALL,
             start_signal_args=[CancelAll(reason, requested_at or time.time_ns())],
@@ -262,7 +262,7 @@ class RunControl:
         """
         if not lane:
             return []
-        handle = self.client.get_workflow_handle(lane_workflow_id(lane))
+        handle = self.client.get_workflow_handle(lane_workflow_id(lane, self.task_queue))
         try:
             members: Members = await handle.query(
                 QUERY_MEMBERS, result_type=Members, rpc_timeout=MEMBERS_TIMEOUT

@@ -214,7 +214,9 @@ class PipelineWorkflow:
                     request.commit = progress.commit = gate.commit
             if request.lane and workflow.patched(PATCH_LANES):
                 await self._enter(
-                    lane_workflow_id(request.lane), CoordinatorState(request.lane), request
+                    lane_workflow_id(request.lane, info.task_queue),
+                    CoordinatorState(request.lane),
+                    request,
                 )
             elif request.supersedes:
                 await workflow.execute_activity_method(

@@ -158,7 +158,7 @@ async def test_a_holder_that_vanished_without_leaving_is_noticed(
     await client.start_workflow(
         COORDINATOR_WORKFLOW,
         CoordinatorState(lane, check_every_s=1),
-        id=lane_workflow_id(lane),
+        id=lane_workflow_id(lane, settings.temporal_task_queue),
         task_queue=settings.temporal_task_queue,
     )
     first = await control.start(first_request)
@@ -201,7 +201,7 @@ class PoolMember:
     @workflow.run
     async def run(self, pool: str, capacity: int, requested_at: int) -> tuple[str, str]:
         info = workflow.info()
-        coordinator = pool_workflow_id(pool)
+        coordinator = pool_workflow_id(pool, info.task_queue)
         await workflow.execute_activity_method(
             CoordinatorActivities.enter,
             EnterInput(
