@@ -64,6 +64,11 @@ def make_settings(
         }
         if unsandboxed(request):
             values["SKYRUN_LOCAL_SANDBOX"] = "off"
+        # Tests signal their jobs through this directory (see `gate`), the one host path that
+        # the local sandbox lets them see, read-only, as an operator would open a datasets dir.
+        gates = tmp_path / "gates"
+        gates.mkdir(exist_ok=True)
+        values["SKYRUN_LOCAL_MOUNTS"] = str(gates)
         values.update(overrides)
         return load_settings(_env_file=None, **values)
 
@@ -117,3 +122,10 @@ async def control(client: Client, settings: Settings) -> AsyncIterator[RunContro
 
     async with running_workers(build_workers(client, settings)):
         yield RunControl(client, settings.temporal_task_queue)
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Path:
+    """A file a test creates to let a waiting job go on (visible inside the local sandbox)."""
+    (tmp_path / "gates").mkdir(exist_ok=True)
+    return tmp_path / "gates" / "open"

@@ -95,10 +95,9 @@ async def test_requests_are_counted_by_route_and_logged_with_the_run_id(
 
 
 async def test_metrics_count_runs_and_clusters_of_this_deployment(
-    stack: Stack, client: Client, git_repo: Callable[..., Path], tmp_path: Path
+    gate: Path, stack: Stack, client: Client, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     record_webhook("ping", Outcome.REPLIED)
-    gate = tmp_path / "gate"
     outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
     queue = stack.settings.temporal_task_queue
     try:

@@ -52,13 +52,13 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def test_live_run_page_shows_the_stage_finish_without_a_reload(
+    gate: Path,
     browser: Browser,
     client: Client,
     settings: Settings,
     git_repo: Callable[..., Path],
     tmp_path: Path,
 ) -> None:
-    gate = tmp_path / "gate"
     async with bot_stack(client, settings) as stack, served(stack.app) as base:
         outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
         try:

@@ -99,9 +99,8 @@ async def test_a_followed_log_ends_when_nobody_answers_for_long_enough(
 
 
 async def test_log_streams_while_the_stage_runs_and_stays_after_teardown(
-    stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
+    gate: Path, stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
-    gate = tmp_path / "gate"
     outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
     run_id = outcome.run_id
     await wait_stage_running(stack.control, run_id, "train")
@@ -193,12 +192,11 @@ async def test_planted_symlinks_fifos_directories_and_links_are_never_served(
 
 
 async def test_a_log_swapped_for_a_symlink_while_its_stage_runs_shows_nothing_of_the_target(
-    stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
+    gate: Path, stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "train.log").write_text("secret of the host\n")
-    gate = tmp_path / "gate"
     outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
     run_id = outcome.run_id
     run_dir = stack.settings.logs_dir / run_id

@@ -150,9 +150,8 @@ async def test_failed_run_page_names_the_stage_and_shows_its_last_lines(
 
 
 async def test_live_run_page_fragment_and_json_follow_the_running_stage(
-    stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
+    gate: Path, stack: Stack, git_repo: Callable[..., Path], tmp_path: Path
 ) -> None:
-    gate = tmp_path / "gate"
     outcome = await stack.control.start(request_for(git_repo(gated_files(gate))))
     run_id = outcome.run_id
     try:
