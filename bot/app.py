@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,6 +17,7 @@ from bot.github import webhook as github_webhook
 from bot.pages import routes as run_pages
 from bot.state import BotState
 from worker.logstore import LogStore
+from worker.probes import temporal_readiness
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 from worker.temporal import connect
@@ -30,18 +29,7 @@ async def healthz(request: Request) -> PlainTextResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     state: BotState = request.app.state.bot
-    try:
-        # The lazy client's own timeout does not bound a connect to an unresponsive server.
-        ok = await asyncio.wait_for(
-            state.client.service_client.check_health(timeout=timedelta(seconds=2)), 3
-        )
-    except TimeoutError:
-        return JSONResponse({"ready": False, "temporal": "no answer within 3 s"}, status_code=503)
-    except Exception as err:  # any transport failure means "not ready", with the reason
-        return JSONResponse({"ready": False, "temporal": str(err)}, status_code=503)
-    return JSONResponse(
-        {"ready": ok, "temporal": "ok" if ok else "unhealthy"}, status_code=200 if ok else 503
-    )
+    return await temporal_readiness(state.client)
 
 
 SLACK_PATH = "/slack/events"

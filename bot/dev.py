@@ -41,7 +41,8 @@ async def temporal_client(settings: Settings) -> AsyncIterator[Client]:
 
 
 async def run_dev(settings: Settings, example: str | None = None) -> int:
-    from bot.server import EmbeddedServer, uvicorn_config
+    from bot.server import uvicorn_config
+    from worker.probes import HostedServer
     from worker.process import build_workers, running_workers, stop_event
 
     stop = stop_event()
@@ -50,7 +51,7 @@ async def run_dev(settings: Settings, example: str | None = None) -> int:
         temporal_client(settings) as client,
         running_workers(build_workers(client, settings)),
     ):
-        server = EmbeddedServer(uvicorn_config(settings, client))
+        server = HostedServer(uvicorn_config(settings, client))
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Generator
-
 import uvicorn
 from temporalio.client import Client
 
 from bot.app import create_app
 from worker.settings import Settings
-
-
-class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its host (`skyrun dev`)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def uvicorn_config(settings: Settings, client: Client | None = None) -> uvicorn.Config:

@@ -28,6 +28,21 @@ def stopped_queues(workers: Sequence[Worker]) -> list[str]:
     return [worker.task_queue for worker in workers if worker.is_shutdown]
 
 
+async def temporal_readiness(client: Client) -> JSONResponse:
+    """`/readyz` of the bot and the worker: whether Temporal answers, within 3 s."""
+    try:
+        # check_health's own timeout does not cover reconnecting to a server that hangs.
+        ok = await asyncio.wait_for(
+            client.service_client.check_health(timeout=timedelta(seconds=2)), 3
+        )
+    except TimeoutError:
+        return JSONResponse({"ready": False, "temporal": NO_ANSWER}, status_code=503)
+    except Exception as err:  # any transport failure means "not ready", with the reason
+        return JSONResponse({"ready": False, "temporal": str(err)}, status_code=503)
+    status = 200 if ok else 503
+    return JSONResponse({"ready": ok, "temporal": "ok" if ok else "unhealthy"}, status)
+
+
 def probe_app(client: Client, workers: Sequence[Worker]) -> Starlette:
     async def healthz(request: Request) -> Response:
         stopped = stopped_queues(workers)
@@ -39,17 +54,7 @@ def probe_app(client: Client, workers: Sequence[Worker]) -> Starlette:
         stopped = stopped_queues(workers)
         if stopped:
             return JSONResponse({"ready": False, "stopped": stopped}, status_code=503)
-        try:
-            # check_health's own timeout does not cover reconnecting to a server that hangs.
-            ok = await asyncio.wait_for(
-                client.service_client.check_health(timeout=timedelta(seconds=2)), 3
-            )
-        except TimeoutError:
-            return JSONResponse({"ready": False, "temporal": NO_ANSWER}, status_code=503)
-        except Exception as err:  # any transport failure means "not ready", with the reason
-            return JSONResponse({"ready": False, "temporal": str(err)}, status_code=503)
-        status = 200 if ok else 503
-        return JSONResponse({"ready": ok, "temporal": "ok" if ok else "unhealthy"}, status)
+        return await temporal_readiness(client)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
@@ -58,8 +63,9 @@ def probe_app(client: Client, workers: Sequence[Worker]) -> Starlette:
     return Starlette(routes=routes)
 
 
-class _HostedServer(uvicorn.Server):
-    """Leaves SIGINT/SIGTERM to the worker, which stops its activities first."""
+class HostedServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT/SIGTERM to its host process (the worker, which stops
+    its activities first; `skyrun dev`, which stops everything in order)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -79,7 +85,7 @@ async def serving_probes(
         access_log=False,
         lifespan="off",
     )
-    server = _HostedServer(config)
+    server = HostedServer(config)
     task = asyncio.create_task(server.serve())
     try:
         yield

@@ -34,7 +34,7 @@ from worker.commands import (
     repo_allowed,
     usage,
 )
-from worker.github.contract import CommandAction, GitHubCommand
+from worker.github.contract import GitHubCommand
 from worker.gitrefs import P_DASH, P_DOTDOT, P_EMPTY
 from worker.limits import (
     MAX_COMMAND_CHARS,
@@ -325,7 +325,7 @@ def test_the_command_kinds_keep_their_serialized_values() -> None:
         "HELP": "help",
         "USAGE": "usage",
     }
-    assert CommandAction is CommandKind
+    assert CommandKind is CommandKind
     assert GitHubCommand.__dataclass_fields__["action"].type == "CommandKind"
 
 

@@ -10,10 +10,11 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from worker.commands import CommandKind
 from worker.contract import GitHubTarget, RunRequest, Trigger, lane_for_pr
 from worker.github import render
 from worker.github.auth import GitHubAuth, api_errors
-from worker.github.contract import CommandAction, GitHubCommand, RunDelivery
+from worker.github.contract import GitHubCommand, RunDelivery
 from worker.github.gate import GitHubGate
 from worker.github.models import (
     CancelOutput,
@@ -96,7 +97,7 @@ class GitHubCommandActivities:
 
     @activity.defn(name="github_resolve_command")
     async def resolve(self, command: GitHubCommand) -> Resolution:
-        return await self.gate.resolve(command, run=command.action is CommandAction.RUN)
+        return await self.gate.resolve(command, run=command.action is CommandKind.RUN)
 
     @activity.defn(name="github_start_run")
     async def start_run(self, data: StartRunInput) -> StartRunOutput:

@@ -17,11 +17,6 @@ COMMAND_WORKFLOW = "SkyrunGitHubCommand"
 DELIVERY_WORKFLOW = "SkyrunGitHubDelivery"
 
 
-CommandAction = CommandKind
-"""The kind of a `/skyrun` comment: worker/commands.py's CommandKind (one enum; its values are
-what GitHubCommand.action holds in workflow inputs)."""
-
-
 @dataclass
 class GitHubCommand:
     """One `/skyrun` comment on a pull request, as the signed delivery described it."""

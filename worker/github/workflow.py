@@ -19,12 +19,12 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     # Passed through by name: the sandbox must resolve RunDelivery.request's types in it.
     import worker.contract  # noqa: F401
+    from worker.commands import CommandKind
     from worker.github.activities import GitHubCommandActivities
     from worker.github.auth import NO_CREDENTIALS_TYPE
     from worker.github.contract import (
         COMMAND_WORKFLOW,
         DELIVERY_WORKFLOW,
-        CommandAction,
         GitHubCommand,
         RunDelivery,
     )
@@ -49,9 +49,9 @@ TEMPORAL_RETRY = RetryPolicy(
 )
 API_TIMEOUT = timedelta(minutes=1)
 REPLIES = {
-    CommandAction.HELP: ReplyKind.HELP,
-    CommandAction.USAGE: ReplyKind.USAGE,
-    CommandAction.STATUS: ReplyKind.STATUS,
+    CommandKind.HELP: ReplyKind.HELP,
+    CommandKind.USAGE: ReplyKind.USAGE,
+    CommandKind.STATUS: ReplyKind.STATUS,
 }
 
 
@@ -92,7 +92,7 @@ class GitHubCommandWorkflow:
         if not resolution.allowed:
             await self._reply(ReplyInput(command, ReplyKind.DENIED, detail=resolution.reason))
             return CommandResult("denied")
-        if command.action is CommandAction.CANCEL:
+        if command.action is CommandKind.CANCEL:
             cancelled = await workflow.execute_activity_method(
                 GitHubCommandActivities.cancel_runs,
                 command,

@@ -14,7 +14,7 @@ from worker.formatting import (
     parse_time,
     seconds_between,
 )
-from worker.links import Links
+from worker.links import REPO_RE, Links
 from worker.masking import Masker
 from worker.slack import texts
 
@@ -28,7 +28,6 @@ SECTION_LIMIT = 2900
 """Slack caps a section's text at 3000 characters; keep a margin for the wrapping."""
 TAIL_LINES = 15
 TAIL_CHARS = 2500
-GITHUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
 
 
 def escape(text: str) -> str:
@@ -72,7 +71,7 @@ def who(progress: RunProgress) -> str:
 def rerun(progress: RunProgress) -> str:
     if progress.pr_number is not None:
         return texts.RERUN_PR.format(pr=progress.pr_number)
-    if GITHUB_REPO.fullmatch(progress.repo):
+    if REPO_RE.fullmatch(progress.repo):
         return texts.RERUN_SLACK.format(target=escape(target(progress)))
     ref = f" --ref {progress.ref}" if progress.ref else ""
     return texts.RERUN_CLI.format(repo=escape(progress.repo), ref=escape(ref))

@@ -14,9 +14,9 @@ from starlette.applications import Starlette
 from temporalio.client import Client
 
 from bot.app import create_app
-from bot.server import EmbeddedServer
 from tests.runs import request_for
 from worker.contract import RunRequest, Trigger
+from worker.probes import HostedServer
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
@@ -99,7 +99,7 @@ async def served(app: Starlette) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = EmbeddedServer(
+    server = HostedServer(
         uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
         )

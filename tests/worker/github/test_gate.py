@@ -8,10 +8,11 @@ import pytest
 
 from tests.fakes.github import FakeGitHub
 from tests.worker.github.stack import REPO
+from worker.commands import CommandKind
 from worker.contract import GitHubTarget, RunRequest, Trigger
 from worker.github import texts
 from worker.github.auth import ClientOptions, GitHubAuth
-from worker.github.contract import CommandAction, GitHubCommand
+from worker.github.contract import GitHubCommand
 from worker.github.gate import GitHubGate
 from worker.models import AuthorizeInput
 from worker.settings import Settings
@@ -23,7 +24,7 @@ def gate(fake: FakeGitHub, make_settings: Callable[..., Settings]) -> GitHubGate
     return GitHubGate(GitHubAuth(settings, ClientOptions.unpaced()))
 
 
-def command(fake: FakeGitHub, number: int, user: str, action: CommandAction) -> GitHubCommand:
+def command(fake: FakeGitHub, number: int, user: str, action: CommandKind) -> GitHubCommand:
     comment = fake.add_comment(REPO, number, user, f"/skyrun {action.value}")
     return GitHubCommand(
         action, REPO, "", number, comment.id, comment.created_at, user, f"d-{comment.id}"
@@ -50,11 +51,11 @@ async def test_only_write_maintain_and_admin_may_act(
     pull = fake.open_pull(REPO, "main", user="acme")
 
     for action, what in (
-        (CommandAction.RUN, texts.WHAT_RUN),
-        (CommandAction.CANCEL, texts.WHAT_CANCEL),
+        (CommandKind.RUN, texts.WHAT_RUN),
+        (CommandKind.CANCEL, texts.WHAT_CANCEL),
     ):
         resolution = await gate.resolve(
-            command(fake, pull.number, "bob", action), run=action is CommandAction.RUN
+            command(fake, pull.number, "bob", action), run=action is CommandKind.RUN
         )
         assert resolution.allowed is allowed
         if not allowed:
@@ -66,7 +67,7 @@ async def test_only_write_maintain_and_admin_may_act(
 async def test_a_run_resolves_the_head_base_and_ref(fake: FakeGitHub, gate: GitHubGate) -> None:
     sha = fake.commit(REPO, {"a": "1"}, branch="feature")
     pull = fake.open_pull(REPO, "feature", user="acme")
-    resolution = await gate.resolve(command(fake, pull.number, "acme", CommandAction.RUN), run=True)
+    resolution = await gate.resolve(command(fake, pull.number, "acme", CommandKind.RUN), run=True)
     assert (resolution.allowed, resolution.commit, resolution.ref) == (True, sha, "feature")
     assert (resolution.base_branch, resolution.head_repo) == ("main", REPO)
 
@@ -77,7 +78,7 @@ async def test_a_fork_runs_the_head_as_of_the_comment_or_not_at_all(
     fork = fake.fork(REPO, "mallory")
     reviewed = fake.commit(fork.full_name, {"a": "1"}, branch="patch")
     pull = fake.open_pull(REPO, "patch", user="mallory", head_repo=fork.full_name)
-    before = command(fake, pull.number, "acme", CommandAction.RUN)
+    before = command(fake, pull.number, "acme", CommandKind.RUN)
 
     resolution = await gate.resolve(before, run=True)
     assert resolution.allowed and resolution.commit == reviewed
@@ -87,14 +88,14 @@ async def test_a_fork_runs_the_head_as_of_the_comment_or_not_at_all(
     refused = await gate.resolve(before, run=True)
     assert not refused.allowed
     assert refused.reason == texts.HEAD_UNCERTAIN.format(head_repo=fork.full_name, commit=moved[:7])
-    later = await gate.resolve(command(fake, pull.number, "acme", CommandAction.RUN), run=True)
+    later = await gate.resolve(command(fake, pull.number, "acme", CommandKind.RUN), run=True)
     assert later.allowed and later.commit == moved
 
 
 async def test_a_closed_pull_request_is_not_run(fake: FakeGitHub, gate: GitHubGate) -> None:
     pull = fake.open_pull(REPO, "main", user="acme")
     fake.close_pull(pull)
-    resolution = await gate.resolve(command(fake, pull.number, "acme", CommandAction.RUN), run=True)
+    resolution = await gate.resolve(command(fake, pull.number, "acme", CommandKind.RUN), run=True)
     assert not resolution.allowed
     assert resolution.reason == texts.PR_CLOSED.format(number=pull.number)
 

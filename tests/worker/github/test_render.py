@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from worker.baseline import Baseline
-from worker.commands import COMMENT_USAGE
+from worker.commands import COMMENT_USAGE, CommandKind
 from worker.contract import (
     GitHubTarget,
     RunProgress,
@@ -18,7 +18,7 @@ from worker.contract import (
     Trigger,
 )
 from worker.github import render, texts
-from worker.github.contract import CommandAction, GitHubCommand
+from worker.github.contract import GitHubCommand
 from worker.github.models import ReplyInput, ReplyKind
 from worker.github.render import RunView
 from worker.links import Links
@@ -205,7 +205,7 @@ def test_check_run_titles() -> None:
     assert render.check_title(view().progress) == "3 of 3 stages succeeded"
 
 
-def command(action: CommandAction = CommandAction.RUN) -> GitHubCommand:
+def command(action: CommandKind = CommandKind.RUN) -> GitHubCommand:
     return GitHubCommand(action, "acme/ml", "", 3, 9, "", "alice", "d-1")
 
 
