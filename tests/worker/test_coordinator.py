@@ -4,20 +4,24 @@ Temporal dev server with real workers and the local backend."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import workflow
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from tests.runs import head, request_for, wait_finished, wait_stage_running
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger
 from worker.coordinator import (
     COORDINATOR_WORKFLOW,
+    QUERY_MEMBERS,
     SIGNAL_ADMITTED,
     SIGNAL_LEAVE,
     CoordinatorActivities,
@@ -25,6 +29,7 @@ from worker.coordinator import (
     CoordinatorWorkflow,
     EnterInput,
     Left,
+    Members,
     Ticket,
     lane_workflow_id,
     pool_workflow_id,
@@ -189,17 +194,26 @@ async def test_the_same_work_requested_again_after_it_finished_runs_again(
 
 @workflow.defn(name="TestPoolMember")
 class PoolMember:
-    """A stand-in run: enters a pool, computes for a moment once admitted, leaves."""
+    """A stand-in run: enters a pool and, once admitted, computes until the test releases it."""
 
     def __init__(self) -> None:
         self.admitted = False
+        self.released = False
 
     @workflow.signal(name=SIGNAL_ADMITTED)
     def admit(self, coordinator: str) -> None:
         self.admitted = True
 
+    @workflow.signal(name="release")
+    def release(self) -> None:
+        self.released = True
+
+    @workflow.query(name="admitted")
+    def is_admitted(self) -> bool:
+        return self.admitted
+
     @workflow.run
-    async def run(self, pool: str, capacity: int, requested_at: int) -> tuple[str, str]:
+    async def run(self, pool: str, capacity: int, requested_at: int) -> None:
         info = workflow.info()
         coordinator = pool_workflow_id(pool, info.task_queue)
         await workflow.execute_activity_method(
@@ -213,13 +227,10 @@ class PoolMember:
             start_to_close_timeout=timedelta(seconds=30),
         )
         await workflow.wait_condition(lambda: self.admitted)
-        began = workflow.now().isoformat()
-        await workflow.sleep(2)
-        ended = workflow.now().isoformat()
+        await workflow.wait_condition(lambda: self.released)
         await workflow.get_external_workflow_handle(coordinator).signal(
             SIGNAL_LEAVE, Left(info.workflow_id, info.run_id)
         )
-        return began, ended
 
 
 async def test_a_pool_admits_at_most_its_capacity_first_come_first_served(
@@ -227,28 +238,46 @@ async def test_a_pool_admits_at_most_its_capacity_first_come_first_served(
 ) -> None:
     """The same coordinator, as a capacity pool (what concurrency caps build on)."""
     pool = f"pool-{task_queue}"
+    coordinator = client.get_workflow_handle(pool_workflow_id(pool, task_queue))
+
+    async def members() -> Members:
+        members: Members = await coordinator.query(QUERY_MEMBERS, result_type=Members)
+        return members
+
+    async def until(predicate: Callable[[Members], bool]) -> Members:
+        for _ in range(300):
+            with contextlib.suppress(RPCError):
+                now = await members()
+                if predicate(now):
+                    return now
+            await asyncio.sleep(0.1)
+        raise AssertionError(await members())
+
+    def member(name: str, requested_at: int) -> Awaitable[WorkflowHandle[Any, Any]]:
+        return client.start_workflow(
+            PoolMember.run, args=[pool, 2, requested_at], id=f"{pool}-{name}", task_queue=task_queue
+        )
+
     async with Worker(
         client,
         task_queue=task_queue,
         workflows=[CoordinatorWorkflow, PoolMember],
         activities=[CoordinatorActivities(client).enter],
     ):
-        handles = []
-        for n in range(5):  # requested in this order, started in the reverse one
-            handles.append(
-                await client.start_workflow(
-                    PoolMember.run,
-                    args=[pool, 2, 1_000 + (4 - n)],
-                    id=f"{pool}-member-{4 - n}",
-                    task_queue=task_queue,
-                )
-            )
-            await asyncio.sleep(0.05)
-        spans = {h.id: await h.result() for h in handles}
-    admitted = sorted(spans, key=lambda member_id: spans[member_id][0])
-    # The first two found the pool free; the others waited and went in the order requested,
-    # not the order they reached the pool in.
-    assert set(admitted[:2]) == {f"{pool}-member-4", f"{pool}-member-3"}
-    assert admitted[2:] == [f"{pool}-member-0", f"{pool}-member-1", f"{pool}-member-2"]
-    for began, _ in spans.values():
-        assert len([s for s in spans.values() if s[0] <= began < s[1]]) <= 2
+        first, second = await member("a", 100), await member("b", 101)
+        await until(lambda m: len(m.holders) == 2)
+        # Three more, requested in the order c, d, e but reaching the pool in the reverse one.
+        late = {name: at for name, at in (("c", 200), ("d", 201), ("e", 202))}
+        handles = {name: await member(name, late[name]) for name in ("e", "d", "c")}
+        waiting = await until(lambda m: len(m.waiting) == 3)
+        assert waiting.waiting == [f"{pool}-c", f"{pool}-d", f"{pool}-e"]
+        assert sorted(waiting.holders) == [f"{pool}-a", f"{pool}-b"]
+
+        await first.signal("release")
+        after = await until(lambda m: f"{pool}-a" not in m.holders and len(m.holders) == 2)
+        assert after.holders == [f"{pool}-b", f"{pool}-c"]
+        assert after.waiting == [f"{pool}-d", f"{pool}-e"]
+        for handle in (second, *handles.values()):
+            await handle.signal("release")
+        for handle in (first, second, *handles.values()):
+            await handle.result()
