@@ -263,3 +263,31 @@ async def test_gates_that_cannot_be_decided_fail_the_verdict_not_the_run(
     assert not any(g.passed for g in progress.gates)
     assert all(NO_BASELINE_CLIENT in g.note for g in progress.gates)
     assert clusters_left(settings) == []
+
+
+async def test_a_run_with_gates_replays_on_todays_code(
+    client: Client, control: RunControl, git_repo: Callable[..., Path]
+) -> None:
+    from temporalio.worker import Replayer
+
+    from worker.workflow import PATCH_GATES, PipelineWorkflow
+
+    repo = git_repo(
+        {
+            ".skyrun.yaml": "stages:\n  - {name: a, task: a.yaml}\ngates:\n  - accuracy >= 0.95\n",
+            "a.yaml": "run: echo '::metric accuracy=0.93'\n",
+        }
+    )
+    # No lane: the Replayer runs on a task queue of its own, so a lane's coordinator id (which
+    # includes the task queue) would not match the recorded admission signal.
+    outcome = await control.start(request_for(repo, lane=""))
+    progress = await wait_finished(control, outcome.run_id)
+    assert progress.state is RunState.SUCCEEDED and progress.verdict is Verdict.FAILED
+    await client.get_workflow_handle(outcome.run_id).result()
+
+    history = await client.get_workflow_handle(outcome.run_id).fetch_history()
+    assert PATCH_GATES in history.to_json()  # the step is behind its patch marker
+    result = await Replayer(workflows=[PipelineWorkflow]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, result.replay_failure
