@@ -27,6 +27,8 @@ from worker.masking import Masker
 from worker.models import (
     CleanupInput,
     DownInput,
+    GatesInput,
+    GatesOutput,
     LaneInput,
     MetricPatternModel,
     PlannedStage,
@@ -57,6 +59,10 @@ PLAN_TOO_LARGE = (
     "the planned run (task files, envs and metric patterns of {count} stages) is {size:,} bytes "
     "long once encoded; the limit is {limit:,}: make the task files or the envs in {file} "
     "smaller, or run fewer stages at once (name the stages to run)"
+)
+NO_BASELINE_CLIENT = (
+    "this worker has no Temporal client to find the baseline run with; start it with "
+    "`skyrun worker`"
 )
 PR_RUNS_OFF = "pull request events do not start runs: {file} does not set on.pull_request: true"
 
@@ -182,6 +188,7 @@ class PipelineActivities:
                 backend=self.backend.name,
                 dashboard_url=self.backend.dashboard_url(),
                 worker_gone_s=self.settings.worker_gone_seconds if self.pinned_queue else 0,
+                gates=[gate.expr for gate in pipeline.gates],
             )
             if request.check_push_filter and request.trigger is Trigger.PUSH:
                 default = request.default_branch
@@ -354,6 +361,28 @@ class PipelineActivities:
                     if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
                         break
                     await asyncio.sleep(0.5)
+
+    @activity.defn(name="evaluate_gates")
+    async def evaluate_gates(self, data: GatesInput) -> GatesOutput:
+        """Decide the pipeline's gates against the run's metrics and its baseline's."""
+        with failures_bounded():
+            return await self._evaluate_gates(data)
+
+    async def _evaluate_gates(self, data: GatesInput) -> GatesOutput:
+        from worker.baseline import Baselines
+        from worker.gates import evaluate, parse_gate, verdict_of
+
+        gates = [parse_gate(expr) for expr in data.gates]
+        found = None
+        if any(gate.against_base for gate in gates):
+            if self.client is None:
+                raise ApplicationError(NO_BASELINE_CLIENT, type="NoClient", non_retryable=True)
+            # A failed lookup raises: retried, then the workflow fails the gates undecided.
+            found = await Baselines(self.client, self.settings.temporal_task_queue).of(
+                data.progress
+            )
+        results = evaluate(gates, data.progress.metrics, found.metrics if found else None)
+        return GatesOutput(verdict_of(results), results, found.run_id if found else "")
 
 
 def _read_from(log: BinaryIO, offset: int) -> str:

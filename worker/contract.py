@@ -71,6 +71,29 @@ class StageState(str, Enum):
     SKIPPED = "skipped"
 
 
+class Verdict(str, Enum):
+    """What a run's quality gates decided, apart from how its execution ended (`RunState`)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    NONE = "none"
+    """No gates, or the run ended before they were checked."""
+
+
+@dataclass
+class GateResult:
+    """One gate of the pipeline file (worker/gates.py), as decided at the end of a run."""
+
+    expr: str
+    passed: bool
+    value: float | None = None
+    """The run's value of the gate's metric (None: not reported)."""
+    threshold: float | None = None
+    """The number compared with: the gate's own, or the baseline's value ± N (None: no baseline)."""
+    note: str = ""
+    """Why the gate passed or failed other than by comparison ("no baseline", "not reported")."""
+
+
 @dataclass
 class GitHubTarget:
     """Where a GitHub-triggered run reports: the PR (if any) and the commit's check run."""
@@ -160,6 +183,13 @@ class RunProgress:
     pr_number: int | None = None
     base_ref: str = ""
     """The branch a PR run compares its metrics with (the PR's base)."""
+    verdict: Verdict = Verdict.NONE
+    """What the gates decided (set once, after the stages succeeded)."""
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [gate for gate in self.gates if not gate.passed]
 
     @property
     def metrics(self) -> dict[str, float]:

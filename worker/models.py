@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.contract import RunProgress, RunRequest
+from worker.contract import GateResult, RunProgress, RunRequest, Verdict
 
 
 @dataclass
@@ -47,6 +47,8 @@ class PrepareOutput:
     dashboard_url: str = ""
     worker_gone_s: int = 0
     """For a run pinned to `worker_queue`: how long its work may wait for that worker."""
+    gates: list[str] = field(default_factory=list)
+    """The pipeline's quality gates as written (checked by `prepare_run`)."""
 
 
 @dataclass
@@ -115,3 +117,18 @@ class ReportInput:
 @dataclass
 class ReportOutput:
     handles: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class GatesInput:
+    progress: RunProgress
+    """The run as its stages left it (metrics, branch, start time for the baseline)."""
+    gates: list[str]
+
+
+@dataclass
+class GatesOutput:
+    verdict: Verdict
+    gates: list[GateResult] = field(default_factory=list)
+    baseline_run_id: str = ""
+    """The run the `base` gates compared with ("" when none was needed or found)."""

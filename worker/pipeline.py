@@ -14,6 +14,7 @@ from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from worker.gates import E_TOO_MANY_GATES, MAX_GATES, Gate, GateSyntaxError, parse_gate
 from worker.limits import (
     MAX_ENV_VALUE_CHARS,
     MAX_ENVS,
@@ -36,6 +37,7 @@ TOP_KEYS = (
     "stages",
     "envs",
     "metrics",
+    "gates",
     "notify",
     "autostop_minutes",
     "timeout_minutes",
@@ -175,6 +177,8 @@ class Pipeline:
     on_pull_request: bool = False
     envs: dict[str, str] = field(default_factory=dict)
     metrics: list[MetricPattern] = field(default_factory=list)
+    gates: list[Gate] = field(default_factory=list)
+    """Quality gates (worker/gates.py), decided against the run's metrics after its stages."""
     notify_slack: str = ""
     autostop_minutes: int = 30
     timeout_minutes: int = 180
@@ -308,6 +312,8 @@ class _Parser:
             pipeline.envs = self.envs(items["envs"][1])
         if "metrics" in items:
             pipeline.metrics = self.metrics(items["metrics"][1])
+        if "gates" in items:
+            pipeline.gates = self.gates(items["gates"][1])
         if "notify" in items:
             pipeline.notify_slack = self.notify(items["notify"][1])
         if "autostop_minutes" in items:
@@ -437,6 +443,20 @@ class _Parser:
                 )
             metrics.append(MetricPattern(name=name, pattern=pattern))
         return metrics
+
+    def gates(self, node: Node) -> list[Gate]:
+        """Each gate is checked here, so a bad one is an error at its own line."""
+        nodes = self.sequence(node, "gates")
+        if len(nodes) > MAX_GATES:
+            self.fail(E_TOO_MANY_GATES.format(count=len(nodes), limit=MAX_GATES), nodes[MAX_GATES])
+        gates: list[Gate] = []
+        for index, gate_node in enumerate(nodes):
+            path = f"gates[{index}]"
+            try:
+                gates.append(parse_gate(self.string(gate_node, path), path))
+            except GateSyntaxError as err:
+                self.fail(str(err), gate_node)
+        return gates
 
     def notify(self, node: Node) -> str:
         items = self.mapping(node, "notify", NOTIFY_KEYS)

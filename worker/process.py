@@ -70,6 +70,7 @@ def build_workers(
         acts.down_clusters,
         acts.cleanup_run,
         acts.wait_for_lane,
+        acts.evaluate_gates,
     ]
     reports = reporting or make_reporting(settings, gh)
     coordination = CoordinatorActivities(client)

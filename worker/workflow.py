@@ -45,11 +45,13 @@ with workflow.unsafe.imports_passed_through():
         Ticket,
         lane_workflow_id,
     )
+    from worker.gates import undecided, verdict_of
     from worker.limits import bounded
     from worker.models import (
         AuthorizeInput,
         CleanupInput,
         DownInput,
+        GatesInput,
         LaneInput,
         PlannedStage,
         PrepareInput,
@@ -69,6 +71,8 @@ RUN_CANCELLED = "the run was cancelled"
 RUN_CANCELLED_BECAUSE = "the run was cancelled: {reason}"
 # Runs started before the lane coordinator existed replay the old wait_for_lane path.
 PATCH_LANES = "lane-coordinator"
+# Runs started before quality gates existed replay without the evaluate_gates step.
+PATCH_GATES = "gates"
 WORKER_GONE = (
     "the worker holding this run's clusters ({queue}) did not come back within {seconds} s, "
     "and its jobs stopped with it; restart it (same host and SKYRUN_DATA_DIR) and retry the run"
@@ -112,6 +116,12 @@ GATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
+)
+GATES_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=["NoClient"],
 )
 GATED_TRIGGERS = (Trigger.COMMENT, Trigger.PULL_REQUEST)
 HEARTBEAT_TIMEOUT = timedelta(seconds=20)
@@ -248,6 +258,8 @@ class PipelineWorkflow:
             self._start_reporters(request)
             self._set_state(RunState.RUNNING)
             await self._run_stages_within(request, prepared, queue)
+            if self._outcome is None and prepared.gates and workflow.patched(PATCH_GATES):
+                await self._check_gates(prepared.gates)
         except TimeoutError:
             progress.error = RUN_TIMED_OUT.format(
                 minutes=prepared.timeout_minutes if prepared else 0, stage=self._active
@@ -291,6 +303,26 @@ class PipelineWorkflow:
                 self._progress.error, self._progress, type="RunFailed", non_retryable=True
             )
         return RunResult(self._progress)
+
+    async def _check_gates(self, gates: list[str]) -> None:
+        """Record what the gates decide; the run's state stays as its stages ended."""
+        assert self._progress is not None
+        try:
+            out = await workflow.execute_activity_method(
+                PipelineActivities.evaluate_gates,
+                GatesInput(self._progress, gates),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=GATES_RETRY,
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            # A required check must not pass on a comparison that never happened.
+            self._progress.gates = undecided(gates, bounded(error_message(err)))
+        else:
+            self._progress.gates = out.gates
+        self._progress.verdict = verdict_of(self._progress.gates)
+        self._changed()
 
     async def _enter(self, coordinator: str, state: CoordinatorState, request: RunRequest) -> None:
         """Wait until `coordinator` admits this run (a lane may cancel it instead)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.contract import Trigger
+from worker.contract import Trigger, Verdict
 
 UNKNOWN_RUN = "No run with id {run_id} on this server."
 UNKNOWN_RUN_HINT = (
@@ -29,4 +29,9 @@ TRIGGER_LABELS = {
     Trigger.PULL_REQUEST.value: "pull request",
     Trigger.SLACK.value: "Slack",
     Trigger.CLI.value: "CLI",
+}
+VERDICT_LABELS = {
+    Verdict.PASSED.value: "gates passed",
+    Verdict.FAILED.value: "gate failed",
+    Verdict.NONE.value: "no gates",
 }

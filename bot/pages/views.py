@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from bot.pages.texts import TRIGGER_LABELS
+from bot.pages.texts import TRIGGER_LABELS, VERDICT_LABELS
 from worker.baseline import Baseline
-from worker.contract import RunProgress, StageProgress, StageState, Trigger
+from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger, Verdict
 from worker.formatting import parse_time
+from worker.gates import failure_summary
 from worker.links import GitHubHost, Links, repo_problem
 from worker.runcontrol import RunSummary
 
@@ -109,6 +110,17 @@ class RunView:
     links: RunLinks
     baseline: Baseline | None = None
     notice: str = ""
+    verdict: str = ""
+    """The gates' verdict in words ("" when the run has none)."""
+    gate_failed: str = ""
+    """How the first failed gate reads (`accuracy 0.81 < 0.85`) when it failed the check."""
+
+
+def gate_failure(progress: RunProgress) -> str:
+    """The first failed gate of a run whose stages all succeeded ("" otherwise)."""
+    if progress.state is not RunState.SUCCEEDED or progress.verdict is not Verdict.FAILED:
+        return ""
+    return failure_summary(progress.failed_gates[0]) if progress.failed_gates else ""
 
 
 @dataclass
@@ -199,6 +211,8 @@ def build_view(
         links=run_links(progress, links, github),
         baseline=baseline,
         notice=notice,
+        verdict=VERDICT_LABELS[progress.verdict.value] if progress.gates else "",
+        gate_failed=gate_failure(progress),
     )
 
 

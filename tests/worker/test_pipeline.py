@@ -59,7 +59,7 @@ autostop_minutes: 30
 timeout_minutes: 180
 """
 
-TOP_KNOWN = "on, stages, envs, metrics, notify, autostop_minutes, timeout_minutes"
+TOP_KNOWN = "on, stages, envs, metrics, gates, notify, autostop_minutes, timeout_minutes"
 STAGE_RULE = "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
 
 
@@ -840,3 +840,90 @@ def test_task_files_of_one_run_are_bounded_together(tmp_path: Path) -> None:
         count=count, size=count * size, limit=MAX_PIPELINE_TASKS_BYTES
     )
     assert len(read_task_files(tmp_path, stages[:-1])) == count - 1
+
+
+# --- gates ----------------------------------------------------------------------------------
+
+GATES_FILE = """\
+stages:
+  - {name: train, task: train.yaml}
+gates:
+  - accuracy >= 0.85
+  - accuracy >= base - 0.01
+  - loss <= base
+  - "eval/f1 > base + 2"
+"""
+
+
+def test_gates_parse_in_order_with_their_thresholds() -> None:
+    gates = parse_pipeline(GATES_FILE).gates
+    assert [g.expr for g in gates] == [
+        "accuracy >= 0.85",
+        "accuracy >= base - 0.01",
+        "loss <= base",
+        "eval/f1 > base + 2",
+    ]
+    assert [(g.metric, g.op, g.number, g.offset) for g in gates] == [
+        ("accuracy", ">=", 0.85, 0.0),
+        ("accuracy", ">=", None, -0.01),
+        ("loss", "<=", None, 0.0),
+        ("eval/f1", ">", None, 2.0),
+    ]
+
+
+def test_a_pipeline_without_gates_has_none() -> None:
+    assert parse_pipeline("stages:\n  - {name: a, task: a.yaml}\n").gates == []
+
+
+@pytest.mark.parametrize(
+    ("gate", "problem"),
+    [
+        ("accuracy => 0.85", "gates[1]: cannot read gate 'accuracy => 0.85'"),
+        ("accuracy == 0.85", "gates[1]: cannot read gate 'accuracy == 0.85'"),
+        ("accuracy >= high", "gates[1]: cannot read gate 'accuracy >= high'"),
+        ("accuracy >= base * 2", "gates[1]: cannot read gate 'accuracy >= base * 2'"),
+        ("'>= 0.85'", "gates[1]: cannot read gate '>= 0.85'"),
+        ("accuracy >= 0.85 0.9", "gates[1]: cannot read gate 'accuracy >= 0.85 0.9'"),
+        ("accuracy >= 1e999", "gates[1]: 1e999 in gate 'accuracy >= 1e999' is not a finite"),
+        ("accuracy >= base + 1e999", "gates[1]: 1e999 in gate"),
+        ("'accuracy >= '", "gates[1]: cannot read gate 'accuracy >='"),
+        ("[accuracy, 0.85]", "gates[1] must be a string, not a list"),
+        ("{accuracy: 0.85}", "gates[1] must be a string, not a mapping"),
+        ("", "gates[1] must not be empty"),
+        ("0.85", "gates[1]: cannot read gate '0.85'"),
+    ],
+)
+def test_a_bad_gate_is_an_error_at_its_own_line(gate: str, problem: str) -> None:
+    text = f"stages:\n  - {{name: a, task: a.yaml}}\ngates:\n  - accuracy >= 0.5\n  - {gate}\n"
+    error = error_of(text, file="ci/.skyrun.yaml")
+    assert error.file == "ci/.skyrun.yaml"
+    assert error.line == 5, error
+    assert problem in error.problem
+    assert str(error).startswith("ci/.skyrun.yaml:5: ")
+
+
+def test_the_syntax_error_shows_the_forms_that_work() -> None:
+    error = error_of("gates:\n  - accuracy ≥ 0.85\n")
+    assert error.line == 2
+    assert "NAME OP NUMBER or NAME OP base [+ N | - N]" in error.problem
+    assert "'accuracy >= 0.85'" in error.problem
+
+
+def test_gates_must_be_a_list() -> None:
+    error = error_of("gates: accuracy >= 0.85\n")
+    assert (error.line, error.problem) == (1, "gates must be a list, not a string")
+
+
+def test_too_many_gates_are_refused_at_the_first_one_over() -> None:
+    from worker.gates import MAX_GATES
+
+    lines = "".join(f"  - m{i} >= 1\n" for i in range(MAX_GATES + 1))
+    error = error_of("gates:\n" + lines)
+    assert error.line == MAX_GATES + 2
+    assert f"the limit is {MAX_GATES}" in error.problem
+
+
+def test_a_long_gate_is_refused_without_echoing_all_of_it() -> None:
+    error = error_of("gates:\n  - " + "m" * 10_000 + " >= 1\n")
+    assert error.line == 2 and "characters long; the limit is" in error.problem
+    assert len(str(error)) < 300

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 
 from tests.runs import (
     SLOW_TASK,
@@ -19,7 +19,7 @@ from tests.runs import (
     wait_pidfile,
     wait_stage_running,
 )
-from worker.contract import RunState, StageState, Trigger
+from worker.contract import RunState, StageState, Trigger, Verdict
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 
@@ -234,3 +234,60 @@ async def test_cancel_landing_as_a_short_stage_finishes_still_stops_the_run(
     assert progress.state is RunState.CANCELLED
     assert progress.stages[1].state in (StageState.SKIPPED, StageState.CANCELLED)
     assert clusters_left(settings) == []
+
+
+async def test_gates_that_cannot_be_decided_fail_the_verdict_not_the_run(
+    client: Client, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    from worker.activities import NO_BASELINE_CLIENT, PipelineActivities
+    from worker.backends.local import LocalBackend
+    from worker.process import build_workers, running_workers
+
+    repo = git_repo(
+        {
+            ".skyrun.yaml": "stages:\n  - {name: a, task: a.yaml}\n"
+            "gates:\n  - accuracy >= 0.5\n  - accuracy >= base\n",
+            "a.yaml": "run: echo '::metric accuracy=0.9'\n",
+        }
+    )
+    # A worker without a Temporal client cannot look for the baseline: fail closed.
+    blind = PipelineActivities(settings, LocalBackend.from_settings(settings), client=None)
+    async with running_workers(build_workers(client, settings, activities=blind)):
+        control = RunControl(client, settings.temporal_task_queue)
+        outcome = await control.start(request_for(repo))
+        progress = await wait_finished(control, outcome.run_id)
+
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    assert progress.verdict is Verdict.FAILED
+    assert [g.expr for g in progress.gates] == ["accuracy >= 0.5", "accuracy >= base"]
+    assert not any(g.passed for g in progress.gates)
+    assert all(NO_BASELINE_CLIENT in g.note for g in progress.gates)
+    assert clusters_left(settings) == []
+
+
+async def test_a_run_with_gates_replays_on_todays_code(
+    client: Client, control: RunControl, git_repo: Callable[..., Path]
+) -> None:
+    from temporalio.worker import Replayer
+
+    from worker.workflow import PATCH_GATES, PipelineWorkflow
+
+    repo = git_repo(
+        {
+            ".skyrun.yaml": "stages:\n  - {name: a, task: a.yaml}\ngates:\n  - accuracy >= 0.95\n",
+            "a.yaml": "run: echo '::metric accuracy=0.93'\n",
+        }
+    )
+    # No lane: the Replayer runs on a task queue of its own, so a lane's coordinator id (which
+    # includes the task queue) would not match the recorded admission signal.
+    outcome = await control.start(request_for(repo, lane=""))
+    progress = await wait_finished(control, outcome.run_id)
+    assert progress.state is RunState.SUCCEEDED and progress.verdict is Verdict.FAILED
+    await client.get_workflow_handle(outcome.run_id).result()
+
+    history = await client.get_workflow_handle(outcome.run_id).fetch_history()
+    assert PATCH_GATES in history.to_json()  # the step is behind its patch marker
+    result = await Replayer(workflows=[PipelineWorkflow]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, result.replay_failure

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 from worker.baseline import Baseline
 from worker.commands import COMMENT_USAGE
-from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
+from worker.contract import (
+    RunProgress,
+    RunRequest,
+    RunState,
+    StageProgress,
+    StageState,
+    Trigger,
+    Verdict,
+)
 from worker.formatting import (
     NO_VALUE,
     format_change,
@@ -21,6 +29,7 @@ from worker.formatting import (
     format_time,
     seconds_between,
 )
+from worker.gates import failure_summary
 from worker.github import texts
 from worker.github.models import ReplyInput, ReplyKind
 from worker.links import Links
@@ -32,6 +41,7 @@ MAX_METRICS = 50
 MAX_REPORT_CHARS = 25_000
 MAX_LOG_LINE_CHARS = 300
 MAX_ERROR_CHARS = 2_000
+MAX_GATES_SHOWN = 50
 CUT_NOTE = "\n\n… _(cut to fit GitHub's size limit; everything is on the [run page]({run_url}))_"
 _BACKTICKS = re.compile(r"`+")
 
@@ -83,14 +93,25 @@ def _trigger(request: RunRequest) -> str:
     return texts.TRIGGER_OTHER.format(user=user)
 
 
+def gate_failed(progress: RunProgress) -> bool:
+    """Every stage succeeded and a gate failed: the check run fails all the same."""
+    return progress.state is RunState.SUCCEEDED and progress.verdict is Verdict.FAILED
+
+
+def conclusion(progress: RunProgress) -> str:
+    """The check run's conclusion of a finished run: its state's, or `failure` on a failed gate."""
+    return "failure" if gate_failed(progress) else texts.CHECK_CONCLUSION[progress.state]
+
+
 def _header(view: RunView) -> list[str]:
     progress = view.progress
+    failed = gate_failed(progress)
     lines = [
         texts.HEADER.format(
-            emoji=texts.STATE_EMOJI[progress.state],
+            emoji=texts.STATE_EMOJI[RunState.FAILED if failed else progress.state],
             run_id=progress.run_id,
             run_url=view.links.run(progress.run_id),
-            state=texts.STATE_WORDS[progress.state],
+            state=texts.GATES_FAILED_WORDS if failed else texts.STATE_WORDS[progress.state],
         )
     ]
     ref = code(progress.ref or view.request.default_branch or "default branch")
@@ -186,6 +207,30 @@ def metrics_section(view: RunView) -> str:
     return "\n".join(lines)
 
 
+def gates_section(view: RunView) -> str:
+    """Each gate passed or failed, with the run's value and the threshold it was held to."""
+    gates = view.progress.gates
+    if not gates:
+        return ""
+    lines = [texts.GATES_HEADING, "", texts.GATES_TABLE]
+    for gate in gates[:MAX_GATES_SHOWN]:
+        lines.append(
+            texts.GATE_ROW.format(
+                expr=code(gate.expr),
+                result=texts.GATE_PASSED if gate.passed else texts.GATE_FAILED,
+                value=NO_VALUE if gate.value is None else format_number(gate.value),
+                threshold=NO_VALUE if gate.threshold is None else format_number(gate.threshold),
+                note=_cell(gate.note) or NO_VALUE,
+            )
+        )
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Text safe in a table cell (one line, no column breaks)."""
+    return text.replace("\n", " ").replace("|", "\\|")
+
+
 def report_section(view: RunView) -> str:
     reports = [s for s in view.progress.stages if s.report.strip()]
     if not reports:
@@ -243,6 +288,16 @@ def outcome_section(view: RunView) -> str:
                 texts.NEXT_COMMENT_RUN_FAILED if comment else texts.NEXT_PUSH_FAILED,
             ]
         )
+    if gate_failed(progress):
+        return "\n".join(
+            [
+                texts.GATES_FAILED_HEADING.format(
+                    summary=failure_summary(progress.failed_gates[0])
+                ),
+                "",
+                texts.GATES_FAILED_NEXT,
+            ]
+        )
     if progress.state is RunState.TIMED_OUT:
         return "\n".join([_error_block(progress.error), "", texts.TIMED_OUT])
     if progress.state is RunState.CANCELLED:
@@ -282,6 +337,7 @@ def run_comment(view: RunView, masker: Masker | None = None) -> str:
             texts.RUN_TAG.format(run_id=view.progress.run_id) + "\n" + header,
             stages_table(view) if view.progress.stages else "",
             outcome_section(view),
+            gates_section(view),
             metrics_section(view),
             report_section(view),
             links_line(view),
@@ -326,6 +382,16 @@ def check_title(progress: RunProgress) -> str:
                     stage=stage.name, index=index, count=len(progress.stages)
                 )
         return texts.CHECK_TITLE_PREPARING
+    if gate_failed(progress):
+        gates = progress.failed_gates
+        summary = failure_summary(gates[0])
+        if len(gates) > 1:
+            return texts.CHECK_TITLE_GATES_FAILED.format(summary=summary, more=len(gates) - 1)
+        return texts.CHECK_TITLE_GATE_FAILED.format(summary=summary)
+    if state is RunState.SUCCEEDED and progress.gates:
+        return texts.CHECK_TITLE_GATES_PASSED.format(
+            count=len(progress.stages), gates=len(progress.gates)
+        )
     if state is RunState.SUCCEEDED:
         return texts.CHECK_TITLE_SUCCEEDED.format(count=len(progress.stages))
     if state is RunState.FAILED:
@@ -345,6 +411,7 @@ def check_output(view: RunView, masker: Masker | None = None) -> dict[str, str]:
         [
             "\n".join(_header(view)[1:]),
             stages_table(view) if view.progress.stages else "",
+            gates_section(view),
             metrics_section(view),
             links_line(view),
         ]

@@ -156,7 +156,7 @@ class GitHubReporter:
                 fields["started_at"] = started
         else:
             fields["status"] = "completed"
-            fields["conclusion"] = texts.CHECK_CONCLUSION[progress.state]
+            fields["conclusion"] = render.conclusion(progress)
             if finished := parse_time(progress.finished_at):
                 fields["completed_at"] = finished
         check_id = handles.get(CHECK_RUN) if handles.get(CHECK_SHA) == progress.commit else None

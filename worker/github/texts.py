@@ -147,3 +147,20 @@ HEAD_UNCERTAIN = (
     "`{commit}` is the commit that was reviewed. Look at the latest commits and comment "
     "`/skyrun` again"
 )
+
+# Quality gates (`gates:` in .skyrun.yaml): what they decided, in the comment and the check run.
+GATES_HEADING = "#### Gates"
+GATES_TABLE = "| gate | result | value | threshold | note |\n| --- | --- | --- | --- | --- |"
+GATE_ROW = "| `{expr}` | {result} | {value} | {threshold} | {note} |"
+GATE_PASSED = "✅ passed"
+GATE_FAILED = "❌ failed"
+GATES_FAILED_WORDS = "succeeded, but a gate failed"
+GATES_FAILED_HEADING = "#### ❌ Gate failed: {summary}"
+GATES_FAILED_NEXT = (
+    "All stages succeeded; the metrics do not meet the `gates:` of `.skyrun.yaml`, so the "
+    "`skyrun` check fails. **Next:** improve the result and push, or change the gate in a "
+    "reviewed commit."
+)
+CHECK_TITLE_GATE_FAILED = "gate failed: {summary}"
+CHECK_TITLE_GATES_FAILED = "gate failed: {summary} (and {more} more)"
+CHECK_TITLE_GATES_PASSED = "{count} of {count} stages succeeded · {gates} of {gates} gates passed"

@@ -6,14 +6,24 @@ import re
 from typing import Any
 
 from worker.baseline import Baseline
-from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.contract import (
+    GateResult,
+    RunProgress,
+    RunState,
+    StageProgress,
+    StageState,
+    Trigger,
+    Verdict,
+)
 from worker.formatting import (
+    NO_VALUE,
     format_change,
     format_duration,
     format_number,
     parse_time,
     seconds_between,
 )
+from worker.gates import failure_summary
 from worker.links import REPO_RE, Links
 from worker.masking import Masker
 from worker.slack import texts
@@ -216,6 +226,31 @@ def baseline_note(baseline: Baseline | None, compared_on: str, links: Links) -> 
     return ""
 
 
+def gate_failed(progress: RunProgress) -> bool:
+    return progress.state is RunState.SUCCEEDED and progress.verdict is Verdict.FAILED
+
+
+def state_words(progress: RunProgress) -> tuple[str, str]:
+    """The run's icon and words: a failed gate reads as failed although every stage succeeded."""
+    if gate_failed(progress):
+        return texts.RUN_ICONS[RunState.FAILED], texts.GATES_FAILED_WORDS
+    return texts.RUN_ICONS[progress.state], texts.RUN_WORDS[progress.state]
+
+
+def gate_line(gate: GateResult) -> str:
+    value = NO_VALUE if gate.value is None else format_number(gate.value)
+    threshold = NO_VALUE if gate.threshold is None else format_number(gate.threshold)
+    detail = texts.GATE_DETAIL.format(value=value, threshold=threshold)
+    if gate.note:
+        detail += texts.GATE_NOTE.format(note=escape(gate.note))
+    template = texts.GATE_PASSED_LINE if gate.passed else texts.GATE_FAILED_LINE
+    return template.format(expr=escape(gate.expr).replace("`", "'"), detail=detail)
+
+
+def gates_text(progress: RunProgress) -> str:
+    return "\n".join([texts.GATES_TITLE, *(gate_line(gate) for gate in progress.gates)])
+
+
 def report_text(progress: RunProgress, links: Links) -> str:
     report = "\n\n".join(s.report.strip() for s in progress.stages if s.report.strip())
     if not report:
@@ -231,7 +266,7 @@ def report_text(progress: RunProgress, links: Links) -> str:
 
 def fallback_text(progress: RunProgress) -> str:
     """The plain text of the message: notifications and clients without Block Kit show it."""
-    return texts.FALLBACK.format(what=target(progress), state=texts.RUN_WORDS[progress.state])
+    return texts.FALLBACK.format(what=target(progress), state=state_words(progress)[1])
 
 
 def run_blocks(
@@ -256,9 +291,8 @@ def run_blocks(
         )
         return masker.mask_data(plain)
     state = progress.state
-    title = texts.TITLE.format(
-        icon=texts.RUN_ICONS[state], what=escape(target(progress)), state=texts.RUN_WORDS[state]
-    )
+    icon, words = state_words(progress)
+    title = texts.TITLE.format(icon=icon, what=escape(target(progress)), state=words)
     took = run_duration(progress) if state.finished else None
     context = [
         texts.CONTEXT_RUN.format(run_id=escape(progress.run_id)),
@@ -282,6 +316,13 @@ def run_blocks(
         if hint:
             text += "\n" + texts.NEXT.format(hint=hint)
         blocks.append(_section(text))
+    if gate_failed(progress):
+        summary = escape(failure_summary(progress.failed_gates[0]))
+        text = texts.GATES_FAILED.format(summary=summary)
+        text += "\n" + texts.NEXT.format(hint=texts.NEXT_GATES_FAILED.format(rerun=rerun(progress)))
+        blocks.append(_section(text))
+    if state.finished and progress.gates:
+        blocks.append(_section(gates_text(progress)))
     if state.finished and progress.metrics:
         blocks.append(_section(metrics_text(progress, baseline)))
         note = baseline_note(baseline, compared_on, links)
@@ -340,14 +381,18 @@ def final_reply(progress: RunProgress, links: Links, *, run_pages: bool = True) 
     """The thread reply when the run ends, addressed to whoever asked (so Slack notifies them)."""
     mention = who(progress) + " " if progress.trigger is Trigger.SLACK else ""
     took = run_duration(progress)
+    icon, words = state_words(progress)
     lines = [
         texts.REPLY_FINAL.format(
             mention=mention,
-            icon=texts.RUN_ICONS[progress.state],
-            state=texts.RUN_WORDS[progress.state],
+            icon=icon,
+            state=words,
             took=f" in {format_duration(took)}" if took is not None else "",
         )
     ]
+    if gate_failed(progress):
+        summary = escape(failure_summary(progress.failed_gates[0]))
+        lines.append(texts.GATES_FAILED.format(summary=summary))
     if progress.error:
         lines.append(texts.ERROR.format(error=escape(progress.error)))
         hint = next_step(progress, links if run_pages else None)

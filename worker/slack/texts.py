@@ -110,3 +110,16 @@ NOT_IN_CHANNEL_LOG = (
     "cannot post to Slack channel %s (%s): invite the skyrun app there; reporting of run %s "
     "to Slack stops"
 )
+
+# Quality gates (`gates:` in .skyrun.yaml).
+GATES_TITLE = "*Gates*"
+GATE_PASSED_LINE = ":white_check_mark: `{expr}` passed: {detail}"
+GATE_FAILED_LINE = ":x: `{expr}` failed: {detail}"
+GATE_DETAIL = "{value} vs {threshold}"
+GATE_NOTE = " ({note})"
+GATES_FAILED_WORDS = "succeeded, but a gate failed"
+GATES_FAILED = ":x: Gate failed: {summary}."
+NEXT_GATES_FAILED = (
+    "the stages succeeded but the metrics do not meet the `gates:` in `.skyrun.yaml`; improve "
+    "the result, then run again: {rerun}"
+)

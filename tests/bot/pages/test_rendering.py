@@ -18,7 +18,15 @@ from bot.pages.rendering import (
 from bot.pages.views import build_view
 from tests.bot.pages.helpers import GITHUB_REPO
 from worker.baseline import Baseline
-from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.contract import (
+    GateResult,
+    RunProgress,
+    RunState,
+    StageProgress,
+    StageState,
+    Trigger,
+    Verdict,
+)
 from worker.formatting import format_change
 from worker.links import GitHubHost, Links
 from worker.settings import load_settings
@@ -95,6 +103,42 @@ def test_the_run_page_shows_changes_against_the_baseline_and_escapes_the_run() -
     assert "<b>mallory</b>" not in html and "&lt;b&gt;mallory&lt;/b&gt;" in html
     assert "<h1>Results</h1>" in html and "<iframe" not in html
     assert "r<1>" not in html and "r&lt;1&gt;" in html
+
+
+def test_the_run_page_lists_each_gate_and_says_when_one_failed_the_check() -> None:
+    progress = RunProgress(
+        run_id="r-2",
+        repo=GITHUB_REPO,
+        ref="main",
+        commit="c" * 40,
+        trigger=Trigger.PUSH,
+        requested_by="alice",
+        state=RunState.SUCCEEDED,
+        stages=[StageProgress("eval", "e", StageState.SUCCEEDED, metrics={"accuracy": 0.81})],
+        verdict=Verdict.FAILED,
+        gates=[
+            GateResult("accuracy >= 0.85", False, 0.81, 0.85, ""),
+            GateResult("<b>x</b> <= base", True, 1, None, "no baseline"),
+        ],
+    )
+    settings = load_settings(_env_file=None)
+    view = build_view(
+        progress,
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+        live_tails={},
+    )
+    html = (
+        templates()
+        .get_template("run_body.html")
+        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    )
+    assert 'data-role="gate-failed"' in html and "accuracy 0.81 &lt; 0.85" in html
+    assert 'data-verdict="failed"' in html and "gate failed</span>" in html
+    assert html.count('data-passed="0"') == 1 and html.count('data-passed="1"') == 1
+    assert "<td>0.81</td>" in html and "<td>0.85</td>" in html
+    assert "<b>x</b>" not in html and "no baseline" in html
 
 
 def test_jinja_and_markdown_are_each_loaded_on_first_use_only() -> None:

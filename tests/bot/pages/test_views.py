@@ -14,7 +14,15 @@ from bot.pages.views import (
 )
 from tests.bot.pages.helpers import GITHUB_REPO
 from worker.baseline import Baseline
-from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.contract import (
+    GateResult,
+    RunProgress,
+    RunState,
+    StageProgress,
+    StageState,
+    Trigger,
+    Verdict,
+)
 from worker.links import GitHubHost, Links
 from worker.runcontrol import RunSummary
 from worker.settings import load_settings
@@ -30,8 +38,11 @@ API_FIELDS = {
     "state",
     "baseline",
     "metrics",
+    "verdict",
+    "gates",
     "stages",
 }
+GATE_FIELDS = {"expr", "passed", "value", "threshold", "note"}
 STAGE_FIELDS = {"name", "state", "cluster", "started_at", "finished_at", "exit_code", "metrics"}
 
 
@@ -196,3 +207,35 @@ def test_a_row_takes_the_answered_commit_and_metrics_and_otherwise_visibilitys()
     data = row_json(answered, Links(settings))
     assert data["started_at"] == "2026-01-01T00:00:00+00:00" and data["trigger_label"] == "push"
     assert data["url"] == "http://localhost:8000/runs/r-2" and data["state"] == "succeeded"
+
+
+def test_the_gates_verdict_is_in_the_view_and_the_json_apart_from_the_state() -> None:
+    settings = load_settings(_env_file=None)
+    progress = live_progress()
+    progress.state = RunState.SUCCEEDED
+    progress.verdict = Verdict.FAILED
+    progress.gates = [
+        GateResult("accuracy >= 0.9", False, 0.8, 0.9, ""),
+        GateResult("loss <= base", True, 2.0, None, "no baseline"),
+    ]
+    view = build_view(
+        progress, links=Links(settings), github=GitHubHost.of(settings), now=NOW, live_tails={}
+    )
+    assert view.verdict == "gate failed" and view.gate_failed == "accuracy 0.8 < 0.9"
+    data = view_json(view, Links(settings))
+    assert data["state"] == "succeeded" and data["verdict"] == "failed"
+    assert all(set(gate) >= GATE_FIELDS for gate in data["gates"])
+    assert data["gates"][1] == {
+        "expr": "loss <= base",
+        "passed": True,
+        "value": 2.0,
+        "threshold": None,
+        "note": "no baseline",
+    }
+    # A failed stage decides the run; its gates were never checked.
+    plain = build_view(
+        live_progress(), links=Links(settings), github=GitHubHost.of(settings), now=NOW,
+        live_tails={},
+    )  # fmt: skip
+    assert plain.verdict == "" and plain.gate_failed == ""
+    assert view_json(plain, Links(settings))["verdict"] == "none"

@@ -9,6 +9,7 @@ import pytest
 from worker.baseline import Baseline
 from worker.commands import COMMENT_USAGE, CommandKind
 from worker.contract import (
+    GateResult,
     GitHubTarget,
     RunProgress,
     RunRequest,
@@ -16,6 +17,7 @@ from worker.contract import (
     StageProgress,
     StageState,
     Trigger,
+    Verdict,
 )
 from worker.github import render, texts
 from worker.github.contract import GitHubCommand
@@ -245,3 +247,52 @@ def test_status_lists_runs() -> None:
         "| 2024-05-01 12:30:00 UTC |" in table
     )
     assert render.status_table([], LINKS) == texts.REPLY_STATUS_EMPTY
+
+
+# --- quality gates --------------------------------------------------------------------------
+
+FAILED_GATES = [
+    GateResult("accuracy >= 0.95", False, 0.9, 0.95, ""),
+    GateResult("loss <= base", True, 0.25, 0.3, ""),
+    GateResult("f1 >= base", False, None, None, "the run did not report f1"),
+]
+
+
+def test_a_failed_gate_fails_the_check_and_names_the_gate_while_stages_succeeded() -> None:
+    gated = view(verdict=Verdict.FAILED, gates=FAILED_GATES)
+    assert render.conclusion(gated.progress) == "failure"
+    assert render.check_title(gated.progress) == "gate failed: accuracy 0.9 < 0.95 (and 1 more)"
+    output = render.check_output(gated)
+    assert "| `accuracy >= 0.95` | ❌ failed | 0.9 | 0.95 | — |" in output["summary"]
+    assert "| `loss <= base` | ✅ passed | 0.25 | 0.3 | — |" in output["summary"]
+    assert "| `f1 >= base` | ❌ failed | — | — | the run did not report f1 |" in output["summary"]
+    assert "#### ❌ Gate failed: accuracy 0.9 < 0.95" in output["text"]
+    comment = render.run_comment(gated)
+    assert "### ❌ skyrun run [`ml-1`]" in comment and texts.GATES_FAILED_WORDS in comment
+    assert comment.index(texts.GATES_HEADING) < comment.index(texts.METRICS_HEADING)
+
+
+def test_passed_gates_keep_the_check_green_and_are_listed() -> None:
+    passed = [GateResult("accuracy >= 0.5", True, 0.9, 0.5, "")]
+    gated = view(verdict=Verdict.PASSED, gates=passed)
+    assert render.conclusion(gated.progress) == "success"
+    assert render.check_title(gated.progress) == "3 of 3 stages succeeded · 1 of 1 gates passed"
+    assert "| `accuracy >= 0.5` | ✅ passed | 0.9 | 0.5 | — |" in render.run_comment(gated)
+    assert "### ✅ skyrun run" in render.run_comment(gated)
+
+
+def test_a_failed_stage_wins_over_the_gates_and_no_gates_show_nothing() -> None:
+    failed = view(RunState.FAILED)
+    failed.progress.stages[1].state = StageState.FAILED
+    assert render.conclusion(failed.progress) == "failure"
+    assert render.check_title(failed.progress) == "Stage train failed"
+    plain = view()
+    assert render.conclusion(plain.progress) == "success"
+    assert texts.GATES_HEADING not in render.run_comment(plain)
+    assert render.check_title(plain.progress) == "3 of 3 stages succeeded"
+
+
+def test_gate_notes_cannot_break_the_table() -> None:
+    odd = [GateResult("a`b >= 1", False, None, None, "x | y\nz")]
+    section = render.gates_section(view(verdict=Verdict.FAILED, gates=odd))
+    assert "| `a'b >= 1` | ❌ failed | — | — | x \\| y z |" in section

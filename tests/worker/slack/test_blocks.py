@@ -8,7 +8,15 @@ import pytest
 
 from tests.fakes.slack import Message, buttons, message_text
 from worker.baseline import Baseline
-from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger
+from worker.contract import (
+    GateResult,
+    RunProgress,
+    RunState,
+    StageProgress,
+    StageState,
+    Trigger,
+    Verdict,
+)
 from worker.links import Links
 from worker.masking import Masker
 from worker.settings import load_settings
@@ -275,3 +283,39 @@ def test_with_a_masker_no_secret_survives_even_where_a_cut_splits_it(links: Link
     masked = message_text(rendered(run, links, masker=Masker([secret])))
     assert "xoxb-" not in masked and "&lt;***&gt;" in masked
     assert run.error.endswith(f"<{secret}>"), "the run itself is left as it was"
+
+
+def test_a_failed_gate_reads_as_failed_with_each_gate_and_what_to_do(links: Links) -> None:
+    gates = [
+        GateResult("accuracy >= 95", False, 93, 95, ""),
+        GateResult("loss <= base", True, 0.2, None, "no baseline"),
+    ]
+    run = progress(
+        state=RunState.SUCCEEDED,
+        finished_at=FINISHED,
+        stages=[stage("train", StageState.SUCCEEDED, metrics={"accuracy": 93, "loss": 0.2})],
+        verdict=Verdict.FAILED,
+        gates=gates,
+    )
+    text = message_text(rendered(run, links))
+    assert texts.GATES_FAILED_WORDS in text and ":x: *acme/widgets@main*" in text
+    assert texts.GATES_FAILED.format(summary="accuracy 93 &lt; 95") in text
+    assert ":x: `accuracy &gt;= 95` failed: 93 vs 95" in text
+    assert ":white_check_mark: `loss &lt;= base` passed: 0.2 vs — (no baseline)" in text
+    assert texts.GATES_FAILED_WORDS in fallback_text(run)
+    final = final_reply(run, links)
+    assert texts.GATES_FAILED_WORDS in final and "accuracy 93 &lt; 95" in final
+
+
+def test_passed_gates_are_listed_under_a_succeeded_title(links: Links) -> None:
+    run = progress(
+        state=RunState.SUCCEEDED,
+        finished_at=FINISHED,
+        stages=[stage("train", StageState.SUCCEEDED, metrics={"accuracy": 97})],
+        verdict=Verdict.PASSED,
+        gates=[GateResult("accuracy >= 95", True, 97, 95, "")],
+    )
+    text = message_text(rendered(run, links))
+    assert ":white_check_mark: *acme/widgets@main* — succeeded" in text
+    assert ":white_check_mark: `accuracy &gt;= 95` passed: 97 vs 95" in text
+    assert texts.GATES_FAILED_WORDS not in text
