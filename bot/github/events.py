@@ -3,6 +3,10 @@
 The payload is validated first against the models of bot/github/payloads.py (the fields skyrun
 reads, strictly typed); a wrong shape raises PayloadError naming the fields. Clone URLs are built
 from the configured GitHub host, never taken from the payload.
+
+A merge queue group runs in a lane of its own (never superseding a branch's or a pull request's
+runs); a check run's button (`rerun`, `cancel`) and GitHub's Re-run of a check run or suite
+become commands the worker authorizes exactly like a `/skyrun` comment.
 """
 
 from __future__ import annotations

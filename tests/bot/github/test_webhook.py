@@ -229,6 +229,41 @@ async def test_a_comment_command_is_handed_to_the_worker_once(bot: Stack) -> Non
     assert bot.fake.requests == []  # the bot never calls GitHub
 
 
+async def test_merge_groups_and_check_run_actions_are_handed_to_the_worker_once(
+    bot: Stack,
+) -> None:
+    repo = unique_repo()
+    fake = bot.fake
+    fake.add_repo(repo, {"README.md": "hi"})
+    fake.commit(repo, {"a.txt": "1"}, branch="feature")
+    group = fake.merge_group(repo, fake.open_pull(repo, "feature", user="alice"), {"a.txt": "1"})
+    check = fake.add_check_run(repo, fake.head(repo), external_id="ml-0123456789")
+    cases = [
+        ("merge_group", fake.merge_group_payload(repo, group, sender="alice"), DELIVERY_WORKFLOW),
+        (
+            "check_run",
+            fake.check_run_payload(check, "requested_action", sender="alice", identifier="cancel"),
+            COMMAND_WORKFLOW,
+        ),
+        (
+            "check_suite",
+            fake.check_suite_payload(repo, fake.head(repo), sender="alice"),
+            COMMAND_WORKFLOW,
+        ),
+    ]
+    for number, (event, payload, workflow) in enumerate(cases):
+        delivery = f"delivery-checks-{number}-{uuid.uuid4().hex[:6]}"
+        first = await bot.deliver(event, payload, delivery=delivery)
+        again = await bot.deliver(event, payload, delivery=delivery)
+
+        assert first.status_code == 202, first.text
+        assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+        handle = bot.client.get_workflow_handle(delivery_workflow_id(delivery))
+        description = await handle.describe()
+        assert description.workflow_type == workflow
+    assert bot.fake.requests == []  # the bot never calls GitHub
+
+
 # Hostile but signed bodies: a 4xx naming the problem, never a 500, a hang or a run.
 
 
