@@ -172,3 +172,27 @@ async def test_rerun_of_a_run_this_deployment_does_not_know_is_refused(stack: St
 
     assert (outcome, run_ids) == ("denied", [])
     assert "ml-0000000000 of this check run is not known" in check.data["output"]["summary"]
+
+
+async def test_a_check_run_naming_another_repositorys_run_cannot_cancel_or_rerun_it(
+    stack: Stack,
+) -> None:
+    fake = stack.fake
+    victim, other = unique_repo(), unique_repo()
+    fake.add_repo(victim, {**PIPELINE, "train.yaml": SLOW_TRAIN})
+    fake.add_repo(other, PIPELINE)
+    run_id = await stack.push(victim, "main", fake.head(victim))
+    await wait_stage_running(stack.control, run_id, "train")
+    # acme owns `other`: write access there says nothing about `victim`'s runs.
+    forged = fake.add_check_run(other, fake.head(other), external_id=run_id)
+
+    cancel, _ = await click(stack, forged, "cancel", "acme")
+    rerun, _ = await click(stack, forged, "rerun", "acme")
+
+    assert (cancel, rerun) == ("denied", "denied")
+    assert f"run {run_id} of this check run is not known" in forged.data["output"]["summary"]
+    progress = await stack.control.progress(run_id)
+    assert progress is not None and progress.state is RunState.RUNNING
+    assert len(fake.check_runs_for(victim, fake.head(victim))) == 1
+    await stack.control.cancel(run_id)
+    await stack.finished(run_id)
