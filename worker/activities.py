@@ -65,6 +65,7 @@ NO_BASELINE_CLIENT = (
     "`skyrun worker`"
 )
 PR_RUNS_OFF = "pull request events do not start runs: {file} does not set on.pull_request: true"
+MERGE_GROUP_OFF = "merge queue groups do not start runs: {file} does not set on.merge_group: true"
 
 
 def user_error(message: str) -> ApplicationError:
@@ -200,6 +201,9 @@ class PipelineActivities:
                     return output
             if request.check_pr_filter and not pipeline.on_pull_request:
                 output.skip_reason = PR_RUNS_OFF.format(file=PIPELINE_FILE)
+                return output
+            if request.trigger is Trigger.MERGE_GROUP and not pipeline.on_merge_group:
+                output.skip_reason = MERGE_GROUP_OFF.format(file=PIPELINE_FILE)
                 return output
             output.stages = await self._plan(data.run_id, request, pipeline, path)
             # The output is one Temporal payload, and each stage's part goes into a later

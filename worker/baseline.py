@@ -1,6 +1,7 @@
 """The baseline of a run, one rule for every surface (PR comment, check run, Slack, run pages, API):
 the latest successful run, started before this one, of the same repository on the PR's base
-branch (for a pull-request run) or on the same branch (otherwise), whatever triggered it.
+branch (for a pull-request or merge-group run) or on the same branch (otherwise), whatever
+triggered it.
 
 Found through Temporal visibility, limited to this deployment's task queue; a closed run's
 metrics come from its result in history, so no worker has to answer for it.
@@ -16,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from worker.contract import RunProgress, RunResult, RunState
+from worker.contract import RunProgress, RunResult, RunState, Trigger
 from worker.formatting import parse_time
 from worker.runcontrol import runs_query
 
@@ -57,7 +58,7 @@ class Baseline:
 
 def baseline_ref(progress: RunProgress) -> str:
     """The branch whose runs this one is compared with ("" when a PR run's base is unknown)."""
-    if progress.pr_number is not None:
+    if progress.pr_number is not None or progress.trigger is Trigger.MERGE_GROUP:
         return progress.base_ref
     return progress.ref
 

@@ -45,6 +45,8 @@ class Trigger(str, Enum):
     PULL_REQUEST = "pull_request"
     SLACK = "slack"
     CLI = "cli"
+    MERGE_GROUP = "merge_group"
+    """A GitHub merge queue group: runs on the group's head, compared with its base branch."""
 
 
 class RunState(str, Enum):
@@ -223,6 +225,11 @@ def lane_for_branch(repo: str, branch: str) -> str:
 
 def lane_for_pr(repo: str, pr_number: int) -> str:
     return f"{repo}#pr:{pr_number}"
+
+
+def lane_for_merge_group(repo: str, head_ref: str) -> str:
+    """Each merge group its own lane: it never supersedes a branch's or a pull request's runs."""
+    return f"{repo}#merge_group:{head_ref}"
 
 
 def run_id_for(request: RunRequest) -> str:

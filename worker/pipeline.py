@@ -42,7 +42,7 @@ TOP_KEYS = (
     "autostop_minutes",
     "timeout_minutes",
 )
-ON_KEYS = ("push", "pull_request")
+ON_KEYS = ("push", "pull_request", "merge_group")
 STAGE_KEYS = ("name", "task", "cluster")
 METRIC_KEYS = ("name", "pattern")
 NOTIFY_KEYS = ("slack",)
@@ -175,6 +175,8 @@ class Pipeline:
     on_push: list[str] | None = None
     """Branch globs whose pushes start a run; None means the repository's default branch."""
     on_pull_request: bool = False
+    on_merge_group: bool = False
+    """True: GitHub merge queue groups (`merge_group` deliveries) start runs on the group's head."""
     envs: dict[str, str] = field(default_factory=dict)
     metrics: list[MetricPattern] = field(default_factory=list)
     gates: list[Gate] = field(default_factory=list)
@@ -340,6 +342,8 @@ class _Parser:
                 self.fail(E_PUSH.format(kind=_kind(push)), push)
         if "pull_request" in items:
             pipeline.on_pull_request = self.boolean(items["pull_request"][1], "on.pull_request")
+        if "merge_group" in items:
+            pipeline.on_merge_group = self.boolean(items["merge_group"][1], "on.merge_group")
 
     def stages(self, node: Node) -> list[Stage]:
         nodes = self.sequence(node, "stages")

@@ -3,26 +3,42 @@
 The payload is validated first against the models of bot/github/payloads.py (the fields skyrun
 reads, strictly typed); a wrong shape raises PayloadError naming the fields. Clone URLs are built
 from the configured GitHub host, never taken from the payload.
+
+A merge queue group runs in a lane of its own (never superseding a branch's or a pull request's
+runs); a check run's button (`rerun`, `cancel`) and GitHub's Re-run of a check run or suite
+become commands the worker authorizes exactly like a `/skyrun` comment.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from bot.github.payloads import Delivery, IssueCommentEvent, PullRequestEvent, PushEvent
+from bot.github.payloads import (
+    CheckRunEvent,
+    CheckSuiteEvent,
+    Delivery,
+    IssueCommentEvent,
+    MergeGroupEvent,
+    PullNumber,
+    PullRequestEvent,
+    PushEvent,
+)
 from worker.commands import CommandError, CommandKind, parse_comment, repo_allowed
 from worker.contract import (
     GitHubTarget,
     RunRequest,
     Trigger,
     lane_for_branch,
+    lane_for_merge_group,
     lane_for_pr,
 )
-from worker.github.contract import MARKER, GitHubCommand
+from worker.github.contract import MARKER, CommandSource, GitHubCommand
+from worker.github.texts import CHECK_NAME
 from worker.links import GitHubHost
 
 R_EVENT = "event {event} is not handled"
@@ -38,6 +54,11 @@ R_BOT = "comments by bots, skyrun included, are ignored"
 R_NOT_COMMAND = "the comment's first line is not a /skyrun command"
 R_FORK = "pull requests from forks run only through a maintainer's /skyrun comment"
 R_CLOSED = "the pull request was closed"
+R_MERGE_GROUP_DESTROYED = "the merge group was destroyed ({reason})"
+R_NOT_OURS = "check run {name} is not skyrun's"
+R_NO_RUN = "the check run names no skyrun run (no external_id)"
+R_NO_SENDER = "the delivery names no sender, so no permission can be checked"
+R_BUTTON = "check run action {identifier} is not one skyrun offers"
 E_PAYLOAD = "unexpected {event} payload: {problem}"
 MAX_PROBLEMS = 3
 MAX_EVENT_CHARS = 64
@@ -47,6 +68,11 @@ BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
 NULL_SHA = "0" * 40
 PR_RUN_ACTIONS = ("opened", "synchronize", "reopened")
+BUTTONS = {"rerun": CommandKind.RUN, "cancel": CommandKind.CANCEL}
+"""The check run's requested actions (identifiers) and what each does; `retry` is not offered
+until retrying from the failed stage exists."""
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+"""The shape of a run id (worker/contract.run_id_for); another external id names no run."""
 
 
 @dataclass(frozen=True)
@@ -213,8 +239,121 @@ def on_pull_request(event: PullRequestEvent, delivery_id: str, github: GitHubHos
     )
 
 
+def on_merge_group(event: MergeGroupEvent, delivery_id: str, github: GitHubHost) -> Action:
+    assert event.repository is not None
+    repo = event.repository
+    group = event.merge_group
+    head = group.head_ref.removeprefix(BRANCH_PREFIX)
+    lane = lane_for_merge_group(repo.full_name, head)
+    if event.action == "destroyed":
+        return CancelLane(lane, R_MERGE_GROUP_DESTROYED.format(reason=event.reason or "no reason"))
+    if event.action != "checks_requested":
+        return Ignore(R_ACTION.format(event="merge_group", action=event.action))
+    return StartRun(
+        RunRequest(
+            repo=repo.full_name,
+            clone_url=github.clone_url(repo.full_name),
+            ref=head,
+            commit=group.head_sha,
+            trigger=Trigger.MERGE_GROUP,
+            requested_by=event.sender.login if event.sender else "",
+            lane=lane,
+            delivery_id=delivery_id,
+            github=GitHubTarget(
+                installation_id=_installation(event),
+                base_branch=group.base_ref.removeprefix(BRANCH_PREFIX),
+            ),
+            default_branch=repo.default_branch,
+        )
+    )
+
+
+def _check_command(
+    event: CheckRunEvent | CheckSuiteEvent,
+    delivery_id: str,
+    github: GitHubHost,
+    *,
+    action: CommandKind,
+    source: CommandSource,
+    pulls: list[PullNumber],
+    head_sha: str,
+    run_id: str = "",
+    check_run_id: int = 0,
+) -> StartCommand:
+    assert event.repository is not None
+    repo = event.repository
+    return StartCommand(
+        GitHubCommand(
+            action=action,
+            repo=repo.full_name,
+            clone_url=github.clone_url(repo.full_name),
+            pr_number=pulls[0].number if pulls else 0,
+            comment_id=0,
+            comment_created_at="",
+            requested_by=event.sender.login if event.sender else "",
+            delivery_id=delivery_id,
+            installation_id=_installation(event),
+            default_branch=repo.default_branch,
+            source=source,
+            run_id=run_id,
+            check_run_id=check_run_id,
+            head_sha=head_sha,
+        )
+    )
+
+
+def on_check_run(event: CheckRunEvent, delivery_id: str, github: GitHubHost) -> Action:
+    check = event.check_run
+    if event.action == "requested_action":
+        identifier = event.requested_action.identifier if event.requested_action else ""
+        if identifier not in BUTTONS:
+            return Ignore(R_BUTTON.format(identifier=identifier[:MAX_EVENT_CHARS] or "(none)"))
+        action, source = BUTTONS[identifier], CommandSource.BUTTON
+    elif event.action == "rerequested":
+        action, source = CommandKind.RUN, CommandSource.RERUN
+    else:
+        return Ignore(R_ACTION.format(event="check_run", action=event.action))
+    if check.name != CHECK_NAME:
+        return Ignore(R_NOT_OURS.format(name=check.name[:MAX_EVENT_CHARS]))
+    if not check.external_id or not RUN_ID_RE.fullmatch(check.external_id):
+        return Ignore(R_NO_RUN)
+    if event.sender is None:
+        return Ignore(R_NO_SENDER)
+    return _check_command(
+        event,
+        delivery_id,
+        github,
+        action=action,
+        source=source,
+        pulls=check.pull_requests,
+        head_sha=check.head_sha,
+        run_id=check.external_id,
+        check_run_id=check.id,
+    )
+
+
+def on_check_suite(event: CheckSuiteEvent, delivery_id: str, github: GitHubHost) -> Action:
+    if event.action != "rerequested":
+        return Ignore(R_ACTION.format(event="check_suite", action=event.action))
+    if event.sender is None:
+        return Ignore(R_NO_SENDER)
+    suite = event.check_suite
+    return _check_command(
+        event,
+        delivery_id,
+        github,
+        action=CommandKind.RUN,
+        source=CommandSource.RERUN,
+        pulls=suite.pull_requests,
+        head_sha=suite.head_sha,
+    )
+
+
 _HANDLERS: dict[str, tuple[type[Delivery], Callable[[Any, str, GitHubHost], Action]]] = {
     "push": (PushEvent, on_push),
     "issue_comment": (IssueCommentEvent, on_issue_comment),
     "pull_request": (PullRequestEvent, on_pull_request),
+    "merge_group": (MergeGroupEvent, on_merge_group),
+    "check_run": (CheckRunEvent, on_check_run),
+    "check_suite": (CheckSuiteEvent, on_check_suite),
 }

@@ -25,6 +25,10 @@ MAX_SHORT_CHARS = 100
 LOGIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}(?:\[bot\])?")
 """GitHub logins (and `app[bot]`; `_` for managed users), never a path or a query."""
 MAX_ID = 2**63 - 1
+MAX_PULLS = 100
+"""Pull requests a check run or suite lists (GitHub lists those whose head is the commit)."""
+MAX_NAME_CHARS = 1000
+"""Check run names and external ids: other apps' check runs reach skyrun too, with their own."""
 
 P_UTF8 = "is not valid UTF-8 (it holds a lone surrogate)"
 P_LOGIN = "is not a GitHub login"
@@ -96,6 +100,12 @@ def _comment(value: str) -> str:
     return _utf8(value)
 
 
+def _name(value: str) -> str:
+    if len(value) > MAX_NAME_CHARS:
+        raise _fail("too_long", too_long("the value", len(value), MAX_NAME_CHARS))
+    return _utf8(value)
+
+
 Short = Annotated[str, AfterValidator(_short)]
 Sha = Annotated[str, AfterValidator(_sha)]
 RefName = Annotated[str, AfterValidator(_ref)]
@@ -105,6 +115,7 @@ Login = Annotated[str, AfterValidator(_login)]
 Time = Annotated[str, AfterValidator(_time)]
 CommentBody = Annotated[str, AfterValidator(_comment)]
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Name = Annotated[str, AfterValidator(_name)]
 
 
 class _Model(BaseModel):
@@ -184,3 +195,52 @@ class PullRequestEvent(Delivery):
     action: Short
     number: Id
     pull_request: PullRequest
+
+
+class MergeGroup(_Model):
+    head_sha: Sha
+    head_ref: RefName
+    """`refs/heads/gh-readonly-queue/BASE/pr-N-SHA`: the group's temporary branch."""
+    base_ref: RefName
+    """`refs/heads/BASE`: the branch the group merges into."""
+
+
+class MergeGroupEvent(Delivery):
+    action: Short
+    merge_group: MergeGroup
+    reason: Short = ""
+    """For `destroyed`: merged, invalidated or dequeued."""
+
+
+class PullNumber(_Model):
+    number: Id
+
+
+class CheckRunRef(_Model):
+    id: Id
+    name: Name
+    head_sha: Sha
+    external_id: Name | None = None
+    """skyrun sets it to the run id; other apps' check runs may carry anything (or nothing)."""
+    pull_requests: list[PullNumber] = Field(default_factory=list, max_length=MAX_PULLS)
+
+
+class RequestedAction(_Model):
+    identifier: Short
+
+
+class CheckRunEvent(Delivery):
+    action: Short
+    check_run: CheckRunRef
+    requested_action: RequestedAction | None = None
+
+
+class CheckSuiteRef(_Model):
+    id: Id
+    head_sha: Sha
+    pull_requests: list[PullNumber] = Field(default_factory=list, max_length=MAX_PULLS)
+
+
+class CheckSuiteEvent(Delivery):
+    action: Short
+    check_suite: CheckSuiteRef

@@ -1,7 +1,8 @@
 """`POST /github/webhook`: verify the signature, parse, hand to the worker; never call GitHub here.
 
 Every delivery that asks for work becomes one workflow keyed by its delivery id (a run to start or
-a lane to cancel goes through the RunControl in the worker; a comment command is authorized and
+a lane to cancel, from a push, a pull request or a merge queue group, goes through the RunControl
+in the worker; a comment command, a check run's button and GitHub's Re-run are authorized and
 answered there). So the request path makes one Temporal call, a redelivery is refused by Temporal
 at once, and GitHub gets its answer in milliseconds.
 

@@ -29,6 +29,7 @@ TRIGGER_LABELS = {
     Trigger.PULL_REQUEST.value: "pull request",
     Trigger.SLACK.value: "Slack",
     Trigger.CLI.value: "CLI",
+    Trigger.MERGE_GROUP.value: "merge queue",
 }
 VERDICT_LABELS = {
     Verdict.PASSED.value: "gates passed",

@@ -26,8 +26,16 @@ def test_github_app_asks_for_what_skyrun_uses_and_no_more() -> None:
         "issues": "write",
         "pull_requests": "write",
         "metadata": "read",
+        "merge_queues": "read",
     }
-    assert sorted(app["default_events"]) == ["issue_comment", "pull_request", "push"]
+    assert sorted(app["default_events"]) == [
+        "check_run",
+        "check_suite",
+        "issue_comment",
+        "merge_group",
+        "pull_request",
+        "push",
+    ]
     assert app["hook_attributes"]["active"] is True
     assert urlsplit(app["hook_attributes"]["url"]).path == WEBHOOK_PATH
     assert app["public"] is False

@@ -6,8 +6,10 @@ follows them back here), and it records every request for assertions. Repositori
 repositories served with `git http-backend`, so checkouts really clone, tokens included.
 
 Tests build state with the helpers (`add_repo`, `commit`, `fork`, `open_pull`, `add_comment`),
-build deliveries from it (`push_payload`, `comment_payload`, `pull_request_payload`) and send them
-signed with `deliver`.
+build deliveries from it (`push_payload`, `comment_payload`, `pull_request_payload`,
+`merge_group_payload`, `check_run_payload`, `check_suite_payload`) and send them signed with
+`deliver`. Check runs keep GitHub's rules for their requested actions (`actions`: at most three,
+label <= 20 characters, description <= 40, identifier <= 20).
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ _GIT_ENV = {
     "GIT_COMMITTER_NAME": "Fake",
     "GIT_COMMITTER_EMAIL": "fake@example.com",
 }
+
+MAX_ACTIONS = 3
+ACTION_LIMITS = {"label": 20, "description": 40, "identifier": 20}
+"""GitHub's limits for a check run's requested actions (422 beyond them)."""
+MERGE_QUEUE_PREFIX = "gh-readonly-queue"
 
 Json = dict[str, Any]
 _GIT_PATH = re.compile(r"/([^/]+)/([^/]+?)(?:\.git)?/(info/refs|git-upload-pack)")
@@ -379,6 +386,23 @@ class FakeGitHub:
         with self._lock:
             return self._store_comment(full_name, number, user, body)
 
+    def add_check_run(
+        self, full_name: str, sha: str, *, name: str = "skyrun", external_id: str | None = None
+    ) -> FakeCheckRun:
+        """A check run some App created on `sha` (skyrun's own go through the API)."""
+        with self._lock:
+            run = FakeCheckRun(next(self._ids), full_name, sha, {}, [], APP_BOT_LOGIN)
+            run.data = {
+                "name": name,
+                "status": "completed",
+                "conclusion": "success",
+                "external_id": external_id,
+                "output": {"title": name, "summary": "done"},
+                "actions": [],
+            }
+            self.check_runs[run.id] = run
+            return run
+
     def enable_app(self, app_id: str, slug: str = "skyrun") -> str:
         """Register a GitHub App; returns its private key (PEM), as GitHub lets you download it.
 
@@ -508,6 +532,80 @@ class FakeGitHub:
             },
         )
 
+    def merge_group(self, full_name: str, pull: FakePull, files: Mapping[str, str | None]) -> str:
+        """Queue `pull`: GitHub commits the group on a `gh-readonly-queue/...` branch; its ref."""
+        base = self.head(full_name, pull.base_ref)
+        branch = f"{MERGE_QUEUE_PREFIX}/{pull.base_ref}/pr-{pull.number}-{base}"
+        repo = self.repos[full_name]
+        _git("branch", "-f", branch, base, cwd=repo.path)
+        self.commit(full_name, files, branch=branch, message=f"Merge pull request #{pull.number}")
+        return branch
+
+    def merge_group_payload(
+        self,
+        full_name: str,
+        head_ref: str,
+        action: str = "checks_requested",
+        *,
+        sender: str,
+        reason: str | None = None,
+    ) -> Json:
+        """GitHub's `merge_group` delivery for the group on branch `head_ref`."""
+        repo = self.repos[full_name]
+        base_ref = head_ref.split("/")[1]
+        head_sha = self.head(full_name, head_ref)
+        payload: Json = {
+            "action": action,
+            "merge_group": {
+                "head_sha": head_sha,
+                "head_ref": f"refs/heads/{head_ref}",
+                "base_sha": self.head(full_name, base_ref),
+                "base_ref": f"refs/heads/{base_ref}",
+                "head_commit": {"id": head_sha, "message": "Merge pull request"},
+            },
+            "repository": self._repo_json(repo),
+            "sender": self._user_json(sender),
+        }
+        if reason is not None:
+            payload["reason"] = reason
+        return self._with_installation(repo, payload)
+
+    def check_run_payload(
+        self,
+        check: FakeCheckRun,
+        action: str,
+        *,
+        sender: str,
+        identifier: str | None = None,
+    ) -> Json:
+        """`check_run` as GitHub sends it: `requested_action` (a button, by `identifier`) or
+        `rerequested` (GitHub's own Re-run)."""
+        repo = self.repos[check.repo]
+        self.users.setdefault(sender, "User")
+        payload: Json = {
+            "action": action,
+            "check_run": self._check_run_json(check),
+            "repository": self._repo_json(repo),
+            "sender": self._user_json(sender),
+        }
+        if identifier is not None:
+            payload["requested_action"] = {"identifier": identifier}
+        return self._with_installation(repo, payload)
+
+    def check_suite_payload(self, full_name: str, sha: str, *, sender: str) -> Json:
+        """`check_suite` `rerequested`: GitHub's "Re-run all checks" on commit `sha`."""
+        repo = self.repos[full_name]
+        self.users.setdefault(sender, "User")
+        return self._with_installation(
+            repo,
+            {
+                "action": "rerequested",
+                "check_suite": self._check_suite_json(full_name, sha),
+                "repository": self._repo_json(repo),
+                "sender": self._user_json(sender),
+            },
+        )
+
     # Internals: state
 
     def _next_number(self, full_name: str) -> int:
@@ -616,7 +714,41 @@ class FakeGitHub:
             "head_sha": run.head_sha,
             "url": self.api(f"/repos/{run.repo}/check-runs/{run.id}"),
             "html_url": f"{self._html(run.repo)}/runs/{run.id}",
+            "app": {"id": 1, "slug": self.app_slug, "name": self.app_slug},
+            "check_suite": {"id": self._suite_id(run.repo, run.head_sha)},
+            "pull_requests": self._pulls_at(run.repo, run.head_sha),
             **run.data,
+        }
+
+    def _suite_id(self, full_name: str, sha: str) -> int:
+        return int(sha[:7], 16) + self.repos[full_name].id
+
+    def _pulls_at(self, full_name: str, sha: str) -> list[Json]:
+        """The open pull requests of the repository whose head is `sha`, as GitHub lists them."""
+        out = []
+        for pull in self.pulls.values():
+            if pull.repo != full_name or pull.state != "open" or pull.head_repo != full_name:
+                continue
+            if self.head(full_name, pull.head_ref) == sha:
+                out.append(
+                    {
+                        "id": pull.number,
+                        "number": pull.number,
+                        "url": self.api(f"/repos/{full_name}/pulls/{pull.number}"),
+                        "head": {"ref": pull.head_ref, "sha": sha},
+                        "base": {"ref": pull.base_ref},
+                    }
+                )
+        return out
+
+    def _check_suite_json(self, full_name: str, sha: str) -> Json:
+        return {
+            "id": self._suite_id(full_name, sha),
+            "head_sha": sha,
+            "head_branch": None,
+            "status": "completed",
+            "app": {"id": 1, "slug": self.app_slug, "name": self.app_slug},
+            "pull_requests": self._pulls_at(full_name, sha),
         }
 
     # Internals: HTTP
@@ -927,6 +1059,7 @@ class FakeGitHub:
             "started_at": data.get("started_at") or self.now(),
             "completed_at": data.get("completed_at"),
             "output": data.get("output") or {},
+            "actions": data.get("actions") or [],
         }
         run.history.append(data)
         self.check_runs[run.id] = run
@@ -1038,6 +1171,14 @@ def _check_output(data: Json) -> None:
     for key in ("summary", "text"):
         if len(output.get(key) or "") > 65535:
             raise _Error(422, f"output.{key} is too long (maximum is 65535 characters)")
+    actions = data.get("actions") or []
+    if len(actions) > MAX_ACTIONS:
+        raise _Error(422, f"actions: at most {MAX_ACTIONS} are allowed")
+    for action in actions:
+        for key, limit in ACTION_LIMITS.items():
+            value = action.get(key)
+            if not isinstance(value, str) or not value or len(value) > limit:
+                raise _Error(422, f"actions.{key} is required, at most {limit} characters")
 
 
 class _Handler(BaseHTTPRequestHandler):

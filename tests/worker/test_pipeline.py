@@ -117,6 +117,12 @@ def test_on_without_push_keeps_default_branch_meaning() -> None:
     assert pipeline.on_pull_request is True
 
 
+def test_merge_group_is_off_unless_set_true() -> None:
+    assert parse_pipeline("on: {push: [main]}\n").on_merge_group is False
+    assert parse_pipeline("on: {merge_group: true}\n").on_merge_group is True
+    assert parse_pipeline("on: {merge_group: false}\n").on_merge_group is False
+
+
 def test_empty_push_list_means_never_on_push() -> None:
     assert parse_pipeline("on: {push: []}\n").on_push == []
 
@@ -173,7 +179,11 @@ def test_custom_file_name_appears_in_errors() -> None:
         ("? [a]\n: 1\n", 1, "keys must be plain names"),
         ("- a\n", 1, "the top level must be a mapping with keys such as 'on:' and 'stages:'"),
         ("on: push\n", 1, "on must be a mapping, not a string"),
-        ("on: {push: main, tags: [v1]}\n", 1, "on: unknown key 'tags' (known: push, pull_request)"),
+        (
+            "on: {push: main, tags: [v1]}\n",
+            1,
+            "on: unknown key 'tags' (known: push, pull_request, merge_group)",
+        ),
         ("on:\n  push:\n", 2, "on.push must be a branch glob or a list of them, not a null"),
         (
             "on:\n  push: {a: 1}\n",
@@ -183,6 +193,7 @@ def test_custom_file_name_appears_in_errors() -> None:
         ("on:\n  push: [main, [x]]\n", 2, "on.push[1] must be a string, not a list"),
         ("on:\n  push: [main, '']\n", 2, "on.push[1] must not be empty"),
         ("on:\n  pull_request: 'true'\n", 2, "on.pull_request must be true or false"),
+        ("on:\n  merge_group: 1\n", 2, "on.merge_group must be true or false"),
         ("\n\nstages: {a: b}\n", 3, "stages must be a list, not a mapping"),
         ("stages: []\n", 1, "stages must list at least one stage"),
         ("stages:\n  - train.yaml\n", 2, "stages[0] must be a mapping, not a string"),

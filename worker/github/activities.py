@@ -4,6 +4,7 @@ start or cancel, and reply to a comment command."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from temporalio import activity
 from temporalio.client import Client
@@ -12,7 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from worker.commands import CommandKind
 from worker.contract import GitHubTarget, RunRequest, Trigger, lane_for_pr
-from worker.github import render
+from worker.github import render, texts
 from worker.github.auth import GitHubAuth, api_errors
 from worker.github.contract import GitHubCommand, RunDelivery
 from worker.github.gate import GitHubGate
@@ -28,10 +29,28 @@ from worker.github.models import (
 )
 from worker.limits import RequestTooLarge
 from worker.links import Links
-from worker.runcontrol import DELIVERY, LANE_CANCELLED, RunControl, StartOutcome
+from worker.runcontrol import DELIVERY, LANE_CANCELLED, REPO, RunControl, StartOutcome
 
 STATUS_RUNS = 10
 CANCELLED_BY = "cancelled by @{user} with `/skyrun cancel`"
+RUN_UNKNOWN = (
+    "run {run_id} of this check run is not known to this skyrun deployment (it may have "
+    "expired from Temporal's retention); comment `/skyrun` on the pull request or push to start "
+    "a new run"
+)
+NO_CHECK_RUN = "no skyrun check run on commit {commit}; nothing to re-run"
+CHECK_NOTE_TITLE = "skyrun: {what}"
+CHECK_NOTE_SEPARATOR = "\n\n---\n\n"
+"""A reply to a check run's button off a pull request goes into the check run's output (GitHub
+lets an App write only its own check runs, and a button has no conversation to comment on):
+the note, then the results that were there."""
+NOTE_TITLES = {
+    ReplyKind.DENIED: "nothing was done",
+    ReplyKind.ALREADY_RUNNING: "already running",
+    ReplyKind.NOTHING_TO_CANCEL: "nothing to cancel",
+}
+MAX_SUMMARY_CHARS = 65535
+"""GitHub's limit for a check run output's summary."""
 
 
 def run_request(command: GitHubCommand, resolution: Resolution) -> RunRequest:
@@ -97,11 +116,90 @@ class GitHubCommandActivities:
 
     @activity.defn(name="github_resolve_command")
     async def resolve(self, command: GitHubCommand) -> Resolution:
+        if command.from_check:
+            return await self._resolve_check(command)
         return await self.gate.resolve(command, run=command.action is CommandKind.RUN)
+
+    async def _resolve_check(self, command: GitHubCommand) -> Resolution:
+        """May the clicker act (write access, as for comments), and on which run."""
+        resolution = await asyncio.to_thread(self._check_permission, command)
+        if not resolution.allowed or not resolution.run_id:
+            return resolution
+        if command.action is CommandKind.RUN:
+            original = await self._original(resolution.run_id)
+            known = original is not None and original.repo.lower() == command.repo.lower()
+        else:
+            known = (await self._run_repo(resolution.run_id) or "").lower() == command.repo.lower()
+        if not known:
+            reason = RUN_UNKNOWN.format(run_id=resolution.run_id)
+            return dataclasses.replace(resolution, allowed=False, reason=reason)
+        return resolution
+
+    def _check_permission(self, command: GitHubCommand) -> Resolution:
+        what = texts.WHAT_RUN if command.action is CommandKind.RUN else texts.WHAT_CANCEL
+        with api_errors(self.auth):
+            repo = self.auth.client(command.repo, command.installation_id).get_repo(command.repo)
+            denial = self.gate._denial(repo, command.repo, command.requested_by, what)
+            if denial:
+                return Resolution(allowed=False, reason=denial, check_run_id=command.check_run_id)
+            if command.run_id:
+                return Resolution(
+                    allowed=True,
+                    commit=command.head_sha,
+                    run_id=command.run_id,
+                    check_run_id=command.check_run_id,
+                )
+            # A check suite's Re-run names only the commit: skyrun's newest check run on it.
+            newest = max(
+                (
+                    c
+                    for c in repo.get_commit(command.head_sha).get_check_runs(
+                        check_name=texts.CHECK_NAME
+                    )
+                    if c.external_id
+                ),
+                key=lambda c: c.id,
+                default=None,
+            )
+        if newest is None:
+            return Resolution(allowed=True, commit=command.head_sha)
+        return Resolution(
+            allowed=True, commit=command.head_sha, run_id=newest.external_id, check_run_id=newest.id
+        )
+
+    async def _original(self, run_id: str) -> RunRequest | None:
+        """The request a run was started with (its history's first event), or None if unknown."""
+        handle = self.client.get_workflow_handle(run_id)
+        try:
+            async for event in handle.fetch_history_events():
+                started = event.workflow_execution_started_event_attributes
+                payloads = list(started.input.payloads)
+                if not payloads:
+                    return None
+                (request,) = await self.client.data_converter.decode(payloads[:1], [RunRequest])
+                return request if isinstance(request, RunRequest) else None
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        return None
+
+    async def _run_repo(self, run_id: str) -> str | None:
+        try:
+            desc = await self.client.get_workflow_handle(run_id).describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        return desc.typed_search_attributes.get(REPO)
 
     @activity.defn(name="github_start_run")
     async def start_run(self, data: StartRunInput) -> StartRunOutput:
-        outcome = await self._start(run_request(data.command, data.resolution))
+        if data.command.from_check:
+            request = await self._rerun_request(data.command)
+        else:
+            request = run_request(data.command, data.resolution)
+        outcome = await self._start(request)
         delivery = data.command.delivery_id
         started = outcome.started or await self._started_by(outcome.run_id, delivery)
         return StartRunOutput(run_id=outcome.run_id, started=started)
@@ -122,8 +220,30 @@ class GitHubCommandActivities:
             raise
         return desc.typed_search_attributes.get(DELIVERY) == delivery_id
 
+    async def _rerun_request(self, command: GitHubCommand) -> RunRequest:
+        """The check run's run again: the same commit, stages and envs, asked by the clicker."""
+        original = await self._original(command.run_id)
+        if original is None:
+            raise ApplicationError(
+                RUN_UNKNOWN.format(run_id=command.run_id), type="RunUnknown", non_retryable=True
+            )
+        github = original.github or GitHubTarget(installation_id=command.installation_id)
+        return dataclasses.replace(
+            original,
+            commit=original.commit or command.head_sha,
+            requested_by=command.requested_by,
+            delivery_id=command.delivery_id,
+            requested_at=command.received_at,
+            supersedes=[],
+            # No comment to react to: the run reports on its check run and pull request.
+            github=dataclasses.replace(github, comment_id=None),
+        )
+
     @activity.defn(name="github_cancel_runs")
     async def cancel_runs(self, command: GitHubCommand) -> CancelOutput:
+        if command.from_check:
+            cancelled = await self.control.cancel(command.run_id)
+            return CancelOutput([command.run_id] if cancelled else [])
         lane = lane_for_pr(command.repo, command.pr_number)
         reason = CANCELLED_BY.format(user=command.requested_by)
         return CancelOutput(await self.control.cancel_lane(lane, reason, command.received_at))
@@ -136,7 +256,30 @@ class GitHubCommandActivities:
             runs = await self.control.list_runs(lane=lane, limit=STATUS_RUNS)
         body = render.reply(data, self.links, runs, self.auth.masker)
         attempt = activity.info().attempt
+        if data.command.from_check and not data.command.pr_number:
+            if not data.command.check_run_id:
+                return ReplyOutput(0)
+            await asyncio.to_thread(self._note_on_check_run, data, body)
+            return ReplyOutput(0)
         return ReplyOutput(await asyncio.to_thread(self._post, data.command, body, attempt))
+
+    def _note_on_check_run(self, data: ReplyInput, body: str) -> None:
+        """The reply, on top of the check run's output (once: a retry finds it there)."""
+        command = data.command
+        tag = render.reply_tag(command.delivery_id)
+        with api_errors(self.auth):
+            repo = self.auth.client(command.repo, command.installation_id).get_repo(command.repo)
+            check = repo.get_check_run(command.check_run_id)
+            summary = (check.output.summary or "") if check.output else ""
+            if tag in summary:
+                return
+            title = CHECK_NOTE_TITLE.format(what=NOTE_TITLES.get(data.kind, data.kind.value))
+            check.edit(
+                output={
+                    "title": title,
+                    "summary": render.cut(body + CHECK_NOTE_SEPARATOR + summary, MAX_SUMMARY_CHARS),
+                }
+            )
 
     def _post(self, command: GitHubCommand, body: str, attempt: int) -> int:
         tag = render.reply_tag(command.delivery_id)

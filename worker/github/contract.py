@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from enum import Enum
 
 from worker.commands import CommandKind
 from worker.contract import RunRequest
@@ -17,9 +18,21 @@ COMMAND_WORKFLOW = "SkyrunGitHubCommand"
 DELIVERY_WORKFLOW = "SkyrunGitHubDelivery"
 
 
+class CommandSource(str, Enum):
+    """Where a command came from (the values travel in workflow inputs: never change one)."""
+
+    COMMENT = "comment"
+    BUTTON = "button"
+    """A check run's requested action (`rerun`, `cancel`)."""
+    RERUN = "rerun"
+    """GitHub's own Re-run of a check run or check suite (`rerequested`)."""
+
+
 @dataclass
 class GitHubCommand:
-    """One `/skyrun` comment on a pull request, as the signed delivery described it."""
+    """One `/skyrun` comment on a pull request, as the signed delivery described it; or a check
+    run's button (`requested_action`) or GitHub's own Re-run (`rerequested`), which have no
+    comment (`comment_id` 0) and, off a pull request, no `pr_number` (0)."""
 
     action: CommandKind
     repo: str
@@ -37,6 +50,18 @@ class GitHubCommand:
     """For USAGE: what was wrong with the command."""
     received_at: int = 0
     """Nanoseconds since the epoch when the bot received the delivery (orders the lane)."""
+    source: CommandSource = CommandSource.COMMENT
+    run_id: str = ""
+    """A check run's action: the run it names (the check run's external_id); "" when only the
+    commit is known (a check suite's Re-run: the worker finds skyrun's check run on it)."""
+    check_run_id: int = 0
+    """A check run's action: the check run (where a refusal is written without a pull request)."""
+    head_sha: str = ""
+    """A check run's or check suite's commit."""
+
+    @property
+    def from_check(self) -> bool:
+        return self.source is not CommandSource.COMMENT
 
 
 @dataclass

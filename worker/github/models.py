@@ -18,6 +18,9 @@ class Resolution:
     ref: str = ""
     base_branch: str = ""
     head_repo: str = ""
+    run_id: str = ""
+    """A check run's action: the run it acts on (found on the commit for a check suite's)."""
+    check_run_id: int = 0
 
 
 @dataclass

@@ -90,6 +90,8 @@ def _trigger(request: RunRequest) -> str:
         return texts.TRIGGER_PUSH.format(user=user)
     if request.trigger is Trigger.PULL_REQUEST:
         return texts.TRIGGER_PULL_REQUEST.format(user=user)
+    if request.trigger is Trigger.MERGE_GROUP:
+        return texts.TRIGGER_MERGE_GROUP.format(user=user)
     return texts.TRIGGER_OTHER.format(user=user)
 
 

@@ -39,6 +39,21 @@ ROCKET = "rocket"
 OUTDATED = "outdated"
 
 QUIET_UNTIL_RUNNING = (RunState.QUEUED, RunState.DENIED, RunState.SKIPPED)
+QUIET_TRIGGERS = (Trigger.PULL_REQUEST, Trigger.MERGE_GROUP)
+"""Events, not people, start these: a run that did not get to run posts nothing."""
+# The check run's buttons (GitHub's requested actions: label <= 20 characters, description
+# <= 40, identifier <= 20); bot/github/events.py maps the identifiers back to commands.
+# "Retry failed stage" (`retry`) joins them once retrying from the failed stage exists.
+RERUN_ACTION = {
+    "label": "Re-run",
+    "description": "Run this commit again, same settings",
+    "identifier": "rerun",
+}
+CANCEL_ACTION = {
+    "label": "Cancel",
+    "description": "Cancel this run, tear down clusters",
+    "identifier": "cancel",
+}
 
 
 def _attempt() -> int:
@@ -82,11 +97,8 @@ class GitHubReporter:
 
     @staticmethod
     def _quiet(data: ReportInput) -> bool:
-        """A pull request event that did not get to run posts nothing (no noise on every PR)."""
-        return (
-            data.request.trigger is Trigger.PULL_REQUEST
-            and data.progress.state in QUIET_UNTIL_RUNNING
-        )
+        """A pull request or merge group event that did not get to run posts nothing (no noise)."""
+        return data.request.trigger in QUIET_TRIGGERS and data.progress.state in QUIET_UNTIL_RUNNING
 
     def _repo(self, data: ReportInput) -> Repository:
         target = data.request.github
@@ -150,12 +162,15 @@ class GitHubReporter:
         }
         if progress.state is RunState.QUEUED:
             fields["status"] = "queued"
+            fields["actions"] = [CANCEL_ACTION]
         elif progress.state is RunState.RUNNING:
             fields["status"] = "in_progress"
+            fields["actions"] = [CANCEL_ACTION]
             if started := parse_time(progress.started_at):
                 fields["started_at"] = started
         else:
             fields["status"] = "completed"
+            fields["actions"] = [RERUN_ACTION]
             fields["conclusion"] = render.conclusion(progress)
             if finished := parse_time(progress.finished_at):
                 fields["completed_at"] = finished

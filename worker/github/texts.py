@@ -57,6 +57,7 @@ SUBJECT_NO_COMMIT = "`{ref}` · {trigger}"
 TRIGGER_COMMENT = "asked for by @{user}"
 TRIGGER_PUSH = "pushed by @{user}"
 TRIGGER_PULL_REQUEST = "pull request by @{user}"
+TRIGGER_MERGE_GROUP = "merge queue group queued by @{user}"
 TRIGGER_OTHER = "started by {user}"
 FORK_COMMIT = (
     "This is the head of `{head_repo}` when @{user} commented; later pushes to the fork are "

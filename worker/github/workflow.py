@@ -2,7 +2,8 @@
 Temporal call and a redelivery is refused at once.
 
 A push or pull_request delivery goes to the RunControl (dedupe, lane supersede, start or cancel).
-A `/skyrun` comment needs GitHub, which the bot never calls, so everything happens here: 👀 at once,
+A `/skyrun` comment, a check run's button (Re-run, Cancel) and GitHub's own Re-run (of a check run
+or suite) need GitHub, which the bot never calls, so everything happens here: 👀 at once (comments),
 the commenter's permission and (for a run) the commit as of the comment, then the run is started or
 cancelled through the RunControl, or a reply is posted (help, usage, status, denial, "already
 running"). A started run reports on its own (sticky comment, check run, 🚀).
@@ -71,15 +72,16 @@ class GitHubDeliveryWorkflow:
 class GitHubCommandWorkflow:
     @workflow.run
     async def run(self, command: GitHubCommand) -> CommandResult:
-        try:
-            await workflow.execute_activity_method(
-                GitHubCommandActivities.acknowledge,
-                command,
-                start_to_close_timeout=API_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=3),
-            )
-        except ActivityError as err:
-            workflow.logger.warning("could not acknowledge the comment: %s", err.cause or err)
+        if command.comment_id:
+            try:
+                await workflow.execute_activity_method(
+                    GitHubCommandActivities.acknowledge,
+                    command,
+                    start_to_close_timeout=API_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                )
+            except ActivityError as err:
+                workflow.logger.warning("could not acknowledge the comment: %s", err.cause or err)
         if command.action in REPLIES:
             await self._reply(ReplyInput(command, REPLIES[command.action], detail=command.error))
             return CommandResult(command.action.value)
@@ -89,9 +91,15 @@ class GitHubCommandWorkflow:
             start_to_close_timeout=API_TIMEOUT,
             retry_policy=API_RETRY,
         )
+        if command.from_check:
+            # A check suite's Re-run names only the commit: the worker found the run on it.
+            command.run_id = resolution.run_id or command.run_id
+            command.check_run_id = resolution.check_run_id or command.check_run_id
         if not resolution.allowed:
             await self._reply(ReplyInput(command, ReplyKind.DENIED, detail=resolution.reason))
             return CommandResult("denied")
+        if command.from_check and not command.run_id:
+            return CommandResult("no_run", commit=command.head_sha)
         if command.action is CommandKind.CANCEL:
             cancelled = await workflow.execute_activity_method(
                 GitHubCommandActivities.cancel_runs,
@@ -100,7 +108,9 @@ class GitHubCommandWorkflow:
                 retry_policy=TEMPORAL_RETRY,
             )
             kind = ReplyKind.CANCELLED if cancelled.run_ids else ReplyKind.NOTHING_TO_CANCEL
-            await self._reply(ReplyInput(command, kind, run_ids=cancelled.run_ids))
+            if not (command.from_check and cancelled.run_ids):
+                # A cancelled check run says so itself: a button gets a reply only for nothing.
+                await self._reply(ReplyInput(command, kind, run_ids=cancelled.run_ids))
             return CommandResult("cancelled", cancelled.run_ids)
         started = await workflow.execute_activity_method(
             GitHubCommandActivities.start_run,

@@ -5,15 +5,20 @@ from __future__ import annotations
 import pytest
 
 from bot.github.events import (
+    R_ACTION,
     R_BOT,
+    R_BUTTON,
     R_CLOSED,
     R_DELETED,
     R_EVENT,
     R_FORK,
+    R_MERGE_GROUP_DESTROYED,
+    R_NO_RUN,
     R_NOT_ALLOWED,
     R_NOT_BRANCH,
     R_NOT_COMMAND,
     R_NOT_NEW,
+    R_NOT_OURS,
     R_NOT_PR,
     R_TAG,
     CancelLane,
@@ -26,8 +31,15 @@ from bot.github.events import (
 from tests.bot.github.helpers import ALL, INSTALLATION, REPO, comment_payload, host
 from tests.fakes.github import FakeGitHub
 from worker.commands import E_NOT_ARGUMENT, CommandKind
-from worker.contract import GitHubTarget, RunRequest, Trigger, lane_for_branch, lane_for_pr
-from worker.github.contract import GitHubCommand
+from worker.contract import (
+    GitHubTarget,
+    RunRequest,
+    Trigger,
+    lane_for_branch,
+    lane_for_merge_group,
+    lane_for_pr,
+)
+from worker.github.contract import CommandSource, GitHubCommand
 from worker.links import GitHubHost
 
 
@@ -206,3 +218,160 @@ def test_clone_urls_come_from_the_configured_host_not_the_payload(fake: FakeGitH
     comment = route("issue_comment", "d", comment_payload(fake, "/skyrun"), ALL, ghes)
     assert isinstance(comment, StartCommand)
     assert comment.command.clone_url == f"https://ghe.acme.com/{REPO}.git"
+
+
+# Merge queue groups and check runs
+
+
+def queued_group(fake: FakeGitHub) -> tuple[str, str]:
+    """A pull request queued for merge: the group's branch and head."""
+    fake.commit(REPO, {"a.txt": "1"}, branch="feature")
+    pull = fake.open_pull(REPO, "feature", user="alice")
+    branch = fake.merge_group(REPO, pull, {"a.txt": "1"})
+    return branch, fake.head(REPO, branch)
+
+
+def test_merge_group_checks_requested_runs_the_group_head_in_its_own_lane(
+    fake: FakeGitHub,
+) -> None:
+    branch, head = queued_group(fake)
+    payload = fake.merge_group_payload(REPO, branch, sender="alice")
+
+    action = route("merge_group", "d-1", payload, ALL, host(fake))
+
+    assert action == StartRun(
+        RunRequest(
+            repo=REPO,
+            clone_url=f"{fake.url}/{REPO}.git",
+            ref=branch,
+            commit=head,
+            trigger=Trigger.MERGE_GROUP,
+            requested_by="alice",
+            lane=lane_for_merge_group(REPO, branch),
+            delivery_id="d-1",
+            github=GitHubTarget(installation_id=INSTALLATION, base_branch="main"),
+            default_branch="main",
+        )
+    )
+    assert isinstance(action, StartRun)
+    # Never the lane of a branch or a pull request: a group supersedes none of their runs.
+    assert action.request.lane not in (
+        lane_for_branch(REPO, "main"),
+        lane_for_branch(REPO, branch),
+        lane_for_pr(REPO, 1),
+    )
+
+
+def test_merge_group_destroyed_cancels_that_groups_lane(fake: FakeGitHub) -> None:
+    branch, _ = queued_group(fake)
+    payload = fake.merge_group_payload(REPO, branch, "destroyed", sender="alice", reason="dequeued")
+
+    assert route("merge_group", "d-2", payload, ALL, host(fake)) == CancelLane(
+        lane_for_merge_group(REPO, branch), R_MERGE_GROUP_DESTROYED.format(reason="dequeued")
+    )
+
+
+def test_merge_group_with_a_head_that_is_not_a_sha_is_refused(fake: FakeGitHub) -> None:
+    branch, _ = queued_group(fake)
+    payload = fake.merge_group_payload(REPO, branch, sender="alice")
+    payload["merge_group"]["head_sha"] = "--upload-pack=x"
+    with pytest.raises(PayloadError, match=r"merge_group\.head_sha"):
+        route("merge_group", "d-3", payload, ALL, host(fake))
+
+
+@pytest.mark.parametrize(
+    ("identifier", "kind"), [("rerun", CommandKind.RUN), ("cancel", CommandKind.CANCEL)]
+)
+def test_check_run_buttons_become_commands_on_the_run_they_name(
+    fake: FakeGitHub, identifier: str, kind: CommandKind
+) -> None:
+    sha = fake.commit(REPO, {"a.txt": "1"}, branch="feature")
+    pull = fake.open_pull(REPO, "feature", user="alice")
+    check = fake.add_check_run(REPO, sha, external_id="ml-0123456789")
+    payload = fake.check_run_payload(check, "requested_action", sender="bob", identifier=identifier)
+
+    action = route("check_run", "d-4", payload, ALL, host(fake))
+
+    assert action == StartCommand(
+        GitHubCommand(
+            action=kind,
+            repo=REPO,
+            clone_url=f"{fake.url}/{REPO}.git",
+            pr_number=pull.number,
+            comment_id=0,
+            comment_created_at="",
+            requested_by="bob",
+            delivery_id="d-4",
+            installation_id=INSTALLATION,
+            default_branch="main",
+            source=CommandSource.BUTTON,
+            run_id="ml-0123456789",
+            check_run_id=check.id,
+            head_sha=sha,
+        )
+    )
+
+
+def test_github_rerun_of_a_check_run_or_suite_is_a_rerun(fake: FakeGitHub) -> None:
+    sha = fake.head(REPO)
+    check = fake.add_check_run(REPO, sha, external_id="ml-0123456789")
+
+    by_run = route(
+        "check_run",
+        "d-5",
+        fake.check_run_payload(check, "rerequested", sender="bob"),
+        ALL,
+        host(fake),
+    )
+    by_suite = route(
+        "check_suite", "d-6", fake.check_suite_payload(REPO, sha, sender="bob"), ALL, host(fake)
+    )
+
+    assert isinstance(by_run, StartCommand) and isinstance(by_suite, StartCommand)
+    assert by_run.command.action is by_suite.command.action is CommandKind.RUN
+    assert by_run.command.source is by_suite.command.source is CommandSource.RERUN
+    assert (by_run.command.run_id, by_run.command.check_run_id) == ("ml-0123456789", check.id)
+    assert by_run.command.pr_number == by_suite.command.pr_number == 0  # on no pull request
+    # A suite names only its commit: the worker finds skyrun's check run on it.
+    assert (by_suite.command.run_id, by_suite.command.head_sha) == ("", sha)
+
+
+COMPLETED = R_ACTION.format(event="check_run", action="completed")
+
+
+@pytest.mark.parametrize(
+    ("name", "external_id", "action", "identifier", "reason"),
+    [
+        ("lint", "ml-1", "requested_action", "rerun", R_NOT_OURS.format(name="lint")),
+        ("skyrun", None, "requested_action", "rerun", R_NO_RUN),
+        ("skyrun", "https://ci.example/1", "rerequested", None, R_NO_RUN),
+        ("skyrun", "ml-1", "requested_action", "retry", R_BUTTON.format(identifier="retry")),
+        ("skyrun", "ml-1", "requested_action", "rm -rf", R_BUTTON.format(identifier="rm -rf")),
+        (
+            "skyrun",
+            "ml-1",
+            "completed",
+            None,
+            R_ACTION.format(event="check_run", action="completed"),
+        ),
+    ],
+)
+def test_check_runs_skyrun_does_not_act_on_are_ignored(
+    fake: FakeGitHub,
+    name: str,
+    external_id: str | None,
+    action: str,
+    identifier: str | None,
+    reason: str,
+) -> None:
+    check = fake.add_check_run(REPO, fake.head(REPO), name=name, external_id=external_id)
+    payload = fake.check_run_payload(check, action, sender="bob", identifier=identifier)
+    assert route("check_run", "d-7", payload, ALL, host(fake)) == Ignore(reason)
+
+
+def test_check_suite_actions_other_than_rerequested_are_ignored(fake: FakeGitHub) -> None:
+    payload = fake.check_suite_payload(REPO, fake.head(REPO), sender="bob")
+    payload["action"] = "completed"
+    assert route("check_suite", "d-8", payload, ALL, host(fake)) == Ignore(
+        R_ACTION.format(event="check_suite", action="completed")
+    )

@@ -36,6 +36,7 @@ from bot.github.webhook import (
 )
 from tests.bot.mutations import dotted, mutations
 from tests.worker.github.stack import PIPELINE, SECRET, Stack, github_stack, unique_repo
+from worker.commands import CommandKind
 from worker.contract import RunRequest, RunState
 from worker.github.contract import (
     COMMAND_WORKFLOW,
@@ -225,6 +226,41 @@ async def test_a_comment_command_is_handed_to_the_worker_once(bot: Stack) -> Non
     assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
     description = await bot.client.get_workflow_handle(workflow_id).describe()
     assert description.workflow_type == COMMAND_WORKFLOW
+    assert bot.fake.requests == []  # the bot never calls GitHub
+
+
+async def test_merge_groups_and_check_run_actions_are_handed_to_the_worker_once(
+    bot: Stack,
+) -> None:
+    repo = unique_repo()
+    fake = bot.fake
+    fake.add_repo(repo, {"README.md": "hi"})
+    fake.commit(repo, {"a.txt": "1"}, branch="feature")
+    group = fake.merge_group(repo, fake.open_pull(repo, "feature", user="alice"), {"a.txt": "1"})
+    check = fake.add_check_run(repo, fake.head(repo), external_id="ml-0123456789")
+    cases = [
+        ("merge_group", fake.merge_group_payload(repo, group, sender="alice"), DELIVERY_WORKFLOW),
+        (
+            "check_run",
+            fake.check_run_payload(check, "requested_action", sender="alice", identifier="cancel"),
+            COMMAND_WORKFLOW,
+        ),
+        (
+            "check_suite",
+            fake.check_suite_payload(repo, fake.head(repo), sender="alice"),
+            COMMAND_WORKFLOW,
+        ),
+    ]
+    for number, (event, payload, workflow) in enumerate(cases):
+        delivery = f"delivery-checks-{number}-{uuid.uuid4().hex[:6]}"
+        first = await bot.deliver(event, payload, delivery=delivery)
+        again = await bot.deliver(event, payload, delivery=delivery)
+
+        assert first.status_code == 202, first.text
+        assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+        handle = bot.client.get_workflow_handle(delivery_workflow_id(delivery))
+        description = await handle.describe()
+        assert description.workflow_type == workflow
     assert bot.fake.requests == []  # the bot never calls GitHub
 
 
@@ -457,6 +493,34 @@ READ = {
         "pull_request.base.ref",
         *ENVELOPE,
     ),
+    "merge_group": dotted(
+        "action",
+        "reason",
+        "merge_group.head_sha",
+        "merge_group.head_ref",
+        "merge_group.base_ref",
+        *ENVELOPE,
+    ),
+    "check_run": dotted(
+        "action",
+        "check_run.id",
+        "check_run.name",
+        "check_run.head_sha",
+        "check_run.external_id",
+        "check_run.pull_requests",
+        "check_run.pull_requests.0.number",
+        "requested_action",
+        "requested_action.identifier",
+        *ENVELOPE,
+    ),
+    "check_suite": dotted(
+        "action",
+        "check_suite.id",
+        "check_suite.head_sha",
+        "check_suite.pull_requests",
+        "check_suite.pull_requests.0.number",
+        *ENVELOPE,
+    ),
 }
 """The fields skyrun reads of each event it handles (mutated most often)."""
 
@@ -470,31 +534,18 @@ def event_payloads(bot: Stack) -> dict[str, dict[str, Any]]:
     pull = fake.open_pull(repo, "feature", user="alice")
     comment = fake.add_comment(repo, pull.number, "alice", "/skyrun train EPOCHS=2")
     base = fake.push_payload(repo, "refs/heads/main", fake.head(repo), sender="alice")
-    envelope = {k: base[k] for k in ("repository", "sender", "installation")}
+    group = fake.merge_group(repo, pull, {"a.txt": "1"})
+    check = fake.add_check_run(repo, sha, external_id="ml-0123456789")
     return {
         "push": base,
         "issue_comment": fake.comment_payload(comment),
         "pull_request": fake.pull_request_payload(pull, "synchronize"),
-        "merge_group": {
-            "action": "checks_requested",
-            "merge_group": {
-                "head_sha": sha,
-                "head_ref": f"refs/heads/gh-readonly-queue/main/pr-{pull.number}-{sha}",
-                "base_ref": "refs/heads/main",
-            },
-            **envelope,
-        },
-        "check_run": {
-            "action": "requested_action",
-            "check_run": {"id": 5, "head_sha": sha, "external_id": "run-1"},
-            "requested_action": {"identifier": "rerun"},
-            **envelope,
-        },
-        "check_suite": {
-            "action": "rerequested",
-            "check_suite": {"id": 6, "head_sha": sha, "head_branch": "feature"},
-            **envelope,
-        },
+        "merge_group": fake.merge_group_payload(repo, group, sender="alice"),
+        "check_run": fake.check_run_payload(
+            check, "requested_action", sender="alice", identifier="rerun"
+        ),
+        "check_run rerequested": fake.check_run_payload(check, "rerequested", sender="alice"),
+        "check_suite": fake.check_suite_payload(repo, sha, sender="alice"),
         "ping": {"zen": "Design for failure.", "hook_id": 1, "hook": {"events": ["push"]}},
     }
 
@@ -516,7 +567,8 @@ async def test_fuzzed_deliveries_of_every_event_only_get_2xx_or_4xx(
     github = GitHubHost.from_api_url(bot.fake.url)
     statuses: dict[int, int] = {}
     began = time.monotonic()
-    for seed, (event, payload) in enumerate(event_payloads(bot).items()):
+    for seed, (name, payload) in enumerate(event_payloads(bot).items()):
+        event = name.split(" ")[0]
         focus = READ.get(event, [])
         for mutated in mutations(payload, seed, FUZZ_PER_EVENT, str(marker), focus):
             body = json.dumps(mutated).encode()
@@ -537,6 +589,10 @@ async def test_fuzzed_deliveries_of_every_event_only_get_2xx_or_4xx(
             if isinstance(request, RunRequest):
                 assert is_sha(request.commit), request.commit
                 assert ref_name_problem(request.ref) is None, request.ref
+            elif request.from_check:
+                assert is_sha(request.head_sha), request.head_sha
+                assert request.requested_by, request  # a permission is always checked
+                assert request.action in (CommandKind.RUN, CommandKind.CANCEL), request
     assert not marker.exists()
     assert statuses.get(422, 0) > FUZZ_PER_EVENT  # the mutations did reach the models
     assert time.monotonic() - began < 20

@@ -71,6 +71,10 @@ class Stack:
     async def command(self, comment: FakeComment, **kwargs: Any) -> CommandResult:
         """Deliver a comment and wait until its command workflow is done."""
         response = await self.deliver("issue_comment", self.fake.comment_payload(comment), **kwargs)
+        return await self.commanded(response)
+
+    async def commanded(self, response: httpx.Response) -> CommandResult:
+        """What the worker did with an accepted command (a comment, a check run's button)."""
         assert response.status_code == 202, response.text
         handle = self.client.get_workflow_handle(
             response.json()["workflow_id"], result_type=CommandResult
