@@ -270,9 +270,13 @@ async def test_cancel_while_the_job_runs_cancels_the_job(
 async def test_cancel_while_submitting_still_cancels_the_request_it_created(
     backend: SkyPilotBackend, fake: FakeSky, checkout: Path
 ) -> None:
-    fake.submit_delay = 0.3
+    fake.submit_delay = 0.5
     running = asyncio.create_task(backend.run(make_run(checkout), io.BytesIO()))
-    await asyncio.sleep(0.05)
+    # Cancel while the launch is being submitted (a loaded machine may take a while to get there).
+    for _ in range(500):
+        if fake.named("launch"):
+            break
+        await asyncio.sleep(0.01)
 
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
