@@ -276,3 +276,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    # Leave deliberately: temporalio's runtime can crash at interpreter exit (sdk-python#300).
+    sys.stdout.flush()
+    os._exit(0)
