@@ -261,6 +261,12 @@ class PipelineActivities:
                 planned[-1].down_after = [cluster_name_for(run_id, stage.cluster)]
         return planned
 
+    @activity.defn(name="resolve_default_branch")
+    async def resolve_default_branch(self, data: PrepareInput) -> str:
+        """The repository's default branch ("" when its remote does not say)."""
+        token = await asyncio.to_thread(self._token_provider, data.request)
+        return await default_branch(data.request.clone_url, token)
+
     @activity.defn(name="run_stage")
     async def run_stage(self, data: StageInput) -> StageOutput:
         with failures_bounded():

@@ -219,6 +219,10 @@ def slug(text: str, limit: int = 40) -> str:
     return _SLUG.sub("-", text.lower()).strip("-")[:limit].strip("-") or "x"
 
 
+DEFAULT_BRANCH = "default"
+"""The branch of a request that names none, until the run learns the repository's default."""
+
+
 def lane_for_branch(repo: str, branch: str) -> str:
     return f"{repo}#branch:{branch}"
 

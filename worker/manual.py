@@ -7,7 +7,7 @@ import getpass
 import uuid
 from pathlib import Path
 
-from worker.contract import RunRequest, Trigger, lane_for_branch
+from worker.contract import DEFAULT_BRANCH, RunRequest, Trigger, lane_for_branch
 from worker.gitcheckout import is_local_path
 
 NOT_A_DIRECTORY = "{repo} is neither a git URL nor an existing directory"
@@ -53,6 +53,6 @@ async def manual_request(
         envs=dict(envs),
         trigger=Trigger.CLI,
         requested_by=user or getpass.getuser(),
-        lane=lane_for_branch(repo, ref or "default"),
+        lane=lane_for_branch(repo, ref or DEFAULT_BRANCH),
         delivery_id=f"cli-{uuid.uuid4().hex}",
     )

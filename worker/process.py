@@ -71,6 +71,7 @@ def build_workers(
         acts.cleanup_run,
         acts.wait_for_lane,
         acts.evaluate_gates,
+        acts.resolve_default_branch,
     ]
     reports = reporting or make_reporting(settings, gh)
     coordination = CoordinatorActivities(client)

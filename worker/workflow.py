@@ -21,8 +21,11 @@ with workflow.unsafe.imports_passed_through():
     from worker.activities import USER_ERROR, PipelineActivities
     from worker.backends.base import EXIT_CANCELLED
     from worker.contract import (
+        DEFAULT_BRANCH,
         QUERY_PROGRESS,
         SA_COMMIT,
+        SA_LANE,
+        SA_REF,
         SA_STATE,
         WORKFLOW_NAME,
         RunProgress,
@@ -32,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         StageProgress,
         StageState,
         Trigger,
+        lane_for_branch,
     )
     from worker.coordinator import (
         SIGNAL_ADMITTED,
@@ -63,6 +67,8 @@ with workflow.unsafe.imports_passed_through():
 
 STATE_KEY = SearchAttributeKey.for_keyword(SA_STATE)
 COMMIT_KEY = SearchAttributeKey.for_keyword(SA_COMMIT)
+REF_KEY = SearchAttributeKey.for_keyword(SA_REF)
+LANE_KEY = SearchAttributeKey.for_keyword(SA_LANE)
 
 STAGE_FAILED = "stage '{stage}' failed with exit status {code}"
 STAGE_CANCELLED = "stage '{stage}' was cancelled"
@@ -71,6 +77,8 @@ RUN_CANCELLED = "the run was cancelled"
 RUN_CANCELLED_BECAUSE = "the run was cancelled: {reason}"
 # Runs started before the lane coordinator existed replay the old wait_for_lane path.
 PATCH_LANES = "lane-coordinator"
+# Runs started before a request without a branch learned its lane's branch replay without it.
+PATCH_DEFAULT_LANE = "default-branch-lane"
 # Runs started before quality gates existed replay without the evaluate_gates step.
 PATCH_GATES = "gates"
 WORKER_GONE = (
@@ -222,6 +230,12 @@ class PipelineWorkflow:
                     return await self._close(info.workflow_id, queue)
                 if gate.commit:
                     request.commit = progress.commit = gate.commit
+            if (
+                not request.ref
+                and request.lane == lane_for_branch(request.repo, DEFAULT_BRANCH)
+                and workflow.patched(PATCH_DEFAULT_LANE)
+            ):
+                await self._learn_default_branch(request, info.workflow_id)
             if request.lane and workflow.patched(PATCH_LANES):
                 await self._enter(
                     lane_workflow_id(request.lane, info.task_queue),
@@ -323,6 +337,23 @@ class PipelineWorkflow:
             self._progress.gates = out.gates
         self._progress.verdict = verdict_of(self._progress.gates)
         self._changed()
+
+    async def _learn_default_branch(self, request: RunRequest, run_id: str) -> None:
+        """A request that names no branch shares the lane of the repository's default branch
+        (a push to it and `/skyrun OWNER/REPO` in Slack must never compute at once)."""
+        branch = await workflow.execute_activity_method(
+            PipelineActivities.resolve_default_branch,
+            PrepareInput(run_id, request),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=PREPARE_RETRY,
+        )
+        if branch:
+            assert self._progress is not None
+            request.ref = self._progress.ref = branch
+            request.lane = lane_for_branch(request.repo, branch)
+            workflow.upsert_search_attributes(
+                [REF_KEY.value_set(branch), LANE_KEY.value_set(request.lane)]
+            )
 
     async def _enter(self, coordinator: str, state: CoordinatorState, request: RunRequest) -> None:
         """Wait until `coordinator` admits this run (a lane may cancel it instead)."""

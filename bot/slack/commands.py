@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 
 from worker.commands import Command
-from worker.contract import RunRequest, SlackTarget, Trigger, lane_for_branch
+from worker.contract import DEFAULT_BRANCH, RunRequest, SlackTarget, Trigger, lane_for_branch
 from worker.links import GitHubHost
 
 
@@ -37,7 +37,7 @@ def run_request(
         envs=dict(command.envs),
         trigger=Trigger.SLACK,
         requested_by=user,
-        lane=lane_for_branch(command.repo, command.ref or "default"),
+        lane=lane_for_branch(command.repo, command.ref or DEFAULT_BRANCH),
         delivery_id=delivery,
         slack=SlackTarget(channel=channel, user=user, response_url=response_url),
     )

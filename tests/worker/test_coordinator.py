@@ -18,7 +18,15 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from tests.runs import head, request_for, wait_finished, wait_stage_running
-from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger
+from worker.contract import (
+    DEFAULT_BRANCH,
+    RunProgress,
+    RunRequest,
+    RunState,
+    StageState,
+    Trigger,
+    lane_for_branch,
+)
 from worker.coordinator import (
     COORDINATOR_WORKFLOW,
     QUERY_MEMBERS,
@@ -281,3 +289,25 @@ async def test_a_pool_admits_at_most_its_capacity_first_come_first_served(
             await handle.signal("release")
         for handle in (first, second, *handles.values()):
             await handle.result()
+
+
+async def test_a_request_naming_no_branch_shares_the_default_branchs_lane(
+    control: RunControl, git_repo: Callable[..., Path]
+) -> None:
+    """`/skyrun OWNER/REPO` in Slack (no @REF) and a push to the default branch, at once."""
+    repo, (push_sha, _) = commits(git_repo, 2)
+    push = request_for(repo, commit=push_sha, trigger=Trigger.PUSH)
+    slack = request_for(
+        repo,
+        ref="",
+        trigger=Trigger.SLACK,
+        delivery_id="slack:t2",
+        lane=lane_for_branch(str(repo), DEFAULT_BRANCH),
+    )
+    run_ids = await start_all(control, [push, slack], 0)
+    runs = [await wait_finished(control, run_id) for run_id in run_ids]
+    assert sorted(run.state.value for run in runs) == ["cancelled", "succeeded"]
+    assert_one_at_a_time(runs)
+    assert runs[1].ref == "main"  # the Slack run learned the branch it runs on
+    (summary,) = [s for s in await control.list_runs(repo=str(repo)) if s.run_id == run_ids[1]]
+    assert summary.ref == "main"
