@@ -136,6 +136,21 @@ def _installation(delivery: Delivery) -> int | None:
     return delivery.installation.id if delivery.installation else None
 
 
+def _run_of(event: Delivery, delivery_id: str, host: GitHubHost, **fields: Any) -> StartRun:
+    """A run of the delivery's repository, cloned from the configured GitHub host only."""
+    assert event.repository is not None
+    repo = event.repository
+    return StartRun(
+        RunRequest(
+            repo=repo.full_name,
+            clone_url=host.clone_url(repo.full_name),
+            delivery_id=delivery_id,
+            default_branch=repo.default_branch,
+            **fields,
+        )
+    )
+
+
 def on_push(event: PushEvent, delivery_id: str, github: GitHubHost) -> Action:
     assert event.repository is not None
     if event.ref.startswith(TAG_PREFIX):
@@ -146,20 +161,17 @@ def on_push(event: PushEvent, delivery_id: str, github: GitHubHost) -> Action:
         return Ignore(R_DELETED)
     repo = event.repository
     branch = event.ref.removeprefix(BRANCH_PREFIX)
-    return StartRun(
-        RunRequest(
-            repo=repo.full_name,
-            clone_url=github.clone_url(repo.full_name),
-            ref=branch,
-            commit=event.after,
-            trigger=Trigger.PUSH,
-            requested_by=event.sender.login if event.sender else "",
-            lane=lane_for_branch(repo.full_name, branch),
-            delivery_id=delivery_id,
-            github=GitHubTarget(installation_id=_installation(event)),
-            default_branch=repo.default_branch,
-            check_push_filter=True,
-        )
+    return _run_of(
+        event,
+        delivery_id,
+        github,
+        ref=branch,
+        commit=event.after,
+        trigger=Trigger.PUSH,
+        requested_by=event.sender.login if event.sender else "",
+        lane=lane_for_branch(repo.full_name, branch),
+        github=GitHubTarget(installation_id=_installation(event)),
+        check_push_filter=True,
     )
 
 
@@ -217,25 +229,22 @@ def on_pull_request(event: PullRequestEvent, delivery_id: str, github: GitHubHos
     head_repo = pr.head.repo.full_name if pr.head.repo else ""
     if head_repo.lower() != repo.full_name.lower():
         return Ignore(R_FORK)
-    return StartRun(
-        RunRequest(
-            repo=repo.full_name,
-            clone_url=github.clone_url(repo.full_name),
-            ref=pr.head.ref,
-            commit=pr.head.sha,
-            trigger=Trigger.PULL_REQUEST,
-            requested_by=pr.user.login,
-            lane=lane,
-            delivery_id=delivery_id,
-            github=GitHubTarget(
-                installation_id=_installation(event),
-                pr_number=event.number,
-                base_branch=pr.base.ref,
-                head_repo=head_repo,
-            ),
-            default_branch=repo.default_branch,
-            check_pr_filter=True,
-        )
+    return _run_of(
+        event,
+        delivery_id,
+        github,
+        ref=pr.head.ref,
+        commit=pr.head.sha,
+        trigger=Trigger.PULL_REQUEST,
+        requested_by=pr.user.login,
+        lane=lane,
+        github=GitHubTarget(
+            installation_id=_installation(event),
+            pr_number=event.number,
+            base_branch=pr.base.ref,
+            head_repo=head_repo,
+        ),
+        check_pr_filter=True,
     )
 
 
@@ -249,22 +258,19 @@ def on_merge_group(event: MergeGroupEvent, delivery_id: str, github: GitHubHost)
         return CancelLane(lane, R_MERGE_GROUP_DESTROYED.format(reason=event.reason or "no reason"))
     if event.action != "checks_requested":
         return Ignore(R_ACTION.format(event="merge_group", action=event.action))
-    return StartRun(
-        RunRequest(
-            repo=repo.full_name,
-            clone_url=github.clone_url(repo.full_name),
-            ref=head,
-            commit=group.head_sha,
-            trigger=Trigger.MERGE_GROUP,
-            requested_by=event.sender.login if event.sender else "",
-            lane=lane,
-            delivery_id=delivery_id,
-            github=GitHubTarget(
-                installation_id=_installation(event),
-                base_branch=group.base_ref.removeprefix(BRANCH_PREFIX),
-            ),
-            default_branch=repo.default_branch,
-        )
+    return _run_of(
+        event,
+        delivery_id,
+        github,
+        ref=head,
+        commit=group.head_sha,
+        trigger=Trigger.MERGE_GROUP,
+        requested_by=event.sender.login if event.sender else "",
+        lane=lane,
+        github=GitHubTarget(
+            installation_id=_installation(event),
+            base_branch=group.base_ref.removeprefix(BRANCH_PREFIX),
+        ),
     )
 
 
