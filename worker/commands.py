@@ -38,6 +38,8 @@ Usage, on the first line of a pull request comment:
 - `/skyrun STAGE ...` runs only the named stages, e.g. `/skyrun train eval`
 - `/skyrun ... KEY=VALUE ...` sets environment variables for the tasks, e.g. `/skyrun EPOCHS=3`
 - `/skyrun cancel` cancels this pull request's running run (its clusters are still torn down)
+- `/skyrun retry` retries this pull request's latest failed or cancelled run from its failed \
+stage (same commit and values; stages that succeeded are reused)
 - `/skyrun status` lists this pull request's runs
 - `/skyrun help` shows this help
 
@@ -50,12 +52,14 @@ only the named stages) on the tip of REF (default: its default branch), \
 e.g. `{command} acme/models@main train LR=0.01`
 • `{command} status [RUN]` the state of a run, or the latest runs
 • `{command} cancel RUN` cancel a run; every cluster it launched is torn down
+• `{command} retry RUN` retry a failed or cancelled run from its failed stage (same commit and \
+values; stages that succeeded are reused)
 • `{command} help` this text"""
 """Slack mrkdwn; `{command}` is the slash command's name as the workspace installed it."""
 
 E_EMPTY_TARGET = "say which repository to run, as in `{command} OWNER/REPO[@REF]`"
 E_BAD_TARGET = (
-    "{word} is neither a command (status, cancel, help) nor a repository as OWNER/REPO[@REF]"
+    "{word} is neither a command (status, cancel, retry, help) nor a repository as OWNER/REPO[@REF]"
 )
 E_BAD_REF = "{ref} is not a branch, tag or commit name: {problem}"
 E_QUOTES = "the command has unbalanced quotes"
@@ -104,9 +108,21 @@ class CommandKind(str, Enum):
     HELP = "help"
     USAGE = "usage"
     """The text was a `/skyrun` command the parser refused: reply with the error and usage."""
+    RETRY = "retry"
+    """Retry a failed run from its failed stage (worker/retry.py)."""
 
 
-KEYWORDS = (CommandKind.CANCEL, CommandKind.STATUS, CommandKind.HELP)
+KEYWORDS = (
+    CommandKind.CANCEL,
+    CommandKind.STATUS,
+    CommandKind.HELP,
+    CommandKind.RETRY,
+)
+NEEDS_RUN = (
+    CommandKind.CANCEL,
+    CommandKind.RETRY,
+)
+"""Slash commands that act on one run, which they must name."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +320,6 @@ def _keyword_command(kind: CommandKind, rest: list[str], host: Host, command: st
         return Command(kind)
     if len(rest) > 1:
         raise CommandError(E_TOO_MANY.format(command=kind.value, extra=extra))
-    if not rest and kind is CommandKind.CANCEL:
+    if not rest and kind in NEEDS_RUN:
         raise CommandError(E_NEEDS_RUN.format(command=kind.value, name=command))
     return Command(kind, run_id=run_id_of(rest[0]) if rest else "")

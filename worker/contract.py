@@ -145,6 +145,14 @@ class RunRequest:
     """Push-triggered: end quietly as skipped unless the pipeline's `on.push` globs match `ref`."""
     check_pr_filter: bool = False
     """Pull-request-triggered: end quietly as skipped unless the pipeline sets `on.pull_request`."""
+    # Retry from the failed stage (worker/retry.py): `stages` then names every stage of the run
+    # retried, in pipeline order; only those not in `reused` are planned and executed.
+    retry_of: str = ""
+    """The run this one retries ("" for a run that is no retry)."""
+    reused: list[StageProgress] = field(default_factory=list)
+    """Stages of `retry_of` carried over as they ended there (each with `reused_from` set)."""
+    retry_reasons: dict[str, str] = field(default_factory=dict)
+    """Why each stage that is not reused runs again (stage name → reason)."""
 
 
 @dataclass
@@ -162,6 +170,11 @@ class StageProgress:
     error: str = ""
     launched: bool = False
     """True when this stage launched its cluster, False when it exec'd on an existing one."""
+    # Retry from the failed stage.
+    reused_from: str = ""
+    """The run this stage's result was carried over from, without running ("": it ran here)."""
+    rerun_reason: str = ""
+    """In a retry: why this stage runs again (it failed, or shares a cluster with one that did)."""
 
 
 @dataclass
@@ -188,6 +201,9 @@ class RunProgress:
     verdict: Verdict = Verdict.NONE
     """What the gates decided (set once, after the stages succeeded)."""
     gates: list[GateResult] = field(default_factory=list)
+    # Retry from the failed stage.
+    retry_of: str = ""
+    """The run this one retries from its failed stage ("" for a run that is no retry)."""
 
     @property
     def failed_gates(self) -> list[GateResult]:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from worker.contract import StageProgress
 from worker.settings import Settings
 
 
@@ -20,6 +21,10 @@ class Links:
 
     def log(self, run_id: str, stage: str) -> str:
         return f"{self.base}/runs/{quote(run_id)}/logs/{quote(stage)}"
+
+    def stage_log(self, run_id: str, stage: StageProgress) -> str:
+        """A stage's log: a stage a retry reused has its log in the run it came from."""
+        return self.log(stage.reused_from or run_id, stage.name)
 
     def api(self, run_id: str) -> str:
         return f"{self.base}/api/runs/{quote(run_id)}"

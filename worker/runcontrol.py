@@ -50,6 +50,15 @@ from worker.coordinator import (
     lane_workflow_id,
 )
 from worker.limits import check_request
+from worker.retry import (
+    E_NOT_A_RUN,
+    RetryPlan,
+    RetryRefused,
+    plan_retry,
+    refusal,
+    retry_request,
+    retry_run_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,18 @@ class StartOutcome:
     """False when the same work was already running (or this delivery already started it)."""
     superseded: list[str] = field(default_factory=list)
     """The lane's runs its coordinator held or queued just before: this newer one cancels them."""
+
+
+@dataclass
+class RetryOutcome:
+    """What `RunControl.retry` did: the retry's run, and whether this call started it."""
+
+    run_id: str
+    started: bool
+    """False when the run was already retried (as `run_id`): a run is retried exactly once."""
+    retry_of: str
+    plan: RetryPlan
+    request: RunRequest
 
 
 @dataclass
@@ -303,3 +324,73 @@ class RunControl:
             summary_of(execution)
             async for execution in self.client.list_workflows(query, limit=limit)
         ]
+
+    # Retry from the failed stage (worker/retry.py).
+    async def request_of(self, run_id: str) -> RunRequest | None:
+        """The request a run was started with (its history's first event), or None."""
+        handle = self.client.get_workflow_handle(run_id)
+        try:
+            async for event in handle.fetch_history_events():
+                started = event.workflow_execution_started_event_attributes
+                if started.workflow_type.name != WORKFLOW_NAME:
+                    return None
+                payloads = list(started.input.payloads)
+                if not payloads:
+                    return None
+                (request,) = await self.client.data_converter.decode(payloads[:1], [RunRequest])
+                return request if isinstance(request, RunRequest) else None
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                return None
+            raise
+        return None
+
+    async def retry(self, run_id: str, **changes: object) -> RetryOutcome:
+        """Start the retry of a finished run from its failed stage (see worker/retry.py).
+
+        The retry runs the same commit, ref, lane, stages and values; its id is derived from
+        `run_id`, so retrying the same run twice gives one retry (`started` False the second
+        time). `changes` set who asks and where it reports (requested_by, trigger, github,
+        slack, requested_at). Raises RetryRefused with the reason: not found, still running,
+        succeeded, nothing to retry.
+        """
+        original = await self.request_of(run_id)
+        if original is None:
+            if await self.summary(run_id) is None and await self._exists(run_id):
+                raise RetryRefused(E_NOT_A_RUN.format(run_id=run_id))
+            raise RetryRefused(refusal(None, run_id))
+        progress = await self.progress(run_id)
+        reason = refusal(progress, run_id)
+        if reason:
+            raise RetryRefused(reason)
+        assert progress is not None
+        plan = plan_retry(progress)
+        request = retry_request(original, progress, plan, **changes)
+        if not request.requested_at:
+            request.requested_at = time.time_ns()
+        check_request(request)
+        retry_id = retry_run_id(run_id)
+        try:
+            await self.client.start_workflow(
+                WORKFLOW_NAME,
+                request,
+                id=retry_id,
+                task_queue=self.task_queue,
+                # A run is retried once: a second retry (even after the first ended) finds it.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=self._attributes(request),
+            )
+        except WorkflowAlreadyStartedError:
+            return RetryOutcome(retry_id, False, run_id, plan, request)
+        log.info("retry started", extra={"run_id": retry_id, "retry_of": run_id})
+        return RetryOutcome(retry_id, True, run_id, plan, request)
+
+    async def _exists(self, run_id: str) -> bool:
+        try:
+            await self.client.get_workflow_handle(run_id).describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True

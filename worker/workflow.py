@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         StageInput,
     )
     from worker.reporting import ReportingActivities
+    from worker.retry import planned_request, stage_list
 
 STATE_KEY = SearchAttributeKey.for_keyword(SA_STATE)
 COMMIT_KEY = SearchAttributeKey.for_keyword(SA_COMMIT)
@@ -209,6 +210,7 @@ class PipelineWorkflow:
             pr_number=request.github.pr_number if request.github else None,
             base_ref=(request.github.base_branch or "") if request.github else "",
         )
+        progress.retry_of = request.retry_of
         self._progress = progress
         queue = info.task_queue
         prepared: PrepareOutput | None = None
@@ -251,7 +253,7 @@ class PipelineWorkflow:
                 )
             prepared = await workflow.execute_activity_method(
                 PipelineActivities.prepare_run,
-                PrepareInput(info.workflow_id, request),
+                PrepareInput(info.workflow_id, planned_request(request)),
                 start_to_close_timeout=timedelta(minutes=15),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=PREPARE_RETRY,
@@ -267,7 +269,9 @@ class PipelineWorkflow:
                 progress.error = prepared.skip_reason
                 self._outcome = RunState.SKIPPED
                 return await self._close(info.workflow_id, queue)
-            progress.stages = [StageProgress(s.name, s.cluster) for s in prepared.stages]
+            progress.stages = stage_list(
+                request, [StageProgress(s.name, s.cluster) for s in prepared.stages]
+            )
             self._notify_slack = prepared.notify_slack
             self._start_reporters(request)
             self._set_state(RunState.RUNNING)
@@ -408,7 +412,7 @@ class PipelineWorkflow:
 
     async def _run_stages(self, request: RunRequest, prepared: PrepareOutput, queue: str) -> None:
         assert self._progress is not None
-        for planned, stage in zip(prepared.stages, self._progress.stages, strict=True):
+        for planned, stage in zip(prepared.stages, self._executed_stages(), strict=True):
             if self._stopping:
                 raise asyncio.CancelledError
             stage.state = StageState.RUNNING
@@ -454,6 +458,11 @@ class PipelineWorkflow:
             stage.state = StageState.SUCCEEDED
             self._changed()
             await self._down(planned, queue)
+
+    def _executed_stages(self) -> list[StageProgress]:
+        """The stages this run executes: all but those a retry reused (worker/retry.py)."""
+        assert self._progress is not None
+        return [stage for stage in self._progress.stages if not stage.reused_from]
 
     async def _down(self, planned: PlannedStage, queue: str) -> None:
         names = [name for name in planned.down_after if name in self._up]

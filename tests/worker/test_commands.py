@@ -324,6 +324,7 @@ def test_the_command_kinds_keep_their_serialized_values() -> None:
         "STATUS": "status",
         "HELP": "help",
         "USAGE": "usage",
+        "RETRY": "retry",
     }
     assert CommandKind is CommandKind
     assert GitHubCommand.__dataclass_fields__["action"].type == "CommandKind"
@@ -358,3 +359,37 @@ def test_repo_globs_ignore_case() -> None:
     assert not repo_allowed("evil/widgets", ["acme/*"])
     assert not repo_allowed("acme/ml", ["acme/ml-*", "other/ml"])
     assert not repo_allowed("acme/ml", [])
+
+
+# Retry from the failed stage: `/skyrun retry` on a pull request, `/skyrun retry RUN` in Slack.
+
+
+class TestRetry:
+    def test_on_a_pull_request_it_takes_no_arguments(self) -> None:
+        assert comment("retry") == Command(CommandKind.RETRY)
+        assert comment("RETRY") == Command(CommandKind.RETRY)
+        with pytest.raises(CommandError) as caught:
+            comment("retry eval")
+        assert str(caught.value) == E_NO_ARGUMENTS.format(command="retry", extra="'eval'")
+
+    def test_in_slack_it_names_the_run_also_as_a_run_page_url(self) -> None:
+        assert slash("retry widgets-1a2b3c4d5e") == Command(
+            CommandKind.RETRY, run_id="widgets-1a2b3c4d5e"
+        )
+        assert slash("retry <https://skyrun.test/runs/widgets-1a2b3c4d5e>").run_id == (
+            "widgets-1a2b3c4d5e"
+        )
+        with pytest.raises(CommandError) as caught:
+            slash("retry", command="/skyrun-dev")
+        assert str(caught.value) == E_NEEDS_RUN.format(command="retry", name="/skyrun-dev")
+        with pytest.raises(CommandError):
+            slash("retry --upload-pack=x")
+        with pytest.raises(CommandError):
+            slash("retry a b")
+
+    def test_usage_texts_explain_it(self) -> None:
+        assert "`/skyrun retry`" in COMMENT_USAGE
+        assert "`/skyrun-dev retry RUN`" in usage(SLASH, "/skyrun-dev")
+        with pytest.raises(CommandError) as caught:
+            slash("nonsense")
+        assert "retry" in str(caught.value)
