@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("run_id")
     cancel = sub.add_parser("cancel", help="cancel a run (its clusters are still torn down)")
     cancel.add_argument("run_id")
+    # Retry from the failed stage.
+    retry = sub.add_parser(
+        "retry",
+        help="retry a failed or cancelled run from its failed stage (succeeded stages reused)",
+    )
+    retry.add_argument("run_id")
+    retry.add_argument(
+        "--wait", action="store_true", help="follow the retry; exit non-zero if it fails"
+    )
     sub.add_parser("check", help="what is configured and reachable")
     return parser
 
@@ -121,6 +130,8 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         cancelled = await control.cancel(args.run_id)
         print(f"cancelling {args.run_id}" if cancelled else f"{args.run_id} is not running")
         return EXIT_OK if cancelled else EXIT_FAILED
+    if command == "retry":
+        return await _retry(args, settings, control)
     raise AssertionError(command)
 
 
@@ -158,6 +169,41 @@ async def _run(args: argparse.Namespace, settings: Settings, control: RunControl
     print(f"{verb}: {outcome.run_id}  {links.run(outcome.run_id)}")
     for other in outcome.superseded:
         print(f"superseded: {other} (cancelled)")
+    if not args.wait:
+        return EXIT_OK
+    progress = await follow(control, outcome.run_id)
+    print_summary(progress, settings)
+    return exit_code_for(progress)
+
+
+async def _retry(args: argparse.Namespace, settings: Settings, control: RunControl) -> int:
+    """`skyrun retry RUN [--wait]`: exit codes as `skyrun run --wait` (refused: 1)."""
+    import getpass
+
+    from worker.commands import RUN_ID_RE
+    from worker.links import Links
+    from worker.retry import ALREADY_RETRIED, RetryRefused
+
+    if not RUN_ID_RE.fullmatch(args.run_id):
+        print(f"skyrun retry: {args.run_id!r} is not a run id (see `skyrun runs`)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        outcome = await control.retry(args.run_id, requested_by=getpass.getuser())
+    except RetryRefused as err:
+        print(f"skyrun retry: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as err:  # too large for a run's history
+        print(f"skyrun retry: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    links = Links(settings)
+    if outcome.started:
+        print(f"started: {outcome.run_id}  {links.run(outcome.run_id)}")
+    else:
+        print(ALREADY_RETRIED.format(run_id=args.run_id, retry_id=outcome.run_id))
+    for stage in outcome.plan.reused:
+        print(f"  {stage.name:<14} reused from {stage.reused_from}")
+    for name in outcome.plan.rerun:
+        print(f"  {name:<14} runs again: {outcome.plan.reasons.get(name, '')}")
     if not args.wait:
         return EXIT_OK
     progress = await follow(control, outcome.run_id)

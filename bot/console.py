@@ -47,6 +47,8 @@ async def follow(control: RunControl, run_id: str, interval_s: float = 0.5) -> R
                     if stage.duration_s is not None
                     else ""
                 )
+                if stage.reused_from:
+                    took = f" (reused from {stage.reused_from})"
                 print(f"  {stage.name:<14} {stage.state.value}{took}", flush=True)
         if progress.state.finished:
             return progress
@@ -68,6 +70,8 @@ def print_summary(progress: RunProgress | None, settings: Settings) -> None:
     for name, value in progress.metrics.items():
         print(f"  metric {name} = {format_number(value)}")
     print(f"  page:     {links.run(progress.run_id)}")
+    if progress.retry_of:
+        print(f"  retry of: {links.run(progress.retry_of)}")
     for stage in progress.stages:
-        print(f"  log:      {links.log(progress.run_id, stage.name)}")
+        print(f"  log:      {links.stage_log(progress.run_id, stage)}")
     print(f"  temporal: {links.temporal(progress.run_id)}")

@@ -5,7 +5,7 @@ reads, strictly typed); a wrong shape raises PayloadError naming the fields. Clo
 from the configured GitHub host, never taken from the payload.
 
 A merge queue group runs in a lane of its own (never superseding a branch's or a pull request's
-runs); a check run's button (`rerun`, `cancel`) and GitHub's Re-run of a check run or suite
+runs); a check run's button (`rerun`, `cancel`, `retry`) and GitHub's Re-run of a check run or suite
 become commands the worker authorizes exactly like a `/skyrun` comment.
 """
 
@@ -68,9 +68,12 @@ BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
 NULL_SHA = "0" * 40
 PR_RUN_ACTIONS = ("opened", "synchronize", "reopened")
-BUTTONS = {"rerun": CommandKind.RUN, "cancel": CommandKind.CANCEL}
-"""The check run's requested actions (identifiers) and what each does; `retry` is not offered
-until retrying from the failed stage exists."""
+BUTTONS = {
+    "rerun": CommandKind.RUN,
+    "cancel": CommandKind.CANCEL,
+    "retry": CommandKind.RETRY,
+}
+"""The check run's requested actions (identifiers) and what each does."""
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 """The shape of a run id (worker/contract.run_id_for); another external id names no run."""
 

@@ -192,7 +192,7 @@ def build_view(
                 stage=stage,
                 duration_s=duration,
                 tail=live_tails.get(stage.name) or stage.log_tail,
-                log_url=links.log(progress.run_id, stage.name),
+                log_url=links.stage_log(progress.run_id, stage),
                 live=running,
             )
         )
@@ -237,7 +237,10 @@ def view_json(view: RunView, links: Links) -> dict[str, Any]:
     data["live"] = view.live
     data["duration_s"] = view.duration_s
     data["trigger_label"] = view.trigger
+    data["retry_of"] = view.run.retry_of or None  # retry from the failed stage
     for stage, stage_view in zip(data["stages"], view.stages, strict=True):
+        stage["reused_from"] = stage_view.stage.reused_from or None
+        stage["rerun_reason"] = stage_view.stage.rerun_reason or None
         stage["log_url"] = stage_view.log_url
         stage["log_tail"] = stage_view.tail
         stage["elapsed_s"] = stage_view.duration_s

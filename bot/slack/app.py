@@ -54,14 +54,16 @@ from worker.commands import (
     quoted,
     usage,
 )
-from worker.contract import RunProgress
+from worker.contract import RunProgress, SlackTarget, Trigger
 from worker.links import GitHubHost, Links
 from worker.masking import Masker
+from worker.retry import RetryRefused
 from worker.runcontrol import RunSummary, StartOutcome, runs_query, summary_of
 from worker.settings import Settings
 from worker.slack.blocks import (
     ACTION_CANCEL,
     ACTION_LINK_PREFIX,
+    ACTION_RETRY,
     escape,
     fallback_text,
     run_blocks,
@@ -128,6 +130,15 @@ class SlackHandlers:
         elif parsed.kind is CommandKind.CANCEL:
             await _ack(ack, texts.CANCELLING.format(run_id=parsed.run_id))
             reply, _ = await self._cancel(state, user, parsed.run_id, name, "command")
+            await _send(respond, text=reply)
+        elif parsed.kind is CommandKind.RETRY:
+            await _ack(ack, texts.RETRYING.format(run_id=parsed.run_id))
+            target = SlackTarget(
+                channel=str(command.get("channel_id") or ""),
+                user=user,
+                response_url=str(command.get("response_url") or ""),
+            )
+            reply, _ = await self._retry(state, target, parsed.run_id, name, "command")
             await _send(respond, text=reply)
 
     async def _start(
@@ -302,6 +313,84 @@ class SlackHandlers:
         else:
             await _send(respond, text=reply, response_type="ephemeral")
 
+    # Retry from the failed stage, by command or by the progress message's button.
+
+    async def _retry(
+        self, state: BotState, target: SlackTarget, run_id: str, command: str, event: str
+    ) -> tuple[str, bool]:
+        """Retry the run if the user may start runs of its repository; (reply, started)."""
+        user = target.user
+        try:
+            summary = await state.control.summary(run_id)
+            if summary is None:
+                record_slack(event, Outcome.REPLIED)
+                return texts.UNKNOWN_RUN.format(run_id=run_id, command=command), False
+            denial = start_denial(self.settings, user, summary.repo)
+            if denial:
+                record_slack(event, Outcome.DENIED)
+                return denial, False
+            outcome = await state.control.retry(
+                run_id,
+                requested_by=user,
+                trigger=Trigger.SLACK,
+                slack=target,
+                requested_at=time.time_ns(),
+            )
+        except RetryRefused as err:
+            record_slack(event, Outcome.REPLIED)
+            return texts.RETRY_REFUSED.format(reason=escape(str(err).rstrip("."))), False
+        except Exception as err:  # Temporal unreachable: nothing was started, say so
+            log.warning("Slack: could not retry %s: %s", run_id, err)
+            record_slack(event, Outcome.ERROR)
+            error = escape(str(err) or type(err).__name__)
+            return texts.RETRY_FAILED.format(run_id=run_id, error=error), False
+        urls = {
+            "old_url": self.links.run(run_id),
+            "old_id": run_id,
+            "url": self.links.run(outcome.run_id),
+            "run_id": outcome.run_id,
+        }
+        if not outcome.started:
+            record_slack(event, Outcome.DUPLICATE)
+            return texts.ALREADY_RETRIED.format(**urls), False
+        record_slack(event, Outcome.STARTED)
+        plan = outcome.plan
+        rerun = ", ".join(f"`{escape(name)}`" for name in plan.rerun)
+        reused = ", ".join(f"`{escape(stage.name)}`" for stage in plan.reused)
+        return (
+            texts.RETRIED.format(
+                user=user, rerun=rerun, reused=reused or texts.RETRY_NONE_REUSED, **urls
+            ),
+            True,
+        )
+
+    async def retry_button(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        state: BotState = context[STATE_KEY]
+        user = str((body.get("user") or {}).get("id") or "")
+        run_id = str(action.get("value") or "")
+        if not RUN_ID_RE.fullmatch(run_id):  # skyrun's buttons carry run ids, nothing else
+            record_slack("action", Outcome.REPLIED)
+            error = _sentence(E_BAD_RUN_ID.format(word=quoted(run_id)))
+            await _send(respond, text=texts.BAD_BUTTON.format(error=error))
+            return
+        channel = str((body.get("channel") or {}).get("id") or "")
+        target = SlackTarget(channel=channel, user=user, response_url="")
+        reply, started = await self._retry(state, target, run_id, PREFIX, "action")
+        if started:
+            container = body.get("container") or {}
+            thread = None if container.get("is_ephemeral") else container.get("message_ts")
+            await _send(respond, text=reply, response_type="in_channel", thread_ts=thread)
+        else:
+            await _send(respond, text=reply, response_type="ephemeral")
+
     async def link_button(self, ack: AsyncAck) -> None:
         """URL buttons open in the browser; Slack still expects their click acknowledged."""
         await ack()
@@ -354,6 +443,7 @@ def build_bolt_app(settings: Settings) -> AsyncApp:
     handlers = SlackHandlers(settings)
     app.command(re.compile(r"^/"))(handlers.command)
     app.action(ACTION_CANCEL)(handlers.cancel_button)
+    app.action(ACTION_RETRY)(handlers.retry_button)
     app.action(re.compile("^" + re.escape(ACTION_LINK_PREFIX)))(handlers.link_button)
     return app
 

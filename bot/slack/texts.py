@@ -62,3 +62,20 @@ STATUS_FAILED = (
     ":warning: Could not read runs from Temporal: {error}. Try again in a minute, or open "
     "<{url}|the run pages>."
 )
+
+# Retry from the failed stage (worker/retry.py): `/skyrun retry RUN` and the Retry button.
+RETRYING = "Retrying run `{run_id}` from its failed stage…"
+RETRIED = (
+    ":recycle: <@{user}> retried run <{old_url}|{old_id}> from its failed stage as "
+    "<{url}|{run_id}>: {rerun} run again, {reused} reused."
+)
+RETRY_NONE_REUSED = "no stage"
+ALREADY_RETRIED = (
+    "Run <{old_url}|{old_id}> was already retried as <{url}|{run_id}>; a run is retried once. "
+    "Retry that one if it fails."
+)
+RETRY_REFUSED = ":no_entry: Nothing was retried: {reason}."
+RETRY_FAILED = (
+    ":warning: Could not retry run `{run_id}`: {error}. Nothing was started. Try again, or run "
+    "`skyrun retry {run_id}` where Temporal is reachable."
+)

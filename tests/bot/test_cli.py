@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from bot.console import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
+from bot.console import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tests.runs import alive, request_for, wait_finished, wait_pidfile
 from worker.contract import RunState, StageState
 from worker.process import build_workers, running_workers
@@ -177,3 +177,49 @@ async def test_killed_worker_restarted_finishes_the_run_and_leaves_no_orphan(
     log = (settings.logs_dir / outcome.run_id / "t.log").read_text()
     assert "(attempt 2)" in log and "second attempt" in log
     assert not alive(job)
+
+
+# Retry from the failed stage: `skyrun retry RUN [--wait]`.
+
+FLAKY_EVAL = {
+    "prep.yaml": "run: |\n  echo x >> $DATA_BUCKET_URL/prep.count\n  echo '::metric rows=3'\n",
+    "eval.yaml": (
+        "run: |\n"
+        "  [ -f $DATA_BUCKET_URL/eval.tried ] || { touch $DATA_BUCKET_URL/eval.tried; exit 4; }\n"
+        "  echo '::metric accuracy=0.9'\n"
+    ),
+    ".skyrun.yaml": (
+        "stages:\n  - {name: prep, task: prep.yaml}\n  - {name: eval, task: eval.yaml}\n"
+    ),
+}
+
+
+@pytest.mark.usefixtures("worker")
+async def test_retry_wait_reuses_what_succeeded_and_exits_as_run_wait(
+    settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(FLAKY_EVAL)
+    code, out, err = await skyrun(settings, "run", str(repo), "--wait")
+    assert code == EXIT_FAILED, out + err
+    run_id = out.split()[1]
+
+    code, out, err = await skyrun(settings, "retry", run_id, "--wait")
+    assert code == EXIT_OK, out + err
+    retry_id = f"{run_id}-retry"
+    assert f"started: {retry_id}" in out
+    assert f"prep           reused from {run_id}" in out
+    assert "eval           runs again: it failed" in out
+    assert f"run {retry_id}: succeeded" in out and "metric rows = 3" in out
+    assert f"log:      http://skyrun.test/runs/{run_id}/logs/prep" in out
+    assert f"log:      http://skyrun.test/runs/{retry_id}/logs/eval" in out
+    (count,) = (settings.data_path / "buckets").glob("*/prep.count")
+    assert count.read_text() == "x\n"
+
+    code, out, _ = await skyrun(settings, "retry", run_id)
+    assert code == EXIT_OK and f"was already retried as {retry_id}" in out
+    code, _, err = await skyrun(settings, "retry", retry_id)
+    assert code == EXIT_FAILED and "succeeded: every stage passed" in err
+    code, _, err = await skyrun(settings, "retry", "no/such")
+    assert code == EXIT_USAGE and "is not a run id" in err
+    code, _, err = await skyrun(settings, "retry", "nothing-0123456789")
+    assert code == EXIT_FAILED and "was not found" in err

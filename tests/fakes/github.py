@@ -380,6 +380,13 @@ class FakeGitHub:
     def close_pull(self, pull: FakePull) -> None:
         pull.state = "closed"
 
+    def force_push(self, full_name: str, branch: str, sha: str) -> None:
+        """Point `branch` at `sha` as `git push --force` would (commits after it leave it)."""
+        repo = self.repos[full_name]
+        _git("update-ref", f"refs/heads/{branch}", sha, cwd=repo.path)
+        repo.pushed_at = self.now()
+        self._sync_pulls()
+
     def add_comment(self, full_name: str, number: int, user: str, body: str) -> FakeComment:
         """A comment someone wrote in the web UI (skyrun's own go through the API)."""
         self.users.setdefault(user, "User")
@@ -797,6 +804,7 @@ class FakeGitHub:
             ("GET", rf"{repo}", self._get_repo),
             ("GET", rf"{repo}/collaborators/(?P<login>[^/]+)/permission", self._permission),
             ("GET", rf"{repo}/pulls/(?P<number>\d+)", self._get_pull),
+            ("GET", rf"{repo}/pulls/(?P<number>\d+)/commits", self._list_pull_commits),
             ("GET", rf"{repo}/pulls", self._list_pulls),
             ("GET", rf"{repo}/issues/(?P<number>\d+)/comments", self._list_comments),
             ("POST", rf"{repo}/issues/(?P<number>\d+)/comments", self._create_comment),
@@ -970,6 +978,23 @@ class FakeGitHub:
     def _get_pull(self, request: _Request, owner: str, name: str, number: str) -> tuple[int, Any]:
         self._caller(request)
         return 200, self._pull_json(self._pull(owner, name, number))
+
+    def _list_pull_commits(
+        self, request: _Request, owner: str, name: str, number: str
+    ) -> tuple[int, Any]:
+        """The pull request's commits (its head's, not its base's), oldest first."""
+        self._caller(request)
+        pull = self._pull(owner, name, number)
+        base = self.repos[pull.repo]
+        shas = _git(
+            "rev-list",
+            "--reverse",
+            f"refs/pull/{pull.number}/head",
+            f"^refs/heads/{pull.base_ref}",
+            cwd=base.path,
+        ).split()
+        url = self.api(f"/repos/{pull.repo}/commits")
+        return 200, [{"sha": sha, "url": f"{url}/{sha}", "commit": {}} for sha in shas]
 
     def _list_pulls(self, request: _Request, owner: str, name: str) -> tuple[int, Any]:
         self._caller(request)

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from worker.commands import CommandKind
-from worker.contract import GitHubTarget, RunRequest, Trigger, lane_for_pr
+from worker.contract import GitHubTarget, RunRequest, RunState, Trigger, lane_for_pr
 from worker.github import render, texts
 from worker.github.auth import GitHubAuth, api_errors
 from worker.github.contract import GitHubCommand, RunDelivery
@@ -24,11 +24,13 @@ from worker.github.models import (
     ReplyKind,
     ReplyOutput,
     Resolution,
+    RetryRunOutput,
     StartRunInput,
     StartRunOutput,
 )
 from worker.limits import RequestTooLarge
 from worker.links import Links
+from worker.retry import RetryRefused
 from worker.runcontrol import DELIVERY, LANE_CANCELLED, REPO, RunControl, StartOutcome
 
 STATUS_RUNS = 10
@@ -48,7 +50,12 @@ NOTE_TITLES = {
     ReplyKind.DENIED: "nothing was done",
     ReplyKind.ALREADY_RUNNING: "already running",
     ReplyKind.NOTHING_TO_CANCEL: "nothing to cancel",
+    ReplyKind.RETRY_REFUSED: "nothing was retried",
+    ReplyKind.ALREADY_RETRIED: "already retried",
 }
+RETRY_STATES = (RunState.FAILED, RunState.CANCELLED, RunState.TIMED_OUT)
+"""The runs `/skyrun retry` on a pull request looks for (its newest run that did compute)."""
+NOT_COMPUTED = (RunState.DENIED, RunState.SKIPPED)
 MAX_SUMMARY_CHARS = 65535
 """GitHub's limit for a check run output's summary."""
 
@@ -118,6 +125,8 @@ class GitHubCommandActivities:
     async def resolve(self, command: GitHubCommand) -> Resolution:
         if command.from_check:
             return await self._resolve_check(command)
+        if command.action is CommandKind.RETRY:
+            return await self._resolve_retry(command)
         return await self.gate.resolve(command, run=command.action is CommandKind.RUN)
 
     async def _resolve_check(self, command: GitHubCommand) -> Resolution:
@@ -137,6 +146,8 @@ class GitHubCommandActivities:
 
     def _check_permission(self, command: GitHubCommand) -> Resolution:
         what = texts.WHAT_RUN if command.action is CommandKind.RUN else texts.WHAT_CANCEL
+        if command.action is CommandKind.RETRY:
+            what = texts.WHAT_RETRY
         with api_errors(self.auth):
             repo = self.auth.client(command.repo, command.installation_id).get_repo(command.repo)
             denial = self.gate._denial(repo, command.repo, command.requested_by, what)
@@ -247,6 +258,77 @@ class GitHubCommandActivities:
         lane = lane_for_pr(command.repo, command.pr_number)
         reason = CANCELLED_BY.format(user=command.requested_by)
         return CancelOutput(await self.control.cancel_lane(lane, reason, command.received_at))
+
+    # Retry from the failed stage: `/skyrun retry` and the check run's Retry failed stage.
+    async def _resolve_retry(self, command: GitHubCommand) -> Resolution:
+        """May the commenter retry, which run (the PR's newest that computed), and is its commit
+        still the pull request's head."""
+        lane = lane_for_pr(command.repo, command.pr_number)
+        runs = await self.control.list_runs(lane=lane, limit=STATUS_RUNS)
+        latest = next((run for run in runs if run.state not in NOT_COMPUTED), None)
+        return await asyncio.to_thread(
+            self._retry_permission_and_head,
+            command,
+            latest.run_id if latest else "",
+            latest.commit if latest else "",
+        )
+
+    def _retry_permission_and_head(
+        self, command: GitHubCommand, run_id: str, commit: str
+    ) -> Resolution:
+        with api_errors(self.auth):
+            repo = self.auth.client(command.repo, command.installation_id).get_repo(command.repo)
+            denial = self.gate._denial(repo, command.repo, command.requested_by, texts.WHAT_RETRY)
+            if denial:
+                return Resolution(allowed=False, reason=denial)
+            if not run_id:
+                reason = texts.RETRY_NO_RUN.format(number=command.pr_number)
+                return Resolution(allowed=False, reason=reason)
+            pull = repo.get_pull(command.pr_number)
+            if pull.state == "closed":
+                reason = texts.PR_CLOSED.format(number=command.pr_number)
+                return Resolution(allowed=False, reason=reason)
+            head = pull.head.sha
+            if head != commit:
+                # GitHub lists at most 250 commits of a pull request: past that, "moved".
+                contained = any(c.sha == commit for c in pull.get_commits())
+                template = texts.RETRY_HEAD_MOVED if contained else texts.RETRY_COMMIT_GONE
+                reason = template.format(
+                    head=render.short(head),
+                    run_id=run_id,
+                    commit=render.short(commit),
+                    number=command.pr_number,
+                )
+                return Resolution(allowed=False, reason=reason)
+            return Resolution(allowed=True, commit=commit, run_id=run_id)
+
+    @activity.defn(name="github_retry_run")
+    async def retry_run(self, data: StartRunInput) -> RetryRunOutput:
+        """Start the retry of the resolved run, asked by the commenter or clicker."""
+        command, run_id = data.command, data.resolution.run_id or data.command.run_id
+        original = await self.control.request_of(run_id)
+        target = (original.github if original else None) or GitHubTarget()
+        changes: dict[str, object] = {
+            "requested_by": command.requested_by,
+            "requested_at": command.received_at,
+            "delivery_id": command.delivery_id,
+            # The comment gets the retry's 🚀; a button has none.
+            "github": dataclasses.replace(
+                target,
+                installation_id=command.installation_id or target.installation_id,
+                comment_id=command.comment_id or None,
+            ),
+        }
+        if not command.from_check:
+            changes["trigger"] = Trigger.COMMENT  # authorized again by the run, as any comment
+        try:
+            outcome = await self.control.retry(run_id, **changes)
+        except RetryRefused as err:
+            return RetryRunOutput(retry_of=run_id, refused=str(err))
+        except RequestTooLarge as err:
+            raise ApplicationError(str(err), type="RequestTooLarge", non_retryable=True) from None
+        started = outcome.started or await self._started_by(outcome.run_id, command.delivery_id)
+        return RetryRunOutput(outcome.run_id, started, run_id)
 
     @activity.defn(name="github_reply")
     async def reply(self, data: ReplyInput) -> ReplyOutput:

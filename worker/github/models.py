@@ -48,6 +48,8 @@ class ReplyKind(str, Enum):
     CANCELLED = "cancelled"
     NOTHING_TO_CANCEL = "nothing_to_cancel"
     ALREADY_RUNNING = "already_running"
+    RETRY_REFUSED = "retry_refused"
+    ALREADY_RETRIED = "already_retried"
 
 
 @dataclass
@@ -82,3 +84,16 @@ class DispatchOutput:
     started: bool = False
     superseded: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RetryRunOutput:
+    """What `/skyrun retry` (or the check run's Retry button) did."""
+
+    run_id: str = ""
+    """The retry's run ("" when refused)."""
+    started: bool = False
+    """False when refused, or when the run was already retried (as `run_id`)."""
+    retry_of: str = ""
+    refused: str = ""
+    """Why nothing was retried, for the reply."""

@@ -34,6 +34,7 @@ from worker.github import texts
 from worker.github.models import ReplyInput, ReplyKind
 from worker.links import Links
 from worker.masking import Masker
+from worker.retry import refusal
 from worker.runcontrol import RunSummary
 
 SHORT_SHA = 7
@@ -44,6 +45,8 @@ MAX_ERROR_CHARS = 2_000
 MAX_GATES_SHOWN = 50
 CUT_NOTE = "\n\n… _(cut to fit GitHub's size limit; everything is on the [run page]({run_url}))_"
 _BACKTICKS = re.compile(r"`+")
+RETRY_TRIGGERS = (Trigger.COMMENT, Trigger.PULL_REQUEST)
+"""Runs of a pull request's lane: the ones `/skyrun retry` on it finds."""
 
 
 @dataclass
@@ -152,13 +155,13 @@ def stages_table(view: RunView) -> str:
         rows.append(
             texts.STAGE_ROW.format(
                 name=stage.name,
-                state=texts.STAGE_EMOJI[stage.state],
+                state=texts.REUSED_STATE if stage.reused_from else texts.STAGE_EMOJI[stage.state],
                 duration=format_duration(stage.duration_s)
                 if stage.duration_s is not None
                 else ("…" if stage.state is StageState.RUNNING else NO_VALUE),
                 cluster=stage.cluster,
                 shared="" if stage.launched or not started else texts.SHARED_CLUSTER,
-                log=texts.LOG_LINK.format(url=view.links.log(view.progress.run_id, stage.name))
+                log=texts.LOG_LINK.format(url=view.links.stage_log(view.progress.run_id, stage))
                 if started
                 else NO_VALUE,
             )
@@ -260,7 +263,7 @@ def _log_tail(view: RunView, stage: StageProgress) -> str:
         stage=stage.name,
         fence=fence_for(body),
         lines=body,
-        log_url=view.links.log(view.progress.run_id, stage.name),
+        log_url=view.links.stage_log(view.progress.run_id, stage),
     )
 
 
@@ -280,6 +283,7 @@ def outcome_section(view: RunView) -> str:
                 if comment
                 else texts.NEXT_PUSH_FAILED
             )
+            parts += retry_next(view)
             return "\n".join(parts)
         return "\n".join(
             [
@@ -301,14 +305,51 @@ def outcome_section(view: RunView) -> str:
             ]
         )
     if progress.state is RunState.TIMED_OUT:
-        return "\n".join([_error_block(progress.error), "", texts.TIMED_OUT])
+        return "\n".join([_error_block(progress.error), "", texts.TIMED_OUT, *retry_next(view)])
     if progress.state is RunState.CANCELLED:
-        return texts.CANCELLED.format(error=progress.error or "cancelled")
+        cancelled = texts.CANCELLED.format(error=progress.error or "cancelled")
+        return "\n".join([cancelled, *retry_next(view)])
     if progress.state is RunState.DENIED:
         return texts.DENIED.format(reason=progress.error.rstrip("."))
     if progress.state is RunState.SKIPPED:
         return texts.SKIPPED.format(reason=progress.error.rstrip("."))
     return ""
+
+
+def retry_next(view: RunView) -> list[str]:
+    """The `/skyrun retry` hint under a failure, for runs a pull request comment can retry."""
+    if view.progress.pr_number is None or view.request.trigger not in RETRY_TRIGGERS:
+        return []
+    if refusal(view.progress, view.progress.run_id):
+        return []
+    return ["", texts.NEXT_RETRY]
+
+
+def retry_section(view: RunView) -> str:
+    """For a retry: which stages were reused from which run, and why the others run again."""
+    progress = view.progress
+    if not progress.retry_of:
+        return ""
+    lines = [
+        texts.RETRY_HEADING.format(
+            run_id=progress.retry_of, run_url=view.links.run(progress.retry_of)
+        ),
+        "",
+    ]
+    by_run: dict[str, list[str]] = {}
+    for stage in progress.stages:
+        if stage.reused_from:
+            by_run.setdefault(stage.reused_from, []).append(f"`{stage.name}`")
+    for run_id, names in by_run.items():
+        lines.append(texts.RETRY_REUSED.format(run_id=run_id, stages=", ".join(names)))
+    rerun = [
+        texts.RETRY_RERUN_STAGE.format(stage=stage.name, reason=stage.rerun_reason)
+        for stage in progress.stages
+        if not stage.reused_from
+    ]
+    if rerun:
+        lines.append(texts.RETRY_RERUN.format(stages=", ".join(rerun)))
+    return "\n".join(lines)
 
 
 def links_line(view: RunView) -> str:
@@ -338,6 +379,7 @@ def run_comment(view: RunView, masker: Masker | None = None) -> str:
         [
             texts.RUN_TAG.format(run_id=view.progress.run_id) + "\n" + header,
             stages_table(view) if view.progress.stages else "",
+            retry_section(view),
             outcome_section(view),
             gates_section(view),
             metrics_section(view),
@@ -413,6 +455,7 @@ def check_output(view: RunView, masker: Masker | None = None) -> dict[str, str]:
         [
             "\n".join(_header(view)[1:]),
             stages_table(view) if view.progress.stages else "",
+            retry_section(view),
             gates_section(view),
             metrics_section(view),
             links_line(view),
@@ -449,6 +492,16 @@ def reply(
         text = texts.REPLY_CANCELLED.format(runs=names)
     elif kind is ReplyKind.NOTHING_TO_CANCEL:
         text = texts.REPLY_NOTHING_TO_CANCEL
+    elif kind is ReplyKind.RETRY_REFUSED:
+        text = texts.REPLY_RETRY_REFUSED.format(reason=data.detail.rstrip("."))
+    elif kind is ReplyKind.ALREADY_RETRIED:
+        retried, retry_id = data.run_ids
+        text = texts.REPLY_ALREADY_RETRIED.format(
+            run_id=retried,
+            run_url=links.run(retried),
+            retry_id=retry_id,
+            retry_url=links.run(retry_id),
+        )
     elif kind is ReplyKind.ALREADY_RUNNING:
         run_id = data.run_ids[0]
         text = texts.REPLY_ALREADY_RUNNING.format(

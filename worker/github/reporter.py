@@ -27,6 +27,7 @@ from worker.github.render import RunView
 from worker.links import Links
 from worker.masking import Masker
 from worker.models import ReportInput
+from worker.retry import refusal
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ QUIET_TRIGGERS = (Trigger.PULL_REQUEST, Trigger.MERGE_GROUP)
 """Events, not people, start these: a run that did not get to run posts nothing."""
 # The check run's buttons (GitHub's requested actions: label <= 20 characters, description
 # <= 40, identifier <= 20); bot/github/events.py maps the identifiers back to commands.
-# "Retry failed stage" (`retry`) joins them once retrying from the failed stage exists.
 RERUN_ACTION = {
     "label": "Re-run",
     "description": "Run this commit again, same settings",
@@ -54,6 +54,12 @@ CANCEL_ACTION = {
     "description": "Cancel this run, tear down clusters",
     "identifier": "cancel",
 }
+RETRY_ACTION = {
+    "label": "Retry failed stage",
+    "description": "Rerun from the failed stage, reuse rest",
+    "identifier": "retry",
+}
+"""Offered once a run ended with a stage to retry from (worker/retry.py decides)."""
 
 
 def _attempt() -> int:
@@ -171,6 +177,8 @@ class GitHubReporter:
         else:
             fields["status"] = "completed"
             fields["actions"] = [RERUN_ACTION]
+            if not refusal(progress, progress.run_id):
+                fields["actions"].append(RETRY_ACTION)
             fields["conclusion"] = render.conclusion(progress)
             if finished := parse_time(progress.finished_at):
                 fields["completed_at"] = finished

@@ -165,3 +165,32 @@ GATES_FAILED_NEXT = (
 CHECK_TITLE_GATE_FAILED = "gate failed: {summary}"
 CHECK_TITLE_GATES_FAILED = "gate failed: {summary} (and {more} more)"
 CHECK_TITLE_GATES_PASSED = "{count} of {count} stages succeeded · {gates} of {gates} gates passed"
+
+# Retry from the failed stage (worker/retry.py): the run's comment and check run, and replies.
+RETRY_HEADING = "#### ♻️ Retry of [`{run_id}`]({run_url}) from its failed stage"
+RETRY_REUSED = "- reused (not run again; result, metrics and log of `{run_id}`): {stages}"
+RETRY_RERUN = "- runs again: {stages}"
+RETRY_RERUN_STAGE = "`{stage}` ({reason})"
+REUSED_STATE = "♻️ reused"
+NEXT_RETRY = (
+    "**Or:** comment `/skyrun retry` to retry from the failed stage (same commit and values; "
+    "the stages that succeeded are reused)."
+)
+WHAT_RETRY = "retry runs"
+REPLY_RETRY_REFUSED = "♻️ Nothing was retried: {reason}."
+REPLY_ALREADY_RETRIED = (
+    "♻️ Run [`{run_id}`]({run_url}) was already retried as [`{retry_id}`]({retry_url}); "
+    "a run is retried once. Comment `/skyrun retry` again to retry the retry once it has failed."
+)
+RETRY_NO_RUN = (
+    "pull request #{number} has no failed or cancelled skyrun run to retry; comment `/skyrun` "
+    "to start one"
+)
+RETRY_HEAD_MOVED = (
+    "the pull request's head moved to `{head}` since run `{run_id}` ran `{commit}`; a retry "
+    "runs the same commit, so comment `/skyrun` to run the new head"
+)
+RETRY_COMMIT_GONE = (
+    "commit `{commit}` of run `{run_id}` is no longer part of pull request #{number} (its branch "
+    "was force-pushed; the head is `{head}`); comment `/skyrun` to run the head"
+)

@@ -2,11 +2,12 @@
 Temporal call and a redelivery is refused at once.
 
 A push or pull_request delivery goes to the RunControl (dedupe, lane supersede, start or cancel).
-A `/skyrun` comment, a check run's button (Re-run, Cancel) and GitHub's own Re-run (of a check run
-or suite) need GitHub, which the bot never calls, so everything happens here: 👀 at once (comments),
-the commenter's permission and (for a run) the commit as of the comment, then the run is started or
-cancelled through the RunControl, or a reply is posted (help, usage, status, denial, "already
-running"). A started run reports on its own (sticky comment, check run, 🚀).
+A `/skyrun` comment, a check run's button (Re-run, Retry failed stage, Cancel) and GitHub's own
+Re-run (of a check run or suite) need GitHub, which the bot never calls, so everything happens
+here: 👀 at once (comments), the commenter's permission and (for a run) the commit as of the
+comment, then the run is started, retried or cancelled through the RunControl, or a reply is
+posted (help, usage, status, denial, "already running"). A started run reports on its own
+(sticky comment, check run, 🚀).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         DispatchOutput,
         ReplyInput,
         ReplyKind,
+        Resolution,
         StartRunInput,
     )
 
@@ -100,6 +102,8 @@ class GitHubCommandWorkflow:
             return CommandResult("denied")
         if command.from_check and not command.run_id:
             return CommandResult("no_run", commit=command.head_sha)
+        if command.action is CommandKind.RETRY:
+            return await self._retry(command, resolution)
         if command.action is CommandKind.CANCEL:
             cancelled = await workflow.execute_activity_method(
                 GitHubCommandActivities.cancel_runs,
@@ -129,6 +133,28 @@ class GitHubCommandWorkflow:
             )
             return CommandResult("already_running", [started.run_id], resolution.commit)
         return CommandResult("started", [started.run_id], resolution.commit)
+
+    async def _retry(self, command: GitHubCommand, resolution: Resolution) -> CommandResult:
+        """Retry from the failed stage: the retry reports on its own; refusals get a reply."""
+        retried = await workflow.execute_activity_method(
+            GitHubCommandActivities.retry_run,
+            StartRunInput(command, resolution),
+            start_to_close_timeout=API_TIMEOUT,
+            retry_policy=TEMPORAL_RETRY,
+        )
+        if retried.refused:
+            await self._reply(ReplyInput(command, ReplyKind.RETRY_REFUSED, detail=retried.refused))
+            return CommandResult("retry_refused")
+        if not retried.started:
+            await self._reply(
+                ReplyInput(
+                    command,
+                    ReplyKind.ALREADY_RETRIED,
+                    run_ids=[retried.retry_of, retried.run_id],
+                )
+            )
+            return CommandResult("already_retried", [retried.run_id], resolution.commit)
+        return CommandResult("retried", [retried.run_id], resolution.commit)
 
     async def _reply(self, data: ReplyInput) -> None:
         await workflow.execute_activity_method(

@@ -26,11 +26,14 @@ from worker.formatting import (
 from worker.gates import failure_summary
 from worker.links import REPO_RE, Links
 from worker.masking import Masker
+from worker.retry import refusal
 from worker.slack import texts
 
 Block = dict[str, Any]
 
 ACTION_CANCEL = "skyrun_cancel"
+ACTION_RETRY = "skyrun_retry"
+"""The Retry button of a failed, cancelled or timed-out run (its value: the run id)."""
 ACTION_LINK_PREFIX = "skyrun_link_"
 """URL buttons still send Slack an interaction; the bot acknowledges these without acting."""
 ACTIONS_BLOCK = "skyrun_actions"
@@ -90,7 +93,9 @@ def rerun(progress: RunProgress) -> str:
 def _log_link(links: Links | None, progress: RunProgress, stage: str) -> str:
     if links is None:
         return texts.THE_LOG
-    return texts.FULL_LOG.format(url=links.log(progress.run_id, stage))
+    found = next((s for s in progress.stages if s.name == stage), None)
+    url = links.stage_log(progress.run_id, found) if found else links.log(progress.run_id, stage)
+    return texts.FULL_LOG.format(url=url)
 
 
 def next_step(progress: RunProgress, links: Links | None) -> str:
@@ -114,9 +119,12 @@ def next_step(progress: RunProgress, links: Links | None) -> str:
     return ""
 
 
-def stage_line(stage: StageProgress) -> str:
+def stage_line(stage: StageProgress, links: Links | None = None) -> str:
     icon = texts.STAGE_ICONS[stage.state]
-    if stage.state is StageState.PENDING:
+    if stage.reused_from:
+        url = links.run(stage.reused_from) if links else ""
+        detail = texts.STAGE_REUSED.format(url=url, run_id=escape(stage.reused_from))
+    elif stage.state is StageState.PENDING:
         detail = texts.STAGE_PENDING
     elif stage.state is StageState.RUNNING:
         detail = texts.STAGE_RUNNING.format(
@@ -130,6 +138,8 @@ def stage_line(stage: StageProgress) -> str:
         )
         if stage.state is StageState.FAILED and stage.exit_code not in (None, 0):
             detail += texts.STAGE_EXIT.format(code=stage.exit_code)
+    if stage.rerun_reason:
+        detail += texts.STAGE_RERUN.format(reason=escape(stage.rerun_reason))
     return texts.STAGE_LINE.format(icon=icon, name=escape(stage.name), detail=detail)
 
 
@@ -169,6 +179,42 @@ def cancel_button(run_id: str) -> Block:
     }
 
 
+def retry_button(run_id: str) -> Block:
+    return {
+        "type": "button",
+        "action_id": ACTION_RETRY,
+        "text": {"type": "plain_text", "text": texts.BUTTON_RETRY},
+        "style": "primary",
+        "value": run_id,
+    }
+
+
+def retryable(progress: RunProgress) -> bool:
+    """A finished run with a stage to retry from (worker/retry.py decides)."""
+    return not refusal(progress, progress.run_id)
+
+
+def retry_text(progress: RunProgress, links: Links) -> str:
+    """For a retry: which stages were reused from which run, and why the others run again."""
+    lines = [
+        texts.RETRY_TITLE.format(url=links.run(progress.retry_of), run_id=escape(progress.retry_of))
+    ]
+    by_run: dict[str, list[str]] = {}
+    for stage in progress.stages:
+        if stage.reused_from:
+            by_run.setdefault(stage.reused_from, []).append(f"`{escape(stage.name)}`")
+    for run_id, names in by_run.items():
+        lines.append(texts.RETRY_REUSED.format(run_id=escape(run_id), stages=", ".join(names)))
+    rerun = [
+        texts.RETRY_RERUN_STAGE.format(stage=escape(stage.name), reason=escape(stage.rerun_reason))
+        for stage in progress.stages
+        if not stage.reused_from
+    ]
+    if rerun:
+        lines.append(texts.RETRY_RERUN.format(stages=", ".join(rerun)))
+    return "\n".join(lines)
+
+
 def _log_stage(progress: RunProgress) -> StageProgress | None:
     """The stage whose log matters most now: running, else failed, else the last that ran."""
     for state in (StageState.RUNNING, StageState.FAILED):
@@ -185,7 +231,7 @@ def buttons(progress: RunProgress, links: Links, *, run_pages: bool = True) -> l
         elements.append(_link_button("run", texts.BUTTON_RUN, links.run(progress.run_id)))
         stage = _log_stage(progress)
         if stage is not None:
-            url = links.log(progress.run_id, stage.name)
+            url = links.stage_log(progress.run_id, stage)
             elements.append(_link_button("logs", texts.BUTTON_LOGS, url))
     elements.append(
         _link_button("temporal", texts.BUTTON_TEMPORAL, links.temporal(progress.run_id))
@@ -194,6 +240,8 @@ def buttons(progress: RunProgress, links: Links, *, run_pages: bool = True) -> l
         elements.append(_link_button("dashboard", texts.BUTTON_DASHBOARD, progress.dashboard_url))
     if not progress.state.finished:
         elements.append(cancel_button(progress.run_id))
+    elif retryable(progress):
+        elements.append(retry_button(progress.run_id))
     return elements
 
 
@@ -302,12 +350,17 @@ def run_blocks(
             who=who(progress),
         ),
         texts.CONTEXT_PR.format(pr=progress.pr_number) if progress.pr_number is not None else "",
+        texts.CONTEXT_RETRY.format(url=links.run(progress.retry_of), run_id=progress.retry_of)
+        if progress.retry_of
+        else "",
         texts.CONTEXT_BACKEND.format(backend=escape(progress.backend)) if progress.backend else "",
         texts.CONTEXT_TOOK.format(duration=format_duration(took)) if took is not None else "",
     ]
     blocks: list[Block] = [_section(title), _context(context)]
     if progress.stages:
-        blocks.append(_section("\n".join(stage_line(s) for s in progress.stages)))
+        blocks.append(_section("\n".join(stage_line(s, links) for s in progress.stages)))
+        if progress.retry_of:
+            blocks.append(_section(retry_text(progress, links)))
     elif not state.finished:
         blocks.append(_section(texts.PLANNING))
     if progress.error:
@@ -315,6 +368,8 @@ def run_blocks(
         hint = next_step(progress, links if run_pages else None)
         if hint:
             text += "\n" + texts.NEXT.format(hint=hint)
+        if state.finished and retryable(progress):
+            text += "\n" + texts.RETRY_HINT.format(run_id=escape(progress.run_id))
         blocks.append(_section(text))
     if gate_failed(progress):
         summary = escape(failure_summary(progress.failed_gates[0]))
@@ -372,7 +427,7 @@ def stage_reply(
         tail = "\n".join(stage.log_tail[-TAIL_LINES:])[-TAIL_CHARS:]
         lines.append(texts.REPLY_TAIL.format(tail=_code(tail)))
     if run_pages:
-        url = links.log(progress.run_id, stage.name)
+        url = links.stage_log(progress.run_id, stage)
         lines.append(texts.REPLY_LOG.format(url=url, name=escape(stage.name)))
     return clip("\n".join(lines), 3900)
 
@@ -398,4 +453,6 @@ def final_reply(progress: RunProgress, links: Links, *, run_pages: bool = True) 
         hint = next_step(progress, links if run_pages else None)
         if hint:
             lines.append(texts.NEXT.format(hint=hint))
+        if retryable(progress):
+            lines.append(texts.RETRY_HINT.format(run_id=escape(progress.run_id)))
     return clip("\n".join(lines), 3900)

@@ -123,3 +123,17 @@ NEXT_GATES_FAILED = (
     "the stages succeeded but the metrics do not meet the `gates:` in `.skyrun.yaml`; improve "
     "the result, then run again: {rerun}"
 )
+
+# Retry from the failed stage (worker/retry.py).
+BUTTON_RETRY = "Retry"
+RETRY_HINT = (
+    ":recycle: Or retry from the failed stage (same commit and values; the stages that "
+    "succeeded are reused): the *Retry* button, or `/skyrun retry {run_id}`."
+)
+CONTEXT_RETRY = "retry of <{url}|{run_id}>"
+STAGE_REUSED = "reused from <{url}|{run_id}>"
+STAGE_RERUN = " · runs again: {reason}"
+RETRY_TITLE = ":recycle: *Retry of <{url}|{run_id}>*"
+RETRY_REUSED = "Reused (not run again; result, metrics and log of `{run_id}`): {stages}"
+RETRY_RERUN = "Runs again: {stages}"
+RETRY_RERUN_STAGE = "`{stage}` ({reason})"

@@ -280,7 +280,12 @@ def test_merge_group_with_a_head_that_is_not_a_sha_is_refused(fake: FakeGitHub) 
 
 
 @pytest.mark.parametrize(
-    ("identifier", "kind"), [("rerun", CommandKind.RUN), ("cancel", CommandKind.CANCEL)]
+    ("identifier", "kind"),
+    [
+        ("rerun", CommandKind.RUN),
+        ("cancel", CommandKind.CANCEL),
+        ("retry", CommandKind.RETRY),
+    ],
 )
 def test_check_run_buttons_become_commands_on_the_run_they_name(
     fake: FakeGitHub, identifier: str, kind: CommandKind
@@ -345,7 +350,13 @@ COMPLETED = R_ACTION.format(event="check_run", action="completed")
         ("lint", "ml-1", "requested_action", "rerun", R_NOT_OURS.format(name="lint")),
         ("skyrun", None, "requested_action", "rerun", R_NO_RUN),
         ("skyrun", "https://ci.example/1", "rerequested", None, R_NO_RUN),
-        ("skyrun", "ml-1", "requested_action", "retry", R_BUTTON.format(identifier="retry")),
+        (
+            "skyrun",
+            "ml-1",
+            "requested_action",
+            "retry-all",
+            R_BUTTON.format(identifier="retry-all"),
+        ),
         ("skyrun", "ml-1", "requested_action", "rm -rf", R_BUTTON.format(identifier="rm -rf")),
         (
             "skyrun",

@@ -239,3 +239,63 @@ def test_the_gates_verdict_is_in_the_view_and_the_json_apart_from_the_state() ->
     )  # fmt: skip
     assert plain.verdict == "" and plain.gate_failed == ""
     assert view_json(plain, Links(settings))["verdict"] == "none"
+
+
+# Retry from the failed stage: the page and the JSON say what was reused and what ran again.
+
+
+def retry_progress() -> RunProgress:
+    return RunProgress(
+        run_id="w-1-retry",
+        repo=GITHUB_REPO,
+        ref="main",
+        commit="a" * 40,
+        trigger=Trigger.CLI,
+        requested_by="alice",
+        state=RunState.SUCCEEDED,
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:01:00+00:00",
+        retry_of="w-1",
+        stages=[
+            StageProgress(
+                "prep", "prep", StageState.SUCCEEDED, metrics={"rows": 3.0}, reused_from="w-1"
+            ),
+            StageProgress(
+                "eval",
+                "eval",
+                StageState.SUCCEEDED,
+                rerun_reason="it failed",
+                started_at="2026-01-01T00:00:10+00:00",
+            ),
+        ],
+    )
+
+
+def test_a_retry_s_json_names_the_run_retried_and_each_reused_stage() -> None:
+    from bot.pages.rendering import Paths, templates
+
+    settings = load_settings(_env_file=None)
+    links = Links(settings)
+    progress = retry_progress()
+    view = build_view(progress, links=links, github=GitHubHost.of(settings), now=NOW, live_tails={})
+    data = view_json(view, links)
+    assert data["retry_of"] == "w-1"
+    prep, evaluate = data["stages"]
+    assert prep["reused_from"] == "w-1" and prep["metrics"] == {"rows": 3.0}
+    assert prep["log_url"] == links.log("w-1", "prep")
+    assert evaluate["reused_from"] is None and evaluate["rerun_reason"] == "it failed"
+    assert evaluate["log_url"] == links.log("w-1-retry", "eval")
+    plain = view_json(build_view(live_progress(), links=links, github=GitHubHost.of(settings),
+                                 now=NOW, live_tails={}), links)  # fmt: skip
+    assert plain["retry_of"] is None and plain["stages"][0]["reused_from"] is None
+
+    html = (
+        templates()
+        .get_template("run_body.html")
+        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    )
+    assert '<dt>Retry of</dt><dd><a href="/runs/w-1">' in html
+    assert 'data-role="reused-from">reused from <a href="/runs/w-1">' in html
+    assert 'href="/runs/w-1/logs/prep">full log</a>' in html
+    assert 'href="/runs/w-1-retry/logs/eval">full log</a>' in html
+    assert 'data-role="rerun-reason">runs again: it failed</div>' in html

@@ -89,7 +89,8 @@ async def test_cancel_button_cancels_the_running_run_for_a_writer(stack: Stack) 
 
     assert (outcome, run_ids) == ("cancelled", [run_id])
     assert progress.state is RunState.CANCELLED
-    assert check.data["conclusion"] == "cancelled" and identifiers(check) == ["rerun"]
+    assert check.data["conclusion"] == "cancelled"
+    assert identifiers(check) == ["rerun", "retry"]  # a cancelled stage can be retried
     assert not fake.calls("POST", r"/issues/\d+/comments$")  # no pull request, no reply
 
 
