@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.runs import clusters_left, head, request_for, wait_finished
 from worker.contract import RunState, StageState
+from worker.coordinator import lane_workflow_id
 from worker.links import Links
 from worker.retry import RetryRefused
 from worker.runcontrol import RunControl
@@ -128,6 +130,11 @@ async def test_retry_refuses_unknown_and_running_runs_and_runs_without_stages(
         await control.retry(running.run_id)
     gate.touch()
     assert (await wait_finished(control, running.run_id)).state is RunState.FAILED
+    # A workflow that is no skyrun run (the lane's coordinator) is refused as such.
+    request = request_for(repo)
+    coordinator = lane_workflow_id(request.lane, control.task_queue)
+    with pytest.raises(RetryRefused, match="is not a skyrun run"):
+        await control.retry(coordinator)
 
     bad = git_repo({".skyrun.yaml": "stages:\n  - {name: a, task: missing.yaml}\n"}, name="bad")
     broken = await control.start(request_for(bad, commit=head(bad)))
@@ -155,7 +162,10 @@ async def test_a_retry_that_fails_again_is_retried_from_its_own_failed_stage(
     repo = git_repo(files)
     first = (await control.start(request_for(repo, commit=head(repo)))).run_id
     assert (await wait_finished(control, first)).state is RunState.FAILED
-    second = await control.retry(first)
+    # Two retries asked at once start one run.
+    second, twin = await asyncio.gather(control.retry(first), control.retry(first))
+    assert sorted([second.started, twin.started]) == [False, True]
+    assert second.run_id == twin.run_id == f"{first}-retry"
     # Every stage has its own cluster here: only eval runs again.
     assert second.plan.rerun == ["eval"]
     again = await wait_finished(control, second.run_id)

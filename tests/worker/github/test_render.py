@@ -296,3 +296,65 @@ def test_gate_notes_cannot_break_the_table() -> None:
     odd = [GateResult("a`b >= 1", False, None, None, "x | y\nz")]
     section = render.gates_section(view(verdict=Verdict.FAILED, gates=odd))
     assert "| `a'b >= 1` | ❌ failed | — | — | x \\| y z |" in section
+
+
+# Retry from the failed stage: what the comment and the check run say about a retry.
+
+
+class TestRetry:
+    def retried(self) -> RunView:
+        shown = view(retry_of="ml-0")
+        prepare, train, evaluate = shown.progress.stages
+        prepare.reused_from = "ml-0"
+        train.rerun_reason = "shares cluster train with eval, which failed"
+        evaluate.rerun_reason = "it failed"
+        return shown
+
+    def test_the_comment_says_what_was_reused_and_why_the_rest_ran(self) -> None:
+        body = render.run_comment(self.retried())
+        assert "#### ♻️ Retry of [`ml-0`](https://skyrun.example/runs/ml-0)" in body
+        assert "reused (not run again; result, metrics and log of `ml-0`): `prepare`" in body
+        assert (
+            "runs again: `train` (shares cluster train with eval, which failed), `eval` (it failed)"
+        ) in body
+        assert "| `prepare` | ♻️ reused |" in body
+        assert "[log](https://skyrun.example/runs/ml-0/logs/prepare)" in body
+        assert "[log](https://skyrun.example/runs/ml-1/logs/train)" in body
+        assert "Retry of" in render.check_output(self.retried())["summary"]
+
+    def test_no_retry_section_for_other_runs(self) -> None:
+        assert "Retry of" not in render.run_comment(view())
+
+    def test_a_failed_comment_run_suggests_the_retry_a_failed_push_run_does_not(self) -> None:
+        failed = view(RunState.FAILED)
+        failed.progress.pr_number = 3
+        failed.progress.stages[2].state = StageState.FAILED
+        assert texts.NEXT_RETRY in render.run_comment(failed)
+        failed.request.trigger = Trigger.PUSH
+        assert texts.NEXT_RETRY not in render.run_comment(failed)
+        before_stages = view(RunState.FAILED, stages=[])
+        before_stages.progress.pr_number = 3
+        assert texts.NEXT_RETRY not in render.run_comment(before_stages)
+
+    def test_replies_to_a_retry(self) -> None:
+        command = GitHubCommand(
+            action=CommandKind.RETRY,
+            repo="acme/ml",
+            clone_url="https://github.com/acme/ml.git",
+            pr_number=3,
+            comment_id=9,
+            comment_created_at="",
+            requested_by="alice",
+            delivery_id="d-9",
+        )
+        refused = render.reply(
+            ReplyInput(command, ReplyKind.RETRY_REFUSED, "run x is busy."), LINKS
+        )
+        assert "♻️ Nothing was retried: run x is busy." in refused
+        again = render.reply(
+            ReplyInput(command, ReplyKind.ALREADY_RETRIED, run_ids=["ml-0", "ml-0-retry"]), LINKS
+        )
+        assert (
+            "[`ml-0`](https://skyrun.example/runs/ml-0) was already retried as "
+            "[`ml-0-retry`](https://skyrun.example/runs/ml-0-retry)"
+        ) in again

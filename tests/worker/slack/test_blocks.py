@@ -319,3 +319,44 @@ def test_passed_gates_are_listed_under_a_succeeded_title(links: Links) -> None:
     assert ":white_check_mark: *acme/widgets@main* — succeeded" in text
     assert ":white_check_mark: `accuracy &gt;= 95` passed: 97 vs 95" in text
     assert texts.GATES_FAILED_WORDS not in text
+
+
+# Retry from the failed stage: the Retry button, and what a retry's message says.
+
+
+def test_a_failed_run_offers_retry_and_a_retry_says_what_it_reused(links: Links) -> None:
+    from worker.slack.blocks import ACTION_RETRY
+
+    failed = progress(
+        state=RunState.FAILED,
+        finished_at=FINISHED,
+        error="stage 'eval' failed with exit status 4",
+        stages=[stage("prep", StageState.SUCCEEDED), stage("eval", StageState.FAILED)],
+    )
+    message = rendered(failed, links)
+    assert buttons(message)[ACTION_RETRY]["value"] == "widgets-1a2b3c4d5e"
+    assert texts.RETRY_HINT.format(run_id="widgets-1a2b3c4d5e") in message_text(message)
+    assert "retry widgets-1a2b3c4d5e" in final_reply(failed, links)
+
+    retry = progress(
+        run_id="widgets-1a2b3c4d5e-retry",
+        state=RunState.SUCCEEDED,
+        finished_at=FINISHED,
+        retry_of="widgets-1a2b3c4d5e",
+        stages=[
+            stage("prep", StageState.SUCCEEDED, reused_from="widgets-1a2b3c4d5e"),
+            stage("eval", StageState.SUCCEEDED, duration_s=2.0, rerun_reason="it failed"),
+        ],
+    )
+    message = rendered(retry, links)
+    text = message_text(message)
+    old = "<http://skyrun.test/runs/widgets-1a2b3c4d5e|widgets-1a2b3c4d5e>"
+    assert f"retry of {old}" in text
+    assert f"`prep` reused from {old}" in text
+    assert "`eval` succeeded in 2.0 s · runs again: it failed" in text
+    assert "Reused (not run again; result, metrics and log of `widgets-1a2b3c4d5e`): `prep`" in text
+    assert ACTION_RETRY not in buttons(message)
+    reply = stage_reply(retry, retry.stages[0], links)
+    assert "/runs/widgets-1a2b3c4d5e/logs/prep|" in reply
+    # Running or succeeded runs have no Retry button.
+    assert ACTION_RETRY not in buttons(rendered(progress(state=RunState.RUNNING), links))
