@@ -147,6 +147,32 @@ class RunRequest:
     """Pull-request-triggered: end quietly as skipped unless the pipeline sets `on.pull_request`."""
 
 
+class InfraCause(str, Enum):
+    """Why the infrastructure, not the task, failed a stage. The values travel in activity
+    outputs and label metrics: never change one."""
+
+    LOST = "lost"
+    """The cluster was preempted or lost while (or before) its job ran."""
+    CAPACITY = "capacity"
+    """No capacity or quota for the resources anywhere SkyPilot's failover tried."""
+    CONNECTION = "connection"
+    """The connection to the cluster or to the SkyPilot API server was lost."""
+
+
+INFRA_CAUSES = {
+    InfraCause.LOST: "the cluster was preempted or lost",
+    InfraCause.CAPACITY: "no capacity or quota for the resources",
+    InfraCause.CONNECTION: "the connection to the cluster or the SkyPilot API server was lost",
+}
+"""The cause in words, for logs and errors."""
+INFRA_RECOVERED = {
+    InfraCause.LOST: "recovered after preemption",
+    InfraCause.CAPACITY: "recovered after no capacity",
+    InfraCause.CONNECTION: "recovered after a lost connection",
+}
+"""What a stage shows once it came through the cause ("recovered after preemption, 1x")."""
+
+
 @dataclass
 class StageProgress:
     name: str
@@ -162,6 +188,10 @@ class StageProgress:
     error: str = ""
     launched: bool = False
     """True when this stage launched its cluster, False when it exec'd on an existing one."""
+    infra_retries: int = 0
+    """Relaunches after the infrastructure failed the stage (see `infra_recovered`)."""
+    infra_recovered: list[InfraCause] = field(default_factory=list)
+    """What each relaunch recovered from, in order."""
 
 
 @dataclass

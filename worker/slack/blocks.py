@@ -20,6 +20,7 @@ from worker.formatting import (
     format_change,
     format_duration,
     format_number,
+    format_recoveries,
     parse_time,
     seconds_between,
 )
@@ -130,6 +131,8 @@ def stage_line(stage: StageProgress) -> str:
         )
         if stage.state is StageState.FAILED and stage.exit_code not in (None, 0):
             detail += texts.STAGE_EXIT.format(code=stage.exit_code)
+    if stage.infra_recovered:
+        detail += texts.STAGE_RECOVERED.format(note=format_recoveries(stage.infra_recovered))
     return texts.STAGE_LINE.format(icon=icon, name=escape(stage.name), detail=detail)
 
 

@@ -11,6 +11,7 @@ from worker.commands import COMMENT_USAGE, CommandKind
 from worker.contract import (
     GateResult,
     GitHubTarget,
+    InfraCause,
     RunProgress,
     RunRequest,
     RunState,
@@ -296,3 +297,14 @@ def test_gate_notes_cannot_break_the_table() -> None:
     odd = [GateResult("a`b >= 1", False, None, None, "x | y\nz")]
     section = render.gates_section(view(verdict=Verdict.FAILED, gates=odd))
     assert "| `a'b >= 1` | ❌ failed | — | — | x \\| y z |" in section
+
+
+def test_a_stage_that_came_through_preemption_says_so() -> None:
+    current = view()
+    current.progress.stages[1].infra_recovered = [InfraCause.LOST, InfraCause.LOST]
+    current.progress.stages[1].infra_retries = 2
+
+    body = render.run_comment(current)
+
+    assert "| `train` | ✅ succeeded (recovered after preemption, 2\u00d7) | 12 min 34 s |" in body
+    assert "| `eval` | ✅ succeeded | 3.0 s |" in body

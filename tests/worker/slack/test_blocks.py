@@ -10,6 +10,7 @@ from tests.fakes.slack import Message, buttons, message_text
 from worker.baseline import Baseline
 from worker.contract import (
     GateResult,
+    InfraCause,
     RunProgress,
     RunState,
     StageProgress,
@@ -319,3 +320,23 @@ def test_passed_gates_are_listed_under_a_succeeded_title(links: Links) -> None:
     assert ":white_check_mark: *acme/widgets@main* — succeeded" in text
     assert ":white_check_mark: `accuracy &gt;= 95` passed: 97 vs 95" in text
     assert texts.GATES_FAILED_WORDS not in text
+
+
+def test_a_stage_that_came_through_infrastructure_failures_says_so(links: Links) -> None:
+    run = progress(
+        state=RunState.SUCCEEDED,
+        stages=[
+            stage(
+                "train",
+                StageState.SUCCEEDED,
+                duration_s=12.4,
+                infra_recovered=[InfraCause.CAPACITY, InfraCause.LOST],
+                infra_retries=2,
+            )
+        ],
+    )
+    text = message_text(rendered(run, links))
+    assert (
+        "`train` succeeded in 12 s · recovered after no capacity, 1\u00d7; "
+        "recovered after preemption, 1\u00d7" in text
+    )
