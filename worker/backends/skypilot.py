@@ -43,6 +43,9 @@ ENDPOINT_ENV = "SKYPILOT_API_SERVER_ENDPOINT"
 DASHBOARD_PATH = "/dashboard"
 # Prefix of every cluster skyrun names (see base.cluster_name_for).
 CLUSTER_PREFIX = "sr-"
+# How long a failed job's cluster may take to say whether it is still there (a loaded API server
+# needs a while); past it the failure counts as the task's.
+HEALTH_TIMEOUT_SECONDS = 180.0
 # How long cancellation waits for SkyPilot to stop a request or job before giving up on it.
 CANCEL_TIMEOUT_SECONDS = 60.0
 # Longest server message kept in an error (errors travel through Temporal and onto PRs); with
@@ -98,8 +101,8 @@ RUN_WRAPPER = (
     f'(\n{{run}}\n)\n__skyrun_exit=$?\necho "{EXIT_MARKER} $__skyrun_exit"\nexit $__skyrun_exit\n'
 )
 # Cluster states in which a failed job counts as the task's own failure.
-_HEALTHY = "UP"
 _GONE = "gone"
+_JOB_GONE = "without the job"
 # The job status SkyPilot gives when the job's driver died with its node, not by the task.
 _DRIVER_FAILED = "FAILED_DRIVER"
 
@@ -274,11 +277,12 @@ class SkyPilotBackend:
 
     async def _lost(self, sky: Any, cluster: str, job_id: int) -> str | None:
         """After a job did not succeed: how its cluster or driver was lost ("gone", "init",
-        "stopped", "failed_driver"), or None when the cluster is fine (the task failed) or
-        SkyPilot cannot tell.
+        "failed_driver", ...), or None when the job ended on a healthy cluster (the task
+        failed) or SkyPilot cannot tell.
 
-        `job_status` first: it reaches the cluster and raises when the infrastructure no longer
-        has it (on Slurm, `sky status --refresh` still says UP for a cancelled allocation).
+        `job_status` reaches the cluster's own job table: it raises when the infrastructure no
+        longer has the cluster (on Slurm, `sky status --refresh` still says UP for a cancelled
+        allocation), and a job that ended by itself has a terminal status there.
         """
 
         def ask() -> str | None:
@@ -286,22 +290,17 @@ class SkyPilotBackend:
                 statuses = sky.get(sky.job_status(cluster, [job_id]))
             except Exception as exc:
                 if _is_a(exc, _CLUSTER_STATE_ERRORS):
-                    return _GONE
+                    status = getattr(exc, "cluster_status", None)
+                    return str(getattr(status, "value", status)).lower() if status else _GONE
                 raise
             state = statuses.get(job_id, statuses.get(str(job_id)))
-            if str(getattr(state, "value", state)) == _DRIVER_FAILED:
-                return _DRIVER_FAILED.lower()
-            records = sky.get(
-                sky.status(cluster_names=[cluster], refresh=sky.StatusRefreshMode.FORCE)
-            )
-            for record in records:
-                if record["name"] == cluster:
-                    status = str(getattr(record["status"], "value", record["status"]))
-                    return None if status == _HEALTHY else status.lower()
-            return _GONE
+            if state is None:
+                return _JOB_GONE
+            name = str(getattr(state, "value", state))
+            return name.lower() if name == _DRIVER_FAILED else None
 
         try:
-            return await asyncio.wait_for(asyncio.to_thread(ask), CANCEL_TIMEOUT_SECONDS)
+            return await asyncio.wait_for(asyncio.to_thread(ask), HEALTH_TIMEOUT_SECONDS)
         except Exception:
             logger.warning("could not tell whether cluster %s is still up", cluster, exc_info=True)
             return None

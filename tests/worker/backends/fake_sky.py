@@ -15,6 +15,7 @@ from typing import Any
 
 import sky
 from sky import exceptions
+from sky.skylet.job_lib import JobStatus
 
 # Longest a scripted call blocks waiting for a cancel; keeps a broken test from hanging.
 BLOCK_SECONDS = 5.0
@@ -49,8 +50,8 @@ class FakeSky:
         self.tail_error: Exception | None = None
         self.down_error: Exception | None = None
         self.api_cancel_error: Exception | None = None
-        self.job_state: Any = None
-        """What `job_status` says of the job (a sky JobStatus, or None)."""
+        self.job_state: Any = JobStatus.FAILED
+        """What `job_status` says of the job (a sky JobStatus, or None: no such job)."""
         self.lose_cluster = False
         """The cluster vanishes (preempted) while its job is followed."""
         self.block: str | None = None

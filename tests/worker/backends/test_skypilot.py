@@ -789,25 +789,38 @@ async def test_a_job_failing_on_a_cluster_that_vanished_is_an_infrastructure_fai
     assert fake.named("job_status")[0].args == (CLUSTER, [1])
 
 
-async def test_a_cluster_the_refresh_no_longer_finds_up_is_lost(
+async def test_a_cluster_whose_job_table_lost_the_job_is_lost(
     backend: SkyPilotBackend, fake: FakeSky, checkout: Path
 ) -> None:
     fake.exit_code = EXIT_FAILED
-
     original = fake._result
 
     def result(kind: str, info: dict[str, Any]) -> Any:
-        if kind == "status":
-            return [{"name": CLUSTER, "status": sky.ClusterStatus.INIT}]
+        if kind == "job_status":
+            return {1: None}
+        return original(kind, info)
+
+    fake._result = result  # type: ignore[method-assign]
+
+    with pytest.raises(InfraError, match=f"cluster {CLUSTER} is without the job after its job"):
+        await backend.run(make_run(checkout), io.BytesIO())
+
+
+async def test_a_cluster_skypilot_finds_not_up_is_lost_in_that_state(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    original = fake._result
+
+    def result(kind: str, info: dict[str, Any]) -> Any:
+        if kind == "job_status":
+            raise exceptions.ClusterNotUpError("not up", cluster_status=sky.ClusterStatus.INIT)
         return original(kind, info)
 
     fake._result = result  # type: ignore[method-assign]
 
     with pytest.raises(InfraError, match=f"cluster {CLUSTER} is init after its job ended"):
         await backend.run(make_run(checkout), io.BytesIO())
-    status = fake.named("status")[0]
-    assert status.kwargs["cluster_names"] == [CLUSTER]
-    assert status.kwargs["refresh"] is fake.StatusRefreshMode.FORCE
 
 
 async def test_a_job_whose_driver_died_is_an_infrastructure_failure(
