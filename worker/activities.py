@@ -17,8 +17,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from worker import metrics as worker_metrics
-from worker.backends.base import BackendError, ComputeBackend, TaskSpecError, cluster_name_for
-from worker.contract import RunRequest, Trigger
+from worker.backends.base import (
+    BackendError,
+    ComputeBackend,
+    InfraError,
+    TaskRun,
+    TaskSpecError,
+    cluster_name_for,
+)
+from worker.contract import INFRA_CAUSES, RunRequest, Trigger
 from worker.gitcheckout import CheckoutError, checkout, default_branch
 from worker.limits import MAX_ERROR_CHARS, MAX_PREPARED_BYTES, bounded, payload_bytes
 from worker.logparse import parse_metrics, parse_report, tail_lines
@@ -66,6 +73,22 @@ NO_BASELINE_CLIENT = (
 )
 PR_RUNS_OFF = "pull request events do not start runs: {file} does not set on.pull_request: true"
 MERGE_GROUP_OFF = "merge queue groups do not start runs: {file} does not set on.merge_group: true"
+LOG_INFRA_RECOVERING = (
+    "[skyrun] infrastructure failure ({cause}): {error}\n"
+    "[skyrun] not the task's failure: relaunching cluster {cluster} ({attempt} of "
+    "max_infra_retries {limit}; SkyPilot fails over across regions and zones)\n"
+)
+LOG_INFRA_LOST_OUTPUTS = (
+    "[skyrun] the relaunched cluster starts empty: files earlier stages left on it are gone\n"
+)
+INFRA_GAVE_UP = (
+    "stage '{stage}' failed on the infrastructure, not in its job: {cause} ({error}); "
+    "{tries} relaunches did not help (max_infra_retries: {limit} in {file})"
+)
+INFRA_NO_RETRIES = (
+    "stage '{stage}' failed on the infrastructure, not in its job: {cause} ({error}); "
+    "max_infra_retries is 0 in {file}, so it was not relaunched"
+)
 
 
 def user_error(message: str) -> ApplicationError:
@@ -190,6 +213,7 @@ class PipelineActivities:
                 dashboard_url=self.backend.dashboard_url(),
                 worker_gone_s=self.settings.worker_gone_seconds if self.pinned_queue else 0,
                 gates=[gate.expr for gate in pipeline.gates],
+                max_infra_retries=pipeline.max_infra_retries,
             )
             if request.check_push_filter and request.trigger is Trigger.PUSH:
                 default = request.default_branch
@@ -273,8 +297,6 @@ class PipelineActivities:
             return await self._run_stage(data)
 
     async def _run_stage(self, data: StageInput) -> StageOutput:
-        from worker.backends.base import TaskRun
-
         stage = data.stage
         path = await self._ensure_checkout(data.run_id, data.request, data.commit)
         attempt = activity.info().attempt
@@ -306,7 +328,7 @@ class PipelineActivities:
             log.flush()
             async with heartbeating(lambda: stage.name):
                 try:
-                    code = await self.backend.run(task, log)
+                    code, recoveries = await self._run_recovering(task, log, data)
                 except TaskSpecError as err:
                     # Errors become the run's progress: masked like the log, as they may quote it.
                     message = f"stage '{stage.name}' ({stage.task_file}): {err}"
@@ -327,7 +349,55 @@ class PipelineActivities:
             report=parse_report(text),
             log_tail=tail_lines(text, 20),
             duration_s=round(duration, 3),
+            infra_recoveries=recoveries,
         )
+
+    async def _run_recovering(
+        self, task: TaskRun, log: BinaryIO, data: StageInput
+    ) -> tuple[int, list[str]]:
+        """Run the task; relaunch it when the infrastructure (not the job) failed, up to the
+        pipeline's `max_infra_retries`. Returns the job's status and the causes recovered from.
+
+        A job that exits non-zero is the task's failure and is returned, never retried here.
+        """
+        recoveries: list[str] = []
+        limit = max(0, data.max_infra_retries)
+        while True:
+            try:
+                return await self.backend.run(task, log), recoveries
+            except InfraError as err:
+                cause = INFRA_CAUSES[err.cause]
+                error = self.masker.mask(bounded(str(err), 1000))
+                if len(recoveries) >= limit:
+                    worker_metrics.observe_infra_failure(err.cause.value, recovered=False)
+                    template = INFRA_GAVE_UP if limit else INFRA_NO_RETRIES
+                    message = template.format(
+                        stage=data.stage.name,
+                        cause=cause,
+                        error=error,
+                        tries=len(recoveries),
+                        limit=limit,
+                        file=PIPELINE_FILE,
+                    )
+                    log.write(f"[skyrun] {message}\n".encode())
+                    raise user_error(message) from None
+                recoveries.append(err.cause.value)
+                worker_metrics.observe_infra_failure(err.cause.value, recovered=True)
+                log.write(
+                    LOG_INFRA_RECOVERING.format(
+                        cause=cause,
+                        error=error,
+                        cluster=data.stage.cluster,
+                        attempt=len(recoveries),
+                        limit=limit,
+                    ).encode()
+                )
+                if not task.launch:
+                    log.write(LOG_INFRA_LOST_OUTPUTS.encode())
+                log.flush()
+                # Whatever is left of the cluster goes first, so the relaunch provisions anew.
+                await self.backend.down(task.cluster_name)
+                task.launch = True
 
     def _open_log(self, run_id: str, stage: str) -> BinaryIO:
         try:

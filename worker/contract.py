@@ -155,6 +155,32 @@ class RunRequest:
     """Why each stage that is not reused runs again (stage name → reason)."""
 
 
+class InfraCause(str, Enum):
+    """Why the infrastructure, not the task, failed a stage. The values travel in activity
+    outputs and label metrics: never change one."""
+
+    LOST = "lost"
+    """The cluster was preempted or lost while (or before) its job ran."""
+    CAPACITY = "capacity"
+    """No capacity or quota for the resources anywhere SkyPilot's failover tried."""
+    CONNECTION = "connection"
+    """The connection to the cluster or to the SkyPilot API server was lost."""
+
+
+INFRA_CAUSES = {
+    InfraCause.LOST: "the cluster was preempted or lost",
+    InfraCause.CAPACITY: "no capacity or quota for the resources",
+    InfraCause.CONNECTION: "the connection to the cluster or the SkyPilot API server was lost",
+}
+"""The cause in words, for logs and errors."""
+INFRA_RECOVERED = {
+    InfraCause.LOST: "recovered after preemption",
+    InfraCause.CAPACITY: "recovered after no capacity",
+    InfraCause.CONNECTION: "recovered after a lost connection",
+}
+"""What a stage shows once it came through the cause ("recovered after preemption, 1x")."""
+
+
 @dataclass
 class StageProgress:
     name: str
@@ -175,6 +201,10 @@ class StageProgress:
     """The run this stage's result was carried over from, without running ("": it ran here)."""
     rerun_reason: str = ""
     """In a retry: why this stage runs again (it failed, or shares a cluster with one that did)."""
+    infra_retries: int = 0
+    """Relaunches after the infrastructure failed the stage (see `infra_recovered`)."""
+    infra_recovered: list[InfraCause] = field(default_factory=list)
+    """What each relaunch recovered from, in order."""
 
 
 @dataclass

@@ -4,7 +4,11 @@ carry."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
+
+from worker.contract import INFRA_RECOVERED, InfraCause
 
 NO_VALUE = "—"
 
@@ -62,3 +66,9 @@ def format_time(value: str | datetime | None) -> str:
     """`2026-12-01 10:00:09 UTC`; empty when unknown."""
     when = parse_time(value) if isinstance(value, str) or value is None else value
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+
+
+def format_recoveries(causes: Sequence[InfraCause]) -> str:
+    """What a stage came through ("recovered after preemption, 1" and a times sign), or ""."""
+    counts = Counter(causes)
+    return "; ".join(f"{INFRA_RECOVERED[cause]}, {count}\u00d7" for cause, count in counts.items())

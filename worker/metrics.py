@@ -31,6 +31,17 @@ REPORTING_ERRORS = Counter(
     ["reporter"],
 )
 
+INFRA_FAILURES = Counter(
+    "skyrun_infra_failures",
+    "Stages the infrastructure failed (preempted or lost cluster, no capacity, lost connection), "
+    "by cause and whether the stage was relaunched (recovered) or failed (gave_up).",
+    ["cause", "outcome"],
+)
+
+
+def observe_infra_failure(cause: str, *, recovered: bool) -> None:
+    INFRA_FAILURES.labels(cause, "recovered" if recovered else "gave_up").inc()
+
 
 def stage_outcome(exit_code: int) -> str:
     if exit_code == EXIT_SUCCEEDED:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from worker.contract import GateResult, RunProgress, RunRequest, Verdict
 
+DEFAULT_MAX_INFRA_RETRIES = 2
+"""The pipeline file's `max_infra_retries` when it does not say."""
+
 
 @dataclass
 class PlannedStage:
@@ -49,6 +52,7 @@ class PrepareOutput:
     """For a run pinned to `worker_queue`: how long its work may wait for that worker."""
     gates: list[str] = field(default_factory=list)
     """The pipeline's quality gates as written (checked by `prepare_run`)."""
+    max_infra_retries: int = DEFAULT_MAX_INFRA_RETRIES
 
 
 @dataclass
@@ -59,6 +63,8 @@ class StageInput:
     stage: PlannedStage
     metric_patterns: list[MetricPatternModel]
     autostop_minutes: int
+    max_infra_retries: int = DEFAULT_MAX_INFRA_RETRIES
+    """Relaunches allowed when the infrastructure fails the stage (pipeline `max_infra_retries`)."""
 
 
 @dataclass
@@ -68,6 +74,8 @@ class StageOutput:
     report: str
     log_tail: list[str]
     duration_s: float
+    infra_recoveries: list[str] = field(default_factory=list)
+    """InfraCause values the stage was relaunched after, in order."""
 
 
 @dataclass

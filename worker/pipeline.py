@@ -28,6 +28,7 @@ from worker.limits import (
     MAX_YAML_DEPTH,
     too_long,
 )
+from worker.models import DEFAULT_MAX_INFRA_RETRIES
 
 PIPELINE_FILE = ".skyrun.yaml"
 BUCKET_ENV = "DATA_BUCKET_URL"
@@ -41,6 +42,7 @@ TOP_KEYS = (
     "notify",
     "autostop_minutes",
     "timeout_minutes",
+    "max_infra_retries",
 )
 ON_KEYS = ("push", "pull_request", "merge_group")
 STAGE_KEYS = ("name", "task", "cluster")
@@ -88,6 +90,9 @@ E_NOT_MAPPING = "{path} must be a mapping, not a {kind}"
 E_NOT_LIST = "{path} must be a list, not a {kind}"
 E_NOT_BOOL = "{path} must be true or false"
 E_NOT_POSITIVE_INT = "{path} must be a positive integer"
+E_NOT_RETRY_COUNT = "{path} must be a whole number from 0 to {most}"
+MAX_INFRA_RETRIES = 10
+"""Most relaunches a pipeline may allow a stage (each one provisions a cluster again)."""
 E_PUSH = "on.push must be a branch glob or a list of them, not a {kind}"
 E_STAGES_EMPTY = "stages must list at least one stage"
 E_STAGE_NAME = (
@@ -184,6 +189,9 @@ class Pipeline:
     notify_slack: str = ""
     autostop_minutes: int = 30
     timeout_minutes: int = 180
+    max_infra_retries: int = DEFAULT_MAX_INFRA_RETRIES
+    """Relaunches of a stage the infrastructure failed (preemption, no capacity, lost
+    connection); a job that exits non-zero is never retried."""
     from_file: bool = False
     """False when the file was absent and the defaults were used."""
 
@@ -326,7 +334,20 @@ class _Parser:
             pipeline.timeout_minutes = self.positive_int(
                 items["timeout_minutes"][1], "timeout_minutes"
             )
+        if "max_infra_retries" in items:
+            pipeline.max_infra_retries = self.retry_count(
+                items["max_infra_retries"][1], "max_infra_retries"
+            )
         return pipeline
+
+    def retry_count(self, node: Node, path: str) -> int:
+        problem = E_NOT_RETRY_COUNT.format(path=path, most=MAX_INFRA_RETRIES)
+        if not isinstance(node, ScalarNode) or node.tag != _INT:
+            self.fail(problem, node)
+        value = self.constructor.construct_yaml_int(node)
+        if not 0 <= value <= MAX_INFRA_RETRIES:
+            self.fail(problem, node)
+        return value
 
     def on(self, node: Node, pipeline: Pipeline) -> None:
         items = self.mapping(node, "on", ON_KEYS)

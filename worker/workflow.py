@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         SA_REF,
         SA_STATE,
         WORKFLOW_NAME,
+        InfraCause,
         RunProgress,
         RunRequest,
         RunResult,
@@ -432,6 +433,7 @@ class PipelineWorkflow:
                     stage=planned,
                     metric_patterns=prepared.metric_patterns,
                     autostop_minutes=prepared.autostop_minutes,
+                    max_infra_retries=prepared.max_infra_retries,
                 ),
                 task_queue=queue,
                 start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
@@ -445,6 +447,8 @@ class PipelineWorkflow:
             stage.report = out.report
             stage.log_tail = out.log_tail
             stage.duration_s = out.duration_s
+            stage.infra_recovered = [InfraCause(cause) for cause in out.infra_recoveries]
+            stage.infra_retries = len(stage.infra_recovered)
             stage.finished_at = workflow.now().isoformat()
             if out.exit_code != 0:
                 stage.state = (

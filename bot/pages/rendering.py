@@ -15,7 +15,13 @@ from starlette.responses import Response
 from bot.pages.texts import TRIGGER_LABELS
 from bot.pages.views import iso_time, repo_name
 from worker.contract import RunState
-from worker.formatting import format_change, format_duration, format_number, format_time
+from worker.formatting import (
+    format_change,
+    format_duration,
+    format_number,
+    format_recoveries,
+    format_time,
+)
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -70,6 +76,7 @@ def templates() -> Jinja2Templates:
         when=format_time,
         iso=iso_time,
         repo_name=repo_name,
+        recoveries=format_recoveries,
     )
     return loaded
 

@@ -19,7 +19,7 @@ import yaml
 from temporalio.client import Client
 
 from tests.slurm.conftest import LOGIN_USER, ClusterWatch, skyrun_clusters, slurm_jobs
-from worker.backends.base import EXIT_FAILED, cluster_name_for
+from worker.backends.base import cluster_name_for
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger, lane_for_branch
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
@@ -222,12 +222,13 @@ async def test_failing_stage_is_reported_with_its_log_and_its_cluster_goes(
     progress = await wait_finished(control, outcome.run_id)
 
     assert progress.state is RunState.FAILED, describe(progress, slurm_settings)
-    # SkyPilot reports a failed job as FAILED (tail_logs 100), not the task's own exit code.
-    assert progress.error == f"stage 'fail' failed with exit status {EXIT_FAILED}"
+    # SkyPilot says FAILED (tail_logs 100); the run commands' wrapper told the task's own code,
+    # and the cluster was still up: the task's failure, not retried.
+    assert progress.error == "stage 'fail' failed with exit status 3"
     states = {s.name: s.state for s in progress.stages}
     assert states == {"fail": StageState.FAILED, "never": StageState.SKIPPED}
     failed = progress.failed_stage
-    assert failed is not None and failed.exit_code == EXIT_FAILED
+    assert failed is not None and failed.exit_code == 3 and failed.infra_retries == 0
     assert any("Traceback: boom" in line for line in failed.log_tail), failed.log_tail
     log = read_log(slurm_settings, outcome.run_id, "fail")
     assert "about to fail" in log and "Traceback: boom" in log
@@ -235,6 +236,53 @@ async def test_failing_stage_is_reported_with_its_log_and_its_cluster_goes(
     cluster = cluster_name_for(outcome.run_id, "shared")
     assert_launches_carry_the_backstop(sky, [cluster])
     assert [name for name in watch.seen if outcome.run_id in name] == [cluster]
+    await assert_nothing_left(sky, outcome.run_id)
+
+
+@pytest.mark.timeout(900)
+async def test_a_preempted_cluster_is_relaunched_and_the_stage_succeeds(
+    control: RunControl,
+    slurm_settings: Settings,
+    git_repo: Callable[..., Path],
+    sky: Any,
+) -> None:
+    """The Slurm allocation under the cluster is cancelled mid-job (what a preemption does to a
+    node): skyrun sees the cluster gone, relaunches it and the stage's job runs again."""
+    first = f"/tmp/skyrun-preempt-{time.time_ns()}"
+    repo = git_repo(
+        {
+            "train.yaml": RESOURCES
+            + "run: |\n"
+            + f"  if [ -e {first} ]; then echo second attempt; echo '::metric acc=0.9'; exit; fi\n"
+            + f"  touch {first}\n  echo job started\n  sleep 600\n",
+            ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\nmax_infra_retries: 1\n",
+        }
+    )
+    outcome = await control.start(request_for(repo))
+    try:
+        await wait_for(
+            lambda: "job started" in read_log(slurm_settings, outcome.run_id, "train"),
+            420,
+            "the job's first output line in the log store",
+        )
+        jobs = slurm_jobs(outcome.run_id)
+        assert len(jobs) == 1, jobs
+        cancel = ["scancel", jobs[0].split()[0]]
+        await asyncio.to_thread(subprocess.run, cancel, check=True, timeout=30)
+        progress = await wait_finished(control, outcome.run_id)
+    finally:
+        Path(first).unlink(missing_ok=True)
+
+    assert progress.state is RunState.SUCCEEDED, describe(progress, slurm_settings)
+    stage = progress.stages[0]
+    assert stage.infra_retries == 1 and stage.metrics == {"acc": 0.9}
+    log = read_log(slurm_settings, outcome.run_id, "train")
+    assert "infrastructure failure (the cluster was preempted or lost)" in log, log
+    assert "relaunching cluster train (1 of max_infra_retries 1" in log
+    assert log.index("job started") < log.index("second attempt")
+    cluster = cluster_name_for(outcome.run_id, "train")
+    launches = [name for name, _, _ in requests_for(sky, cluster) if name == "launch"]
+    assert len(launches) == 2, requests_for(sky, cluster)
     await assert_nothing_left(sky, outcome.run_id)
 
 

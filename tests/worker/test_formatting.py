@@ -4,10 +4,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from worker.contract import InfraCause
 from worker.formatting import (
     format_change,
     format_duration,
     format_number,
+    format_recoveries,
     format_time,
     parse_time,
     seconds_between,
@@ -46,3 +48,11 @@ def test_times() -> None:
     assert format_time(None) == ""
     assert seconds_between("2026-12-01T10:00:00+00:00", "2026-12-01T10:01:30+00:00") == 90
     assert seconds_between("", "2026-12-01T10:01:30+00:00") is None
+
+
+def test_recoveries_are_counted_by_cause_in_order() -> None:
+    assert format_recoveries([]) == ""
+    assert format_recoveries([InfraCause.LOST]) == "recovered after preemption, 1\u00d7"
+    assert format_recoveries([InfraCause.LOST, InfraCause.CONNECTION, InfraCause.LOST]) == (
+        "recovered after preemption, 2\u00d7; recovered after a lost connection, 1\u00d7"
+    )

@@ -23,6 +23,7 @@ from worker.limits import (
 from worker.pipeline import (
     DEFAULT_STAGES,
     PIPELINE_FILE,
+    TOP_KEYS,
     MetricPattern,
     Pipeline,
     PipelineError,
@@ -59,7 +60,7 @@ autostop_minutes: 30
 timeout_minutes: 180
 """
 
-TOP_KNOWN = "on, stages, envs, metrics, gates, notify, autostop_minutes, timeout_minutes"
+TOP_KNOWN = ", ".join(TOP_KEYS)
 STAGE_RULE = "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
 
 
@@ -132,6 +133,12 @@ def test_file_without_stages_uses_default_stages() -> None:
     assert pipeline.stages == seed_stages()
     assert pipeline.timeout_minutes == 60
     assert pipeline.from_file is True
+
+
+def test_infrastructure_failures_are_retried_twice_unless_the_file_says() -> None:
+    assert parse_pipeline("envs: {}\n").max_infra_retries == 2
+    assert parse_pipeline("max_infra_retries: 0\n").max_infra_retries == 0
+    assert parse_pipeline("max_infra_retries: 10\n").max_infra_retries == 10
 
 
 def test_cluster_defaults_to_stage_name() -> None:
@@ -300,6 +307,14 @@ def test_custom_file_name_appears_in_errors() -> None:
         ),
         ("notify:\n  email: a@b\n", 2, "notify: unknown key 'email' (known: slack)"),
         ("timeout_minutes: 0\n", 1, "timeout_minutes must be a positive integer"),
+        ("max_infra_retries: -1\n", 1, "max_infra_retries must be a whole number from 0 to 10"),
+        ("max_infra_retries: 11\n", 1, "max_infra_retries must be a whole number from 0 to 10"),
+        (
+            "envs: {}\nmax_infra_retries: yes\n",
+            2,
+            "max_infra_retries must be a whole number from 0 to 10",
+        ),
+        ("max_infra_retries: '2'\n", 1, "max_infra_retries must be a whole number from 0 to 10"),
         ("timeout_minutes: -5\n", 1, "timeout_minutes must be a positive integer"),
         ("timeout_minutes: 1.5\n", 1, "timeout_minutes must be a positive integer"),
         ("timeout_minutes: '30'\n", 1, "timeout_minutes must be a positive integer"),

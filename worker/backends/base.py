@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from worker.contract import InfraCause
+
 # SkyPilot's `tail_logs` return codes, which both backends use for a job's outcome.
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 100
@@ -18,6 +20,15 @@ class TaskSpecError(Exception):
 
 class BackendError(Exception):
     """The backend itself failed (cloud error, API server down); transient, retried by Temporal."""
+
+
+class InfraError(BackendError):
+    """The infrastructure failed the stage: the stage is relaunched (up to `max_infra_retries`),
+    never counted as the task's own failure."""
+
+    def __init__(self, cause: InfraCause, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass

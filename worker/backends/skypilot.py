@@ -26,9 +26,11 @@ from worker.backends.base import (
     EXIT_FAILED,
     EXIT_SUCCEEDED,
     BackendError,
+    InfraError,
     TaskRun,
     TaskSpecError,
 )
+from worker.contract import INFRA_CAUSES, InfraCause
 from worker.limits import bounded
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ ENDPOINT_ENV = "SKYPILOT_API_SERVER_ENDPOINT"
 DASHBOARD_PATH = "/dashboard"
 # Prefix of every cluster skyrun names (see base.cluster_name_for).
 CLUSTER_PREFIX = "sr-"
+# How long a failed job's cluster may take to say whether it is still there (a loaded API server
+# needs a while); past it the failure counts as the task's.
+HEALTH_TIMEOUT_SECONDS = 180.0
 # How long cancellation waits for SkyPilot to stop a request or job before giving up on it.
 CANCEL_TIMEOUT_SECONDS = 60.0
 # Longest server message kept in an error (errors travel through Temporal and onto PRs); with
@@ -83,6 +88,23 @@ LOG_EXECUTING = "[skyrun] running on cluster {cluster} (SkyPilot request {reques
 LOG_JOB_STARTED = "[skyrun] job {job_id} submitted on cluster {cluster}; its output follows\n"
 LOG_NO_JOB = "[skyrun] the task has no `run` commands: nothing to run\n"
 LOG_CANCELLING = "[skyrun] cancelled: stopping the SkyPilot request and job\n"
+MSG_CLUSTER_LOST = "cluster {cluster} is {status} after its job ended (code {code}): {cause}"
+MSG_CLUSTER_LOST_STREAM = (
+    "cluster {cluster} is {status} and its job stream broke ({error}): {cause}"
+)
+
+# The task's own exit status, which SkyPilot's `tail_logs` does not give (it says 100 for any
+# failure): the run commands are wrapped in a subshell and the status printed after it.
+EXIT_MARKER = "::skyrun-exit-code"
+_EXIT_LINE = re.compile(rf"{re.escape(EXIT_MARKER)} (-?\d{{1,4}})\s*$")
+RUN_WRAPPER = (
+    f'(\n{{run}}\n)\n__skyrun_exit=$?\necho "{EXIT_MARKER} $__skyrun_exit"\nexit $__skyrun_exit\n'
+)
+# Cluster states in which a failed job counts as the task's own failure.
+_GONE = "gone"
+_JOB_GONE = "without the job"
+# The job status SkyPilot gives when the job's driver died with its node, not by the task.
+_DRIVER_FAILED = "FAILED_DRIVER"
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]+):[^/\s@]+@")
@@ -105,6 +127,18 @@ _USER_ERRORS = frozenset(
     }
 )
 _CLUSTER_STATE_ERRORS = frozenset({"ClusterDoesNotExist", "ClusterNotUpError"})
+# Lost connections (to the API server or, through it, to the cluster): infrastructure.
+_CONNECTION_ERRORS = frozenset(
+    {
+        "ApiServerConnectionError",
+        "ConnectionError",
+        "ChunkedEncodingError",
+        "Timeout",
+        "NetworkError",
+        "FetchClusterInfoError",
+        "ClusterStatusFetchingError",
+    }
+)
 _TRANSIENT_RESOURCE_ERRORS = frozenset({"KubeAPIUnreachableError"})
 _BUILD_ERRORS = (ValueError, TypeError, KeyError, AssertionError)
 
@@ -153,24 +187,53 @@ class SkyPilotBackend:
                 stream.write(LOG_NO_JOB)
                 return EXIT_SUCCEEDED
             stream.write(LOG_JOB_STARTED.format(job_id=job_id, cluster=cluster))
-            code = await asyncio.to_thread(
-                sky.tail_logs, cluster, job_id, follow=True, output_stream=stream
-            )
-            if code not in (EXIT_SUCCEEDED, EXIT_FAILED, EXIT_CANCELLED):
+            try:
+                code = int(
+                    await asyncio.to_thread(
+                        sky.tail_logs, cluster, job_id, follow=True, output_stream=stream
+                    )
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                status = await self._lost(sky, cluster, job_id)
+                if status is not None:
+                    cause = INFRA_CAUSES[InfraCause.LOST]
+                    error = _describe(exc, secrets)
+                    raise InfraError(
+                        InfraCause.LOST,
+                        MSG_CLUSTER_LOST_STREAM.format(
+                            cluster=cluster, status=status, error=error, cause=cause
+                        ),
+                    ) from None
+                raise
+            if code in (EXIT_SUCCEEDED, EXIT_CANCELLED):
+                return code
+            # A job that did not succeed: the task's failure only if its cluster is still fine.
+            status = await self._lost(sky, cluster, job_id)
+            if status is not None:
+                cause = INFRA_CAUSES[InfraCause.LOST]
+                raise InfraError(
+                    InfraCause.LOST,
+                    MSG_CLUSTER_LOST.format(cluster=cluster, status=status, code=code, cause=cause),
+                )
+            if code != EXIT_FAILED:
                 logger.warning("job %s on %s ended with unexpected code %s", job_id, cluster, code)
-            return int(code)
+            return job_exit_code(code, stream.exit_code)
         except asyncio.CancelledError:
             stream.write(LOG_CANCELLING)
             await self._stop_remote(sky, cluster, request_id, job_id)
             raise
         except (TaskSpecError, BackendError):
+            if job_id is not None:
+                await self._stop_remote(sky, cluster, None, job_id)
             raise
         except Exception as exc:
             if job_id is not None:
                 # The job may still run; stop it so a retry of this stage starts clean.
                 await self._stop_remote(sky, cluster, None, job_id)
             action = f"launch cluster {cluster}" if task.launch else f"run on cluster {cluster}"
-            raise _translate(exc, action, cluster, secrets) from None
+            raise _translate(exc, action, cluster, secrets, infra=True) from None
         finally:
             stream.stop()
             if request_id is not None and self._requests.get(cluster) == request_id:
@@ -211,6 +274,36 @@ class SkyPilotBackend:
         return sorted(str(r["name"]) for r in records if str(r["name"]).startswith(prefix))
 
     # -- internals ------------------------------------------------------------------------------
+
+    async def _lost(self, sky: Any, cluster: str, job_id: int) -> str | None:
+        """After a job did not succeed: how its cluster or driver was lost ("gone", "init",
+        "failed_driver", ...), or None when the job ended on a healthy cluster (the task
+        failed) or SkyPilot cannot tell.
+
+        `job_status` reaches the cluster's own job table: it raises when the infrastructure no
+        longer has the cluster (on Slurm, `sky status --refresh` still says UP for a cancelled
+        allocation), and a job that ended by itself has a terminal status there.
+        """
+
+        def ask() -> str | None:
+            try:
+                statuses = sky.get(sky.job_status(cluster, [job_id]))
+            except Exception as exc:
+                if _is_a(exc, _CLUSTER_STATE_ERRORS):
+                    status = getattr(exc, "cluster_status", None)
+                    return str(getattr(status, "value", status)).lower() if status else _GONE
+                raise
+            state = statuses.get(job_id, statuses.get(str(job_id)))
+            if state is None:
+                return _JOB_GONE
+            name = str(getattr(state, "value", state))
+            return name.lower() if name == _DRIVER_FAILED else None
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(ask), HEALTH_TIMEOUT_SECONDS)
+        except Exception:
+            logger.warning("could not tell whether cluster %s is still up", cluster, exc_info=True)
+            return None
 
     async def _sky(self) -> Any:
         if self._sdk is not None:
@@ -300,6 +393,8 @@ def _build_task(sky: Any, task_yaml: str, envs: dict[str, str], checkout_dir: Pa
     secrets = _secret_values(task_yaml, envs)
     try:
         task = sky.Task.from_yaml_config(config, env_overrides=list(envs.items()))
+        if isinstance(task.run, str) and task.run.strip():
+            task.run = wrap_run(task.run)
         _resolve_substituted_paths(task, checkout_dir)
         _check_inside_checkout(task, checkout_dir)
         task.expand_and_validate_workdir()
@@ -311,6 +406,22 @@ def _build_task(sky: Any, task_yaml: str, envs: dict[str, str], checkout_dir: Pa
     except Exception as exc:
         raise _translate(exc, "prepare the task", "", secrets) from None
     return task
+
+
+def wrap_run(run: str) -> str:
+    """The task's run commands in a subshell, followed by a line with their exit status."""
+    return RUN_WRAPPER.format(run=run.rstrip("\n"))
+
+
+def job_exit_code(code: int, reported: int | None) -> int:
+    """The job's own exit status where the task printed it; SkyPilot's code otherwise.
+
+    Only a failure is refined: a job that SkyPilot says failed (setup failed, or the task
+    printed the marker itself) never becomes a success.
+    """
+    if reported is None or reported == EXIT_SUCCEEDED or code == EXIT_SUCCEEDED:
+        return code
+    return reported
 
 
 def _parse_config(task_yaml: str) -> dict[str, Any]:
@@ -428,11 +539,20 @@ def _translate(
     secrets: list[str],
     *,
     force_transient: bool = False,
+    infra: bool = False,
 ) -> TaskSpecError | BackendError:
-    """Map an SDK / server exception to a user error (not retried) or a backend error (retried)."""
+    """Map an SDK / server exception to a user error (not retried) or a backend error (retried).
+
+    With `infra` (running a stage), infrastructure failures become InfraError: the stage is
+    relaunched by the activity, up to the pipeline's `max_infra_retries`.
+    """
     error = _describe(exc, secrets)
     if _is_a(exc, _CLUSTER_STATE_ERRORS):
-        return BackendError(MSG_CLUSTER_NOT_UP.format(cluster=cluster, error=error))
+        message = MSG_CLUSTER_NOT_UP.format(cluster=cluster, error=error)
+        return InfraError(InfraCause.LOST, message) if infra else BackendError(message)
+    if infra and _is_a(exc, _CONNECTION_ERRORS):
+        message = MSG_BACKEND_FAILED.format(action=action, error=error)
+        return InfraError(InfraCause.CONNECTION, message)
     if not force_transient:
         if _is_a(exc, {"NoCloudAccessError"}):
             return TaskSpecError(MSG_NO_CLOUD.format(error=error))
@@ -441,6 +561,9 @@ def _translate(
             # the clouds were tried and had no capacity, which may change.
             if not getattr(exc, "failover_history", None):
                 return TaskSpecError(MSG_NO_RESOURCES.format(error=error))
+            if infra:
+                message = MSG_BACKEND_FAILED.format(action=action, error=error)
+                return InfraError(InfraCause.CAPACITY, message)
         elif _is_a(exc, _USER_ERRORS):
             return TaskSpecError(MSG_TASK_INVALID.format(error=error))
     return BackendError(MSG_BACKEND_FAILED.format(action=action, cluster=cluster, error=error))
@@ -521,6 +644,9 @@ class _LogStream(io.TextIOBase):
         self._log = log
         self._lock = threading.Lock()
         self._open = True
+        self._partial = ""
+        self.exit_code: int | None = None
+        """The last exit status the task's wrapper printed (see EXIT_MARKER)."""
 
     def writable(self) -> bool:
         return True
@@ -528,9 +654,19 @@ class _LogStream(io.TextIOBase):
     def write(self, s: str, /) -> int:
         with self._lock:
             if self._open and s:
-                self._log.write(_ANSI.sub("", s).encode("utf-8", errors="replace"))
+                text = _ANSI.sub("", s)
+                self._log.write(text.encode("utf-8", errors="replace"))
                 self._log.flush()
+                self._scan(text)
         return len(s)
+
+    def _scan(self, text: str) -> None:
+        lines = (self._partial + text).split("\n")
+        # Only the unfinished end of a line is carried over (bounded: a line without end).
+        self._partial = lines.pop()[-200:]
+        for line in lines:
+            if EXIT_MARKER in line and (found := _EXIT_LINE.search(line)):
+                self.exit_code = int(found.group(1))
 
     def flush(self) -> None:
         pass

@@ -26,6 +26,7 @@ from worker.formatting import (
     format_change,
     format_duration,
     format_number,
+    format_recoveries,
     format_time,
     seconds_between,
 )
@@ -161,6 +162,9 @@ def stages_table(view: RunView) -> str:
                 else ("…" if stage.state is StageState.RUNNING else NO_VALUE),
                 cluster=stage.cluster,
                 shared="" if stage.launched or not started else texts.SHARED_CLUSTER,
+                recovered=texts.RECOVERED.format(note=format_recoveries(stage.infra_recovered))
+                if stage.infra_recovered
+                else "",
                 log=texts.LOG_LINK.format(url=view.links.stage_log(view.progress.run_id, stage))
                 if started
                 else NO_VALUE,

@@ -64,7 +64,8 @@ FORK_COMMIT = (
     "not run until a maintainer comments `/skyrun` again."
 )
 STAGES_HEADING = "| stage | state | duration | cluster | log |\n| --- | --- | --- | --- | --- |"
-STAGE_ROW = "| `{name}` | {state} | {duration} | `{cluster}`{shared} | {log} |"
+STAGE_ROW = "| `{name}` | {state}{recovered} | {duration} | `{cluster}`{shared} | {log} |"
+RECOVERED = " ({note})"
 SHARED_CLUSTER = " (shared)"
 LOG_LINK = "[log]({url})"
 METRICS_HEADING = "#### Metrics"

@@ -20,6 +20,7 @@ from worker.formatting import (
     format_change,
     format_duration,
     format_number,
+    format_recoveries,
     parse_time,
     seconds_between,
 )
@@ -140,6 +141,8 @@ def stage_line(stage: StageProgress, links: Links | None = None) -> str:
             detail += texts.STAGE_EXIT.format(code=stage.exit_code)
     if stage.rerun_reason:
         detail += texts.STAGE_RERUN.format(reason=escape(stage.rerun_reason))
+    if stage.infra_recovered:
+        detail += texts.STAGE_RECOVERED.format(note=format_recoveries(stage.infra_recovered))
     return texts.STAGE_LINE.format(icon=icon, name=escape(stage.name), detail=detail)
 
 

@@ -20,6 +20,7 @@ from tests.bot.pages.helpers import GITHUB_REPO
 from worker.baseline import Baseline
 from worker.contract import (
     GateResult,
+    InfraCause,
     RunProgress,
     RunState,
     StageProgress,
@@ -139,6 +140,42 @@ def test_the_run_page_lists_each_gate_and_says_when_one_failed_the_check() -> No
     assert html.count('data-passed="0"') == 1 and html.count('data-passed="1"') == 1
     assert "<td>0.81</td>" in html and "<td>0.85</td>" in html
     assert "<b>x</b>" not in html and "no baseline" in html
+
+
+def test_the_run_page_says_which_stage_came_through_infrastructure_failures() -> None:
+    recovered = StageProgress(
+        "train",
+        "t",
+        StageState.SUCCEEDED,
+        launched=True,
+        infra_retries=1,
+        infra_recovered=[InfraCause.LOST],
+    )
+    progress = RunProgress(
+        run_id="r-3",
+        repo=GITHUB_REPO,
+        ref="main",
+        commit="c" * 40,
+        trigger=Trigger.PUSH,
+        requested_by="alice",
+        state=RunState.SUCCEEDED,
+        stages=[StageProgress("prep", "p", StageState.SUCCEEDED, launched=True), recovered],
+    )
+    settings = load_settings(_env_file=None)
+    view = build_view(
+        progress,
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+        live_tails={},
+    )
+    html = (
+        templates()
+        .get_template("run_body.html")
+        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    )
+    assert html.count('data-role="recovered"') == 1
+    assert "recovered after preemption, 1\u00d7</span>" in html
 
 
 def test_jinja_and_markdown_are_each_loaded_on_first_use_only() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import sky
 from sky import exceptions
+from sky.skylet.job_lib import JobStatus
 
 # Longest a scripted call blocks waiting for a cancel; keeps a broken test from hanging.
 BLOCK_SECONDS = 5.0
@@ -31,6 +32,7 @@ class FakeSky:
     """Scripted `sky`: set the attributes below before a call to shape what the server does."""
 
     Task = sky.Task
+    StatusRefreshMode = sky.StatusRefreshMode
     exceptions = exceptions
 
     def __init__(self) -> None:
@@ -40,12 +42,18 @@ class FakeSky:
         self.exit_code = 0
         self.request_output = "\x1b[1mLaunching\x1b[0m provisioning logs\n"
         self.job_output = "(task, pid=1) hello\n::metric accuracy=0.9\n"
+        self.job_output_after = ""
+        """Written in a second piece after `job_output` (a line split across writes)."""
         self.submit_delay = 0.0
         self.submit_error: Exception | None = None
         self.request_error: Exception | None = None
         self.tail_error: Exception | None = None
         self.down_error: Exception | None = None
         self.api_cancel_error: Exception | None = None
+        self.job_state: Any = JobStatus.FAILED
+        """What `job_status` says of the job (a sky JobStatus, or None: no such job)."""
+        self.lose_cluster = False
+        """The cluster vanishes (preempted) while its job is followed."""
         self.block: str | None = None
         """"request": stream_and_get of launch/exec, "job": tail_logs, block until cancelled."""
         self.blocked = threading.Event()
@@ -109,6 +117,10 @@ class FakeSky:
         out = kwargs.get("output_stream")
         if out is not None:
             print(self.job_output, end="", file=out, flush=True)
+            if self.job_output_after:
+                print(self.job_output_after, end="", file=out, flush=True)
+        if self.lose_cluster:
+            self.clusters.discard(cluster_name)
         if self.tail_error is not None:
             raise self.tail_error
         if self.block == "job":
@@ -131,6 +143,10 @@ class FakeSky:
     def down(self, cluster_name: str, **kwargs: Any) -> str:
         self._record("down", cluster_name, **kwargs)
         return self._new_request("down", cluster=cluster_name)
+
+    def job_status(self, *args: Any, **kwargs: Any) -> str:
+        self._record("job_status", *args, **kwargs)
+        return self._new_request("job_status", cluster=args[0], job_ids=args[1])
 
     def status(self, *args: Any, **kwargs: Any) -> str:
         self._record("status", *args, **kwargs)
@@ -158,6 +174,12 @@ class FakeSky:
                 raise exceptions.ClusterDoesNotExist(f"Cluster {info['cluster']!r} does not exist.")
             self.clusters.discard(info["cluster"])
             return None
+        if kind == "job_status":
+            if info["cluster"] not in self.clusters:
+                raise exceptions.ClusterDoesNotExist(
+                    f"Cluster {info['cluster']!r} not found on the cloud provider."
+                )
+            return {job_id: self.job_state for job_id in info["job_ids"]}
         if kind == "status":
             return [{"name": name, "status": sky.ClusterStatus.UP} for name in self.clusters]
         if kind == "api_cancel":

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import requests
+import sky
 from sky import exceptions
+from sky.skylet.job_lib import JobStatus
 
 from tests.worker.backends.fake_sky import FakeSky
 from worker.backends.base import (
@@ -22,16 +24,20 @@ from worker.backends.base import (
     EXIT_FAILED,
     EXIT_SUCCEEDED,
     BackendError,
+    InfraError,
     TaskRun,
     TaskSpecError,
 )
 from worker.backends.skypilot import (
+    EXIT_MARKER,
     LOG_CANCELLING,
     LOG_NO_JOB,
     MSG_MISSING_ENVS,
     SkyPilotBackend,
     resolve_local_paths,
+    wrap_run,
 )
+from worker.contract import InfraCause
 from worker.limits import MAX_ERROR_CHARS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -717,3 +723,205 @@ def test_launch_without_any_cloud_is_a_clear_error_not_a_hang(
     assert result["cancel"] in ("cancelled", "finished first: " + message)
     assert result["clusters"] == []
     assert result["warnings"] == [], "cancelling and tearing down went through cleanly"
+
+
+# -- infrastructure failures and the job's own exit status ----------------------------------------
+
+
+async def test_the_run_commands_are_wrapped_to_print_their_exit_status(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    await backend.run(make_run(checkout), io.BytesIO())
+
+    run = fake.named("launch")[0].args[0].run
+    assert run == wrap_run("python train.py --epochs $EPOCHS")
+    assert run.startswith("(\npython train.py --epochs $EPOCHS\n)\n")
+    assert f'echo "{EXIT_MARKER} $__skyrun_exit"' in run
+
+
+def test_the_wrapper_reports_the_commands_own_status_and_keeps_it(tmp_path: Path) -> None:
+    script = wrap_run("echo hello\nif true; then\n  exit 7\nfi\n# a comment last")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+
+    assert done.returncode == 7
+    assert done.stdout == f"hello\n{EXIT_MARKER} 7\n"
+
+
+async def test_a_failed_job_reports_the_tasks_own_exit_status(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    fake.job_output = f"(task, pid=7) boom\n(task, pid=7) {EXIT_MARKER} 3\n"
+
+    assert await backend.run(make_run(checkout), io.BytesIO()) == 3
+
+
+async def test_a_printed_status_never_turns_a_failure_into_a_success(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    fake.job_output = f"(task, pid=7) {EXIT_MARKER} 0\n"
+
+    assert await backend.run(make_run(checkout), io.BytesIO()) == EXIT_FAILED
+
+
+async def test_a_status_split_across_writes_is_still_read(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    fake.job_output = f"x\n(task, pid=7) {EXIT_MARKER}"
+    fake.job_output_after = " 42\n"
+
+    assert await backend.run(make_run(checkout), io.BytesIO()) == 42
+
+
+async def test_a_job_failing_on_a_cluster_that_vanished_is_an_infrastructure_failure(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    fake.lose_cluster = True
+
+    with pytest.raises(InfraError) as caught:
+        await backend.run(make_run(checkout), io.BytesIO())
+
+    assert caught.value.cause is InfraCause.LOST
+    assert f"cluster {CLUSTER} is gone after its job ended (code 100)" in str(caught.value)
+    assert fake.named("job_status")[0].args == (CLUSTER, [1])
+
+
+async def test_a_cluster_whose_job_table_lost_the_job_is_lost(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    original = fake._result
+
+    def result(kind: str, info: dict[str, Any]) -> Any:
+        if kind == "job_status":
+            return {1: None}
+        return original(kind, info)
+
+    fake._result = result  # type: ignore[method-assign]
+
+    with pytest.raises(InfraError, match=f"cluster {CLUSTER} is without the job after its job"):
+        await backend.run(make_run(checkout), io.BytesIO())
+
+
+async def test_a_cluster_skypilot_finds_not_up_is_lost_in_that_state(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    original = fake._result
+
+    def result(kind: str, info: dict[str, Any]) -> Any:
+        if kind == "job_status":
+            raise exceptions.ClusterNotUpError("not up", cluster_status=sky.ClusterStatus.INIT)
+        return original(kind, info)
+
+    fake._result = result  # type: ignore[method-assign]
+
+    with pytest.raises(InfraError, match=f"cluster {CLUSTER} is init after its job ended"):
+        await backend.run(make_run(checkout), io.BytesIO())
+
+
+async def test_a_job_whose_driver_died_is_an_infrastructure_failure(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    fake.job_state = JobStatus.FAILED_DRIVER
+
+    with pytest.raises(InfraError, match="is failed_driver after its job ended"):
+        await backend.run(make_run(checkout), io.BytesIO())
+
+
+async def test_a_job_that_failed_by_itself_is_returned(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    fake.job_state = JobStatus.FAILED
+
+    assert await backend.run(make_run(checkout), io.BytesIO()) == EXIT_FAILED
+
+
+async def test_a_broken_job_stream_on_a_vanished_cluster_is_a_lost_cluster(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.lose_cluster = True
+    fake.tail_error = exceptions.CommandError(255, "ssh", "Connection closed by remote host", None)
+
+    with pytest.raises(InfraError) as caught:
+        await backend.run(make_run(checkout), io.BytesIO())
+
+    assert caught.value.cause is InfraCause.LOST
+    assert "job stream broke" in str(caught.value)
+
+
+async def test_a_failed_job_on_a_healthy_cluster_is_the_tasks_failure(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+
+    assert await backend.run(make_run(checkout), io.BytesIO()) == EXIT_FAILED
+    assert len(fake.named("job_status")) == 1
+
+
+async def test_when_skypilot_cannot_tell_a_failed_job_stays_the_tasks_failure(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.exit_code = EXIT_FAILED
+    original = fake._result
+
+    def result(kind: str, info: dict[str, Any]) -> Any:
+        if kind == "job_status":
+            raise requests.ConnectionError("API server went away")
+        return original(kind, info)
+
+    fake._result = result  # type: ignore[method-assign]
+
+    assert await backend.run(make_run(checkout), io.BytesIO()) == EXIT_FAILED
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (
+            exceptions.ResourcesUnavailableError(
+                "no capacity in us-east-1", failover_history=[RuntimeError("capacity")]
+            ),
+            InfraCause.CAPACITY,
+        ),
+        (requests.ConnectionError("API server went away"), InfraCause.CONNECTION),
+        (exceptions.ApiServerConnectionError("http://sky:46580"), InfraCause.CONNECTION),
+        (exceptions.ClusterNotUpError("cluster is INIT"), InfraCause.LOST),
+    ],
+)
+async def test_infrastructure_errors_while_launching_name_their_cause(
+    backend: SkyPilotBackend,
+    fake: FakeSky,
+    checkout: Path,
+    error: Exception,
+    cause: InfraCause,
+) -> None:
+    fake.request_error = error
+
+    with pytest.raises(InfraError) as caught:
+        await backend.run(make_run(checkout), io.BytesIO())
+
+    assert caught.value.cause is cause
+
+
+async def test_no_resource_anywhere_stays_the_tasks_error_not_the_infrastructures(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.request_error = exceptions.ResourcesUnavailableError("no cloud offers 9x H100")
+
+    with pytest.raises(TaskSpecError):
+        await backend.run(make_run(checkout), io.BytesIO())
+
+
+async def test_exec_on_a_cluster_that_is_gone_is_a_lost_cluster(
+    backend: SkyPilotBackend, checkout: Path
+) -> None:
+    with pytest.raises(InfraError) as caught:
+        await backend.run(make_run(checkout, launch=False), io.BytesIO())
+
+    assert caught.value.cause is InfraCause.LOST

@@ -11,6 +11,7 @@ from worker.commands import COMMENT_USAGE, CommandKind
 from worker.contract import (
     GateResult,
     GitHubTarget,
+    InfraCause,
     RunProgress,
     RunRequest,
     RunState,
@@ -358,3 +359,14 @@ class TestRetry:
             "[`ml-0`](https://skyrun.example/runs/ml-0) was already retried as "
             "[`ml-0-retry`](https://skyrun.example/runs/ml-0-retry)"
         ) in again
+
+
+def test_a_stage_that_came_through_preemption_says_so() -> None:
+    current = view()
+    current.progress.stages[1].infra_recovered = [InfraCause.LOST, InfraCause.LOST]
+    current.progress.stages[1].infra_retries = 2
+
+    body = render.run_comment(current)
+
+    assert "| `train` | ✅ succeeded (recovered after preemption, 2\u00d7) | 12 min 34 s |" in body
+    assert "| `eval` | ✅ succeeded | 3.0 s |" in body

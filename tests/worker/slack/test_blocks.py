@@ -10,6 +10,7 @@ from tests.fakes.slack import Message, buttons, message_text
 from worker.baseline import Baseline
 from worker.contract import (
     GateResult,
+    InfraCause,
     RunProgress,
     RunState,
     StageProgress,
@@ -360,3 +361,23 @@ def test_a_failed_run_offers_retry_and_a_retry_says_what_it_reused(links: Links)
     assert "/runs/widgets-1a2b3c4d5e/logs/prep|" in reply
     # Running or succeeded runs have no Retry button.
     assert ACTION_RETRY not in buttons(rendered(progress(state=RunState.RUNNING), links))
+
+
+def test_a_stage_that_came_through_infrastructure_failures_says_so(links: Links) -> None:
+    run = progress(
+        state=RunState.SUCCEEDED,
+        stages=[
+            stage(
+                "train",
+                StageState.SUCCEEDED,
+                duration_s=12.4,
+                infra_recovered=[InfraCause.CAPACITY, InfraCause.LOST],
+                infra_retries=2,
+            )
+        ],
+    )
+    text = message_text(rendered(run, links))
+    assert (
+        "`train` succeeded in 12 s · recovered after no capacity, 1\u00d7; "
+        "recovered after preemption, 1\u00d7" in text
+    )
