@@ -162,6 +162,10 @@ class StageProgress:
     error: str = ""
     launched: bool = False
     """True when this stage launched its cluster, False when it exec'd on an existing one."""
+    # Stages as a DAG (issue 12).
+    needs: list[str] | None = None
+    """Stages that had to succeed before this one started ([]: it started with the run); None
+    in runs that predate `needs:`, where each stage needed the one before it."""
 
 
 @dataclass
@@ -203,6 +207,19 @@ class RunProgress:
     @property
     def failed_stage(self) -> StageProgress | None:
         return next((s for s in self.stages if s.state is StageState.FAILED), None)
+
+    # Stages as a DAG (issue 12).
+    @property
+    def stage_needs(self) -> dict[str, list[str]]:
+        """Each stage's needs, an unknown (None) read as the stage before it."""
+        return {
+            stage.name: (
+                list(stage.needs)
+                if stage.needs is not None
+                else ([self.stages[i - 1].name] if i else [])
+            )
+            for i, stage in enumerate(self.stages)
+        }
 
 
 @dataclass
