@@ -46,3 +46,18 @@ def test_times() -> None:
     assert format_time(None) == ""
     assert seconds_between("2026-12-01T10:00:00+00:00", "2026-12-01T10:01:30+00:00") == 90
     assert seconds_between("", "2026-12-01T10:01:30+00:00") is None
+
+
+# --- stages as a DAG -----------------------------------------------------------------------
+
+
+def test_stage_flow_groups_stages_that_run_at_once() -> None:
+    from worker.formatting import stage_flow
+
+    assert stage_flow({"a": [], "b": ["a"], "c": ["b"]}) == ""
+    assert stage_flow({"p": [], "l": ["p"], "r": ["p"], "j": ["l", "r"]}) == "p → l ∥ r → j"
+    assert stage_flow({"a": [], "b": []}) == "a ∥ b"
+    # A stage waits for its slowest need: c after b, which is after a.
+    assert stage_flow({"a": [], "b": ["a"], "c": ["a", "b"], "d": []}) == "a ∥ d → b → c"
+    # Needs outside the stages shown (a selection) are ignored.
+    assert stage_flow({"x": ["gone"], "y": []}) == "x ∥ y"

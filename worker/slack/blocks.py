@@ -22,6 +22,7 @@ from worker.formatting import (
     format_number,
     parse_time,
     seconds_between,
+    stage_flow,
 )
 from worker.gates import failure_summary
 from worker.links import REPO_RE, Links
@@ -307,7 +308,11 @@ def run_blocks(
     ]
     blocks: list[Block] = [_section(title), _context(context)]
     if progress.stages:
-        blocks.append(_section("\n".join(stage_line(s) for s in progress.stages)))
+        lines = [stage_line(s) for s in progress.stages]
+        flow = stage_flow(progress.stage_needs, lambda name: f"`{name}`")
+        if flow:
+            lines.insert(0, texts.STAGE_FLOW.format(flow=flow))
+        blocks.append(_section("\n".join(lines)))
     elif not state.finished:
         blocks.append(_section(texts.PLANNING))
     if progress.error:

@@ -296,3 +296,26 @@ def test_gate_notes_cannot_break_the_table() -> None:
     odd = [GateResult("a`b >= 1", False, None, None, "x | y\nz")]
     section = render.gates_section(view(verdict=Verdict.FAILED, gates=odd))
     assert "| `a'b >= 1` | ❌ failed | — | — | x \\| y z |" in section
+
+
+# --- stages as a DAG -----------------------------------------------------------------------
+
+
+def test_parallel_stages_are_shown_as_such_above_the_table() -> None:
+    parallel = view()
+    needs = {"prepare": [], "train": ["prepare"], "eval": ["prepare"]}
+    for stage in parallel.progress.stages:
+        stage.needs = needs[stage.name]
+    body = render.run_comment(parallel)
+    flow = "Stages: `prepare` → `train` ∥ `eval`\n"
+    assert flow in body
+    assert body.index(flow) < body.index(texts.STAGES_HEADING)
+    assert flow in render.check_output(parallel)["summary"]
+
+
+def test_stages_in_sequence_get_no_flow_line() -> None:
+    assert "Stages:" not in render.run_comment(view())  # runs before `needs:` (None)
+    chain = view()
+    for index, stage in enumerate(chain.progress.stages):
+        stage.needs = [chain.progress.stages[index - 1].name] if index else []
+    assert "Stages:" not in render.run_comment(chain)

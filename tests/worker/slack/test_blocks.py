@@ -319,3 +319,29 @@ def test_passed_gates_are_listed_under_a_succeeded_title(links: Links) -> None:
     assert ":white_check_mark: *acme/widgets@main* — succeeded" in text
     assert ":white_check_mark: `accuracy &gt;= 95` passed: 97 vs 95" in text
     assert texts.GATES_FAILED_WORDS not in text
+
+
+# --- stages as a DAG -----------------------------------------------------------------------
+
+
+def test_parallel_stages_are_shown_as_such(links: Links) -> None:
+    run = progress(
+        state=RunState.RUNNING,
+        stages=[
+            stage("prep", StageState.SUCCEEDED, needs=[], duration_s=2),
+            stage("train-a", StageState.RUNNING, needs=["prep"], started_at=STARTED),
+            stage("train-b", StageState.RUNNING, needs=["prep"], started_at=STARTED),
+            stage("join", StageState.PENDING, needs=["train-a", "train-b"]),
+        ],
+    )
+    text = message_text(rendered(run, links))
+    assert "_Stages: `prep` → `train-a` ∥ `train-b` → `join`_" in text
+    assert text.count("running on") == 2
+
+
+def test_stages_in_sequence_get_no_flow_line(links: Links) -> None:
+    run = progress(
+        state=RunState.RUNNING,
+        stages=[stage("a", StageState.SUCCEEDED), stage("b", StageState.RUNNING)],
+    )
+    assert "Stages:" not in message_text(rendered(run, links))
