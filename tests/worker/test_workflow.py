@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 
 from tests.runs import (
@@ -20,6 +21,7 @@ from tests.runs import (
     wait_stage_running,
 )
 from worker.contract import RunState, StageState, Trigger, Verdict
+from worker.models import StageInput, StageOutput
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 
@@ -457,3 +459,46 @@ async def test_a_dag_run_replays_on_todays_code_behind_its_patch(
         history, raise_on_replay_failure=False
     )
     assert result.replay_failure is None, result.replay_failure
+
+
+@pytest.mark.host_processes
+async def test_a_stage_whose_activity_fails_for_good_cancels_the_others_first(
+    client: Client, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    from temporalio.exceptions import ApplicationError
+
+    from worker.activities import PipelineActivities
+    from worker.backends.local import LocalBackend
+    from worker.process import build_workers, running_workers
+
+    pidfile = tmp_path / "right.pid"
+
+    class LeftBreaks(PipelineActivities):
+        """`left` fails as a backend would after its retries: an error, not an exit status."""
+
+        @activity.defn(name="run_stage")
+        async def run_stage(self, data: StageInput) -> StageOutput:
+            if data.stage.name == "left":
+                await wait_pidfile(Path(f"{pidfile}.child"))
+                raise ApplicationError("the cloud said no", non_retryable=True)
+            return await super().run_stage(data)
+
+    repo = git_repo(diamond(TIMED_TASK.format(seconds=0), SLOW_TASK.format(pidfile=pidfile)))
+    acts = LeftBreaks(settings, LocalBackend.from_settings(settings), client=client)
+    async with running_workers(build_workers(client, settings, activities=acts)):
+        control = RunControl(client, settings.temporal_task_queue)
+        outcome = await control.start(request_for(repo))
+        child = await wait_pidfile(Path(f"{pidfile}.child"))
+        progress = await wait_finished(control, outcome.run_id)
+
+    assert progress.state is RunState.FAILED
+    assert progress.error == "the cloud said no"
+    states = {s.name: s.state for s in progress.stages}
+    assert states == {
+        "prep": StageState.SUCCEEDED,
+        "left": StageState.FAILED,
+        "right": StageState.CANCELLED,
+        "join": StageState.SKIPPED,
+    }
+    assert not alive(child)
+    assert clusters_left(settings) == []
