@@ -52,9 +52,11 @@ from worker.pipeline import (
     Stage,
     branch_matches,
     clusters_after,
+    launches,
     load_pipeline,
     merge_envs,
     read_task_files,
+    resolve_needs,
     select_stages,
 )
 from worker.settings import Settings
@@ -258,7 +260,7 @@ class PipelineActivities:
         except PipelineError as err:
             raise user_error(str(err)) from None
         planned: list[PlannedStage] = []
-        launched: set[str] = set()
+        needs = resolve_needs(stages)
         for index, (stage, (task_yaml, task_envs)) in enumerate(zip(stages, tasks, strict=True)):
             envs = merge_envs(
                 task_envs, pipeline.envs, self.settings.skypilot_bucket_url, request.envs
@@ -277,10 +279,10 @@ class PipelineActivities:
                     task_file=stage.task,
                     task_yaml=task_yaml,
                     envs=envs,
-                    launch=stage.cluster not in launched,
+                    launch=launches(stages, index),
+                    needs=needs[stage.name],
                 )
             )
-            launched.add(stage.cluster)
             if stage.cluster not in still_needed:
                 planned[-1].down_after = [cluster_name_for(run_id, stage.cluster)]
         return planned

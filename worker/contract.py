@@ -205,6 +205,10 @@ class StageProgress:
     """Relaunches after the infrastructure failed the stage (see `infra_recovered`)."""
     infra_recovered: list[InfraCause] = field(default_factory=list)
     """What each relaunch recovered from, in order."""
+    # Stages as a DAG (issue 12).
+    needs: list[str] | None = None
+    """Stages that had to succeed before this one started ([]: it started with the run); None
+    in runs that predate `needs:`, where each stage needed the one before it."""
 
 
 @dataclass
@@ -249,6 +253,19 @@ class RunProgress:
     @property
     def failed_stage(self) -> StageProgress | None:
         return next((s for s in self.stages if s.state is StageState.FAILED), None)
+
+    # Stages as a DAG (issue 12).
+    @property
+    def stage_needs(self) -> dict[str, list[str]]:
+        """Each stage's needs, an unknown (None) read as the stage before it."""
+        return {
+            stage.name: (
+                list(stage.needs)
+                if stage.needs is not None
+                else ([self.stages[i - 1].name] if i else [])
+            )
+            for i, stage in enumerate(self.stages)
+        }
 
 
 @dataclass

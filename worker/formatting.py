@@ -5,7 +5,7 @@ carry."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from worker.contract import INFRA_RECOVERED, InfraCause
@@ -72,3 +72,34 @@ def format_recoveries(causes: Sequence[InfraCause]) -> str:
     """What a stage came through ("recovered after preemption, 1" and a times sign), or ""."""
     counts = Counter(causes)
     return "; ".join(f"{INFRA_RECOVERED[cause]}, {count}\u00d7" for cause, count in counts.items())
+
+
+# --- stages as a DAG (issue 12) -------------------------------------------------------------
+
+PARALLEL = " ∥ "
+THEN = " → "
+
+
+def is_chain(needs: Mapping[str, Sequence[str]]) -> bool:
+    """Whether the stages run one after another, each needing exactly the one before."""
+    names = list(needs)
+    return all(list(needs[name]) == ([names[i - 1]] if i else []) for i, name in enumerate(names))
+
+
+def stage_flow(needs: Mapping[str, Sequence[str]], name: Callable[[str], str] = str) -> str:
+    """How the stages run: `prep → train-a ∥ train-b → join` (stages in one step run at once,
+    each step after the one before it); empty when they simply run one after another."""
+    if is_chain(needs):
+        return ""
+    depth: dict[str, int] = {}
+
+    def level(stage: str, seen: frozenset[str]) -> int:
+        if stage not in depth:
+            before = [n for n in needs[stage] if n in needs and n not in seen]
+            depth[stage] = 1 + max((level(n, seen | {n}) for n in before), default=-1)
+        return depth[stage]
+
+    steps: dict[int, list[str]] = {}
+    for stage in needs:
+        steps.setdefault(level(stage, frozenset({stage})), []).append(name(stage))
+    return THEN.join(PARALLEL.join(steps[step]) for step in sorted(steps))

@@ -21,6 +21,9 @@ class PlannedStage:
     launch: bool
     down_after: list[str] = field(default_factory=list)
     """Backend cluster names no later stage needs: downed as soon as this stage ends."""
+    needs: list[str] | None = None
+    """Stages (by name) that must succeed before this one starts; None, from a planner that
+    predates `needs:`, means the stage before it."""
 
 
 @dataclass

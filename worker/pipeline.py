@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
@@ -45,7 +46,7 @@ TOP_KEYS = (
     "max_infra_retries",
 )
 ON_KEYS = ("push", "pull_request", "merge_group")
-STAGE_KEYS = ("name", "task", "cluster")
+STAGE_KEYS = ("name", "task", "cluster", "needs")
 METRIC_KEYS = ("name", "pattern")
 NOTIFY_KEYS = ("slack",)
 
@@ -138,6 +139,18 @@ NO_STAGES_HINT = (
     " (.skyrun.yaml has no 'stages', so the default stages preprocess, train and eval are used; "
     "list your stages under 'stages:')"
 )
+# Stages as a DAG (`needs:`): `{path}` is where the entry is, e.g. "stages[2].needs[0]".
+E_NEEDS_UNKNOWN = "{path}: unknown stage {name} (known: {known}): name a stage of this file"
+E_NEEDS_SELF = "{path}: stage {name} needs itself: remove it from its own needs"
+E_NEEDS_CYCLE = (
+    "{path}: the needs form a cycle ({cycle}), so none of these stages could ever start: "
+    "remove one of these needs"
+)
+E_CLUSTER_CONFLICT = (
+    "{path}: stages {first} and {second} share cluster {cluster} but could run at the same "
+    "time (neither needs the other): add {first} to the needs of {second}, or give one of "
+    "them its own cluster"
+)
 E_UNKNOWN_STAGE = "unknown stage {names} (known: {known})"
 E_UNKNOWN_STAGES = "unknown stages {names} (known: {known})"
 E_ASSIGNMENT = "expected KEY=VALUE, got {item}"
@@ -165,6 +178,9 @@ class Stage:
     """Path of a SkyPilot task YAML, relative to the repository root."""
     cluster: str
     """Defaults to the stage name; stages naming the same cluster share it."""
+    needs: list[str] | None = None
+    """Stages that must succeed before this one starts; None (no `needs:`) means the stage
+    before it, [] starts with the run. See `resolve_needs`."""
 
 
 @dataclass
@@ -241,6 +257,113 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+@dataclass
+class DagLines:
+    """Where a stage's DAG entries are in the file, for errors at the line at fault."""
+
+    index: int
+    stage: int
+    cluster: int | None = None
+    needs: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Needed stage name → (path such as "stages[2].needs[0]", line)."""
+
+
+def resolve_needs(stages: list[Stage]) -> dict[str, list[str]]:
+    """Each stage's needs, with None (no `needs:` written) read as the stage before it."""
+    resolved: dict[str, list[str]] = {}
+    for index, stage in enumerate(stages):
+        if stage.needs is None:
+            resolved[stage.name] = [stages[index - 1].name] if index else []
+        else:
+            resolved[stage.name] = list(stage.needs)
+    return resolved
+
+
+def ancestors(stages: list[Stage]) -> dict[str, set[str]]:
+    """Every stage that must succeed before each stage (its needs, transitively).
+
+    Needs that name no stage of `stages` are ignored; `check_dag` refuses them in a file.
+    """
+    needs = resolve_needs(stages)
+    found: dict[str, set[str]] = {}
+
+    def visit(name: str, seen: frozenset[str]) -> set[str]:
+        if name not in found:
+            result: set[str] = set()
+            for need in needs.get(name, []):
+                if need in needs and need not in seen:
+                    result |= {need} | visit(need, seen | {need})
+            found[name] = result
+        return found[name]
+
+    for stage in stages:
+        visit(stage.name, frozenset({stage.name}))
+    return found
+
+
+def check_dag(stages: list[Stage], lines: Mapping[str, DagLines], file: str) -> None:
+    """Refuse unknown needs, a stage needing itself, cycles, and two stages that could run at
+    the same time on one cluster; each error names the line of the offending entry."""
+    known = [stage.name for stage in stages]
+    needs = resolve_needs(stages)
+
+    def at(stage: str, need: str) -> tuple[str, int | None]:
+        where = lines.get(stage)
+        if where is None or need not in where.needs:
+            return "stages", None
+        return where.needs[need]
+
+    for stage in stages:
+        for need in needs[stage.name]:
+            path, line = at(stage.name, need)
+            if need == stage.name:
+                raise PipelineError(E_NEEDS_SELF.format(path=path, name=_q(need)), file, line)
+            if need not in needs:
+                problem = E_NEEDS_UNKNOWN.format(path=path, name=_q(need), known=", ".join(known))
+                raise PipelineError(problem, file, line)
+    # Depth-first search; a need back to a stage on the current path closes a cycle.
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path_stack: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path_stack.append(name)
+        for need in needs[name]:
+            if state.get(need) == 1:
+                cycle = [*path_stack[path_stack.index(need) :], need]
+                # Point at a need written in the file (a missing `needs:` is implicit).
+                edges = list(pairwise(cycle))
+                written = [e for e in edges if at(*e)[1] is not None] or edges
+                entry, line = at(*written[-1])
+                problem = E_NEEDS_CYCLE.format(path=entry, cycle=" → ".join(reversed(cycle)))
+                raise PipelineError(problem, file, line)
+            if need not in state:
+                visit(need)
+        path_stack.pop()
+        state[name] = 2
+
+    for stage in stages:
+        if stage.name not in state:
+            visit(stage.name)
+    before = ancestors(stages)
+    for index, second in enumerate(stages):
+        for first in stages[:index]:
+            if first.cluster != second.cluster:
+                continue
+            if first.name in before[second.name] or second.name in before[first.name]:
+                continue
+            where = lines.get(second.name)
+            line = None
+            path = "stages"
+            if where is not None:
+                line = where.cluster or where.stage
+                path = f"stages[{where.index}]"
+            problem = E_CLUSTER_CONFLICT.format(
+                path=path, first=_q(first.name), second=_q(second.name), cluster=_q(first.cluster)
+            )
+            raise PipelineError(problem, file, line)
+
+
 class _Parser:
     """Walks the composed node tree, so every error carries the line of the node at fault."""
 
@@ -248,6 +371,7 @@ class _Parser:
         self.file = file
         self.constructor = SafeConstructor()
         self.task_lines: dict[str, int] = {}
+        self.dag_lines: dict[str, DagLines] = {}
 
     def fail(self, problem: str, node: Node) -> NoReturn:
         raise PipelineError(problem, self.file, _line(node))
@@ -395,9 +519,31 @@ class _Parser:
                 cluster = self.name(cluster_node, f"{path}.cluster")
                 if not NAME_RE.fullmatch(cluster):
                     self.fail(E_CLUSTER_NAME.format(name=_q(cluster)), cluster_node)
-            stages.append(Stage(name=name, task=task, cluster=cluster))
+            lines = DagLines(index=index, stage=_line(name_node))
+            if "cluster" in items:
+                lines.cluster = _line(items["cluster"][1])
+            needs = None
+            if "needs" in items:
+                needs = self.needs(items["needs"][1], f"{path}.needs", lines)
+            stages.append(Stage(name=name, task=task, cluster=cluster, needs=needs))
             self.task_lines[name] = _line(task_node)
+            self.dag_lines[name] = lines
+        check_dag(stages, self.dag_lines, self.file)
         return stages
+
+    def needs(self, node: Node, path: str, lines: DagLines) -> list[str]:
+        """`needs: [a, b]` (or `needs: a`); repeats count once."""
+        if isinstance(node, ScalarNode) and node.tag != _NULL:
+            entries: list[tuple[Node, str]] = [(node, path)]
+        else:
+            entries = [(n, f"{path}[{i}]") for i, n in enumerate(self.sequence(node, path))]
+        needs: list[str] = []
+        for entry, entry_path in entries:
+            name = self.name(entry, entry_path)
+            if name not in needs:
+                needs.append(name)
+                lines.needs[name] = (entry_path, _line(entry))
+        return needs
 
     def task(self, node: Node, path: str) -> str:
         task = self.string(node, path)
@@ -713,7 +859,12 @@ def read_task_files(checkout: Path, stages: list[Stage]) -> list[str]:
 
 
 def select_stages(pipeline: Pipeline, names: list[str]) -> list[Stage]:
-    """The named stages in pipeline order (all of them for no names); unknown names are an error."""
+    """The named stages in pipeline order (all of them for no names); unknown names are an error.
+
+    A selected stage's needs are followed through stages left out to the selected ones they
+    lead to, so order (and which stages share a cluster one after another) is kept; a stage
+    with no selected stage before it starts with the run.
+    """
     if not names:
         return list(pipeline.stages)
     known = [stage.name for stage in pipeline.stages]
@@ -724,12 +875,45 @@ def select_stages(pipeline: Pipeline, names: list[str]) -> list[Stage]:
             template.format(names=", ".join(_q(n) for n in unknown), known=", ".join(known))
         )
     wanted = set(names)
-    return [stage for stage in pipeline.stages if stage.name in wanted]
+    needs = resolve_needs(pipeline.stages)
+
+    def selected_before(name: str, seen: set[str]) -> set[str]:
+        found: set[str] = set()
+        for need in needs.get(name, []):
+            if need in seen:
+                continue
+            seen.add(need)
+            found |= {need} if need in wanted else selected_before(need, seen)
+        return found
+
+    selected = []
+    for stage in pipeline.stages:
+        if stage.name in wanted:
+            before = selected_before(stage.name, set())
+            restricted = [s.name for s in pipeline.stages if s.name in before]
+            selected.append(replace(stage, needs=restricted))
+    return selected
 
 
 def clusters_after(stages: list[Stage], index: int) -> set[str]:
-    """Clusters that stages after position `index` still need; others launched can go down."""
-    return {stage.cluster for stage in stages[index + 1 :]}
+    """Clusters that stages which may run after position `index` still need (the stages that
+    need it, transitively; all of them for -1); others launched can go down when it ends."""
+    if index < 0:
+        return {stage.cluster for stage in stages}
+    before = ancestors(stages)
+    name = stages[index].name
+    return {stage.cluster for stage in stages if name in before[stage.name]}
+
+
+def launches(stages: list[Stage], index: int) -> bool:
+    """Whether stage `index` launches its cluster: no stage it needs (transitively) uses it.
+
+    Stages sharing a cluster are ordered by their needs (`check_dag`), so exactly the first
+    of them launches and the others exec on it.
+    """
+    stage = stages[index]
+    before = ancestors(stages)[stage.name]
+    return not any(other.cluster == stage.cluster for other in stages if other.name in before)
 
 
 def merge_envs(

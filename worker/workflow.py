@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from datetime import timedelta
 
 from temporalio import workflow
@@ -83,6 +84,14 @@ PATCH_LANES = "lane-coordinator"
 PATCH_DEFAULT_LANE = "default-branch-lane"
 # Runs started before quality gates existed replay without the evaluate_gates step.
 PATCH_GATES = "gates"
+# Runs started before stages formed a DAG replay the sequential loop (_run_stages).
+PATCH_DAG = "dag"
+RUN_TIMED_OUT_STAGES = "the run exceeded timeout_minutes ({minutes} min) during stages {stages}"
+STAGES_STUCK = (
+    "stages {stages} could not start: a stage they need neither ran nor succeeded; "
+    "check their needs in .skyrun.yaml and run again"
+)
+STAGE_CANCELLED_BY = "stage '{stage}' was cancelled because stage '{failed}' failed"
 WORKER_GONE = (
     "the worker holding this run's clusters ({queue}) did not come back within {seconds} s, "
     "and its jobs stopped with it; restart it (same host and SKYRUN_DATA_DIR) and retry the run"
@@ -153,6 +162,39 @@ def not_started(err: ActivityError) -> bool:
     return isinstance(cause, ActivityTimeoutError) and cause.type is TimeoutType.SCHEDULE_TO_START
 
 
+def _planned_needs(stages: list[PlannedStage]) -> dict[str, list[str]]:
+    """Each planned stage's needs; a planner that predates `needs:` (None) meant the one before."""
+    needs: dict[str, list[str]] = {}
+    for index, stage in enumerate(stages):
+        if stage.needs is None:
+            needs[stage.name] = [stages[index - 1].name] if index else []
+        else:
+            needs[stage.name] = list(stage.needs)
+    return needs
+
+
+def _woken(
+    done: set[str], count: int, failed: list[str], unfinished: list[asyncio.Task[None]]
+) -> bool:
+    """Whether the scheduler has something to do: a stage succeeded, failed or ended."""
+    return len(done) != count or bool(failed) or any(t.done() for t in unfinished)
+
+
+async def _all_done(tasks: dict[str, asyncio.Task[None]]) -> None:
+    """Wait until every stage task ended; their errors (cancelled jobs) are expected here."""
+    await workflow.wait_condition(lambda: all(t.done() for t in tasks.values()))
+    for task in tasks.values():
+        if not task.cancelled():
+            task.exception()
+
+
+def _first_error_stage(tasks: dict[str, asyncio.Task[None]]) -> str:
+    """The stage whose activity failed for good (its task ended with an exception)."""
+    return next(
+        name for name, task in tasks.items() if task.done() and task.exception() is not None
+    )
+
+
 def error_message(err: BaseException) -> str:
     """The innermost message of an activity failure, which is what the user needs to read."""
     while isinstance(err, ActivityError) and err.cause is not None:
@@ -168,6 +210,7 @@ class PipelineWorkflow:
         self._progress: RunProgress | None = None
         self._up: list[str] = []
         self._active = ""
+        """The running stage (the running stages, comma-separated, in a DAG run)."""
         self._stopping = False
         self._outcome: RunState | None = None
         self._version = 0
@@ -280,12 +323,18 @@ class PipelineWorkflow:
             if self._outcome is None and prepared.gates and workflow.patched(PATCH_GATES):
                 await self._check_gates(prepared.gates)
         except TimeoutError:
-            progress.error = RUN_TIMED_OUT.format(
-                minutes=prepared.timeout_minutes if prepared else 0, stage=self._active
-            )
+            minutes = prepared.timeout_minutes if prepared else 0
+            # The stages whose jobs the timeout stopped (several in a DAG run).
+            running = [s.name for s in progress.stages if s.state is StageState.RUNNING]
+            running = running or [self._active]
+            progress.error = RUN_TIMED_OUT.format(minutes=minutes, stage=running[0])
+            if len(running) > 1:
+                names = ", ".join(f"'{name}'" for name in running)
+                progress.error = RUN_TIMED_OUT_STAGES.format(minutes=minutes, stages=names)
             for stage in progress.stages:
-                if stage.name == self._active:
+                if stage.name in running:
                     stage.state, stage.error = StageState.FAILED, progress.error
+            self._finish_stages(StageState.FAILED, progress.error)  # the rest never started
             self._outcome = RunState.TIMED_OUT
         except (asyncio.CancelledError, CancelledError):
             self._mark_cancelled()
@@ -395,7 +444,10 @@ class PipelineWorkflow:
         self, request: RunRequest, prepared: PrepareOutput, queue: str
     ) -> None:
         """Run the stages; past `timeout_minutes`, cancel them and raise TimeoutError."""
-        stages = asyncio.create_task(self._run_stages(request, prepared, queue))
+        if workflow.patched(PATCH_DAG):
+            stages = asyncio.create_task(self._run_dag(request, prepared, queue))
+        else:
+            stages = asyncio.create_task(self._run_stages(request, prepared, queue))
         try:
             await workflow.wait_condition(
                 stages.done, timeout=timedelta(minutes=prepared.timeout_minutes)
@@ -416,50 +468,12 @@ class PipelineWorkflow:
         for planned, stage in zip(prepared.stages, self._executed_stages(), strict=True):
             if self._stopping:
                 raise asyncio.CancelledError
-            stage.state = StageState.RUNNING
             self._active = stage.name
-            stage.started_at = workflow.now().isoformat()
-            stage.launched = planned.launch
-            self._changed()
-            if planned.launch and planned.cluster_name not in self._up:
-                # Recorded before launching: a cancelled launch still leaves a cluster to down.
-                self._up.append(planned.cluster_name)
-            out = await workflow.execute_activity_method(
-                PipelineActivities.run_stage,
-                StageInput(
-                    run_id=self._progress.run_id,
-                    request=request,
-                    commit=prepared.commit,
-                    stage=planned,
-                    metric_patterns=prepared.metric_patterns,
-                    autostop_minutes=prepared.autostop_minutes,
-                    max_infra_retries=prepared.max_infra_retries,
-                ),
-                task_queue=queue,
-                start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
-                schedule_to_start_timeout=self._gone_after,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=STAGE_RETRY,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-            stage.exit_code = out.exit_code
-            stage.metrics = out.metrics
-            stage.report = out.report
-            stage.log_tail = out.log_tail
-            stage.duration_s = out.duration_s
-            stage.infra_recovered = [InfraCause(cause) for cause in out.infra_recoveries]
-            stage.infra_retries = len(stage.infra_recovered)
-            stage.finished_at = workflow.now().isoformat()
-            if out.exit_code != 0:
-                stage.state = (
-                    StageState.CANCELLED if out.exit_code == EXIT_CANCELLED else StageState.FAILED
-                )
-                stage.error = STAGE_FAILED.format(stage=stage.name, code=out.exit_code)
+            if not await self._execute_stage(request, prepared, planned, stage, queue):
                 self._progress.error = stage.error
                 self._finish_stages(StageState.SKIPPED, "")
                 self._outcome = RunState.FAILED
                 return
-            stage.state = StageState.SUCCEEDED
             self._changed()
             await self._down(planned, queue)
 
@@ -467,6 +481,186 @@ class PipelineWorkflow:
         """The stages this run executes: all but those a retry reused (worker/retry.py)."""
         assert self._progress is not None
         return [stage for stage in self._progress.stages if not stage.reused_from]
+
+    # --- Stages as a DAG (issue 12) -------------------------------------------------------
+
+    async def _run_dag(self, request: RunRequest, prepared: PrepareOutput, queue: str) -> None:
+        """Start every stage whose needs have succeeded, each at once on its own cluster.
+
+        Stages sharing a cluster are ordered by their needs (the pipeline file is refused
+        otherwise), so they run one after another. A failed stage skips the stages not yet
+        started and cancels the running ones (their jobs killed); a cancelled run (or one past
+        its timeout) cancels them all and leaves their clusters to the teardown.
+        """
+        assert self._progress is not None
+        progress = {stage.name: stage for stage in self._progress.stages}
+        needs = _planned_needs(prepared.stages)
+        for planned in prepared.stages:
+            shown = progress.get(planned.name)
+            if shown is not None:
+                shown.needs = needs[planned.name]
+        self._changed()
+        # A stage that already succeeded (reused by a retry) is a met need and does not run.
+        done = {name for name, stage in progress.items() if stage.state is StageState.SUCCEEDED}
+        waiting = [p for p in prepared.stages if p.name not in done]
+        tasks: dict[str, asyncio.Task[None]] = {}
+        busy: set[str] = set()
+        """Clusters a running stage's job uses now."""
+        failed: list[str] = []
+        try:
+            while True:
+                if self._stopping:
+                    raise asyncio.CancelledError
+                for planned in list(waiting) if not failed else []:
+                    if planned.cluster in busy:
+                        continue
+                    if all(n in done or n not in needs for n in needs[planned.name]):
+                        waiting.remove(planned)
+                        busy.add(planned.cluster)
+                        tasks[planned.name] = asyncio.create_task(
+                            self._dag_stage(request, prepared, planned, queue, done, busy, failed)
+                        )
+                self._set_running()
+                unfinished = [t for t in tasks.values() if not t.done()]
+                errors = [t for t in tasks.values() if t.done() and t.exception() is not None]
+                if errors:
+                    # An activity that failed for good (not a job's exit status): the run fails
+                    # with its error, the others are cancelled first.
+                    error = errors[0].exception()
+                    assert error is not None
+                    await self._cancel_dag(tasks, failed_by=_first_error_stage(tasks))
+                    raise error
+                if failed:
+                    await self._cancel_dag(tasks, failed_by=failed[0])
+                    self._progress.error = progress[failed[0]].error
+                    self._finish_stages(StageState.SKIPPED, "")
+                    self._outcome = RunState.FAILED
+                    return
+                if not unfinished and not any(
+                    all(n in done or n not in needs for n in needs[p.name]) for p in waiting
+                ):
+                    if waiting:  # needs that can never be met: refuse to call it a success
+                        self._progress.error = STAGES_STUCK.format(
+                            stages=", ".join(f"'{p.name}'" for p in waiting)
+                        )
+                        self._finish_stages(StageState.SKIPPED, "")
+                        self._outcome = RunState.FAILED
+                    return
+                count = len(done)
+                await workflow.wait_condition(
+                    functools.partial(_woken, done, count, failed, unfinished)
+                )
+        except (asyncio.CancelledError, Exception):
+            # Not BaseException: a workflow evicted from the cache closes its coroutines.
+            # Cancelled or timed out: cancel the running jobs and wait for them to be killed.
+            # Their stages stay running here; the run's handler closes them as it ended.
+            self._stopping = True
+            self._cancel_jobs(tasks)
+            await _all_done(tasks)
+            raise
+
+    def _cancel_jobs(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+        """Cancel the stages whose job still runs; one downing its clusters finishes that."""
+        assert self._progress is not None
+        running = {s.name for s in self._progress.stages if s.state is StageState.RUNNING}
+        for name, task in tasks.items():
+            if name in running:
+                task.cancel()
+
+    def _set_running(self) -> None:
+        assert self._progress is not None
+        running = [s.name for s in self._progress.stages if s.state is StageState.RUNNING]
+        if running:
+            self._active = ", ".join(running)
+
+    async def _cancel_dag(self, tasks: dict[str, asyncio.Task[None]], failed_by: str) -> None:
+        """After `failed_by` failed: cancel the jobs still running, and wait until they stop."""
+        assert self._progress is not None
+        self._cancel_jobs(tasks)
+        await _all_done(tasks)
+        now = workflow.now().isoformat()
+        for stage in self._progress.stages:
+            if stage.state is StageState.RUNNING and stage.name != failed_by:
+                stage.state = StageState.CANCELLED
+                stage.error = STAGE_CANCELLED_BY.format(stage=stage.name, failed=failed_by)
+                stage.finished_at = now
+        self._changed()
+
+    async def _dag_stage(
+        self,
+        request: RunRequest,
+        prepared: PrepareOutput,
+        planned: PlannedStage,
+        queue: str,
+        done: set[str],
+        busy: set[str],
+        failed: list[str],
+    ) -> None:
+        """One stage of a DAG run: its job, then (succeeded) its clusters no later stage uses."""
+        assert self._progress is not None
+        stage = next(s for s in self._progress.stages if s.name == planned.name)
+        succeeded = await self._execute_stage(request, prepared, planned, stage, queue)
+        busy.discard(planned.cluster)
+        if not succeeded:
+            failed.append(stage.name)
+            self._changed()
+            return
+        done.add(stage.name)
+        self._changed()
+        if not self._stopping and not failed:
+            await self._down(planned, queue)
+
+    async def _execute_stage(
+        self,
+        request: RunRequest,
+        prepared: PrepareOutput,
+        planned: PlannedStage,
+        stage: StageProgress,
+        queue: str,
+    ) -> bool:
+        """Run one stage's job on its cluster and record how it ended; True if it succeeded."""
+        assert self._progress is not None
+        stage.state = StageState.RUNNING
+        stage.started_at = workflow.now().isoformat()
+        stage.launched = planned.launch
+        self._changed()
+        if planned.launch and planned.cluster_name not in self._up:
+            # Recorded before launching: a cancelled launch still leaves a cluster to down.
+            self._up.append(planned.cluster_name)
+        out = await workflow.execute_activity_method(
+            PipelineActivities.run_stage,
+            StageInput(
+                run_id=self._progress.run_id,
+                request=request,
+                commit=prepared.commit,
+                stage=planned,
+                metric_patterns=prepared.metric_patterns,
+                autostop_minutes=prepared.autostop_minutes,
+                max_infra_retries=prepared.max_infra_retries,
+            ),
+            task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
+            schedule_to_start_timeout=self._gone_after,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=STAGE_RETRY,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        stage.exit_code = out.exit_code
+        stage.metrics = out.metrics
+        stage.report = out.report
+        stage.log_tail = out.log_tail
+        stage.duration_s = out.duration_s
+        stage.infra_recovered = [InfraCause(cause) for cause in out.infra_recoveries]
+        stage.infra_retries = len(stage.infra_recovered)
+        stage.finished_at = workflow.now().isoformat()
+        if out.exit_code != 0:
+            stage.state = (
+                StageState.CANCELLED if out.exit_code == EXIT_CANCELLED else StageState.FAILED
+            )
+            stage.error = STAGE_FAILED.format(stage=stage.name, code=out.exit_code)
+            return False
+        stage.state = StageState.SUCCEEDED
+        return True
 
     async def _down(self, planned: PlannedStage, queue: str) -> None:
         names = [name for name in planned.down_after if name in self._up]
@@ -513,6 +707,12 @@ class PipelineWorkflow:
         self._progress.error = (
             RUN_CANCELLED_BECAUSE.format(reason=self._notice) if self._notice else RUN_CANCELLED
         )
+        now = workflow.now().isoformat()
+        for stage in self._progress.stages:
+            if stage.state is StageState.RUNNING:
+                # Each stage of a DAG run that was running names itself.
+                stage.state, stage.finished_at = StageState.CANCELLED, now
+                stage.error = STAGE_CANCELLED.format(stage=stage.name)
         self._finish_stages(StageState.CANCELLED, STAGE_CANCELLED.format(stage=self._active))
         self._outcome = RunState.CANCELLED
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 from bot.pages.texts import TRIGGER_LABELS, VERDICT_LABELS
 from worker.baseline import Baseline
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger, Verdict
-from worker.formatting import parse_time
+from worker.formatting import parse_time, stage_flow
 from worker.gates import failure_summary
 from worker.links import GitHubHost, Links, repo_problem
 from worker.runcontrol import RunSummary
@@ -99,6 +99,60 @@ class StageView:
     live: bool
 
 
+# --- stages as a DAG: the timeline (issue 12) ----------------------------------------------
+
+
+@dataclass
+class TimelineBar:
+    """One stage on the run's timeline: where its bar starts and how wide it is, in percent of
+    the run's span (from the run's start to its end, or to now while it runs)."""
+
+    name: str
+    state: str
+    left: float
+    width: float
+    needs: list[str]
+    running: bool = False
+
+
+MIN_BAR_PERCENT = 0.6
+"""A stage of a few milliseconds still shows as a sliver."""
+
+
+def timeline(progress: RunProgress, now: datetime) -> list[TimelineBar]:
+    """A bar per stage that started, placed by its started_at / finished_at over the run's span."""
+    start = parse_time(progress.started_at)
+    starts = [parse_time(s.started_at) for s in progress.stages]
+    known = [when for when in starts if when is not None]
+    if not known:
+        return []
+    start = min([start, *known]) if start else min(known)
+    ends = [parse_time(s.finished_at) for s in progress.stages]
+    end = parse_time(progress.finished_at) or now
+    end = max([end, *(when for when in ends if when is not None)])
+    span = max((end - start).total_seconds(), 1e-3)
+    needs = progress.stage_needs
+    bars = []
+    for stage, began, ended in zip(progress.stages, starts, ends, strict=True):
+        if began is None:
+            continue
+        running = stage.state is StageState.RUNNING and not progress.state.finished
+        finish = ended or (now if running else began)
+        left = (began - start).total_seconds() / span * 100
+        width = max((finish - began).total_seconds() / span * 100, MIN_BAR_PERCENT)
+        bars.append(
+            TimelineBar(
+                name=stage.name,
+                state=stage.state.value,
+                left=round(min(left, 100 - MIN_BAR_PERCENT), 2),
+                width=round(min(width, 100 - left), 2),
+                needs=needs[stage.name],
+                running=running,
+            )
+        )
+    return bars
+
+
 @dataclass
 class RunView:
     run: RunProgress
@@ -114,6 +168,9 @@ class RunView:
     """The gates' verdict in words ("" when the run has none)."""
     gate_failed: str = ""
     """How the first failed gate reads (`accuracy 0.81 < 0.85`) when it failed the check."""
+    timeline: list[TimelineBar] = dataclasses.field(default_factory=list)
+    flow: str = ""
+    """How the stages run when some run at once (`prep → a ∥ b → join`), else ""."""
 
 
 def gate_failure(progress: RunProgress) -> str:
@@ -213,6 +270,8 @@ def build_view(
         notice=notice,
         verdict=VERDICT_LABELS[progress.verdict.value] if progress.gates else "",
         gate_failed=gate_failure(progress),
+        timeline=timeline(progress, now),
+        flow=stage_flow(progress.stage_needs),
     )
 
 
@@ -244,6 +303,8 @@ def view_json(view: RunView, links: Links) -> dict[str, Any]:
         stage["log_url"] = stage_view.log_url
         stage["log_tail"] = stage_view.tail
         stage["elapsed_s"] = stage_view.duration_s
+    for stage, needs in zip(data["stages"], view.run.stage_needs.values(), strict=True):
+        stage["needs"] = needs  # runs before `needs:` ran each stage after the one before
     data["links"] = dataclasses.asdict(view.links)
     data["baseline"] = None
     if view.baseline is not None:

@@ -56,3 +56,18 @@ def test_recoveries_are_counted_by_cause_in_order() -> None:
     assert format_recoveries([InfraCause.LOST, InfraCause.CONNECTION, InfraCause.LOST]) == (
         "recovered after preemption, 2\u00d7; recovered after a lost connection, 1\u00d7"
     )
+
+
+# --- stages as a DAG -----------------------------------------------------------------------
+
+
+def test_stage_flow_groups_stages_that_run_at_once() -> None:
+    from worker.formatting import stage_flow
+
+    assert stage_flow({"a": [], "b": ["a"], "c": ["b"]}) == ""
+    assert stage_flow({"p": [], "l": ["p"], "r": ["p"], "j": ["l", "r"]}) == "p → l ∥ r → j"
+    assert stage_flow({"a": [], "b": []}) == "a ∥ b"
+    # A stage waits for its slowest need: c after b, which is after a.
+    assert stage_flow({"a": [], "b": ["a"], "c": ["a", "b"], "d": []}) == "a ∥ d → b → c"
+    # Needs outside the stages shown (a selection) are ignored.
+    assert stage_flow({"x": ["gone"], "y": []}) == "x ∥ y"

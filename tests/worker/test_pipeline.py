@@ -213,7 +213,7 @@ def test_custom_file_name_appears_in_errors() -> None:
         (
             "stages:\n  - name: a\n    task: a.yaml\n    clutser: x\n",
             4,
-            "stages[0]: unknown key 'clutser' (known: name, task, cluster)",
+            "stages[0]: unknown key 'clutser' (known: name, task, cluster, needs)",
         ),
         ("stages:\n  - name:\n    task: a.yaml\n", 2, "stages[0].name must not be empty"),
         (
@@ -953,3 +953,154 @@ def test_a_long_gate_is_refused_without_echoing_all_of_it() -> None:
     error = error_of("gates:\n  - " + "m" * 10_000 + " >= 1\n")
     assert error.line == 2 and "characters long; the limit is" in error.problem
     assert len(str(error)) < 300
+
+
+# --- stages as a DAG (needs) ----------------------------------------------------------------
+
+DIAMOND = """\
+stages:
+  - {name: prep, task: p.yaml}
+  - {name: left, task: l.yaml, needs: [prep]}
+  - {name: right, task: r.yaml, needs: [prep]}
+  - {name: join, task: j.yaml, needs: [left, right]}
+"""
+
+
+def test_needs_default_to_the_stage_before_so_todays_files_keep_their_meaning() -> None:
+    pipeline = parse_pipeline(DESIGN_EXAMPLE)
+    assert [stage.needs for stage in pipeline.stages] == [None, None, None]
+    assert p.resolve_needs(pipeline.stages) == {
+        "preprocess": [],
+        "train": ["preprocess"],
+        "eval": ["train"],
+    }
+    assert p.resolve_needs(default_pipeline().stages) == p.resolve_needs(pipeline.stages)
+
+
+def test_needs_parse_as_written_and_an_empty_list_starts_with_the_run() -> None:
+    pipeline = parse_pipeline(
+        "stages:\n  - {name: a, task: a.yaml}\n  - {name: b, task: b.yaml, needs: []}\n"
+        "  - {name: c, task: c.yaml, needs: a}\n  - {name: d, task: d.yaml, needs: [b, c, b]}\n"
+    )
+    assert p.resolve_needs(pipeline.stages) == {"a": [], "b": [], "c": ["a"], "d": ["b", "c"]}
+
+
+def test_a_diamond_plans_one_launch_per_cluster_and_downs_each_after_its_last_stage() -> None:
+    stages = parse_pipeline(DIAMOND).stages
+    assert [p.launches(stages, i) for i in range(4)] == [True, True, True, True]
+    assert clusters_after(stages, 0) == {"left", "right", "join"}
+    assert clusters_after(stages, 1) == {"join"}
+    assert clusters_after(stages, 3) == set()
+
+
+def test_stages_sharing_a_cluster_in_a_dag_launch_once_in_dag_order() -> None:
+    # `fit` is listed first but needs `prep`: prep launches the shared cluster, fit execs.
+    stages = parse_pipeline(
+        "stages:\n  - {name: fit, task: f.yaml, cluster: gpu, needs: [prep]}\n"
+        "  - {name: prep, task: p.yaml, cluster: gpu, needs: []}\n"
+        "  - {name: side, task: s.yaml, needs: []}\n"
+    ).stages
+    assert [p.launches(stages, i) for i in range(3)] == [False, True, True]
+    assert clusters_after(stages, 1) == {"gpu"}  # fit still needs gpu after prep
+    assert "gpu" not in clusters_after(stages, 0)  # gpu can go down when fit ends
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        (
+            "stages:\n  - {name: a, task: a.yaml}\n  - name: b\n    task: b.yaml\n"
+            "    needs:\n      - a\n      - trian\n",
+            7,
+            "stages[1].needs[1]: unknown stage 'trian' (known: a, b): name a stage of this file",
+        ),
+        (
+            "stages:\n  - name: a\n    task: a.yaml\n    needs: [a]\n",
+            4,
+            "stages[0].needs[0]: stage 'a' needs itself: remove it from its own needs",
+        ),
+        (
+            "stages:\n  - {name: a, task: a.yaml, needs: [c]}\n"
+            "  - {name: b, task: b.yaml, needs: [a]}\n"
+            "  - {name: c, task: c.yaml, needs: [b]}\n",
+            3,
+            "stages[1].needs[0]: the needs form a cycle (a → b → c → a), so none of these stages "
+            "could ever start: remove one of these needs",
+        ),
+        (
+            # The cycle closes through a default need (b needs a): the error points at the
+            # need that was written.
+            "stages:\n  - {name: a, task: a.yaml, needs: [b]}\n  - {name: b, task: b.yaml}\n",
+            2,
+            "stages[0].needs[0]: the needs form a cycle (a → b → a), so none of these stages "
+            "could ever start: remove one of these needs",
+        ),
+        (
+            "stages:\n  - {name: prep, task: p.yaml}\n"
+            "  - {name: left, task: l.yaml, cluster: gpu, needs: [prep]}\n"
+            "  - name: right\n    task: r.yaml\n    needs: [prep]\n    cluster: gpu\n",
+            7,
+            "stages[2]: stages 'left' and 'right' share cluster 'gpu' but could run at the same "
+            "time (neither needs the other): add 'left' to the needs of 'right', or give one of "
+            "them its own cluster",
+        ),
+        (
+            "stages:\n  - {name: a, task: a.yaml, needs: []}\n  - {name: a2, task: b.yaml}\n"
+            "  - name: b\n    task: c.yaml\n    cluster: a\n    needs: []\n",
+            6,
+            "stages[2]: stages 'a' and 'b' share cluster 'a' but could run at the same time "
+            "(neither needs the other): add 'a' to the needs of 'b', or give one of them its "
+            "own cluster",
+        ),
+        (
+            "stages:\n  - {name: a, task: a.yaml, needs: {x: 1}}\n",
+            2,
+            "stages[0].needs must be a list, not a mapping",
+        ),
+    ],
+    ids=[
+        "unknown",
+        "self",
+        "cycle",
+        "cycle-through-default",
+        "cluster",
+        "default-cluster-name",
+        "kind",
+    ],
+)
+def test_bad_needs_are_errors_at_the_line_of_the_entry(text: str, line: int, problem: str) -> None:
+    error = error_of(text)
+    assert (error.file, error.line, error.problem) == (PIPELINE_FILE, line, problem)
+
+
+def test_stages_on_one_cluster_ordered_through_another_stage_are_fine() -> None:
+    # a → mid → b: a and b share a cluster, and b needs a transitively.
+    stages = parse_pipeline(
+        "stages:\n  - {name: a, task: a.yaml, cluster: c}\n  - {name: mid, task: m.yaml}\n"
+        "  - {name: b, task: b.yaml, cluster: c, needs: [mid]}\n"
+    ).stages
+    assert [p.launches(stages, i) for i in range(3)] == [True, True, False]
+
+
+def test_a_selection_follows_needs_through_stages_left_out() -> None:
+    pipeline = parse_pipeline(DIAMOND)
+    selected = select_stages(pipeline, ["join", "prep"])
+    assert [(s.name, s.needs) for s in selected] == [("prep", []), ("join", ["prep"])]
+    # A selected stage whose needs are all left out starts with the run.
+    selected = select_stages(pipeline, ["left", "right"])
+    assert [(s.name, s.needs) for s in selected] == [("left", []), ("right", [])]
+    # `/skyrun train eval` on the seed: train starts with the run, eval needs it and execs.
+    seed = select_stages(default_pipeline(), ["train", "eval"])
+    assert [(s.name, s.needs) for s in seed] == [("train", []), ("eval", ["train"])]
+    assert [p.launches(seed, i) for i in range(2)] == [True, False]
+
+
+def test_a_selection_keeps_stages_of_one_cluster_in_order() -> None:
+    # a and c share a cluster through b; leaving b out must not let a and c run at once.
+    pipeline = parse_pipeline(
+        "stages:\n  - {name: a, task: a.yaml, cluster: s}\n  - {name: b, task: b.yaml}\n"
+        "  - {name: c, task: c.yaml, cluster: s}\n"
+    )
+    selected = select_stages(pipeline, ["a", "c"])
+    assert [s.needs for s in selected] == [[], ["a"]]
+    assert [p.launches(selected, i) for i in range(2)] == [True, False]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 
 from tests.runs import (
@@ -20,6 +21,7 @@ from tests.runs import (
     wait_stage_running,
 )
 from worker.contract import RunState, StageState, Trigger, Verdict
+from worker.models import StageInput, StageOutput
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 
@@ -291,3 +293,212 @@ async def test_a_run_with_gates_replays_on_todays_code(
         history, raise_on_replay_failure=False
     )
     assert result.replay_failure is None, result.replay_failure
+
+
+# --- stages as a DAG (needs) ----------------------------------------------------------------
+
+TIMED_TASK = """\
+run: |
+  echo "::metric start=$(date +%s.%N)"
+  sleep {seconds}
+  echo "::metric end=$(date +%s.%N)"
+"""
+
+
+def diamond(left: str, right: str, **extra: str) -> dict[str, str]:
+    """A four-stage diamond: prep → left ∥ right → join, each on its own cluster."""
+    return {
+        "prep.yaml": TIMED_TASK.format(seconds=0),
+        "left.yaml": left,
+        "right.yaml": right,
+        "join.yaml": TIMED_TASK.format(seconds=0),
+        ".skyrun.yaml": extra.get("head", "") + "stages:\n  - {name: prep, task: prep.yaml}\n"
+        "  - {name: left, task: left.yaml, needs: [prep]}\n"
+        "  - {name: right, task: right.yaml, needs: [prep]}\n"
+        "  - {name: join, task: join.yaml, needs: [left, right]}\n",
+    }
+
+
+async def test_a_diamond_runs_its_middle_stages_at_once_and_the_join_waits_for_both(
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(diamond(TIMED_TASK.format(seconds=3), TIMED_TASK.format(seconds=1.5)))
+    outcome = await control.start(request_for(repo))
+    progress = await wait_finished(control, outcome.run_id)
+
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    stages = {s.name: s for s in progress.stages}
+    assert all(s.state is StageState.SUCCEEDED for s in progress.stages)
+    assert {name: s.needs for name, s in stages.items()} == {
+        "prep": [],
+        "left": ["prep"],
+        "right": ["prep"],
+        "join": ["left", "right"],
+    }
+    left, right, prep, join = (stages[n].metrics for n in ("left", "right", "prep", "join"))
+    # The jobs' own clocks: the middle stages overlap, and each started after prep ended.
+    assert left["start"] < right["end"] and right["start"] < left["end"]
+    assert min(left["start"], right["start"]) >= prep["end"]
+    # The join started after the slower middle stage ended, not after the first one.
+    assert join["start"] >= max(left["end"], right["end"]) > min(left["end"], right["end"])
+    assert stages["join"].started_at >= max(stages["left"].finished_at, stages["right"].finished_at)
+    assert all(s.launched for s in progress.stages)
+    assert clusters_left(settings) == []
+    assert progress.clusters_up == []
+
+
+@pytest.mark.host_processes
+async def test_a_failing_middle_stage_cancels_the_other_and_skips_the_join(
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "right.pid"
+    failing = "run: |\n  until [ -s {pid}.child ]; do sleep 0.1; done\n  exit 3\n"
+    repo = git_repo(diamond(failing.format(pid=pidfile), SLOW_TASK.format(pidfile=pidfile)))
+    outcome = await control.start(request_for(repo))
+    child = await wait_pidfile(Path(f"{pidfile}.child"))
+    progress = await wait_finished(control, outcome.run_id)
+
+    assert progress.state is RunState.FAILED
+    assert progress.error == "stage 'left' failed with exit status 3"
+    states = {s.name: s.state for s in progress.stages}
+    assert states == {
+        "prep": StageState.SUCCEEDED,
+        "left": StageState.FAILED,
+        "right": StageState.CANCELLED,
+        "join": StageState.SKIPPED,
+    }
+    right = progress.stages[2]
+    assert right.error == "stage 'right' was cancelled because stage 'left' failed"
+    assert not alive(child)
+    assert clusters_left(settings) == []
+
+
+@pytest.mark.host_processes
+async def test_cancel_during_parallel_stages_kills_both_jobs_and_leaves_no_cluster(
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    left_pid, right_pid = tmp_path / "left.pid", tmp_path / "right.pid"
+    repo = git_repo(
+        diamond(SLOW_TASK.format(pidfile=left_pid), SLOW_TASK.format(pidfile=right_pid))
+    )
+    outcome = await control.start(request_for(repo))
+    children = [await wait_pidfile(Path(f"{pid}.child")) for pid in (left_pid, right_pid)]
+    assert all(alive(child) for child in children)
+    up = clusters_left(settings)
+    assert not any("prep" in name for name in up)  # prep's cluster went down when it ended
+    assert any("left" in name for name in up) and any("right" in name for name in up)
+
+    assert await control.cancel(outcome.run_id)
+    progress = await wait_finished(control, outcome.run_id)
+
+    assert progress.state is RunState.CANCELLED
+    states = {s.name: s.state for s in progress.stages}
+    assert states == {
+        "prep": StageState.SUCCEEDED,
+        "left": StageState.CANCELLED,
+        "right": StageState.CANCELLED,
+        "join": StageState.SKIPPED,
+    }
+    assert progress.stages[1].error == "stage 'left' was cancelled"
+    assert progress.stages[2].error == "stage 'right' was cancelled"
+    assert not any(alive(child) for child in children)
+    assert clusters_left(settings) == []
+
+
+@pytest.mark.host_processes
+async def test_timeout_during_parallel_stages_names_both_and_leaves_no_cluster(
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    left_pid, right_pid = tmp_path / "left.pid", tmp_path / "right.pid"
+    repo = git_repo(
+        diamond(
+            SLOW_TASK.format(pidfile=left_pid),
+            SLOW_TASK.format(pidfile=right_pid),
+            head="timeout_minutes: 1\n",
+        )
+    )
+    outcome = await control.start(request_for(repo))
+    children = [await wait_pidfile(Path(f"{pid}.child")) for pid in (left_pid, right_pid)]
+    progress = await wait_finished(control, outcome.run_id, timeout=150)
+
+    assert progress.state is RunState.TIMED_OUT
+    assert progress.error == (
+        "the run exceeded timeout_minutes (1 min) during stages 'left', 'right'"
+    )
+    states = [s.state for s in progress.stages]
+    assert states == [
+        StageState.SUCCEEDED,
+        StageState.FAILED,
+        StageState.FAILED,
+        StageState.SKIPPED,
+    ]
+    assert not any(alive(child) for child in children)
+    assert clusters_left(settings) == []
+
+
+async def test_a_dag_run_replays_on_todays_code_behind_its_patch(
+    client: Client, control: RunControl, git_repo: Callable[..., Path]
+) -> None:
+    from temporalio.worker import Replayer
+
+    from worker.workflow import PATCH_DAG, PipelineWorkflow
+
+    repo = git_repo(diamond(TIMED_TASK.format(seconds=0), TIMED_TASK.format(seconds=0)))
+    outcome = await control.start(request_for(repo, lane=""))
+    progress = await wait_finished(control, outcome.run_id)
+    assert progress.state is RunState.SUCCEEDED, progress.error
+
+    history = await client.get_workflow_handle(outcome.run_id).fetch_history()
+    markers = [
+        str(event.marker_recorded_event_attributes)
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+    ]
+    assert any(f'\\"{PATCH_DAG}\\"' in marker for marker in markers), markers
+    result = await Replayer(workflows=[PipelineWorkflow]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, result.replay_failure
+
+
+@pytest.mark.host_processes
+async def test_a_stage_whose_activity_fails_for_good_cancels_the_others_first(
+    client: Client, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    from temporalio.exceptions import ApplicationError
+
+    from worker.activities import PipelineActivities
+    from worker.backends.local import LocalBackend
+    from worker.process import build_workers, running_workers
+
+    pidfile = tmp_path / "right.pid"
+
+    class LeftBreaks(PipelineActivities):
+        """`left` fails as a backend would after its retries: an error, not an exit status."""
+
+        @activity.defn(name="run_stage")
+        async def run_stage(self, data: StageInput) -> StageOutput:
+            if data.stage.name == "left":
+                await wait_pidfile(Path(f"{pidfile}.child"))
+                raise ApplicationError("the cloud said no", non_retryable=True)
+            return await super().run_stage(data)
+
+    repo = git_repo(diamond(TIMED_TASK.format(seconds=0), SLOW_TASK.format(pidfile=pidfile)))
+    acts = LeftBreaks(settings, LocalBackend.from_settings(settings), client=client)
+    async with running_workers(build_workers(client, settings, activities=acts)):
+        control = RunControl(client, settings.temporal_task_queue)
+        outcome = await control.start(request_for(repo))
+        child = await wait_pidfile(Path(f"{pidfile}.child"))
+        progress = await wait_finished(control, outcome.run_id)
+
+    assert progress.state is RunState.FAILED
+    assert progress.error == "the cloud said no"
+    states = {s.name: s.state for s in progress.stages}
+    assert states == {
+        "prep": StageState.SUCCEEDED,
+        "left": StageState.FAILED,
+        "right": StageState.CANCELLED,
+        "join": StageState.SKIPPED,
+    }
+    assert not alive(child)
+    assert clusters_left(settings) == []

@@ -29,6 +29,7 @@ from worker.formatting import (
     format_recoveries,
     format_time,
     seconds_between,
+    stage_flow,
 )
 from worker.gates import failure_summary
 from worker.github import texts
@@ -149,8 +150,17 @@ def _header(view: RunView) -> list[str]:
     return lines
 
 
+def stage_flow_line(view: RunView) -> str:
+    """`Stages: `prep` → `a` ∥ `b` → `join`` when some stages run at once ("" otherwise)."""
+    flow = stage_flow(view.progress.stage_needs, lambda name: f"`{name}`")
+    return texts.STAGE_FLOW.format(flow=flow) if flow else ""
+
+
 def stages_table(view: RunView) -> str:
     rows = [texts.STAGES_HEADING]
+    flow = stage_flow_line(view)
+    if flow:
+        rows.insert(0, flow + "\n")
     for stage in view.progress.stages:
         started = stage.state is not StageState.PENDING and stage.state is not StageState.SKIPPED
         rows.append(

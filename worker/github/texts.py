@@ -67,6 +67,8 @@ STAGES_HEADING = "| stage | state | duration | cluster | log |\n| --- | --- | --
 STAGE_ROW = "| `{name}` | {state}{recovered} | {duration} | `{cluster}`{shared} | {log} |"
 RECOVERED = " ({note})"
 SHARED_CLUSTER = " (shared)"
+# Stages as a DAG: how the stages run, when some run at the same time (∥).
+STAGE_FLOW = "Stages: {flow}"
 LOG_LINK = "[log]({url})"
 METRICS_HEADING = "#### Metrics"
 METRICS_TABLE = "| metric | value |\n| --- | --- |"

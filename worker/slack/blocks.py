@@ -23,6 +23,7 @@ from worker.formatting import (
     format_recoveries,
     parse_time,
     seconds_between,
+    stage_flow,
 )
 from worker.gates import failure_summary
 from worker.links import REPO_RE, Links
@@ -361,7 +362,11 @@ def run_blocks(
     ]
     blocks: list[Block] = [_section(title), _context(context)]
     if progress.stages:
-        blocks.append(_section("\n".join(stage_line(s, links) for s in progress.stages)))
+        lines = [stage_line(s, links) for s in progress.stages]
+        flow = stage_flow(progress.stage_needs, lambda name: f"`{name}`")
+        if flow:
+            lines.insert(0, texts.STAGE_FLOW.format(flow=flow))
+        blocks.append(_section("\n".join(lines)))
         if progress.retry_of:
             blocks.append(_section(retry_text(progress, links)))
     elif not state.finished:

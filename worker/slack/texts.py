@@ -50,6 +50,8 @@ CONTEXT_BACKEND = "backend {backend}"
 CONTEXT_TOOK = "took {duration}"
 PLANNING = "_Checking out the repository and reading `.skyrun.yaml`…_"
 STAGE_LINE = "{icon} `{name}` {detail}"
+# Stages as a DAG: how the stages run, when some run at the same time (∥).
+STAGE_FLOW = "_Stages: {flow}_"
 STAGE_PENDING = "waiting"
 STAGE_RUNNING = "running on `{cluster}` since {since}"
 STAGE_DONE = "{state} in {duration}"

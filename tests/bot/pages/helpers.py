@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from bot.app import create_app
 from tests.runs import request_for
-from worker.contract import RunRequest, Trigger
+from worker.contract import RunProgress, RunRequest, RunState, StageProgress, StageState, Trigger
 from worker.probes import HostedServer
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
@@ -144,3 +144,42 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None
 async def get_within(http: httpx.AsyncClient, path: str, seconds: float = 10) -> httpx.Response:
     """GET that must answer quickly: a planted FIFO must never make the route wait."""
     return await asyncio.wait_for(http.get(path), seconds)
+
+
+def diamond_progress(state: RunState = RunState.SUCCEEDED) -> RunProgress:
+    """A finished diamond run (prep → left ∥ right → join) with known times, for the timeline:
+    the run spans 0 to 100 s; left runs 10 to 60 s and right 10 to 35 s, at the same time."""
+
+    def at(seconds: int) -> str:
+        return f"2026-01-01T00:{seconds // 60:02d}:{seconds % 60:02d}+00:00"
+
+    def stage(name: str, needs: list[str], start: int, end: int) -> StageProgress:
+        return StageProgress(
+            name,
+            name,
+            StageState.SUCCEEDED,
+            at(start),
+            at(end),
+            end - start,
+            0,
+            launched=True,
+            needs=needs,
+        )
+
+    return RunProgress(
+        run_id="diamond-1",
+        repo=GITHUB_REPO,
+        ref="main",
+        commit="c" * 40,
+        trigger=Trigger.CLI,
+        requested_by="tester",
+        state=state,
+        started_at=at(0),
+        finished_at=at(100),
+        stages=[
+            stage("prep", [], 0, 10),
+            stage("left", ["prep"], 10, 60),
+            stage("right", ["prep"], 10, 35),
+            stage("join", ["left", "right"], 60, 100),
+        ],
+    )

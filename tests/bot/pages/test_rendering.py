@@ -16,7 +16,7 @@ from bot.pages.rendering import (
     templates,
 )
 from bot.pages.views import build_view
-from tests.bot.pages.helpers import GITHUB_REPO
+from tests.bot.pages.helpers import GITHUB_REPO, diamond_progress
 from worker.baseline import Baseline
 from worker.contract import (
     GateResult,
@@ -198,3 +198,28 @@ def test_jinja_and_markdown_are_each_loaded_on_first_use_only() -> None:
         "400 True ['jinja2']",
         "<p><em>x</em></p> ['jinja2', 'markdown_it']",
     ]
+
+
+# --- stages as a DAG: the timeline -----------------------------------------------------------
+
+
+def test_the_run_page_draws_a_timeline_bar_per_stage() -> None:
+    progress = diamond_progress()
+    settings = load_settings(_env_file=None)
+    view = build_view(
+        progress,
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+        live_tails={},
+    )
+    html = (
+        templates()
+        .get_template("run_body.html")
+        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    )
+    assert 'data-role="flow">prep → left ∥ right → join<' in html
+    assert 'class="tl-bar s-succeeded" style="left: 10.0%; width: 50.0%"' in html
+    assert 'class="tl-bar s-succeeded" style="left: 10.0%; width: 25.0%"' in html
+    assert html.count('class="tl-row"') == 4
+    assert "needs left, right" in html

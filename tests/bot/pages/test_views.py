@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bot.pages.views import (
+    RunView,
     build_row,
     build_view,
     progress_from_summary,
@@ -12,7 +13,7 @@ from bot.pages.views import (
     row_json,
     view_json,
 )
-from tests.bot.pages.helpers import GITHUB_REPO
+from tests.bot.pages.helpers import GITHUB_REPO, diamond_progress
 from worker.baseline import Baseline
 from worker.contract import (
     GateResult,
@@ -299,3 +300,61 @@ def test_a_retry_s_json_names_the_run_retried_and_each_reused_stage() -> None:
     assert 'href="/runs/w-1/logs/prep">full log</a>' in html
     assert 'href="/runs/w-1-retry/logs/eval">full log</a>' in html
     assert 'data-role="rerun-reason">runs again: it failed</div>' in html
+
+
+# --- stages as a DAG: needs and the timeline ------------------------------------------------
+
+
+def diamond_view(progress: RunProgress, now: datetime = NOW) -> RunView:
+    settings = load_settings(_env_file=None)
+    return build_view(
+        progress, links=Links(settings), github=GitHubHost.of(settings), now=now, live_tails={}
+    )
+
+
+def test_the_timeline_places_each_stage_by_its_start_and_end_over_the_run() -> None:
+    view = diamond_view(diamond_progress())
+    bars = {bar.name: (bar.left, bar.width) for bar in view.timeline}
+    assert bars == {
+        "prep": (0, 10),
+        "left": (10, 50),
+        "right": (10, 25),
+        "join": (60, 40),
+    }
+    assert view.flow == "prep → left ∥ right → join"
+    assert [bar.needs for bar in view.timeline] == [[], ["prep"], ["prep"], ["left", "right"]]
+
+
+def test_a_running_stage_grows_to_now_and_stages_not_started_have_no_bar() -> None:
+    progress = diamond_progress(RunState.RUNNING)
+    progress.finished_at = ""
+    left, _, join = progress.stages[1], progress.stages[2], progress.stages[3]
+    left.state, left.finished_at, left.duration_s = StageState.RUNNING, "", None
+    join.state, join.started_at, join.finished_at = StageState.PENDING, "", ""
+    view = diamond_view(progress, now=datetime(2026, 1, 1, 0, 0, 50, tzinfo=UTC))
+    bars = {bar.name: bar for bar in view.timeline}
+    assert set(bars) == {"prep", "left", "right"}
+    assert (bars["left"].left, bars["left"].width, bars["left"].running) == (20, 80, True)
+    assert (bars["prep"].left, bars["prep"].width) == (0, 20)
+
+
+def test_a_sequential_run_has_a_timeline_but_no_flow_and_old_runs_read_as_a_chain() -> None:
+    progress = diamond_progress()
+    for stage in progress.stages:
+        stage.needs = None  # a run from before `needs:`
+    view = diamond_view(progress)
+    assert view.flow == ""
+    assert len(view.timeline) == 4
+    stages = view_json(view, Links(load_settings(_env_file=None)))["stages"]
+    assert [s["needs"] for s in stages] == [[], ["prep"], ["left"], ["right"]]
+
+
+def test_the_api_lists_each_stages_needs() -> None:
+    view = diamond_view(diamond_progress())
+    stages = view_json(view, Links(load_settings(_env_file=None)))["stages"]
+    assert {s["name"]: s["needs"] for s in stages} == {
+        "prep": [],
+        "left": ["prep"],
+        "right": ["prep"],
+        "join": ["left", "right"],
+    }

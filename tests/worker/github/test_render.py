@@ -370,3 +370,26 @@ def test_a_stage_that_came_through_preemption_says_so() -> None:
 
     assert "| `train` | ✅ succeeded (recovered after preemption, 2\u00d7) | 12 min 34 s |" in body
     assert "| `eval` | ✅ succeeded | 3.0 s |" in body
+
+
+# --- stages as a DAG -----------------------------------------------------------------------
+
+
+def test_parallel_stages_are_shown_as_such_above_the_table() -> None:
+    parallel = view()
+    needs = {"prepare": [], "train": ["prepare"], "eval": ["prepare"]}
+    for stage in parallel.progress.stages:
+        stage.needs = needs[stage.name]
+    body = render.run_comment(parallel)
+    flow = "Stages: `prepare` → `train` ∥ `eval`\n"
+    assert flow in body
+    assert body.index(flow) < body.index(texts.STAGES_HEADING)
+    assert flow in render.check_output(parallel)["summary"]
+
+
+def test_stages_in_sequence_get_no_flow_line() -> None:
+    assert "Stages:" not in render.run_comment(view())  # runs before `needs:` (None)
+    chain = view()
+    for index, stage in enumerate(chain.progress.stages):
+        stage.needs = [chain.progress.stages[index - 1].name] if index else []
+    assert "Stages:" not in render.run_comment(chain)

@@ -381,3 +381,29 @@ def test_a_stage_that_came_through_infrastructure_failures_says_so(links: Links)
         "`train` succeeded in 12 s · recovered after no capacity, 1\u00d7; "
         "recovered after preemption, 1\u00d7" in text
     )
+
+
+# --- stages as a DAG -----------------------------------------------------------------------
+
+
+def test_parallel_stages_are_shown_as_such(links: Links) -> None:
+    run = progress(
+        state=RunState.RUNNING,
+        stages=[
+            stage("prep", StageState.SUCCEEDED, needs=[], duration_s=2),
+            stage("train-a", StageState.RUNNING, needs=["prep"], started_at=STARTED),
+            stage("train-b", StageState.RUNNING, needs=["prep"], started_at=STARTED),
+            stage("join", StageState.PENDING, needs=["train-a", "train-b"]),
+        ],
+    )
+    text = message_text(rendered(run, links))
+    assert "_Stages: `prep` → `train-a` ∥ `train-b` → `join`_" in text
+    assert text.count("running on") == 2
+
+
+def test_stages_in_sequence_get_no_flow_line(links: Links) -> None:
+    run = progress(
+        state=RunState.RUNNING,
+        stages=[stage("a", StageState.SUCCEEDED), stage("b", StageState.RUNNING)],
+    )
+    assert "Stages:" not in message_text(rendered(run, links))
