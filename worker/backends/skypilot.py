@@ -103,6 +103,9 @@ RUN_WRAPPER = (
 # Cluster states in which a failed job counts as the task's own failure.
 _GONE = "gone"
 _JOB_GONE = "without the job"
+_UNREACHABLE = "unreachable"
+# Raised by the API server when the command it ran on the cluster failed: the node is gone.
+_UNREACHABLE_ERRORS = frozenset({"CommandError", "ClusterSetUpError"})
 # The job status SkyPilot gives when the job's driver died with its node, not by the task.
 _DRIVER_FAILED = "FAILED_DRIVER"
 
@@ -292,6 +295,9 @@ class SkyPilotBackend:
                 if _is_a(exc, _CLUSTER_STATE_ERRORS):
                     status = getattr(exc, "cluster_status", None)
                     return str(getattr(status, "value", status)).lower() if status else _GONE
+                if _is_a(exc, _UNREACHABLE_ERRORS):
+                    # The server answered, the cluster did not (on Slurm: "job has expired").
+                    return _UNREACHABLE
                 raise
             state = statuses.get(job_id, statuses.get(str(job_id)))
             if state is None:

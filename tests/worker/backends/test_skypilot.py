@@ -806,6 +806,26 @@ async def test_a_cluster_whose_job_table_lost_the_job_is_lost(
         await backend.run(make_run(checkout), io.BytesIO())
 
 
+async def test_a_cluster_whose_node_no_longer_answers_is_lost(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    # What SkyPilot says right after Slurm cancelled the allocation under the cluster.
+    fake.exit_code = 143
+    original = fake._result
+
+    def result(kind: str, info: dict[str, Any]) -> Any:
+        if kind == "job_status":
+            raise exceptions.CommandError(
+                1, "job status", "Failed to get job status.", "srun: error: job 10 has expired"
+            )
+        return original(kind, info)
+
+    fake._result = result  # type: ignore[method-assign]
+
+    with pytest.raises(InfraError, match=f"cluster {CLUSTER} is unreachable after its job ended"):
+        await backend.run(make_run(checkout), io.BytesIO())
+
+
 async def test_a_cluster_skypilot_finds_not_up_is_lost_in_that_state(
     backend: SkyPilotBackend, fake: FakeSky, checkout: Path
 ) -> None:
