@@ -97,6 +97,18 @@ class GateResult:
 
 
 @dataclass
+class SweepMember:
+    """A run's place in a sweep (`/skyrun sweep`): which sweep, which combination."""
+
+    id: str
+    """The sweep's workflow id."""
+    index: int
+    """The combination's position in the sweep (0-based, in the order of the table)."""
+    values: dict[str, str] = field(default_factory=dict)
+    """The combination's values (KEY → value), also set as the run's envs."""
+
+
+@dataclass
 class GitHubTarget:
     """Where a GitHub-triggered run reports: the PR (if any) and the commit's check run."""
 
@@ -145,6 +157,9 @@ class RunRequest:
     """Push-triggered: end quietly as skipped unless the pipeline's `on.push` globs match `ref`."""
     check_pr_filter: bool = False
     """Pull-request-triggered: end quietly as skipped unless the pipeline sets `on.pull_request`."""
+    # Sweeps (`/skyrun sweep`): set on each run a sweep starts; such a run posts no report of
+    # its own (the sweep posts one table for all of them).
+    sweep: SweepMember | None = None
 
 
 @dataclass
@@ -188,6 +203,8 @@ class RunProgress:
     verdict: Verdict = Verdict.NONE
     """What the gates decided (set once, after the stages succeeded)."""
     gates: list[GateResult] = field(default_factory=list)
+    # Sweeps: the sweep this run is part of (None for a run of its own).
+    sweep: SweepMember | None = None
 
     @property
     def failed_gates(self) -> list[GateResult]:

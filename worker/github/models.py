@@ -82,3 +82,13 @@ class DispatchOutput:
     started: bool = False
     superseded: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StartSweepOutput:
+    """What the sweep a `/skyrun sweep` asked for became."""
+
+    sweep_id: str = ""
+    started: bool = False
+    refused: str = ""
+    """Why nothing was started (too many combinations), for the reply."""

@@ -37,7 +37,15 @@ class GitHubServices:
         if self.commands is None:
             return []
         c = self.commands
-        return [c.dispatch, c.acknowledge, c.resolve, c.start_run, c.cancel_runs, c.reply]
+        return [
+            c.dispatch,
+            c.acknowledge,
+            c.resolve,
+            c.start_run,
+            c.cancel_runs,
+            c.reply,
+            c.start_sweep,
+        ]
 
 
 def make_github(
@@ -53,7 +61,9 @@ def make_github(
         reporter=GitHubReporter(
             auth, links, Baselines(client, settings.temporal_task_queue) if client else None
         ),
-        commands=GitHubCommandActivities(auth, gate, client, settings.temporal_task_queue, links)
+        commands=GitHubCommandActivities(
+            auth, gate, client, settings.temporal_task_queue, links, max_sweep=settings.max_sweep
+        )
         if client
         else None,
     )
