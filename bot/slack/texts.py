@@ -62,3 +62,14 @@ STATUS_FAILED = (
     ":warning: Could not read runs from Temporal: {error}. Try again in a minute, or open "
     "<{url}|the run pages>."
 )
+
+# Sweeps (`/skyrun sweep OWNER/REPO[@REF] ... KEY=a,b`).
+STARTING_SWEEP = (
+    ":hourglass_flowing_sand: Starting a sweep of `{what}` over {keys} ({count} runs)… its "
+    "results table will be posted in this channel."
+)
+STARTED_SWEEP = (
+    ":rocket: Started sweep `{sweep_id}` of `{what}`: {count} runs, one per combination."
+)
+ALREADY_SWEEP = "This request already started sweep `{sweep_id}`; nothing new was started."
+SWEEP_TOO_LARGE = ":warning: {error}. Nothing was started."
