@@ -306,6 +306,19 @@ def parse(args: str, host: Host, *, command: str = PREFIX) -> Command:
     return Command(CommandKind.RUN, stages=tuple(stages), envs=envs, repo=repo, ref=ref)
 
 
+def parse_sweep(items: Sequence[str], example: str) -> list[SweepAxis]:
+    """`KEY=a,b` items as given on the command line (`skyrun run --sweep`), checked as
+    `/skyrun sweep` checks them; `example` shows a good one in the error."""
+    axes: list[SweepAxis] = []
+    for item in items:
+        name, _, text = item.partition("=")
+        axes.append(_axis(name, text, axes))
+    check_counts(0, len(axes))
+    if not any(len(axis.values) > 1 for axis in axes):
+        raise CommandError(E_SWEEP_NOTHING.format(example=example))
+    return axes
+
+
 def _axis(name: str, text: str, earlier: Sequence[SweepAxis]) -> SweepAxis:
     """One `KEY=a,b,c` of a sweep: split on commas only, each value within the limits of a
     KEY=VALUE; no empty value, no key or value twice (errors never echo a value)."""
