@@ -363,5 +363,10 @@ class RunControl:
         return summary_of(desc)
 
 
+def run_attributes(request: RunRequest) -> TypedSearchAttributes:
+    """The search attributes a run starts with (a sweep gives them to each of its runs)."""
+    return RunControl._attributes(request)
+
+
 SWEEPS_CAPACITY = 1_000_000
 """A lane's sweeps coordinator admits every sweep at once: it exists to cancel them together."""

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Ticket,
         lane_workflow_id,
     )
-    from worker.runcontrol import SWEEPS_CAPACITY, RunControl
+    from worker.runcontrol import SWEEPS_CAPACITY, run_attributes
     from worker.sweepreport import SweepReporting
     from worker.sweepspec import (
         QUERY_SWEEP,
@@ -152,7 +152,7 @@ class SweepWorkflow:
             run,
             id=child_id(info.workflow_id, index),
             task_queue=info.task_queue,
-            search_attributes=RunControl._attributes(run),
+            search_attributes=run_attributes(run),
             cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
             # A sweep that is terminated still lets its runs tear their clusters down.
             parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,

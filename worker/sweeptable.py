@@ -60,6 +60,7 @@ CANCELLED = "The sweep was cancelled ({reason}); every run it started was cancel
 GATES_PASSED = "✅ {passed} of {count}"
 GATES_FAILED = "❌ {summary}"
 STATE_GATE_FAILED = "❌ gate failed"
+NOT_STARTED = "⏭️ not started"
 PENDING = "…"
 CHANGE = "{value} ({change})"
 RUN_LINK = "[`{run_id}`]({url})"
@@ -78,6 +79,7 @@ SLACK_CHANGE = " ({change})"
 SLACK_GATES_PASSED = " · gates passed"
 SLACK_GATES_FAILED = " · gate failed: {summary}"
 SLACK_BEST = ":trophy: "
+SLACK_NOT_STARTED = "not started"
 SLACK_BEST_NOTE = ":trophy: best by `{metric}` ({direction})"
 SLACK_BASELINE = "changes against <{url}|{run_id}>, the last successful run of `{ref}`"
 SLACK_NO_BASELINE = "no earlier successful run of `{ref}` to compare with"
@@ -195,7 +197,9 @@ def _gate_failed(progress: RunProgress | None) -> bool:
     )
 
 
-def _state(row: SweepRow) -> str:
+def _state(row: SweepRow, sweep: RunState) -> str:
+    if row.progress is None and sweep.finished:
+        return NOT_STARTED
     if _gate_failed(row.progress):
         return STATE_GATE_FAILED
     state = row.state
@@ -262,7 +266,7 @@ def table(view: SweepView) -> str:
         cells = [
             BEST_MARK if row.index == top else "",
             *(_code(row.values.get(key, "")) for key in keys),
-            _state(row),
+            _state(row, view.state),
             _duration(row.progress),
             *(_metric(row, name, view.baseline) for name in columns),
             _gates(row),
@@ -350,6 +354,8 @@ def _slack_row(view: SweepView, row: SweepRow, top: int | None, columns: list[st
     progress = row.progress
     if _gate_failed(progress):
         icon, state = slack_texts.RUN_ICONS[RunState.FAILED], slack_texts.GATES_FAILED_WORDS
+    elif progress is None and view.state.finished:
+        icon, state = slack_texts.RUN_ICONS[RunState.SKIPPED], SLACK_NOT_STARTED
     else:
         icon, state = slack_texts.RUN_ICONS[row.state], slack_texts.RUN_WORDS[row.state]
     metrics = ""

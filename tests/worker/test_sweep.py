@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,3 +102,21 @@ async def test_sweep_runs_never_supersede_each_other_or_the_lane_and_the_lane_ca
     for run_id in [*runs, plain.run_id]:
         assert (await wait_finished(control, run_id)).state is RunState.CANCELLED
     assert clusters_left(settings) == []
+
+
+async def test_a_sweep_requested_before_the_lane_was_cancelled_never_starts_its_runs(
+    control: RunControl, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(files(SLOW))
+    request = request_for(repo, requested_at=time.time_ns())
+    await control.cancel_lane(request.lane, "cancelled meanwhile", request.requested_at + 1)
+
+    # The sweep enters its lane's sweeps coordinator after the order, but was asked for before.
+    sweep = await control.start_sweep(SweepRequest(request, [SweepAxis("A", ["1", "2"])]), 16)
+    status = await over(client, sweep.run_id)
+
+    assert status.state is RunState.CANCELLED
+    assert status.error == "the sweep was cancelled: cancelled meanwhile"
+    assert status.finished == []
+    for run_id in status.run_ids:
+        assert await control.summary(run_id) is None  # never started

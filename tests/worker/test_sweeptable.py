@@ -27,6 +27,7 @@ from worker.sweeptable import (
     HEADER_RUNNING,
     NEXT_RUNNING,
     NO_BASELINE,
+    NOT_STARTED,
     Ranking,
     SweepRow,
     SweepView,
@@ -211,14 +212,15 @@ def test_hostile_values_cannot_break_the_table_or_leak_a_secret() -> None:
 def test_a_cancelled_sweep_says_so() -> None:
     body = comment(
         view(
-            [progress(0, RunState.CANCELLED), progress(1, RunState.CANCELLED)],
-            axes=(SweepAxis("A", ["1", "2"]),),
+            [progress(0, RunState.CANCELLED), progress(1, RunState.CANCELLED), None],
+            axes=(SweepAxis("A", ["1", "2", "3"]),),
             state=RunState.CANCELLED,
             error="cancelled by @alice with `/skyrun cancel`",
         )
     )
     assert HEADER_CANCELLED.format(sweep_id=SWEEP) in body
     assert body.count("🚫 was cancelled") == 2
+    assert f"| `3` | {NOT_STARTED} |" in body  # the sweep ended before it started this run
     assert "every run it started was cancelled and torn down" in body
     assert NEXT_RUNNING not in body
 
