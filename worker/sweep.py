@@ -129,7 +129,7 @@ class SweepWorkflow:
                 if not child.done():
                     child.cancel()
             for child in children:
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(asyncio.CancelledError, FailureError):
                     await child
             status.finished = [child.id for child in children]
         outcome = RunState.CANCELLED if cancelled else await self._outcome(children)
