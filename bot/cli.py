@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.console import (
+    EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -21,6 +22,7 @@ from bot.console import (
 from worker.formatting import format_duration
 
 if TYPE_CHECKING:
+    from worker.contract import RunProgress, RunRequest
     from worker.runcontrol import RunControl
     from worker.settings import Settings
 
@@ -51,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     run.add_argument(
         "--wait", action="store_true", help="follow the run; exit non-zero if it fails"
+    )
+    run.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=a,b",
+        help="one run per combination of the comma-separated values (repeatable)",
     )
     runs = sub.add_parser("runs", help="list recent runs")
     runs.add_argument("--repo")
@@ -157,6 +166,8 @@ async def _run(args: argparse.Namespace, settings: Settings, control: RunControl
     except ValueError as err:
         print(f"skyrun run: {err}", file=sys.stderr)
         return EXIT_USAGE
+    if args.sweep:
+        return await _sweep(args, settings, control, request)
     try:
         outcome = await control.start(request)
     except ValueError as err:
@@ -209,6 +220,63 @@ async def _retry(args: argparse.Namespace, settings: Settings, control: RunContr
     progress = await follow(control, outcome.run_id)
     print_summary(progress, settings)
     return exit_code_for(progress)
+
+
+SWEEP_EXAMPLE = "skyrun run REPO --sweep LR=0.01,0.1"
+SWEEP_STARTED = "{verb}: sweep {sweep_id}, {count} runs"
+SWEEP_RUN = "  {run_id}  {values}  {url}"
+SWEEP_CANCEL = "cancel all of them with: skyrun cancel {sweep_id}"
+
+
+async def _sweep(
+    args: argparse.Namespace, settings: Settings, control: RunControl, base: RunRequest
+) -> int:
+    """`skyrun run ... --sweep KEY=a,b`: one run per combination; `--wait` follows them all and
+    exits as the worst of them (cancelled 3, failed 1)."""
+    from worker.commands import parse_sweep
+    from worker.links import Links
+    from worker.sweepspec import SweepRequest, child_id, combinations, describe
+
+    try:
+        axes = parse_sweep(args.sweep, SWEEP_EXAMPLE)
+        outcome = await control.start_sweep(SweepRequest(base, axes), settings.max_sweep)
+    except ValueError as err:
+        print(f"skyrun run: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    links = Links(settings)
+    combos = combinations(axes)
+    verb = "started" if outcome.started else "already running"
+    print(SWEEP_STARTED.format(verb=verb, sweep_id=outcome.run_id, count=len(combos)))
+    run_ids = [child_id(outcome.run_id, index) for index in range(len(combos))]
+    for run_id, values in zip(run_ids, combos, strict=True):
+        print(SWEEP_RUN.format(run_id=run_id, values=describe(values), url=links.run(run_id)))
+    print(SWEEP_CANCEL.format(sweep_id=outcome.run_id))
+    if not args.wait:
+        return EXIT_OK
+    codes = []
+    for run_id in run_ids:
+        progress = await _finished(control, run_id)
+        print_summary(progress, settings)
+        codes.append(exit_code_for(progress))
+    return max(codes, key=[EXIT_OK, EXIT_FAILED, EXIT_CANCELLED].index)
+
+
+async def _finished(control: RunControl, run_id: str) -> RunProgress | None:
+    """A sweep's run once it is over (it may not exist for a moment after the sweep starts)."""
+    missing = 0
+    while missing < FIND_TRIES:
+        progress = await control.progress(run_id)
+        if progress is not None and progress.state.finished:
+            return progress
+        missing = missing + 1 if progress is None else 0
+        await asyncio.sleep(FOLLOW_INTERVAL_S)
+    print(UNKNOWN_RUN.format(run_id=run_id), file=sys.stderr)
+    return None
+
+
+FIND_TRIES = 120
+"""How many times a sweep's run is looked for before it counts as missing (a minute)."""
+FOLLOW_INTERVAL_S = 0.5
 
 
 async def _runs(args: argparse.Namespace, control: RunControl) -> int:

@@ -28,6 +28,7 @@ from worker.limits import (
 )
 from worker.links import REPO_RE
 from worker.pipeline import ENV_NAME_RE, NAME_RE
+from worker.sweepspec import SweepAxis
 
 PREFIX = "/skyrun"
 
@@ -37,6 +38,9 @@ Usage, on the first line of a pull request comment:
 - `/skyrun` runs the pipeline on this pull request's head commit
 - `/skyrun STAGE ...` runs only the named stages, e.g. `/skyrun train eval`
 - `/skyrun ... KEY=VALUE ...` sets environment variables for the tasks, e.g. `/skyrun EPOCHS=3`
+- `/skyrun sweep [STAGE ...] KEY=a,b [KEY=c,d ...]` starts one run per combination of the \
+comma-separated values and posts one table of their results, \
+e.g. `/skyrun sweep LR=0.01,0.1 BS=32,64`
 - `/skyrun cancel` cancels this pull request's running run (its clusters are still torn down)
 - `/skyrun retry` retries this pull request's latest failed or cancelled run from its failed \
 stage (same commit and values; stages that succeeded are reused)
@@ -50,6 +54,8 @@ SLASH_USAGE = """\
 • `{command} OWNER/REPO[@REF] [STAGE ...] [KEY=VALUE ...]` run a repository's pipeline (or \
 only the named stages) on the tip of REF (default: its default branch), \
 e.g. `{command} acme/models@main train LR=0.01`
+• `{command} sweep OWNER/REPO[@REF] [STAGE ...] KEY=a,b [KEY=c,d ...]` one run per combination \
+of the comma-separated values, one message with a table of their results
 • `{command} status [RUN]` the state of a run, or the latest runs
 • `{command} cancel RUN` cancel a run; every cluster it launched is torn down
 • `{command} retry RUN` retry a failed or cancelled run from its failed stage (same commit and \
@@ -80,6 +86,20 @@ E_ENV_VALUE_CHARS = "the value of {name} contains a NUL character or invalid tex
 E_TOO_MANY_ENVS = "{count:,} KEY=VALUE settings were given; the limit is {limit:,}"
 E_TOO_MANY_STAGES = "{count:,} stages were named; the limit is {limit:,}"
 
+# Sweeps: `KEY=a,b` lists, split on commas only.
+E_SWEEP_EMPTY_VALUE = (
+    "{name} lists an empty value: write {name}=a,b with one value between every two commas"
+)
+E_SWEEP_DUPLICATE_KEY = "{name} is swept twice: list all its values once, as {name}=a,b"
+E_SWEEP_DUPLICATE_VALUE = "{name} lists the same value twice"
+E_SWEEP_NOTHING = (
+    "a sweep needs at least one KEY=a,b with two or more comma-separated values, e.g. `{example}`"
+)
+SWEEP_EXAMPLE = {
+    "comment": "/skyrun sweep LR=0.01,0.1",
+    "slash": "{command} sweep OWNER/REPO LR=0.01,0.1",
+}
+
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 """A run id as skyrun makes them (a Temporal workflow id): never a path or an option."""
 _RUN_PAGE = "/runs/"
@@ -107,6 +127,8 @@ class CommandKind(str, Enum):
     STATUS = "status"
     HELP = "help"
     USAGE = "usage"
+    SWEEP = "sweep"
+    """One run per combination of `KEY=a,b` values (worker/sweep.py)."""
     """The text was a `/skyrun` command the parser refused: reply with the error and usage."""
     RETRY = "retry"
     """Retry a failed run from its failed stage (worker/retry.py)."""
@@ -136,6 +158,8 @@ class Command:
     """Slash form: the branch, tag or commit after `@`; empty for the default branch."""
     run_id: str = ""
     """Slash form: the run `status` or `cancel` acts on; empty for `status` of the latest runs."""
+    sweep: tuple[SweepAxis, ...] = ()
+    """A sweep: the swept settings (`KEY=a,b`), in the order typed; `envs` stays empty."""
 
     @property
     def target(self) -> str:
@@ -261,6 +285,9 @@ def parse(args: str, host: Host, *, command: str = PREFIX) -> Command:
     for kind in KEYWORDS:
         if keyword == kind.value:
             return _keyword_command(kind, split[1:], host, command)
+    sweep = keyword == CommandKind.SWEEP.value
+    if sweep:
+        split = split[1:]
     repo = ref = ""
     if host is Host.SLASH:
         if not split:
@@ -269,9 +296,12 @@ def parse(args: str, host: Host, *, command: str = PREFIX) -> Command:
         split = split[1:]
     stages: list[str] = []
     envs: dict[str, str] = {}
+    axes: list[SweepAxis] = []
     for word in split:
         name, sep, value = word.partition("=")
-        if sep:
+        if sep and sweep:
+            axes.append(_axis(name, value, axes))
+        elif sep:
             check_env(name, value)
             envs[name] = value
         elif NAME_RE.fullmatch(word):
@@ -281,8 +311,44 @@ def parse(args: str, host: Host, *, command: str = PREFIX) -> Command:
             raise CommandError(E_TARGET_NOT_HERE.format(word=quoted(word)))
         else:
             raise CommandError(E_NOT_ARGUMENT.format(word=quoted(word)))
-    check_counts(len(stages), len(envs))
+    check_counts(len(stages), len(envs) + len(axes))
+    if sweep:
+        if not any(len(axis.values) > 1 for axis in axes):
+            example = SWEEP_EXAMPLE[host.value].format(command=command)
+            raise CommandError(E_SWEEP_NOTHING.format(example=example))
+        return Command(
+            CommandKind.SWEEP, stages=tuple(stages), repo=repo, ref=ref, sweep=tuple(axes)
+        )
     return Command(CommandKind.RUN, stages=tuple(stages), envs=envs, repo=repo, ref=ref)
+
+
+def parse_sweep(items: Sequence[str], example: str) -> list[SweepAxis]:
+    """`KEY=a,b` items as given on the command line (`skyrun run --sweep`), checked as
+    `/skyrun sweep` checks them; `example` shows a good one in the error."""
+    axes: list[SweepAxis] = []
+    for item in items:
+        name, _, text = item.partition("=")
+        axes.append(_axis(name, text, axes))
+    check_counts(0, len(axes))
+    if not any(len(axis.values) > 1 for axis in axes):
+        raise CommandError(E_SWEEP_NOTHING.format(example=example))
+    return axes
+
+
+def _axis(name: str, text: str, earlier: Sequence[SweepAxis]) -> SweepAxis:
+    """One `KEY=a,b,c` of a sweep: split on commas only, each value within the limits of a
+    KEY=VALUE; no empty value, no key or value twice (errors never echo a value)."""
+    check_env(name, "")
+    if any(axis.key == name for axis in earlier):
+        raise CommandError(E_SWEEP_DUPLICATE_KEY.format(name=name))
+    values = text.split(",")
+    for value in values:
+        if not value:
+            raise CommandError(E_SWEEP_EMPTY_VALUE.format(name=name))
+        check_env(name, value)
+    if len(set(values)) != len(values):
+        raise CommandError(E_SWEEP_DUPLICATE_VALUE.format(name=name))
+    return SweepAxis(name, values)
 
 
 def _target(word: str) -> tuple[str, str]:

@@ -97,6 +97,18 @@ class GateResult:
 
 
 @dataclass
+class SweepMember:
+    """A run's place in a sweep (`/skyrun sweep`): which sweep, which combination."""
+
+    id: str
+    """The sweep's workflow id."""
+    index: int
+    """The combination's position in the sweep (0-based, in the order of the table)."""
+    values: dict[str, str] = field(default_factory=dict)
+    """The combination's values (KEY → value), also set as the run's envs."""
+
+
+@dataclass
 class GitHubTarget:
     """Where a GitHub-triggered run reports: the PR (if any) and the commit's check run."""
 
@@ -153,6 +165,9 @@ class RunRequest:
     """Stages of `retry_of` carried over as they ended there (each with `reused_from` set)."""
     retry_reasons: dict[str, str] = field(default_factory=dict)
     """Why each stage that is not reused runs again (stage name → reason)."""
+    # Sweeps (`/skyrun sweep`): set on each run a sweep starts; such a run posts no report of
+    # its own (the sweep posts one table for all of them).
+    sweep: SweepMember | None = None
 
 
 class InfraCause(str, Enum):
@@ -238,6 +253,8 @@ class RunProgress:
     # Retry from the failed stage.
     retry_of: str = ""
     """The run this one retries from its failed stage ("" for a run that is no retry)."""
+    # Sweeps: the sweep this run is part of (None for a run of its own).
+    sweep: SweepMember | None = None
 
     @property
     def failed_gates(self) -> list[GateResult]:

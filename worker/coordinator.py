@@ -223,6 +223,10 @@ class CoordinatorWorkflow:
             item.execution == member.execution for member in self._members()
         ):
             return  # a retried enter, or one that arrived after its run had left
+        elif not state.newest_wins and item.requested_at < state.newest_at and state.stale:
+            # A pool told to cancel everything (a lane's sweeps): a request from before the
+            # order is cancelled too, however late it enters.
+            await self._supersede([item], state.stale)
         elif not state.newest_wins:
             bisect.insort(state.waiting, item, key=lambda ticket: ticket.requested_at)
         elif item.requested_at < state.newest_at:

@@ -20,6 +20,8 @@ from worker.github.service import GitHubServices, make_github
 from worker.github.workflow import GitHubCommandWorkflow, GitHubDeliveryWorkflow
 from worker.reporting import ReportingActivities, make_reporting
 from worker.settings import Backend, Settings
+from worker.sweep import SweepWorkflow
+from worker.sweepreport import SweepReporting
 from worker.temporal import connect, ensure_search_attributes
 from worker.workflow import PipelineWorkflow
 
@@ -77,6 +79,7 @@ def build_workers(
     coordination = CoordinatorActivities(client)
     methods += [reports.report_progress, reports.authorize_run, *gh.activities()]
     methods += [coordination.enter, coordination.closed_runs]
+    methods.append(SweepReporting(settings, client, gh).report)
     common = dict(
         activities=methods,
         graceful_shutdown_timeout=timedelta(seconds=30),
@@ -92,6 +95,7 @@ def build_workers(
                 CoordinatorWorkflow,
                 GitHubCommandWorkflow,
                 GitHubDeliveryWorkflow,
+                SweepWorkflow,
             ],
             **common,  # type: ignore[arg-type]
         )

@@ -187,6 +187,8 @@ def retry_request(
         retry_of=progress.run_id,
         reused=plan.reused,
         retry_reasons=dict(plan.reasons),
+        # A sweep's run retried is a run of its own: it reports itself, the sweep is over.
+        sweep=None,
     )
     return dataclasses.replace(request, **changes)  # type: ignore[arg-type]
 

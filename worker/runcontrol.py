@@ -59,6 +59,7 @@ from worker.retry import (
     retry_request,
     retry_run_id,
 )
+from worker.sweepspec import SWEEP_WORKFLOW, SweepRequest, check_size, sweep_id_for, sweeps_key
 
 log = logging.getLogger(__name__)
 
@@ -266,15 +267,16 @@ class RunControl:
         Returns the runs the lane's coordinator held or queued when asked.
         """
         run_ids = await self.lane_members(lane)
+        order = CancelAll(reason, requested_at or time.time_ns())
         await self.client.start_workflow(
             COORDINATOR_WORKFLOW,
             CoordinatorState(lane),
             id=lane_workflow_id(lane, self.task_queue),
             task_queue=self.task_queue,
             start_signal=SIGNAL_CANCEL_ALL,
-            start_signal_args=[CancelAll(reason, requested_at or time.time_ns())],
+            start_signal_args=[order],
         )
-        return run_ids
+        return run_ids + await self._cancel_sweeps(lane, order)
 
     async def lane_members(self, lane: str) -> list[str]:
         """The runs the lane's coordinator holds or queues now, as far as it answers in time.
@@ -394,3 +396,68 @@ class RunControl:
                 return False
             raise
         return True
+
+    # Sweeps (`/skyrun sweep`): one coordinating workflow per request, starting one run per
+    # combination (worker/sweep.py); every sweep of a lane is a member of the lane's sweeps
+    # coordinator (a pool), so cancelling the lane reaches them by coordination.
+
+    async def start_sweep(self, request: SweepRequest, limit: int) -> StartOutcome:
+        """Start a sweep; the same request twice (a redelivery) maps to one sweep.
+
+        Raises SweepTooLarge past `limit` combinations and RequestTooLarge for a request that
+        would not fit into a run's history (both ValueErrors naming the problem).
+        """
+        check_size(request.axes, limit)
+        check_request(request.base)
+        if not request.base.requested_at:
+            request.base.requested_at = time.time_ns()
+        sweep_id = sweep_id_for(request)
+        try:
+            await self.client.start_workflow(
+                SWEEP_WORKFLOW,
+                request,
+                id=sweep_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=self._attributes(request.base),
+            )
+        except WorkflowAlreadyStartedError:
+            return StartOutcome(sweep_id, started=False)
+        log.info("sweep started", extra={"run_id": sweep_id, "repo": request.base.repo})
+        return StartOutcome(sweep_id, started=True)
+
+    async def _cancel_sweeps(self, lane: str, order: CancelAll) -> list[str]:
+        """Cancel the lane's sweeps (and with them their runs); returns the sweeps' ids."""
+        key = sweeps_key(lane)
+        sweep_ids = await self.lane_members(key)
+        await self.client.start_workflow(
+            COORDINATOR_WORKFLOW,
+            CoordinatorState(key, capacity=SWEEPS_CAPACITY, newest_wins=False),
+            id=lane_workflow_id(key, self.task_queue),
+            task_queue=self.task_queue,
+            start_signal=SIGNAL_CANCEL_ALL,
+            start_signal_args=[order],
+        )
+        return sweep_ids
+
+    async def sweep_summary(self, sweep_id: str) -> RunSummary | None:
+        """A sweep as a summary (repository, who started it, state), or None if there is none."""
+        try:
+            desc = await self.client.get_workflow_handle(sweep_id).describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        if desc.workflow_type != SWEEP_WORKFLOW:
+            return None
+        return summary_of(desc)
+
+
+def run_attributes(request: RunRequest) -> TypedSearchAttributes:
+    """The search attributes a run starts with (a sweep gives them to each of its runs)."""
+    return RunControl._attributes(request)
+
+
+SWEEPS_CAPACITY = 1_000_000
+"""A lane's sweeps coordinator admits every sweep at once: it exists to cancel them together."""

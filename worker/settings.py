@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     local_mounts: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_LOCAL_MOUNTS")
     local_bucket_idle_days: float = Field(7.0, alias="SKYRUN_LOCAL_BUCKET_IDLE_DAYS", gt=0)
 
+    # Sweeps (`/skyrun sweep`): the most runs one sweep may start.
+    max_sweep: int = Field(16, alias="SKYRUN_MAX_SWEEP", ge=1)
+
     @field_validator("local_mounts", mode="before")
     @classmethod
     def _split_mounts(cls, value: object) -> object:

@@ -253,6 +253,7 @@ class PipelineWorkflow:
             started_at=workflow.now().isoformat(),
             pr_number=request.github.pr_number if request.github else None,
             base_ref=(request.github.base_branch or "") if request.github else "",
+            sweep=request.sweep,
         )
         progress.retry_of = request.retry_of
         self._progress = progress
@@ -738,6 +739,8 @@ class PipelineWorkflow:
         self._version += 1
 
     def _start_reporters(self, request: RunRequest) -> None:
+        if request.sweep is not None:
+            return  # the sweep reports all its runs in one table (worker/sweep.py)
         wanted = []
         if request.github is not None:
             wanted.append("github")

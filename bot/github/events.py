@@ -194,12 +194,12 @@ def on_issue_comment(event: IssueCommentEvent, delivery_id: str, github: GitHubH
     try:
         parsed = parse_comment(comment.body)
     except CommandError as err:
-        action, error, stages, envs = CommandKind.USAGE, str(err), [], {}
+        action, error, stages, envs, sweep = CommandKind.USAGE, str(err), [], {}, []
     else:
         if parsed is None:
             return Ignore(R_NOT_COMMAND)
         action, error = parsed.kind, ""
-        stages, envs = list(parsed.stages), dict(parsed.envs)
+        stages, envs, sweep = list(parsed.stages), dict(parsed.envs), list(parsed.sweep)
     repo = event.repository
     return StartCommand(
         GitHubCommand(
@@ -216,6 +216,7 @@ def on_issue_comment(event: IssueCommentEvent, delivery_id: str, github: GitHubH
             stages=stages,
             envs=envs,
             error=error,
+            sweep=sweep,
         )
     )
 

@@ -70,6 +70,7 @@ from worker.slack.blocks import (
     slack_time,
 )
 from worker.slack.texts import RUN_ICONS, RUN_WORDS, TRIGGER_WORDS
+from worker.sweepspec import SweepRequest, size, size_problem
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class SlackHandlers:
             await _ack(ack, help_text)
         elif parsed.kind is CommandKind.RUN:
             await self._start(state, parsed, command, ack, respond)
+        elif parsed.kind is CommandKind.SWEEP:
+            await self._start_sweep(state, parsed, command, ack, respond)
         elif parsed.kind is CommandKind.STATUS:
             what = f"run `{parsed.run_id}`" if parsed.run_id else texts.LATEST_RUNS
             await _ack(ack, texts.LOOKING_UP.format(what=what))
@@ -187,6 +190,57 @@ class SlackHandlers:
             return
         record_slack("command", Outcome.STARTED if outcome.started else Outcome.DUPLICATE)
         await _send(respond, text=self._started(outcome, parsed))
+
+    async def _start_sweep(
+        self,
+        state: BotState,
+        parsed: Command,
+        command: dict[str, Any],
+        ack: AsyncAck,
+        respond: AsyncRespond,
+    ) -> None:
+        """A sweep: one run per combination, one message with their table (posted by it)."""
+        user = str(command.get("user_id") or "")
+        denial = start_denial(self.settings, user, parsed.repo)
+        if denial:
+            record_slack("command", Outcome.DENIED)
+            await _ack(ack, denial)
+            return
+        problem = size_problem(parsed.sweep, self.settings.max_sweep)
+        if problem:
+            record_slack("command", Outcome.REPLIED)
+            await _ack(ack, texts.SWEEP_TOO_LARGE.format(error=_sentence(problem)))
+            return
+        base = run_request(
+            parsed,
+            github=self.github,
+            user=user,
+            channel=str(command.get("channel_id") or ""),
+            response_url=str(command.get("response_url") or ""),
+            delivery=delivery_id(
+                str(command.get("trigger_id") or ""), repr(sorted(command.items()))
+            ),
+        )
+        request = SweepRequest(base, list(parsed.sweep))
+        count = size(parsed.sweep)
+        keys = ", ".join(f"`{axis.key}`" for axis in parsed.sweep)
+        await _ack(ack, texts.STARTING_SWEEP.format(what=parsed.target, keys=keys, count=count))
+        try:
+            outcome = await state.control.start_sweep(request, self.settings.max_sweep)
+        except Exception as err:  # Temporal unreachable or refusing: say so, start nothing
+            log.exception("Slack: could not start a sweep of %s", parsed.target)
+            record_slack("command", Outcome.ERROR)
+            error = escape(str(err) or type(err).__name__)
+            await _send(respond, text=texts.START_FAILED.format(what=parsed.target, error=error))
+            return
+        record_slack("command", Outcome.STARTED if outcome.started else Outcome.DUPLICATE)
+        if outcome.started:
+            text = texts.STARTED_SWEEP.format(
+                sweep_id=outcome.run_id, what=parsed.target, count=count
+            )
+        else:
+            text = texts.ALREADY_SWEEP.format(sweep_id=outcome.run_id)
+        await _send(respond, text=text)
 
     def _started(self, outcome: StartOutcome, parsed: Command) -> str:
         url = self.links.run(outcome.run_id)
@@ -265,6 +319,8 @@ class SlackHandlers:
         """Cancel the run if `user` may; returns the reply and whether it was cancelled."""
         try:
             summary = await state.control.summary(run_id)
+            if summary is None:  # a sweep is cancelled like a run (its runs with it)
+                summary = await state.control.sweep_summary(run_id)
             if summary is None:
                 record_slack(event, Outcome.REPLIED)
                 return texts.UNKNOWN_RUN.format(run_id=run_id, command=command), False

@@ -79,3 +79,13 @@ RETRY_FAILED = (
     ":warning: Could not retry run `{run_id}`: {error}. Nothing was started. Try again, or run "
     "`skyrun retry {run_id}` where Temporal is reachable."
 )
+# Sweeps (`/skyrun sweep OWNER/REPO[@REF] ... KEY=a,b`).
+STARTING_SWEEP = (
+    ":hourglass_flowing_sand: Starting a sweep of `{what}` over {keys} ({count} runs)… its "
+    "results table will be posted in this channel."
+)
+STARTED_SWEEP = (
+    ":rocket: Started sweep `{sweep_id}` of `{what}`: {count} runs, one per combination."
+)
+ALREADY_SWEEP = "This request already started sweep `{sweep_id}`; nothing new was started."
+SWEEP_TOO_LARGE = ":warning: {error}. Nothing was started."

@@ -13,7 +13,14 @@ import pytest
 from temporalio.client import Client
 
 from bot.console import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from tests.runs import alive, request_for, wait_finished, wait_pidfile
+from tests.runs import (
+    alive,
+    clusters_left,
+    request_for,
+    wait_finished,
+    wait_pidfile,
+    wait_stage_running,
+)
 from worker.contract import RunState, StageState
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
@@ -223,3 +230,75 @@ async def test_retry_wait_reuses_what_succeeded_and_exits_as_run_wait(
     assert code == EXIT_USAGE and "is not a run id" in err
     code, _, err = await skyrun(settings, "retry", "nothing-0123456789")
     assert code == EXIT_FAILED and "was not found" in err
+
+
+# Sweeps: `skyrun run ... --sweep KEY=a,b` (repeatable), and `skyrun cancel SWEEP_ID`.
+
+
+@pytest.mark.usefixtures("worker")
+async def test_run_sweep_wait_runs_every_combination(
+    settings: Settings, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(
+        {
+            "t.yaml": 'run: echo "::metric score=$A$B"\n',
+            ".skyrun.yaml": "stages: [{name: t, task: t.yaml}]\n",
+        }
+    )
+    code, out, err = await skyrun(
+        settings, "run", str(repo), "--sweep", "A=1,2", "--sweep", "B=3,4", "--wait"
+    )
+
+    assert code == EXIT_OK, (out, err)
+    sweep_id = out.split()[2].rstrip(",")
+    assert out.startswith(f"started: sweep {sweep_id}, 4 runs\n")
+    control = RunControl(client, settings.temporal_task_queue)
+    for index, (a, b) in enumerate([("1", "3"), ("1", "4"), ("2", "3"), ("2", "4")], 1):
+        run_id = f"{sweep_id}-{index}"
+        assert f"  {run_id}  A={a}, B={b}  http://skyrun.test/runs/{run_id}\n" in out
+        assert f"run {run_id}: succeeded" in out
+        progress = await control.progress(run_id)
+        assert progress is not None and progress.metrics == {"score": float(a + b)}
+        assert progress.sweep is not None and progress.sweep.values == {"A": a, "B": b}
+
+
+async def test_run_sweep_usage_errors_start_nothing(
+    settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = str(git_repo({"README": "x"}))
+    code, _, err = await skyrun(
+        settings, "run", repo, "--sweep", "A=1,2,3,4,5", "--sweep", "B=1,2,3,4"
+    )
+    assert code == 2 and "this sweep would start 20 runs; SKYRUN_MAX_SWEEP is 16" in err
+    code, _, err = await skyrun(settings, "run", repo, "--sweep", "A=1,,2")
+    assert code == 2 and "A lists an empty value" in err
+    code, _, err = await skyrun(settings, "run", repo, "--sweep", "A=1", "--sweep", "A=2,3")
+    assert code == 2 and "A is swept twice" in err
+    code, _, err = await skyrun(settings, "run", repo, "--sweep", "A=1")
+    assert code == 2 and "skyrun run REPO --sweep LR=0.01,0.1" in err
+
+
+@pytest.mark.usefixtures("worker")
+async def test_cancel_a_sweep_from_the_command_line(
+    settings: Settings, client: Client, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo = git_repo(
+        {
+            "t.yaml": "run: |\n  echo started\n  sleep 300\n",
+            ".skyrun.yaml": "stages: [{name: t, task: t.yaml}]\n",
+        }
+    )
+    code, out, _ = await skyrun(settings, "run", str(repo), "--sweep", "A=1,2")
+    assert code == EXIT_OK
+    sweep_id = out.split()[2].rstrip(",")
+    control = RunControl(client, settings.temporal_task_queue)
+    for index in (1, 2):
+        await wait_stage_running(control, f"{sweep_id}-{index}", "t")
+
+    code, out, _ = await skyrun(settings, "cancel", sweep_id)
+
+    assert code == EXIT_OK and "cancelling" in out
+    for index in (1, 2):
+        progress = await wait_finished(control, f"{sweep_id}-{index}")
+        assert progress.state is RunState.CANCELLED
+    assert clusters_left(settings) == []

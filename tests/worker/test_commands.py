@@ -20,6 +20,10 @@ from worker.commands import (
     E_NO_ARGUMENTS,
     E_NOT_ARGUMENT,
     E_QUOTES,
+    E_SWEEP_DUPLICATE_KEY,
+    E_SWEEP_DUPLICATE_VALUE,
+    E_SWEEP_EMPTY_VALUE,
+    E_SWEEP_NOTHING,
     E_TARGET_NOT_HERE,
     E_TOO_MANY,
     SLASH_USAGE,
@@ -44,6 +48,7 @@ from worker.limits import (
     MAX_ENVS,
     MAX_STAGES,
 )
+from worker.sweepspec import SweepAxis
 
 COMMENT = Host.COMMENT
 SLASH = Host.SLASH
@@ -325,6 +330,7 @@ def test_the_command_kinds_keep_their_serialized_values() -> None:
         "HELP": "help",
         "USAGE": "usage",
         "RETRY": "retry",
+        "SWEEP": "sweep",
     }
     assert CommandKind is CommandKind
     assert GitHubCommand.__dataclass_fields__["action"].type == "CommandKind"
@@ -393,3 +399,93 @@ class TestRetry:
         with pytest.raises(CommandError) as caught:
             slash("nonsense")
         assert "retry" in str(caught.value)
+
+
+# Sweeps: `/skyrun sweep [STAGE ...] KEY=a,b [KEY=c,d ...]`, values split on commas only.
+
+
+def test_a_sweep_lists_its_axes_in_order_and_its_stages() -> None:
+    parsed = comment("sweep train eval LR=0.01,0.1 BS=32,64,128")
+    assert parsed.kind is CommandKind.SWEEP
+    assert parsed.stages == ("train", "eval")
+    assert parsed.sweep == (SweepAxis("LR", ["0.01", "0.1"]), SweepAxis("BS", ["32", "64", "128"]))
+    assert parsed.envs == {}
+    assert parse_comment("/skyrun SWEEP A=1,2").kind is CommandKind.SWEEP  # type: ignore[union-attr]
+
+
+def test_a_slack_sweep_names_its_repository_first() -> None:
+    parsed = slash("sweep acme/models@dev train LR=0.1,0.2")
+    assert (parsed.kind, parsed.repo, parsed.ref, parsed.stages) == (
+        CommandKind.SWEEP,
+        "acme/models",
+        "dev",
+        ("train",),
+    )
+    assert parsed.sweep == (SweepAxis("LR", ["0.1", "0.2"]),)
+    assert refusal("sweep", SLASH) == E_EMPTY_TARGET.format(command="/skyrun")
+    assert refusal("sweep LR=1,2", SLASH) == E_BAD_TARGET.format(word="'LR=1,2'")
+
+
+def test_without_sweep_a_comma_is_just_a_comma() -> None:
+    assert comment("LR=0.1,0.2").envs == {"LR": "0.1,0.2"}
+    assert comment("LR=0.1,0.2").kind is CommandKind.RUN
+    assert slash("acme/m TAGS=a,b").envs == {"TAGS": "a,b"}
+
+
+def test_sweep_values_split_on_commas_only() -> None:
+    (axis,) = comment("sweep 'MSG=a b,c=d,\"e\"'").sweep
+    assert axis == SweepAxis("MSG", ["a b", "c=d", '"e"'])
+    # Hostile values are only values: env values for the tasks, never options or shell words.
+    (axis,) = comment("sweep 'X=--upload-pack=evil,$(rm -rf ~),;|&,../../etc'").sweep
+    assert axis.values == ["--upload-pack=evil", "$(rm -rf ~)", ";|&", "../../etc"]
+    (axis,) = slash("sweep acme/m URL=<https://x.test/?a=1&amp;b=2>,x").sweep
+    assert axis.values == ["https://x.test/?a=1&b=2", "x"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ("sweep", E_SWEEP_NOTHING.format(example="/skyrun sweep LR=0.01,0.1")),
+        ("sweep train", E_SWEEP_NOTHING.format(example="/skyrun sweep LR=0.01,0.1")),
+        ("sweep LR=0.1", E_SWEEP_NOTHING.format(example="/skyrun sweep LR=0.01,0.1")),
+        ("sweep LR=", E_SWEEP_EMPTY_VALUE.format(name="LR")),
+        ("sweep LR=0.1,,0.2", E_SWEEP_EMPTY_VALUE.format(name="LR")),
+        ("sweep LR=0.1,", E_SWEEP_EMPTY_VALUE.format(name="LR")),
+        ("sweep LR=,0.1", E_SWEEP_EMPTY_VALUE.format(name="LR")),
+        ("sweep LR=1,2 LR=3,4", E_SWEEP_DUPLICATE_KEY.format(name="LR")),
+        ("sweep LR=1,2,1", E_SWEEP_DUPLICATE_VALUE.format(name="LR")),
+        ("sweep 1LR=1,2", E_BAD_ENV_NAME.format(name="'1LR'")),
+        ("sweep --x=1,2", E_BAD_ENV_NAME.format(name="'--x'")),
+        ("sweep =1,2", E_BAD_ENV_NAME.format(name="''")),
+        ("sweep acme/ml A=1,2", E_TARGET_NOT_HERE.format(word="'acme/ml'")),
+        ("sweep -rf A=1,2", E_NOT_ARGUMENT.format(word="'-rf'")),
+    ],
+)
+def test_bad_sweeps_are_refused_with_a_reason(args: str, error: str) -> None:
+    assert refusal(args, COMMENT) == error
+
+
+def test_sweep_errors_never_echo_a_value() -> None:
+    secret = "hunter2-secret"
+    for args in (
+        f"sweep TOKEN={secret},{secret}",
+        f"sweep TOKEN={secret},,x",
+        f"sweep TOKEN={secret}\x00,x",
+        f"sweep TOKEN={secret}{'x' * MAX_ENV_VALUE_CHARS},y",
+    ):
+        with pytest.raises(CommandError) as raised:
+            comment(args)
+        assert secret not in str(raised.value)
+    assert refusal("sweep TOKEN=a\x00b,c", COMMENT) == E_ENV_VALUE_CHARS.format(name="TOKEN")
+
+
+def test_sweep_limits_are_those_of_key_value() -> None:
+    many = " ".join(f"K{i}=a,b" for i in range(MAX_ENVS + 1))
+    assert "the limit is" in refusal(f"sweep {many}", COMMENT)
+    long = "sweep A=" + ",".join(str(i) for i in range(MAX_COMMAND_CHARS))
+    assert "shorten it" in refusal(long, COMMENT)
+
+
+def test_the_sweep_usage_is_in_both_usage_texts() -> None:
+    assert "`/skyrun sweep [STAGE ...] KEY=a,b [KEY=c,d ...]`" in COMMENT_USAGE
+    assert "`{command} sweep OWNER/REPO[@REF]" in SLASH_USAGE

@@ -11,6 +11,7 @@ from worker.contract import (
     RunState,
     StageProgress,
     StageState,
+    SweepMember,
     Trigger,
     Verdict,
     lane_for_branch,
@@ -151,3 +152,17 @@ def test_the_retry_request_keeps_commit_values_lane_and_learned_branch() -> None
     assert stage_note(listed[0]) == f"reused from {progress.run_id}"
     assert stage_note(listed[1]) == "runs again: it failed"
     assert stage_note(StageProgress("c", "c")) == ""
+
+
+def test_a_retried_sweep_run_is_a_run_of_its_own() -> None:
+    original = RunRequest(
+        repo="acme/widgets",
+        clone_url="https://github.test/acme/widgets.git",
+        envs={"LR": "0.1"},
+        lane="acme/widgets#pr:3/sweep:s-1:1",
+        sweep=SweepMember("s-1", 1, {"LR": "0.1"}),
+    )
+    progress = run(RunState.FAILED, ("a", "a", S), ("b", "b", F))
+    request = retry_request(original, progress, plan_retry(progress))
+    assert request.sweep is None  # it reports itself: the sweep's table is complete
+    assert request.lane == original.lane and request.envs == {"LR": "0.1"}

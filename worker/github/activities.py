@@ -27,11 +27,13 @@ from worker.github.models import (
     RetryRunOutput,
     StartRunInput,
     StartRunOutput,
+    StartSweepOutput,
 )
 from worker.limits import RequestTooLarge
 from worker.links import Links
 from worker.retry import RetryRefused
 from worker.runcontrol import DELIVERY, LANE_CANCELLED, REPO, RunControl, StartOutcome
+from worker.sweepspec import DEFAULT_MAX_SWEEP, SweepRequest, SweepTooLarge
 
 STATUS_RUNS = 10
 CANCELLED_BY = "cancelled by @{user} with `/skyrun cancel`"
@@ -89,13 +91,20 @@ class GitHubCommandActivities:
     """Bound to this worker's GitHub auth and gate, and a Temporal client for the runs."""
 
     def __init__(
-        self, auth: GitHubAuth, gate: GitHubGate, client: Client, task_queue: str, links: Links
+        self,
+        auth: GitHubAuth,
+        gate: GitHubGate,
+        client: Client,
+        task_queue: str,
+        links: Links,
+        max_sweep: int = DEFAULT_MAX_SWEEP,
     ) -> None:
         self.auth = auth
         self.gate = gate
         self.client = client
         self.control = RunControl(client, task_queue)
         self.links = links
+        self.max_sweep = max_sweep
 
     @activity.defn(name="github_dispatch")
     async def dispatch(self, delivery: RunDelivery) -> DispatchOutput:
@@ -127,7 +136,8 @@ class GitHubCommandActivities:
             return await self._resolve_check(command)
         if command.action is CommandKind.RETRY:
             return await self._resolve_retry(command)
-        return await self.gate.resolve(command, run=command.action is CommandKind.RUN)
+        run = command.action in (CommandKind.RUN, CommandKind.SWEEP)
+        return await self.gate.resolve(command, run=run)
 
     async def _resolve_check(self, command: GitHubCommand) -> Resolution:
         """May the clicker act (write access, as for comments), and on which run."""
@@ -214,6 +224,19 @@ class GitHubCommandActivities:
         delivery = data.command.delivery_id
         started = outcome.started or await self._started_by(outcome.run_id, delivery)
         return StartRunOutput(run_id=outcome.run_id, started=started)
+
+    @activity.defn(name="github_start_sweep")
+    async def start_sweep(self, data: StartRunInput) -> StartSweepOutput:
+        """A sweep of the resolved commit, one run per combination (at most SKYRUN_MAX_SWEEP);
+        its id comes from the delivery, so a retry of this activity finds the same sweep."""
+        request = SweepRequest(run_request(data.command, data.resolution), list(data.command.sweep))
+        try:
+            outcome = await self.control.start_sweep(request, self.max_sweep)
+        except SweepTooLarge as err:
+            return StartSweepOutput(refused=str(err))
+        except RequestTooLarge as err:
+            raise ApplicationError(str(err), type="RequestTooLarge", non_retryable=True) from None
+        return StartSweepOutput(outcome.run_id, started=True)
 
     async def _start(self, request: RunRequest) -> StartOutcome:
         try:

@@ -13,6 +13,7 @@ from enum import Enum
 
 from worker.commands import CommandKind
 from worker.contract import RunRequest
+from worker.sweepspec import SweepAxis
 
 COMMAND_WORKFLOW = "SkyrunGitHubCommand"
 DELIVERY_WORKFLOW = "SkyrunGitHubDelivery"
@@ -58,6 +59,8 @@ class GitHubCommand:
     """A check run's action: the check run (where a refusal is written without a pull request)."""
     head_sha: str = ""
     """A check run's or check suite's commit."""
+    sweep: list[SweepAxis] = field(default_factory=list)
+    """A `/skyrun sweep`: the swept settings (`KEY=a,b`), in the order typed."""
 
     @property
     def from_check(self) -> bool:

@@ -97,3 +97,13 @@ class RetryRunOutput:
     retry_of: str = ""
     refused: str = ""
     """Why nothing was retried, for the reply."""
+
+
+@dataclass
+class StartSweepOutput:
+    """What the sweep a `/skyrun sweep` asked for became."""
+
+    sweep_id: str = ""
+    started: bool = False
+    refused: str = ""
+    """Why nothing was started (too many combinations), for the reply."""

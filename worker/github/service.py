@@ -45,6 +45,7 @@ class GitHubServices:
             c.cancel_runs,
             c.reply,
             c.retry_run,  # retry from the failed stage
+            c.start_sweep,
         ]
 
 
@@ -61,7 +62,9 @@ def make_github(
         reporter=GitHubReporter(
             auth, links, Baselines(client, settings.temporal_task_queue) if client else None
         ),
-        commands=GitHubCommandActivities(auth, gate, client, settings.temporal_task_queue, links)
+        commands=GitHubCommandActivities(
+            auth, gate, client, settings.temporal_task_queue, links, max_sweep=settings.max_sweep
+        )
         if client
         else None,
     )

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ReplyKind,
         Resolution,
         StartRunInput,
+        StartSweepOutput,
     )
 
 API_RETRY = RetryPolicy(
@@ -116,6 +117,8 @@ class GitHubCommandWorkflow:
                 # A cancelled check run says so itself: a button gets a reply only for nothing.
                 await self._reply(ReplyInput(command, kind, run_ids=cancelled.run_ids))
             return CommandResult("cancelled", cancelled.run_ids)
+        if command.action is CommandKind.SWEEP:
+            return await self._sweep(command, resolution)
         started = await workflow.execute_activity_method(
             GitHubCommandActivities.start_run,
             StartRunInput(command, resolution),
@@ -155,6 +158,19 @@ class GitHubCommandWorkflow:
             )
             return CommandResult("already_retried", [retried.run_id], resolution.commit)
         return CommandResult("retried", [retried.run_id], resolution.commit)
+
+    async def _sweep(self, command: GitHubCommand, resolution: Resolution) -> CommandResult:
+        """A permitted `/skyrun sweep`: its runs report in one comment, posted by the sweep."""
+        sweep: StartSweepOutput = await workflow.execute_activity_method(
+            GitHubCommandActivities.start_sweep,
+            StartRunInput(command, resolution),
+            start_to_close_timeout=API_TIMEOUT,
+            retry_policy=TEMPORAL_RETRY,
+        )
+        if sweep.refused:
+            await self._reply(ReplyInput(command, ReplyKind.USAGE, detail=sweep.refused))
+            return CommandResult("refused")
+        return CommandResult("started", [sweep.sweep_id], resolution.commit)
 
     async def _reply(self, data: ReplyInput) -> None:
         await workflow.execute_activity_method(

@@ -613,3 +613,36 @@ async def test_a_cancel_button_with_no_run_id_says_so(
     error = E_BAD_RUN_ID.format(word=quoted(value))
     assert reply["text"] == texts.BAD_BUTTON.format(error=error[:1].upper() + error[1:])
     assert len(reply["text"]) < 150
+
+
+# Sweeps (`/skyrun sweep OWNER/REPO ... KEY=a,b`): refused at the door before anything starts.
+
+
+async def test_a_sweep_over_the_cap_or_by_a_stranger_is_refused_at_once(
+    client: Client, slack_settings: Callable[..., Settings], slack: FakeSlack, repo: str
+) -> None:
+    settings = slack_settings(SKYRUN_SLACK_ALLOWED_USERS="U0ADMIN", SKYRUN_MAX_SWEEP="3")
+    async with serving(create_app(settings, client)) as http:
+        large = await deliver(
+            http,
+            slash_command(
+                f"sweep {repo} A=1,2 B=3,4", user="U0ADMIN", response_url=slack.response_url()
+            ),
+        )
+        stranger = await deliver(
+            http,
+            slash_command(
+                f"sweep {repo} A=1,2", user="U0MALLORY", response_url=slack.response_url()
+            ),
+        )
+        empty = await deliver(
+            http,
+            slash_command(f"sweep {repo} A=1,", user="U0ADMIN", response_url=slack.response_url()),
+        )
+    assert ack_text(large) == texts.SWEEP_TOO_LARGE.format(
+        error="This sweep would start 4 runs; SKYRUN_MAX_SWEEP is 3"
+    )
+    assert ack_text(stranger) == texts.DENIED_USER.format(user="U0MALLORY")
+    assert ack_text(empty).startswith(":warning: A lists an empty value")
+    await asyncio.sleep(0.3)
+    assert slack.calls == []
