@@ -191,6 +191,9 @@ class PipelineActivities:
                 worker_gone_s=self.settings.worker_gone_seconds if self.pinned_queue else 0,
                 gates=[gate.expr for gate in pipeline.gates],
             )
+            # Concurrency caps: the pools the run enters before it launches anything.
+            output.concurrency = pipeline.concurrency
+            output.max_concurrent_runs = self.settings.max_concurrent_runs
             if request.check_push_filter and request.trigger is Trigger.PUSH:
                 default = request.default_branch
                 if pipeline.on_push is None and not default:

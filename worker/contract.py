@@ -188,6 +188,15 @@ class RunProgress:
     verdict: Verdict = Verdict.NONE
     """What the gates decided (set once, after the stages succeeded)."""
     gates: list[GateResult] = field(default_factory=list)
+    # Concurrency caps (worker/capacity.py): where a `queued` run waits for a free slot.
+    queue_position: int | None = None
+    """1 = next to compute; None unless the run waits in a capacity queue."""
+    queue_ahead: str = ""
+    """The run just ahead in line (`acme/models#41`, or a run id); "" when next."""
+    queue_pool: str = ""
+    """What it waits for: "repository" (`concurrency`) or "deployment" (the deployment's cap)."""
+    queue_capacity: int = 0
+    """That pool's cap (at most this many runs compute at once)."""
 
     @property
     def failed_gates(self) -> list[GateResult]:

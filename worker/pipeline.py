@@ -41,6 +41,7 @@ TOP_KEYS = (
     "notify",
     "autostop_minutes",
     "timeout_minutes",
+    "concurrency",
 )
 ON_KEYS = ("push", "pull_request", "merge_group")
 STAGE_KEYS = ("name", "task", "cluster")
@@ -88,6 +89,11 @@ E_NOT_MAPPING = "{path} must be a mapping, not a {kind}"
 E_NOT_LIST = "{path} must be a list, not a {kind}"
 E_NOT_BOOL = "{path} must be true or false"
 E_NOT_POSITIVE_INT = "{path} must be a positive integer"
+E_CONCURRENCY = (
+    "concurrency must be a whole number: how many runs of this repository may compute at once, "
+    "or 0 for no limit, at most {limit:,} (got {value})"
+)
+MAX_CONCURRENCY = 10_000
 E_PUSH = "on.push must be a branch glob or a list of them, not a {kind}"
 E_STAGES_EMPTY = "stages must list at least one stage"
 E_STAGE_NAME = (
@@ -184,6 +190,8 @@ class Pipeline:
     notify_slack: str = ""
     autostop_minutes: int = 30
     timeout_minutes: int = 180
+    concurrency: int = 0
+    """At most this many runs of the repository compute at once (0: no limit); more queue."""
     from_file: bool = False
     """False when the file was absent and the defaults were used."""
 
@@ -326,7 +334,18 @@ class _Parser:
             pipeline.timeout_minutes = self.positive_int(
                 items["timeout_minutes"][1], "timeout_minutes"
             )
+        if "concurrency" in items:
+            pipeline.concurrency = self.concurrency(items["concurrency"][1])
         return pipeline
+
+    def concurrency(self, node: Node) -> int:
+        """0 (no limit) or a positive integer, written as a plain YAML integer."""
+        if isinstance(node, ScalarNode) and node.tag == _INT:
+            value = self.constructor.construct_yaml_int(node)
+            if 0 <= value <= MAX_CONCURRENCY:
+                return int(value)
+        shown = _q(str(node.value)) if isinstance(node, ScalarNode) else f"a {_kind(node)}"
+        self.fail(E_CONCURRENCY.format(limit=MAX_CONCURRENCY, value=shown), node)
 
     def on(self, node: Node, pipeline: Pipeline) -> None:
         items = self.mapping(node, "on", ON_KEYS)

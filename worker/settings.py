@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     local_mounts: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_LOCAL_MOUNTS")
     local_bucket_idle_days: float = Field(7.0, alias="SKYRUN_LOCAL_BUCKET_IDLE_DAYS", gt=0)
 
+    # Concurrency caps (worker/capacity.py): runs computing at once across the deployment.
+    max_concurrent_runs: int = Field(0, alias="SKYRUN_MAX_CONCURRENT_RUNS", ge=0, le=10_000)
+
     @field_validator("local_mounts", mode="before")
     @classmethod
     def _split_mounts(cls, value: object) -> object:

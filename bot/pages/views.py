@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from bot.pages.texts import TRIGGER_LABELS, VERDICT_LABELS
 from worker.baseline import Baseline
+from worker.capacity import queued_line
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger, Verdict
 from worker.formatting import parse_time
 from worker.gates import failure_summary
@@ -114,6 +115,8 @@ class RunView:
     """The gates' verdict in words ("" when the run has none)."""
     gate_failed: str = ""
     """How the first failed gate reads (`accuracy 0.81 < 0.85`) when it failed the check."""
+    queue: str = ""
+    """A queued run's place in line and the cap it waits for ("" unless it waits)."""
 
 
 def gate_failure(progress: RunProgress) -> str:
@@ -213,6 +216,7 @@ def build_view(
         notice=notice,
         verdict=VERDICT_LABELS[progress.verdict.value] if progress.gates else "",
         gate_failed=gate_failure(progress),
+        queue=queued_line(progress) if progress.state is RunState.QUEUED else "",
     )
 
 

@@ -59,7 +59,9 @@ autostop_minutes: 30
 timeout_minutes: 180
 """
 
-TOP_KNOWN = "on, stages, envs, metrics, gates, notify, autostop_minutes, timeout_minutes"
+TOP_KNOWN = (
+    "on, stages, envs, metrics, gates, notify, autostop_minutes, timeout_minutes, concurrency"
+)
 STAGE_RULE = "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
 
 
@@ -938,3 +940,36 @@ def test_a_long_gate_is_refused_without_echoing_all_of_it() -> None:
     error = error_of("gates:\n  - " + "m" * 10_000 + " >= 1\n")
     assert error.line == 2 and "characters long; the limit is" in error.problem
     assert len(str(error)) < 300
+
+
+# --- concurrency (concurrency caps) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("", 0), ("0", 0), ("1", 1), ("0x10", 16), ("10_000", 10000)]
+)
+def test_concurrency_is_0_for_no_limit_or_a_positive_whole_number(text: str, value: int) -> None:
+    pipeline = parse_pipeline(f"concurrency: {text}\n" if text else "timeout_minutes: 5\n")
+    assert pipeline.concurrency == value
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("-1", "'-1'"),
+        ("1.5", "'1.5'"),
+        ("'2'", "'2'"),
+        ("true", "'true'"),
+        ("10001", "'10001'"),
+        ("", "''"),
+        ("[1]", "a list"),
+        ("{n: 1}", "a mapping"),
+    ],
+)
+def test_a_bad_concurrency_is_an_error_at_its_line(text: str, shown: str) -> None:
+    error = error_of(f"stages: [{{name: a, task: a.yaml}}]\n\nconcurrency: {text}\n")
+    assert error.line == 3
+    assert error.problem == (
+        "concurrency must be a whole number: how many runs of this repository may compute at "
+        f"once, or 0 for no limit, at most 10,000 (got {shown})"
+    )
