@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker.contract import RunProgress, RunState
 from worker.runcontrol import RunControl
+from worker.settings import Settings
 
 STAMPED = """\
 run: |
@@ -97,10 +100,37 @@ async def wait_queued(
     )
 
 
-async def wait_computing(control: RunControl, run_id: str, stamps: Path) -> None:
+async def wait_computing(
+    control: RunControl, run_id: str, stamps: Path, timeout: float = 60
+) -> None:
     """Until the run's job has written that it started."""
-    for _ in range(1200):
+    for _ in range(int(timeout / 0.05)):
         if (stamps / run_id).exists():
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{run_id} never started computing: {await control.progress(run_id)}")
+
+
+SKYRUN = [sys.executable, "-m", "bot.cli"]
+
+
+async def worker_process(settings: Settings) -> asyncio.subprocess.Process:
+    """`skyrun worker` as its own process, configured as `settings` (to be killed by a test)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SKYRUN_", "TEMPORAL_"))},
+        "TEMPORAL_ADDRESS": settings.temporal_target,
+        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+        "SKYRUN_DATA_DIR": str(settings.data_path),
+        "SKYRUN_PUBLIC_URL": settings.public_url,
+        "SKYRUN_LOCAL_SANDBOX": "on" if settings.local_sandbox else "off",
+        "SKYRUN_LOCAL_MOUNTS": ",".join(settings.local_mounts),
+        "SKYRUN_MAX_CONCURRENT_RUNS": str(settings.max_concurrent_runs),
+    }
+    return await asyncio.create_subprocess_exec(
+        *SKYRUN,
+        "worker",
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tests.queueing import (
     wait_computing,
     wait_progress,
     wait_queued,
+    worker_process,
 )
 from tests.runs import clusters_left, head, request_for, wait_finished
 from worker.capacity import (
@@ -32,6 +35,7 @@ from worker.capacity import (
     run_label,
 )
 from worker.contract import RunProgress, RunRequest, RunState, Trigger, lane_for_branch
+from worker.devserver import dev_server
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
@@ -243,3 +247,93 @@ async def test_the_newest_requests_capacity_is_the_pools(
     for run_id in (first, second, third, fourth):
         assert (await wait_finished(control, run_id)).state is RunState.SUCCEEDED
     assert most_at_once(stamps) == 2
+
+
+async def test_the_queue_survives_a_killed_worker(
+    client: Client, settings: Settings, git_repo: Callable[..., Path], stamps: Path, gates: Path
+) -> None:
+    """Places in line live in the runs' and the pool's histories: a worker SIGKILLed while one
+    run computes and two wait is replaced, and the queue goes on in order."""
+    repo = git_repo(stamped_pipeline(stamps, gates, concurrency=1))
+    control = RunControl(client, settings.temporal_task_queue)
+    worker = await worker_process(settings)
+    try:
+        (first,) = await start(control, lane_request(repo, "a", 100))
+        await wait_computing(control, first, stamps, timeout=120)
+        third, second = await start(
+            control, lane_request(repo, "c", 300), lane_request(repo, "b", 200)
+        )
+        await wait_queued(control, second, 1)
+        await wait_queued(control, third, 2, ahead=second)
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+
+        worker = await worker_process(settings)
+        # Answered by the new worker, from history: the places are still known.
+        await wait_queued(control, second, 1)
+        await wait_queued(control, third, 2, ahead=second)
+        open_gate(gates, "all")
+        runs = [await wait_finished(control, r, timeout=180) for r in (first, second, third)]
+    finally:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(worker.wait(), 60)
+    assert [run.state for run in runs] == [RunState.SUCCEEDED] * 3, [r.error for r in runs]
+    assert [span.run_id for span in spans(stamps)] == [first, second, third]
+    assert most_at_once(stamps) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_the_queue_survives_a_temporal_restart(
+    make_settings: Callable[..., Settings],
+    git_repo: Callable[..., Path],
+    stamps: Path,
+    gates: Path,
+    tmp_path: Path,
+) -> None:
+    """A dev server of its own (SQLite file under the data dir), stopped and started again on the
+    same database while one run computes and two wait; the workers reconnect by themselves."""
+    port = free_port()
+    settings = make_settings(
+        SKYRUN_LOCAL_MOUNTS=f"{gates},{stamps}:rw",
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        SKYRUN_TEMPORAL_PORT=str(port),
+        SKYRUN_TEMPORAL_UI_PORT=str(free_port()),
+        SKYRUN_DATA_DIR=tmp_path / "own-temporal",
+    )
+    repo = git_repo(stamped_pipeline(stamps, gates, concurrency=1))
+    server = dev_server(settings)
+    client = await server.__aenter__()
+    up = True
+    try:
+        async with running_workers(build_workers(client, settings)):
+            control = RunControl(client, settings.temporal_task_queue)
+            (first,) = await start(control, lane_request(repo, "a", 100))
+            await wait_computing(control, first, stamps, timeout=120)
+            third, second = await start(
+                control, lane_request(repo, "c", 300), lane_request(repo, "b", 200)
+            )
+            await wait_queued(control, second, 1)
+            await wait_queued(control, third, 2, ahead=second)
+
+            up = False
+            await server.__aexit__(None, None, None)  # SIGTERM; the database file stays
+            server = dev_server(settings)
+            await server.__aenter__()  # same port, same database
+            up = True
+            # The workers' and this client's connections come back by themselves.
+            await wait_queued(control, second, 1, timeout=120)
+            await wait_queued(control, third, 2, ahead=second)
+            open_gate(gates, "all")
+            runs = [await wait_finished(control, r, timeout=180) for r in (first, second, third)]
+    finally:
+        if up:
+            await server.__aexit__(None, None, None)
+    assert [run.state for run in runs] == [RunState.SUCCEEDED] * 3, [r.error for r in runs]
+    assert [span.run_id for span in spans(stamps)] == [first, second, third]
+    assert most_at_once(stamps) == 1
