@@ -412,7 +412,7 @@ async def test_a_pool_tells_each_waiting_run_its_place_and_who_is_ahead(
         holder = await member("a", 1)
 
         async def holding() -> bool:
-            members = await coordinator.query(QUERY_MEMBERS, result_type=Members)
+            members: Members = await coordinator.query(QUERY_MEMBERS, result_type=Members)
             return members.holders == [f"{pool}-a"]
 
         await until(holding)
@@ -435,7 +435,7 @@ async def test_a_pool_tells_each_waiting_run_its_place_and_who_is_ahead(
         await holder.result()
 
         async def moved_on() -> bool:
-            members = await coordinator.query(QUERY_MEMBERS, result_type=Members)
+            members: Members = await coordinator.query(QUERY_MEMBERS, result_type=Members)
             return members.holders == [f"{pool}-c"] and members.waiting == [f"{pool}-e"]
 
         await until(moved_on)
