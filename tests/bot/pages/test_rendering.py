@@ -161,3 +161,40 @@ def test_jinja_and_markdown_are_each_loaded_on_first_use_only() -> None:
         "400 True ['jinja2']",
         "<p><em>x</em></p> ['jinja2', 'markdown_it']",
     ]
+
+
+def test_a_queued_run_page_says_its_place_in_line_and_the_cap() -> None:
+    progress = RunProgress(
+        run_id="r-3",
+        repo=GITHUB_REPO,
+        ref="main",
+        commit="c" * 40,
+        trigger=Trigger.PUSH,
+        requested_by="alice",
+        state=RunState.QUEUED,
+        stages=[StageProgress("train", "t")],
+        queue_position=2,
+        queue_ahead=f"{GITHUB_REPO}#41",
+        queue_pool="repository",
+        queue_capacity=1,
+    )
+    settings = load_settings(_env_file=None)
+    view = build_view(
+        progress,
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+        live_tails={},
+    )
+    html = (
+        templates()
+        .get_template("run_body.html")
+        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    )
+    assert 'data-role="queue" data-position="2"' in html
+    assert f"2nd in line, behind {GITHUB_REPO}#41" in html
+    assert f"{GITHUB_REPO} runs at most 1 at once" in html
+    progress.state, progress.queue_position = RunState.RUNNING, None
+    view.queue = ""
+    html = templates().get_template("run_body.html").render(view=view, run=progress, paths=Paths())
+    assert 'data-role="queue"' not in html

@@ -319,3 +319,19 @@ def test_passed_gates_are_listed_under_a_succeeded_title(links: Links) -> None:
     assert ":white_check_mark: *acme/widgets@main* — succeeded" in text
     assert ":white_check_mark: `accuracy &gt;= 95` passed: 97 vs 95" in text
     assert texts.GATES_FAILED_WORDS not in text
+
+
+def test_a_queued_run_says_its_place_in_line(links: Links) -> None:
+    run = progress(
+        state=RunState.QUEUED,
+        stages=[stage("train", StageState.PENDING)],
+        queue_position=2,
+        queue_ahead="acme/widgets#41",
+        queue_pool="repository",
+        queue_capacity=1,
+    )
+    text = message_text(rendered(run, links))
+    assert "2nd in line, behind acme/widgets#41" in text
+    assert "acme/widgets runs at most 1 at once" in text
+    run.queue_position, run.state = None, RunState.RUNNING
+    assert "in line" not in message_text(rendered(run, links))
