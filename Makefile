@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bot_startup.py
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/scaleout.py
+	$(BIN)/python bench/capacity.py
 
 # skyrun's added wall time over the SkyPilot SDK, on the local Slurm cluster (needs root).
 bench-slurm: $(STAMP)

@@ -163,10 +163,14 @@ async def wait_healthy(http: httpx.AsyncClient, bot: asyncio.subprocess.Process)
     raise RuntimeError("the bot did not come up")
 
 
-async def bench(client: Client, target: str, data_dir: Path) -> list[Result]:
+async def bench(
+    client: Client, target: str, data_dir: Path, bot_env: dict[str, str] | None = None
+) -> list[Result]:
+    """The measurements; `bot_env` adds settings to the bot's environment (bench/queue.py)."""
     port = free_port()
     env = {
         **os.environ,
+        **(bot_env or {}),
         "TEMPORAL_ADDRESS": target,
         "TEMPORAL_TASK_QUEUE": "bench-bot",
         "GITHUB_WEBHOOK_SECRET": SECRET,
@@ -250,6 +254,15 @@ async def bench(client: Client, target: str, data_dir: Path) -> list[Result]:
         await asyncio.wait_for(bot.wait(), 10)
 
 
+def ingest_ratios(results: list[Result]) -> dict[int, float]:
+    """The bot's share of the bare start_workflow rate, per number of senders."""
+    ratios = {}
+    for senders in CONCURRENCY:
+        bare, bot = (r for r in results[:4] if r.senders == senders)
+        ratios[senders] = bot.rate / bare.rate
+    return ratios
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(), dev_server_log_level="error"
@@ -265,9 +278,8 @@ async def main() -> None:
     print(f"{'':<22} {'senders':>7} {'n':>6} {'rate':>11} {'p50 ms':>8} {'p99 ms':>8}")
     for result in results:
         print(result.row())
-    for senders in CONCURRENCY:
-        bare, bot = (r for r in results[:4] if r.senders == senders)
-        print(f"bot / bare rate at {senders} sender(s): {bot.rate / bare.rate:.0%}")
+    for senders, ratio in ingest_ratios(results).items():
+        print(f"bot / bare rate at {senders} sender(s): {ratio:.0%}")
     print(
         "(RunControl.start): what the request would cost if the bot called the RunControl itself;"
         "\n(bot, ignored tag): the bot's own share (HTTP, signature, parsing), no Temporal call"

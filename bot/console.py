@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from worker.capacity import queued_line
 from worker.contract import RunProgress, RunState
 from worker.formatting import format_duration, format_number
 from worker.links import Links
@@ -33,12 +34,17 @@ def exit_code_for(progress: RunProgress | None) -> int:
 async def follow(control: RunControl, run_id: str, interval_s: float = 0.5) -> RunProgress | None:
     """Print each stage change until the run is finished; return its final progress."""
     seen: dict[str, str] = {}
+    place = ""
     progress = None
     while True:
         progress = await control.progress(run_id)
         if progress is None:
             print(UNKNOWN_RUN.format(run_id=run_id), file=sys.stderr)
             return None
+        if queued_line(progress) != place:
+            place = queued_line(progress)
+            if place:
+                print(f"  {place}", flush=True)
         for stage in progress.stages:
             if seen.get(stage.name) != stage.state.value:
                 seen[stage.name] = stage.state.value
@@ -60,6 +66,8 @@ def print_summary(progress: RunProgress | None, settings: Settings) -> None:
         return
     links = Links(settings)
     print(f"run {progress.run_id}: {progress.state.value}")
+    if progress.state is RunState.QUEUED and progress.queue_position is not None:
+        print(f"  {queued_line(progress)}")
     if progress.error:
         print(f"  {progress.error}")
     failed = progress.failed_stage

@@ -217,6 +217,9 @@ class PipelineActivities:
                 gates=[gate.expr for gate in pipeline.gates],
                 max_infra_retries=pipeline.max_infra_retries,
             )
+            # Concurrency caps: the pools the run enters before it launches anything.
+            output.concurrency = pipeline.concurrency
+            output.max_concurrent_runs = self.settings.max_concurrent_runs
             if request.check_push_filter and request.trigger is Trigger.PUSH:
                 default = request.default_branch
                 if pipeline.on_push is None and not default:

@@ -255,6 +255,15 @@ class RunProgress:
     """The run this one retries from its failed stage ("" for a run that is no retry)."""
     # Sweeps: the sweep this run is part of (None for a run of its own).
     sweep: SweepMember | None = None
+    # Concurrency caps (worker/capacity.py): where a `queued` run waits for a free slot.
+    queue_position: int | None = None
+    """1 = next to compute; None unless the run waits in a capacity queue."""
+    queue_ahead: str = ""
+    """The run just ahead in line (`acme/models#41`, or a run id); "" when next."""
+    queue_pool: str = ""
+    """What it waits for: "repository" (`concurrency`) or "deployment" (the deployment's cap)."""
+    queue_capacity: int = 0
+    """That pool's cap (at most this many runs compute at once)."""
 
     @property
     def failed_gates(self) -> list[GateResult]:

@@ -14,7 +14,9 @@ A lane (capacity 1, the newest wins):
 - the next run is admitted only when the holder has left.
 
 A pool (capacity N, first come first served): runs wait in the order they were requested and
-are admitted as holders leave.
+are admitted as holders leave. Each waiting run is told its place in line (and who is just
+ahead) whenever it changes; the newest request's capacity is the pool's (worker/capacity.py
+explains the caps built on pools, and why entering two of them cannot deadlock).
 
 A holder that vanished without leaving (terminated by an operator) is noticed by a periodic
 describe, which is strongly consistent. A coordinator closes itself after a quiet hour and
@@ -47,6 +49,9 @@ QUERY_MEMBERS = "coordinator_members"
 # Signals a coordinator sends to its runs.
 SIGNAL_ADMITTED = "coordinator_admitted"
 SIGNAL_NOTICE = "coordinator_notice"
+SIGNAL_POSITION = "coordinator_position"
+# Pools started before places in line existed replay without the position signals.
+PATCH_POSITIONS = "capacity"
 
 SUPERSEDED = "superseded by run {run_id}, a newer request for this lane"
 STALE = "superseded by run {run_id}, which was requested after this one"
@@ -91,6 +96,23 @@ class Ticket:
     """Its Temporal run id: a workflow id may be reused by a later run of the same work."""
     requested_at: int
     """Nanoseconds since the epoch when a front door received the request."""
+    # Capacity pools (worker/capacity.py).
+    label: str = ""
+    """How the runs behind this one see it named (`acme/models#41`); "" means its run id."""
+    capacity: int = 0
+    """The pool's capacity as this run's configuration says (0: leave it as it is)."""
+
+
+@dataclass
+class Position:
+    """A waiting run's place in a pool's line (sent whenever it changes)."""
+
+    coordinator: str
+    position: int
+    """1 = next to be admitted."""
+    ahead: str
+    """The label of the run just ahead in line ("" when next)."""
+    capacity: int
 
 
 @dataclass
@@ -131,6 +153,8 @@ class CoordinatorState:
     """Executions that left: an `enter` of one arriving late is ignored."""
     check_every_s: int = int(CHECK_EVERY.total_seconds())
     """How often a busy lane makes sure its members still run (a terminated one never leaves)."""
+    capacity_at: int = 0
+    """`requested_at` of the request whose capacity the pool has (the newest one that set it)."""
 
 
 @dataclass
@@ -164,6 +188,8 @@ class CoordinatorWorkflow:
     def __init__(self) -> None:
         self._state = CoordinatorState(key="")
         self._inbox: list[Ticket | CancelAll | Left] = []
+        self._told: dict[str, tuple[int, str, int]] = {}
+        """The place each waiting execution was last told (position, ahead, capacity)."""
 
     @workflow.signal(name=SIGNAL_ENTER)
     def enter(self, ticket: Ticket) -> None:
@@ -202,6 +228,9 @@ class CoordinatorWorkflow:
             while self._inbox:
                 await self._handle(self._inbox.pop(0))
             await self._admit()
+            if not state.newest_wins and workflow.patched(PATCH_POSITIONS):
+                while await self._tell_places():  # someone vanished: the line moved up
+                    await self._admit()
             if (
                 workflow.info().is_continue_as_new_suggested()
                 or workflow.info().get_current_history_length() > MAX_HISTORY
@@ -228,6 +257,8 @@ class CoordinatorWorkflow:
             # order is cancelled too, however late it enters.
             await self._supersede([item], state.stale)
         elif not state.newest_wins:
+            if item.capacity > 0 and item.requested_at >= state.capacity_at:
+                state.capacity, state.capacity_at = item.capacity, item.requested_at
             bisect.insort(state.waiting, item, key=lambda ticket: ticket.requested_at)
         elif item.requested_at < state.newest_at:
             await self._supersede([item], state.stale)
@@ -277,6 +308,33 @@ class CoordinatorWorkflow:
                 await handle.signal(SIGNAL_ADMITTED, workflow.info().workflow_id)
             except FailureError:
                 self._forget(ticket.execution)
+
+    async def _tell_places(self) -> bool:
+        """Signal each waiting run whose place in line (or the one ahead) changed; True when
+        one of them turned out to be gone (so the places changed again)."""
+        state = self._state
+        me = workflow.info().workflow_id
+        capacity = max(state.capacity, 1)
+        todo: list[tuple[Ticket, Position]] = []
+        for index, ticket in enumerate(state.waiting):
+            ahead = state.waiting[index - 1] if index else None
+            label = (ahead.label or ahead.run_id) if ahead is not None else ""
+            place = (index + 1, label, capacity)
+            if self._told.get(ticket.execution) != place:
+                self._told[ticket.execution] = place
+                todo.append((ticket, Position(me, index + 1, label, capacity)))
+        waiting = {ticket.execution for ticket in state.waiting}
+        self._told = {key: told for key, told in self._told.items() if key in waiting}
+        before = len(state.waiting)
+        await asyncio.gather(*(self._tell(ticket, place) for ticket, place in todo))
+        return len(state.waiting) != before
+
+    async def _tell(self, ticket: Ticket, place: Position) -> None:
+        handle = workflow.get_external_workflow_handle(ticket.run_id, run_id=ticket.execution)
+        try:
+            await handle.signal(SIGNAL_POSITION, place)
+        except FailureError:
+            self._forget(ticket.execution)  # it vanished while waiting (terminated)
 
     async def _forget_closed(self) -> None:
         closed = await workflow.execute_activity(

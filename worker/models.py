@@ -56,6 +56,11 @@ class PrepareOutput:
     gates: list[str] = field(default_factory=list)
     """The pipeline's quality gates as written (checked by `prepare_run`)."""
     max_infra_retries: int = DEFAULT_MAX_INFRA_RETRIES
+    # Concurrency caps (worker/capacity.py), read at the run's commit and from the settings.
+    concurrency: int = 0
+    """The pipeline's `concurrency`: runs of this repository computing at once (0: no limit)."""
+    max_concurrent_runs: int = 0
+    """SKYRUN_MAX_CONCURRENT_RUNS of the worker that prepared the run (0: no limit)."""
 
 
 @dataclass

@@ -44,6 +44,7 @@ TOP_KEYS = (
     "autostop_minutes",
     "timeout_minutes",
     "max_infra_retries",
+    "concurrency",
 )
 ON_KEYS = ("push", "pull_request", "merge_group")
 STAGE_KEYS = ("name", "task", "cluster", "needs")
@@ -94,6 +95,11 @@ E_NOT_POSITIVE_INT = "{path} must be a positive integer"
 E_NOT_RETRY_COUNT = "{path} must be a whole number from 0 to {most}"
 MAX_INFRA_RETRIES = 10
 """Most relaunches a pipeline may allow a stage (each one provisions a cluster again)."""
+E_CONCURRENCY = (
+    "concurrency must be a whole number: how many runs of this repository may compute at once, "
+    "or 0 for no limit, at most {limit:,} (got {value})"
+)
+MAX_CONCURRENCY = 10_000
 E_PUSH = "on.push must be a branch glob or a list of them, not a {kind}"
 E_STAGES_EMPTY = "stages must list at least one stage"
 E_STAGE_NAME = (
@@ -208,6 +214,8 @@ class Pipeline:
     max_infra_retries: int = DEFAULT_MAX_INFRA_RETRIES
     """Relaunches of a stage the infrastructure failed (preemption, no capacity, lost
     connection); a job that exits non-zero is never retried."""
+    concurrency: int = 0
+    """At most this many runs of the repository compute at once (0: no limit); more queue."""
     from_file: bool = False
     """False when the file was absent and the defaults were used."""
 
@@ -462,6 +470,8 @@ class _Parser:
             pipeline.max_infra_retries = self.retry_count(
                 items["max_infra_retries"][1], "max_infra_retries"
             )
+        if "concurrency" in items:
+            pipeline.concurrency = self.concurrency(items["concurrency"][1])
         return pipeline
 
     def retry_count(self, node: Node, path: str) -> int:
@@ -472,6 +482,15 @@ class _Parser:
         if not 0 <= value <= MAX_INFRA_RETRIES:
             self.fail(problem, node)
         return value
+
+    def concurrency(self, node: Node) -> int:
+        """0 (no limit) or a positive integer, written as a plain YAML integer."""
+        if isinstance(node, ScalarNode) and node.tag == _INT:
+            value = self.constructor.construct_yaml_int(node)
+            if 0 <= value <= MAX_CONCURRENCY:
+                return int(value)
+        shown = _q(str(node.value)) if isinstance(node, ScalarNode) else f"a {_kind(node)}"
+        self.fail(E_CONCURRENCY.format(limit=MAX_CONCURRENCY, value=shown), node)
 
     def on(self, node: Node, pipeline: Pipeline) -> None:
         items = self.mapping(node, "on", ON_KEYS)

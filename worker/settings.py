@@ -76,6 +76,8 @@ class Settings(BaseSettings):
 
     # Sweeps (`/skyrun sweep`): the most runs one sweep may start.
     max_sweep: int = Field(16, alias="SKYRUN_MAX_SWEEP", ge=1)
+    # Concurrency caps (worker/capacity.py): runs computing at once across the deployment.
+    max_concurrent_runs: int = Field(0, alias="SKYRUN_MAX_CONCURRENT_RUNS", ge=0, le=10_000)
 
     @field_validator("local_mounts", mode="before")
     @classmethod

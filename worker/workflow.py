@@ -21,6 +21,13 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from worker.activities import USER_ERROR, PipelineActivities
     from worker.backends.base import EXIT_CANCELLED
+    from worker.capacity import (
+        DEPLOYMENT_POOL,
+        POOL_DEPLOYMENT,
+        POOL_REPOSITORY,
+        repository_pool,
+        run_label,
+    )
     from worker.contract import (
         DEFAULT_BRANCH,
         QUERY_PROGRESS,
@@ -43,13 +50,16 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_ADMITTED,
         SIGNAL_LEAVE,
         SIGNAL_NOTICE,
+        SIGNAL_POSITION,
         CoordinatorActivities,
         CoordinatorState,
         EnterInput,
         Left,
         Notice,
+        Position,
         Ticket,
         lane_workflow_id,
+        pool_workflow_id,
     )
     from worker.gates import undecided, verdict_of
     from worker.limits import bounded
@@ -92,6 +102,8 @@ STAGES_STUCK = (
     "check their needs in .skyrun.yaml and run again"
 )
 STAGE_CANCELLED_BY = "stage '{stage}' was cancelled because stage '{failed}' failed"
+# Runs started before concurrency caps existed replay without entering capacity pools.
+PATCH_CAPACITY = "capacity"
 WORKER_GONE = (
     "the worker holding this run's clusters ({queue}) did not come back within {seconds} s, "
     "and its jobs stopped with it; restart it (same host and SKYRUN_DATA_DIR) and retry the run"
@@ -225,6 +237,8 @@ class PipelineWorkflow:
         """Coordinators this run entered (workflow ids), left again after its teardown."""
         self._admitted: set[str] = set()
         self._notice = ""
+        self._pools: dict[str, tuple[str, int]] = {}
+        """Capacity pools this run waits for or holds: coordinator id → (kind, capacity)."""
 
     @workflow.signal(name=SIGNAL_ADMITTED)
     def admitted(self, coordinator: str) -> None:
@@ -233,6 +247,20 @@ class PipelineWorkflow:
     @workflow.signal(name=SIGNAL_NOTICE)
     def notice(self, notice: Notice) -> None:
         self._notice = notice.reason
+
+    @workflow.signal(name=SIGNAL_POSITION)
+    def position(self, place: Position) -> None:
+        """A capacity pool's news of this run's place in its line (coordination, no query)."""
+        if place.coordinator not in self._pools or place.coordinator in self._admitted:
+            return  # a late word from a pool this run has already got through
+        assert self._progress is not None
+        progress = self._progress
+        progress.queue_position, progress.queue_ahead = place.position, place.ahead
+        progress.queue_pool = self._pools[place.coordinator][0]
+        progress.queue_capacity = place.capacity
+        if progress.state is not RunState.QUEUED:
+            self._set_state(RunState.QUEUED)
+        self._changed()
 
     @workflow.query(name=QUERY_PROGRESS)
     def progress(self) -> RunProgress:
@@ -319,6 +347,10 @@ class PipelineWorkflow:
             )
             self._notify_slack = prepared.notify_slack
             self._start_reporters(request)
+            if (prepared.concurrency or prepared.max_concurrent_runs) and workflow.patched(
+                PATCH_CAPACITY
+            ):
+                await self._enter_pools(request, prepared)
             self._set_state(RunState.RUNNING)
             await self._run_stages_within(request, prepared, queue)
             if self._outcome is None and prepared.gates and workflow.patched(PATCH_GATES):
@@ -410,7 +442,15 @@ class PipelineWorkflow:
                 [REF_KEY.value_set(branch), LANE_KEY.value_set(request.lane)]
             )
 
-    async def _enter(self, coordinator: str, state: CoordinatorState, request: RunRequest) -> None:
+    async def _enter(
+        self,
+        coordinator: str,
+        state: CoordinatorState,
+        request: RunRequest,
+        *,
+        label: str = "",
+        capacity: int = 0,
+    ) -> None:
         """Wait until `coordinator` admits this run (a lane may cancel it instead)."""
         info = workflow.info()
         self._entered.append(coordinator)
@@ -419,7 +459,7 @@ class PipelineWorkflow:
             EnterInput(
                 coordinator,
                 state,
-                Ticket(info.workflow_id, info.run_id, request.requested_at),
+                Ticket(info.workflow_id, info.run_id, request.requested_at, label, capacity),
                 info.task_queue,
             ),
             start_to_close_timeout=timedelta(seconds=30),
@@ -429,6 +469,32 @@ class PipelineWorkflow:
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         await workflow.wait_condition(lambda: coordinator in self._admitted)
+
+    async def _enter_pools(self, request: RunRequest, prepared: PrepareOutput) -> None:
+        """Take a slot of each capacity pool that applies, repository first, then deployment
+        (always this order: worker/capacity.py says why it cannot deadlock); while a pool is
+        full the run is `queued` and shows its place in line. Left with the lane, after
+        teardown."""
+        assert self._progress is not None
+        info = workflow.info()
+        pools = []
+        if prepared.concurrency:
+            key = repository_pool(request.repo)
+            pools.append((key, POOL_REPOSITORY, prepared.concurrency))
+        if prepared.max_concurrent_runs:
+            pools.append((DEPLOYMENT_POOL, POOL_DEPLOYMENT, prepared.max_concurrent_runs))
+        label = run_label(request.repo, self._progress.pr_number, info.workflow_id)
+        try:
+            for key, kind, capacity in pools:
+                coordinator = pool_workflow_id(key, info.task_queue)
+                self._pools[coordinator] = (kind, capacity)
+                state = CoordinatorState(key, capacity=capacity, newest_wins=False)
+                await self._enter(coordinator, state, request, label=label, capacity=capacity)
+        finally:
+            progress = self._progress
+            progress.queue_position, progress.queue_ahead = None, ""
+            progress.queue_pool, progress.queue_capacity = "", 0
+            self._changed()
 
     async def _leave(self) -> None:
         """After teardown: whoever waits behind this run may go."""

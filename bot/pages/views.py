@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from bot.pages.texts import TRIGGER_LABELS, VERDICT_LABELS
 from worker.baseline import Baseline
+from worker.capacity import queued_line
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger, Verdict
 from worker.formatting import parse_time, stage_flow
 from worker.gates import failure_summary
@@ -171,6 +172,8 @@ class RunView:
     timeline: list[TimelineBar] = dataclasses.field(default_factory=list)
     flow: str = ""
     """How the stages run when some run at once (`prep → a ∥ b → join`), else ""."""
+    queue: str = ""
+    """A queued run's place in line and the cap it waits for ("" unless it waits)."""
 
 
 def gate_failure(progress: RunProgress) -> str:
@@ -272,6 +275,7 @@ def build_view(
         gate_failed=gate_failure(progress),
         timeline=timeline(progress, now),
         flow=stage_flow(progress.stage_needs),
+        queue=queued_line(progress) if progress.state is RunState.QUEUED else "",
     )
 
 

@@ -32,12 +32,14 @@ from worker.coordinator import (
     QUERY_MEMBERS,
     SIGNAL_ADMITTED,
     SIGNAL_LEAVE,
+    SIGNAL_POSITION,
     CoordinatorActivities,
     CoordinatorState,
     CoordinatorWorkflow,
     EnterInput,
     Left,
     Members,
+    Position,
     Ticket,
     lane_workflow_id,
     pool_workflow_id,
@@ -311,3 +313,134 @@ async def test_a_request_naming_no_branch_shares_the_default_branchs_lane(
     assert runs[1].ref == "main"  # the Slack run learned the branch it runs on
     (summary,) = [s for s in await control.list_runs(repo=str(repo)) if s.run_id == run_ids[1]]
     assert summary.ref == "main"
+
+
+# --- places in line (concurrency caps) ---------------------------------------------------------
+
+
+@workflow.defn(name="TestQueueMember")
+class QueueMember:
+    """A stand-in run of a capacity pool that records every place in line it is told, and can be
+    told to give up while it waits (as a cancelled or superseded run leaves)."""
+
+    def __init__(self) -> None:
+        self.admitted = False
+        self.released = False
+        self.quit = False
+        self.places: list[tuple[int, str, int]] = []
+
+    @workflow.signal(name=SIGNAL_ADMITTED)
+    def admit(self, coordinator: str) -> None:
+        self.admitted = True
+
+    @workflow.signal(name=SIGNAL_POSITION)
+    def position(self, place: Position) -> None:
+        self.places.append((place.position, place.ahead, place.capacity))
+
+    @workflow.signal(name="release")
+    def release(self) -> None:
+        self.released = True
+
+    @workflow.signal(name="quit")
+    def give_up(self) -> None:
+        self.quit = True
+
+    @workflow.query(name="places")
+    def told(self) -> list[tuple[int, str, int]]:
+        return self.places
+
+    @workflow.run
+    async def run(self, pool: str, capacity: int, requested_at: int, label: str) -> None:
+        info = workflow.info()
+        coordinator = pool_workflow_id(pool, info.task_queue)
+        await workflow.execute_activity_method(
+            CoordinatorActivities.enter,
+            EnterInput(
+                coordinator,
+                CoordinatorState(pool, capacity=capacity, newest_wins=False),
+                Ticket(info.workflow_id, info.run_id, requested_at, label, capacity),
+                info.task_queue,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        await workflow.wait_condition(lambda: self.admitted or self.quit)
+        if self.admitted:
+            await workflow.wait_condition(lambda: self.released)
+        await workflow.get_external_workflow_handle(coordinator).signal(
+            SIGNAL_LEAVE, Left(info.workflow_id, info.run_id)
+        )
+
+
+async def test_a_pool_tells_each_waiting_run_its_place_and_who_is_ahead(
+    client: Client, task_queue: str
+) -> None:
+    pool = f"places-{task_queue}"
+    coordinator = client.get_workflow_handle(pool_workflow_id(pool, task_queue))
+
+    def member(name: str, requested_at: int) -> Awaitable[WorkflowHandle[Any, Any]]:
+        return client.start_workflow(
+            QueueMember.run,
+            args=[pool, 1, requested_at, f"acme/models#{requested_at}"],
+            id=f"{pool}-{name}",
+            task_queue=task_queue,
+        )
+
+    async def places(handle: WorkflowHandle[Any, Any]) -> list[list[Any]]:
+        told: list[list[Any]] = await handle.query("places", result_type=list[list[Any]])
+        return told
+
+    async def until(check: Callable[[], Awaitable[bool]]) -> None:
+        for _ in range(300):
+            with contextlib.suppress(RPCError):
+                if await check():
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(await coordinator.query(QUERY_MEMBERS, result_type=Members))
+
+    async def told(handle: WorkflowHandle[Any, Any], *expected: list[Any]) -> None:
+        async def check() -> bool:
+            return (await places(handle))[-len(expected) :] == list(expected)
+
+        await until(check)
+
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CoordinatorWorkflow, QueueMember],
+        activities=[CoordinatorActivities(client).enter, CoordinatorActivities(client).closed_runs],
+    ):
+        holder = await member("a", 1)
+
+        async def holding() -> bool:
+            members: Members = await coordinator.query(QUERY_MEMBERS, result_type=Members)
+            return members.holders == [f"{pool}-a"]
+
+        await until(holding)
+        b, c, d, e = [await member(name, at) for name, at in zip("bcde", (2, 3, 4, 5), strict=True)]
+        await told(b, [1, "", 1])
+        await told(c, [2, "acme/models#2", 1])
+        await told(d, [3, "acme/models#3", 1])
+        await told(e, [4, "acme/models#4", 1])
+        assert await places(holder) == []  # admitted at once: never queued
+
+        await b.signal("quit")  # leaves while it waits (cancelled, superseded)
+        await b.result()
+        await told(c, [1, "", 1])
+        await told(d, [2, "acme/models#3", 1])
+        await told(e, [3, "acme/models#4", 1])
+
+        # d vanishes while it waits (terminated): it never leaves by itself.
+        await d.terminate("by hand")
+        await holder.signal("release")
+        await holder.result()
+
+        async def moved_on() -> bool:
+            members: Members = await coordinator.query(QUERY_MEMBERS, result_type=Members)
+            return members.holders == [f"{pool}-c"] and members.waiting == [f"{pool}-e"]
+
+        await until(moved_on)
+        await told(e, [1, "", 1])
+        for handle in (c, e):
+            await handle.signal("release")
+        await c.result()
+        await e.result()

@@ -1104,3 +1104,36 @@ def test_a_selection_keeps_stages_of_one_cluster_in_order() -> None:
     selected = select_stages(pipeline, ["a", "c"])
     assert [s.needs for s in selected] == [[], ["a"]]
     assert [p.launches(selected, i) for i in range(2)] == [True, False]
+
+
+# --- concurrency (concurrency caps) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("", 0), ("0", 0), ("1", 1), ("0x10", 16), ("10_000", 10000)]
+)
+def test_concurrency_is_0_for_no_limit_or_a_positive_whole_number(text: str, value: int) -> None:
+    pipeline = parse_pipeline(f"concurrency: {text}\n" if text else "timeout_minutes: 5\n")
+    assert pipeline.concurrency == value
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("-1", "'-1'"),
+        ("1.5", "'1.5'"),
+        ("'2'", "'2'"),
+        ("true", "'true'"),
+        ("10001", "'10001'"),
+        ("", "''"),
+        ("[1]", "a list"),
+        ("{n: 1}", "a mapping"),
+    ],
+)
+def test_a_bad_concurrency_is_an_error_at_its_line(text: str, shown: str) -> None:
+    error = error_of(f"stages: [{{name: a, task: a.yaml}}]\n\nconcurrency: {text}\n")
+    assert error.line == 3
+    assert error.problem == (
+        "concurrency must be a whole number: how many runs of this repository may compute at "
+        f"once, or 0 for no limit, at most 10,000 (got {shown})"
+    )

@@ -121,3 +121,10 @@ async def test_temporal_cloud_settings_configure_the_client() -> None:
     assert client.namespace == "skyrun.a1b2c"
     assert config.api_key == "cloud-key"
     assert config.tls is True
+
+
+def test_the_deployment_cap_defaults_to_no_limit_and_refuses_negatives() -> None:
+    assert load_settings(_env_file=None).max_concurrent_runs == 0
+    assert load_settings(_env_file=None, SKYRUN_MAX_CONCURRENT_RUNS="4").max_concurrent_runs == 4
+    with pytest.raises(ValueError, match="SKYRUN_MAX_CONCURRENT_RUNS"):
+        load_settings(_env_file=None, SKYRUN_MAX_CONCURRENT_RUNS="-1")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from worker.baseline import Baseline
+from worker.capacity import queued_line, queued_title
 from worker.commands import COMMENT_USAGE
 from worker.contract import (
     RunProgress,
@@ -134,6 +135,8 @@ def _header(view: RunView) -> list[str]:
         )
     else:
         lines.append(texts.SUBJECT_NO_COMMIT.format(ref=ref, trigger=_trigger(view.request)))
+    if progress.state is RunState.QUEUED and progress.queue_position is not None:
+        lines.append(queued_line(progress))  # concurrency caps: its place in line
     target = view.request.github
     if (
         view.request.trigger is Trigger.COMMENT
@@ -432,7 +435,7 @@ def is_outdated(body: str) -> bool:
 def check_title(progress: RunProgress) -> str:
     state = progress.state
     if state is RunState.QUEUED:
-        return texts.CHECK_TITLE_QUEUED
+        return queued_title(progress) or texts.CHECK_TITLE_QUEUED
     if state is RunState.RUNNING:
         for index, stage in enumerate(progress.stages, 1):
             if stage.state is StageState.RUNNING:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from worker.baseline import Baseline
+from worker.capacity import queued_line
 from worker.contract import (
     GateResult,
     RunProgress,
@@ -361,6 +362,8 @@ def run_blocks(
         texts.CONTEXT_TOOK.format(duration=format_duration(took)) if took is not None else "",
     ]
     blocks: list[Block] = [_section(title), _context(context)]
+    if state is RunState.QUEUED and progress.queue_position is not None:
+        blocks.append(_section(escape(queued_line(progress))))  # concurrency caps
     if progress.stages:
         lines = [stage_line(s, links) for s in progress.stages]
         flow = stage_flow(progress.stage_needs, lambda name: f"`{name}`")

@@ -223,3 +223,40 @@ def test_the_run_page_draws_a_timeline_bar_per_stage() -> None:
     assert 'class="tl-bar s-succeeded" style="left: 10.0%; width: 25.0%"' in html
     assert html.count('class="tl-row"') == 4
     assert "needs left, right" in html
+
+
+def test_a_queued_run_page_says_its_place_in_line_and_the_cap() -> None:
+    progress = RunProgress(
+        run_id="r-3",
+        repo=GITHUB_REPO,
+        ref="main",
+        commit="c" * 40,
+        trigger=Trigger.PUSH,
+        requested_by="alice",
+        state=RunState.QUEUED,
+        stages=[StageProgress("train", "t")],
+        queue_position=2,
+        queue_ahead=f"{GITHUB_REPO}#41",
+        queue_pool="repository",
+        queue_capacity=1,
+    )
+    settings = load_settings(_env_file=None)
+    view = build_view(
+        progress,
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+        live_tails={},
+    )
+    html = (
+        templates()
+        .get_template("run_body.html")
+        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    )
+    assert 'data-role="queue" data-position="2"' in html
+    assert f"2nd in line, behind {GITHUB_REPO}#41" in html
+    assert f"{GITHUB_REPO} runs at most 1 at once" in html
+    progress.state, progress.queue_position = RunState.RUNNING, None
+    view.queue = ""
+    html = templates().get_template("run_body.html").render(view=view, run=progress, paths=Paths())
+    assert 'data-role="queue"' not in html

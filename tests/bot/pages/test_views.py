@@ -358,3 +358,23 @@ def test_the_api_lists_each_stages_needs() -> None:
         "right": ["prep"],
         "join": ["left", "right"],
     }
+
+
+def test_a_queued_runs_json_has_its_place_in_line_and_a_running_one_null() -> None:
+    settings = load_settings(_env_file=None)
+    progress = live_progress()
+    progress.state, progress.stages = RunState.QUEUED, []
+    progress.queue_position, progress.queue_ahead = 3, "acme/widgets#7"
+    progress.queue_pool, progress.queue_capacity = "deployment", 4
+    view = build_view(
+        progress, links=Links(settings), github=GitHubHost.of(settings), now=NOW, live_tails={}
+    )
+    assert view.queue.startswith("⏳ Queued: 3rd in line, behind acme/widgets#7.")
+    data = view_json(view, Links(settings))
+    assert data["state"] == "queued" and data["queue_position"] == 3
+    assert data["queue_ahead"] == "acme/widgets#7"
+    running = build_view(
+        live_progress(), links=Links(settings), github=GitHubHost.of(settings), now=NOW,
+        live_tails={},
+    )  # fmt: skip
+    assert running.queue == "" and view_json(running, Links(settings))["queue_position"] is None

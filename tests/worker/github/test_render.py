@@ -393,3 +393,27 @@ def test_stages_in_sequence_get_no_flow_line() -> None:
     for index, stage in enumerate(chain.progress.stages):
         stage.needs = [chain.progress.stages[index - 1].name] if index else []
     assert "Stages:" not in render.run_comment(chain)
+
+
+def test_a_queued_run_shows_its_place_in_the_comment_and_the_check_title() -> None:
+    queued = view(
+        RunState.QUEUED,
+        queue_position=2,
+        queue_ahead="acme/ml#41",
+        queue_pool="repository",
+        queue_capacity=1,
+    )
+    body = render.run_comment(queued)
+    assert (
+        "⏳ Queued: 2nd in line, behind acme/ml#41. acme/ml runs at most 1 at once "
+        "(`concurrency` in .skyrun.yaml)."
+    ) in body
+    output = render.check_output(queued)
+    assert output["title"] == "Queued: 2nd in line, behind acme/ml#41"
+    assert "2nd in line" in output["summary"]
+    first = view(RunState.QUEUED, queue_position=1, queue_pool="deployment", queue_capacity=3)
+    assert render.check_title(first.progress) == "Queued: next in line"
+    assert "SKYRUN_MAX_CONCURRENT_RUNS" in render.run_comment(first)
+    # Not waiting in a queue (a lane's wait, or admitted): no place shown.
+    assert render.check_title(view(RunState.QUEUED).progress) == texts.CHECK_TITLE_QUEUED
+    assert "in line" not in render.run_comment(view(RunState.RUNNING))

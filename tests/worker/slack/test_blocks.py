@@ -407,3 +407,19 @@ def test_stages_in_sequence_get_no_flow_line(links: Links) -> None:
         stages=[stage("a", StageState.SUCCEEDED), stage("b", StageState.RUNNING)],
     )
     assert "Stages:" not in message_text(rendered(run, links))
+
+
+def test_a_queued_run_says_its_place_in_line(links: Links) -> None:
+    run = progress(
+        state=RunState.QUEUED,
+        stages=[stage("train", StageState.PENDING)],
+        queue_position=2,
+        queue_ahead="acme/widgets#41",
+        queue_pool="repository",
+        queue_capacity=1,
+    )
+    text = message_text(rendered(run, links))
+    assert "2nd in line, behind acme/widgets#41" in text
+    assert "acme/widgets runs at most 1 at once" in text
+    run.queue_position, run.state = None, RunState.RUNNING
+    assert "in line" not in message_text(rendered(run, links))
