@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/capacity.py
+	$(BIN)/python bench/dag.py
 
 # skyrun's added wall time over the SkyPilot SDK, on the local Slurm cluster (needs root).
 bench-slurm: $(STAMP)
