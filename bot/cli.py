@@ -18,6 +18,7 @@ from bot.console import (
     follow,
     print_summary,
 )
+from worker.costview import format_usd
 from worker.formatting import format_duration
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 
+COST_TIMEOUT_S = 5.0
+"""How long `skyrun runs` waits for a run's cost (its progress query)."""
 NO_TEMPORAL = (
     "cannot reach Temporal at {target}: {error}\n"
     "start the local stack with `skyrun dev` (or `make run`), or set TEMPORAL_ADDRESS"
@@ -169,13 +172,29 @@ async def _runs(args: argparse.Namespace, control: RunControl) -> int:
     runs = await control.list_runs(limit=args.limit, repo=args.repo, state=args.state)
     if not runs:
         print("no runs")
+    costs = await _costs(control, [run.run_id for run in runs])
     for run in runs:
         took = format_duration(run.duration_s)
         print(
             f"{run.run_id:<28} {run.state.value:<10} {run.repo:<30} "
-            f"{run.ref or '-':<14} {run.trigger:<8} {took}"
+            f"{run.ref or '-':<14} {run.trigger:<8} {took:<12} {costs.get(run.run_id, '-')}"
         )
     return EXIT_OK
+
+
+async def _costs(control: RunControl, run_ids: list[str]) -> dict[str, str]:
+    """Each run's cost as the list shows it (a run that does not answer in time shows `-`)."""
+
+    async def one(run_id: str) -> tuple[str, str]:
+        try:
+            progress = await asyncio.wait_for(control.progress(run_id), COST_TIMEOUT_S)
+        except Exception:  # a list must not fail on one run's query
+            return run_id, "-"
+        if progress is None or not progress.clusters:
+            return run_id, "-"
+        return run_id, format_usd(progress.cost_usd)
+
+    return dict(await asyncio.gather(*(one(run_id) for run_id in run_ids)))
 
 
 async def _status(run_id: str, settings: Settings, control: RunControl) -> int:

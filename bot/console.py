@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from worker.contract import RunProgress, RunState
+from worker.costview import cost_text, estimate_text
 from worker.formatting import format_duration, format_number
 from worker.links import Links
 from worker.runcontrol import RunControl
@@ -67,6 +68,10 @@ def print_summary(progress: RunProgress | None, settings: Settings) -> None:
             print(f"    {line}")
     for name, value in progress.metrics.items():
         print(f"  metric {name} = {format_number(value)}")
+    if estimate := estimate_text(progress):
+        print(f"  estimate: {estimate}")
+    if cost := cost_text(progress):
+        print(f"  cost:     {cost}")
     print(f"  page:     {links.run(progress.run_id)}")
     for stage in progress.stages:
         print(f"  log:      {links.log(progress.run_id, stage.name)}")

@@ -147,6 +147,44 @@ class RunRequest:
     """Pull-request-triggered: end quietly as skipped unless the pipeline sets `on.pull_request`."""
 
 
+# Cost (issue 14): what a run was estimated to cost before it launched, and what it cost.
+
+
+@dataclass
+class StageEstimate:
+    """One stage's part of a run's estimate: the hourly price of its cluster x its duration."""
+
+    stage: str
+    cluster: str
+    resources: str = ""
+    """What the price is for, e.g. `1x A100 (lambda gpu_1x_a100)` or `2 CPUs`."""
+    hourly_usd: float | None = None
+    """None: the price is unknown (`note` says why)."""
+    minutes: float = 0.0
+    from_run: str = ""
+    """The lane's last successful run the duration comes from ("": the worst case)."""
+    usd: float | None = None
+    note: str = ""
+
+
+@dataclass
+class ClusterCost:
+    """One cluster a run held: its hourly price x the time it was up (launch start to down)."""
+
+    cluster: str
+    name: str
+    hourly_usd: float | None = None
+    up_at: str = ""
+    """When its launch started (provisioning counts)."""
+    down_at: str = ""
+    """When its teardown finished ("" while it is up)."""
+    up_s: float = 0.0
+    """Its time up so far (to `down_at`, or to the last look while it is up)."""
+    busy_s: float = 0.0
+    """Time its stages ran (the rest of its up time was provisioning, setup waits or idle)."""
+    cost_usd: float | None = None
+
+
 @dataclass
 class StageProgress:
     name: str
@@ -162,6 +200,10 @@ class StageProgress:
     error: str = ""
     launched: bool = False
     """True when this stage launched its cluster, False when it exec'd on an existing one."""
+    # Cost (issue 14).
+    cost_usd: float | None = None
+    """Its cluster's hourly price x its time; the launching stage also carries the cluster's
+    provisioning, idle and teardown time. None while unknown."""
 
 
 @dataclass
@@ -188,6 +230,13 @@ class RunProgress:
     verdict: Verdict = Verdict.NONE
     """What the gates decided (set once, after the stages succeeded)."""
     gates: list[GateResult] = field(default_factory=list)
+    # Cost (issue 14): the estimate made before any launch, and the actual cost.
+    estimate_usd: float | None = None
+    """None when unknown (a price or the plan is unknown)."""
+    estimate: list[StageEstimate] = field(default_factory=list)
+    cost_usd: float | None = None
+    """Every cluster's hourly price x its time up (so far, while running); None when unknown."""
+    clusters: list[ClusterCost] = field(default_factory=list)
 
     @property
     def failed_gates(self) -> list[GateResult]:

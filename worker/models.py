@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.contract import GateResult, RunProgress, RunRequest, Verdict
+from worker.contract import GateResult, RunProgress, RunRequest, StageEstimate, Verdict
 
 
 @dataclass
@@ -49,6 +49,9 @@ class PrepareOutput:
     """For a run pinned to `worker_queue`: how long its work may wait for that worker."""
     gates: list[str] = field(default_factory=list)
     """The pipeline's quality gates as written (checked by `prepare_run`)."""
+    # Cost (issue 14): the run's estimate, made before anything is launched (worker/cost.py).
+    estimate: list[StageEstimate] = field(default_factory=list)
+    estimate_usd: float | None = None
 
 
 @dataclass

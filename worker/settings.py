@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     local_mounts: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_LOCAL_MOUNTS")
     local_bucket_idle_days: float = Field(7.0, alias="SKYRUN_LOCAL_BUCKET_IDLE_DAYS", gt=0)
 
+    # Cost (issue 14): prices for infrastructure without a price catalog (worker/cost.py).
+    gpu_hour_usd: float = Field(0.0, alias="SKYRUN_GPU_HOUR_USD", ge=0, allow_inf_nan=False)
+    cpu_hour_usd: float = Field(0.0, alias="SKYRUN_CPU_HOUR_USD", ge=0, allow_inf_nan=False)
+
     @field_validator("local_mounts", mode="before")
     @classmethod
     def _split_mounts(cls, value: object) -> object:

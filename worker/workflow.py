@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         SA_REF,
         SA_STATE,
         WORKFLOW_NAME,
+        ClusterCost,
         RunProgress,
         RunRequest,
         RunResult,
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Ticket,
         lane_workflow_id,
     )
+    from worker.costview import account
     from worker.gates import undecided, verdict_of
     from worker.limits import bounded
     from worker.models import (
@@ -193,6 +195,7 @@ class PipelineWorkflow:
     def progress(self) -> RunProgress:
         assert self._progress is not None
         self._progress.clusters_up = list(self._up)
+        account(self._progress, workflow.now().isoformat())
         return self._progress
 
     @workflow.run
@@ -268,6 +271,7 @@ class PipelineWorkflow:
                 self._outcome = RunState.SKIPPED
                 return await self._close(info.workflow_id, queue)
             progress.stages = [StageProgress(s.name, s.cluster) for s in prepared.stages]
+            self._estimated(prepared)
             self._notify_slack = prepared.notify_slack
             self._start_reporters(request)
             self._set_state(RunState.RUNNING)
@@ -306,6 +310,7 @@ class PipelineWorkflow:
             note = CLUSTERS_LEFT.format(names=", ".join(self._left))
             self._progress.error = f"{self._progress.error}; {note}".lstrip("; ")
         self._progress.finished_at = workflow.now().isoformat()
+        account(self._progress, self._progress.finished_at)
         outcome = self._outcome or RunState.SUCCEEDED
         self._set_state(outcome)
         self._closing = True
@@ -419,6 +424,7 @@ class PipelineWorkflow:
             if planned.launch and planned.cluster_name not in self._up:
                 # Recorded before launching: a cancelled launch still leaves a cluster to down.
                 self._up.append(planned.cluster_name)
+                self._cluster_launching(planned)
             out = await workflow.execute_activity_method(
                 PipelineActivities.run_stage,
                 StageInput(
@@ -442,6 +448,7 @@ class PipelineWorkflow:
             stage.log_tail = out.log_tail
             stage.duration_s = out.duration_s
             stage.finished_at = workflow.now().isoformat()
+            self._cluster_ran(planned, out.duration_s)
             if out.exit_code != 0:
                 stage.state = (
                     StageState.CANCELLED if out.exit_code == EXIT_CANCELLED else StageState.FAILED
@@ -478,6 +485,7 @@ class PipelineWorkflow:
                 raise
             self._left += [name for name in names if name not in self._left]
         self._up = [name for name in self._up if name not in names]
+        self._clusters_down(names)
 
     async def _teardown(self, run_id: str, queue: str) -> None:
         if self._up:
@@ -494,6 +502,39 @@ class PipelineWorkflow:
         except ActivityError as err:
             if not not_started(err):  # a gone worker removes the checkout when it starts again
                 raise
+
+    # -- cost (issue 14): the estimate before any launch, clusters' up times for the actual cost.
+
+    def _estimated(self, prepared: PrepareOutput) -> None:
+        """The estimate goes into the progress before the first report and the first launch."""
+        assert self._progress is not None
+        self._progress.estimate = list(prepared.estimate)
+        self._progress.estimate_usd = prepared.estimate_usd
+
+    def _cluster_launching(self, planned: PlannedStage) -> None:
+        """Its time up (and its cost) counts from the start of its launch: provisioning too."""
+        assert self._progress is not None
+        hourly = next(
+            (e.hourly_usd for e in self._progress.estimate if e.cluster == planned.cluster), None
+        )
+        self._progress.clusters = [
+            c for c in self._progress.clusters if c.name != planned.cluster_name
+        ] + [ClusterCost(planned.cluster, planned.cluster_name, hourly, workflow.now().isoformat())]
+
+    def _cluster_ran(self, planned: PlannedStage, seconds: float) -> None:
+        assert self._progress is not None
+        for cluster in self._progress.clusters:
+            if cluster.name == planned.cluster_name and not cluster.down_at:
+                cluster.busy_s = round(cluster.busy_s + seconds, 3)
+
+    def _clusters_down(self, names: list[str]) -> None:
+        """Its time up ends when its teardown finished."""
+        assert self._progress is not None
+        now = workflow.now().isoformat()
+        for cluster in self._progress.clusters:
+            if cluster.name in names and not cluster.down_at:
+                cluster.down_at = now
+        account(self._progress, now)
 
     def _mark_cancelled(self) -> None:
         assert self._progress is not None

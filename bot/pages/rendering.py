@@ -15,6 +15,7 @@ from starlette.responses import Response
 from bot.pages.texts import TRIGGER_LABELS
 from bot.pages.views import iso_time, repo_name
 from worker.contract import RunState
+from worker.costview import format_usd
 from worker.formatting import format_change, format_duration, format_number, format_time
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def templates() -> Jinja2Templates:
         when=format_time,
         iso=iso_time,
         repo_name=repo_name,
+        usd=format_usd,
     )
     return loaded
 

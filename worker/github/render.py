@@ -21,6 +21,7 @@ from worker.contract import (
     Trigger,
     Verdict,
 )
+from worker.costview import cost_text, estimate_text
 from worker.formatting import (
     NO_VALUE,
     format_change,
@@ -209,6 +210,27 @@ def metrics_section(view: RunView) -> str:
     return "\n".join(lines)
 
 
+def _markdown_text(text: str) -> str:
+    """Plain text safe in Markdown prose: no math (`$`), strikethrough (`~`) or tags."""
+    for char in ("\\", "$", "~", "*", "<", ">", "|"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def cost_section(view: RunView) -> str:
+    """The estimate (before any launch) and the clusters' cost (so far, while running)."""
+    progress = view.progress
+    lines = []
+    estimate = estimate_text(progress)
+    if estimate:
+        lines.append(texts.COST_ESTIMATE.format(text=_markdown_text(estimate)))
+    cost = cost_text(progress)
+    if cost:
+        template = texts.COST_ACTUAL if progress.state.finished else texts.COST_SO_FAR
+        lines.append(template.format(text=_markdown_text(cost)))
+    return "  \n".join(lines)
+
+
 def gates_section(view: RunView) -> str:
     """Each gate passed or failed, with the run's value and the threshold it was held to."""
     gates = view.progress.gates
@@ -337,6 +359,7 @@ def run_comment(view: RunView, masker: Masker | None = None) -> str:
     body = _join(
         [
             texts.RUN_TAG.format(run_id=view.progress.run_id) + "\n" + header,
+            cost_section(view),
             stages_table(view) if view.progress.stages else "",
             outcome_section(view),
             gates_section(view),
@@ -412,6 +435,7 @@ def check_output(view: RunView, masker: Masker | None = None) -> dict[str, str]:
     summary = _join(
         [
             "\n".join(_header(view)[1:]),
+            cost_section(view),
             stages_table(view) if view.progress.stages else "",
             gates_section(view),
             metrics_section(view),

@@ -165,3 +165,8 @@ GATES_FAILED_NEXT = (
 CHECK_TITLE_GATE_FAILED = "gate failed: {summary}"
 CHECK_TITLE_GATES_FAILED = "gate failed: {summary} (and {more} more)"
 CHECK_TITLE_GATES_PASSED = "{count} of {count} stages succeeded · {gates} of {gates} gates passed"
+
+# Cost (issue 14): the estimate made before any launch, and what the clusters cost.
+COST_ESTIMATE = "**Estimate** {text}"
+COST_ACTUAL = "**Cost** {text}"
+COST_SO_FAR = "**Cost so far** {text}"

@@ -15,6 +15,7 @@ from worker.contract import (
     Trigger,
     Verdict,
 )
+from worker.costview import cost_text, estimate_text
 from worker.formatting import (
     NO_VALUE,
     format_change,
@@ -131,6 +132,24 @@ def stage_line(stage: StageProgress) -> str:
         if stage.state is StageState.FAILED and stage.exit_code not in (None, 0):
             detail += texts.STAGE_EXIT.format(code=stage.exit_code)
     return texts.STAGE_LINE.format(icon=icon, name=escape(stage.name), detail=detail)
+
+
+def cost_lines(progress: RunProgress) -> str:
+    """The estimate and the clusters' cost, in mrkdwn ("" when the run has neither yet)."""
+    lines = []
+    estimate = estimate_text(progress)
+    if estimate:
+        lines.append(texts.COST_ESTIMATE.format(text=_plain(estimate)))
+    cost = cost_text(progress)
+    if cost:
+        template = texts.COST_ACTUAL if progress.state.finished else texts.COST_SO_FAR
+        lines.append(template.format(text=_plain(cost)))
+    return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    """Text with no mrkdwn in it: Slack has no escape for `~` (strikethrough), so it reads as ≈."""
+    return escape(text).replace("~", "≈")
 
 
 def _section(text: str) -> Block:
@@ -310,6 +329,9 @@ def run_blocks(
         blocks.append(_section("\n".join(stage_line(s) for s in progress.stages)))
     elif not state.finished:
         blocks.append(_section(texts.PLANNING))
+    costs = cost_lines(progress)
+    if costs:
+        blocks.append(_context([costs]))
     if progress.error:
         text = texts.ERROR.format(error=escape(progress.error))
         hint = next_step(progress, links if run_pages else None)

@@ -123,3 +123,8 @@ NEXT_GATES_FAILED = (
     "the stages succeeded but the metrics do not meet the `gates:` in `.skyrun.yaml`; improve "
     "the result, then run again: {rerun}"
 )
+
+# Cost (issue 14): the estimate made before any launch, and what the clusters cost.
+COST_ESTIMATE = ":moneybag: Estimate {text}"
+COST_ACTUAL = ":moneybag: Cost {text}"
+COST_SO_FAR = ":moneybag: Cost so far {text}"
