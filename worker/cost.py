@@ -238,7 +238,9 @@ class SkyPilotPricer:
                     if self._enabled_clouds is not None
                     else sky.get(sky.enabled_clouds())
                 )
-                self._enabled = [sky.clouds.CLOUD_REGISTRY.from_str(str(n)) for n in names]
+                from sky.utils import registry
+
+                self._enabled = [registry.CLOUD_REGISTRY.from_str(str(n)) for n in names]
             except Exception as err:
                 raise _Unknown(NO_CLOUDS.format(error=_short(err))) from None
             self._enabled = [cloud for cloud in self._enabled if cloud is not None]
