@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 
+APPROVED = "approved {run_id}: it launches now"
 COST_TIMEOUT_S = 5.0
 """How long `skyrun runs` waits for a run's cost (its progress query)."""
 NO_TEMPORAL = (
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("run_id")
     cancel = sub.add_parser("cancel", help="cancel a run (its clusters are still torn down)")
     cancel.add_argument("run_id")
+    approve = sub.add_parser("approve", help="approve a run that waits for budget approval")
+    approve.add_argument("run_id")
     sub.add_parser("check", help="what is configured and reachable")
     return parser
 
@@ -124,6 +127,11 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         cancelled = await control.cancel(args.run_id)
         print(f"cancelling {args.run_id}" if cancelled else f"{args.run_id} is not running")
         return EXIT_OK if cancelled else EXIT_FAILED
+    if command == "approve":
+        user = os.environ.get("USER") or "cli"
+        problem = await control.approve(args.run_id, user, via="cli")
+        print(problem or APPROVED.format(run_id=args.run_id), file=sys.stderr if problem else None)
+        return EXIT_FAILED if problem else EXIT_OK
     raise AssertionError(command)
 
 

@@ -18,6 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from worker import metrics as worker_metrics
 from worker.backends.base import BackendError, ComputeBackend, TaskSpecError, cluster_name_for
+from worker.budget import judge
 from worker.contract import RunRequest, StageEstimate, Trigger
 from worker.cost import (
     PlannedCluster,
@@ -231,6 +232,9 @@ class PipelineActivities:
             output.estimate, output.estimate_usd = await self._estimate(
                 data.run_id, request.lane, output
             )
+            verdict = judge(output.estimate_usd, pipeline.max_run_usd, self.settings.approval_usd)
+            output.approval_reason, output.approval_limit_usd = verdict.reason, verdict.limit_usd
+            output.approval_timeout_s = self.settings.approval_timeout_s
             # The output is one Temporal payload, and each stage's part goes into a later
             # activity input with the request: refuse here what could not travel there.
             size = await asyncio.to_thread(payload_bytes, output)

@@ -58,10 +58,12 @@ class RunState(str, Enum):
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
     DENIED = "denied"
+    # Budgets (issue 14): planned, estimated above a limit, nothing launched until approved.
+    AWAITING_APPROVAL = "awaiting_approval"
 
     @property
     def finished(self) -> bool:
-        return self not in (RunState.QUEUED, RunState.RUNNING)
+        return self not in (RunState.QUEUED, RunState.RUNNING, RunState.AWAITING_APPROVAL)
 
 
 class StageState(str, Enum):
@@ -185,6 +187,29 @@ class ClusterCost:
     cost_usd: float | None = None
 
 
+SIGNAL_APPROVE = "approve"
+"""Lets a run that waits in `awaiting_approval` go (payload: `Approve`)."""
+
+
+@dataclass
+class Approve:
+    user: str
+    via: str = ""
+    """Where it was approved: `github`, `slack` or `cli`."""
+
+
+@dataclass
+class Approval:
+    """Why a run waits for approval, the numbers, and who let it go."""
+
+    reason: str
+    estimate_usd: float | None = None
+    limit_usd: float = 0.0
+    expires_at: str = ""
+    approved_by: str = ""
+    approved_at: str = ""
+
+
 @dataclass
 class StageProgress:
     name: str
@@ -237,6 +262,8 @@ class RunProgress:
     cost_usd: float | None = None
     """Every cluster's hourly price x its time up (so far, while running); None when unknown."""
     clusters: list[ClusterCost] = field(default_factory=list)
+    approval: Approval | None = None
+    """Set when the run's estimate passed a budget: it waited (or waits) for approval."""
 
     @property
     def failed_gates(self) -> list[GateResult]:

@@ -52,6 +52,10 @@ class PrepareOutput:
     # Cost (issue 14): the run's estimate, made before anything is launched (worker/cost.py).
     estimate: list[StageEstimate] = field(default_factory=list)
     estimate_usd: float | None = None
+    # Budgets (issue 14): why the run must wait for approval ("" when it need not).
+    approval_reason: str = ""
+    approval_limit_usd: float = 0.0
+    approval_timeout_s: int = 0
 
 
 @dataclass

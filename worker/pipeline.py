@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -41,11 +42,14 @@ TOP_KEYS = (
     "notify",
     "autostop_minutes",
     "timeout_minutes",
+    "budget",  # cost (issue 14)
 )
 ON_KEYS = ("push", "pull_request", "merge_group")
 STAGE_KEYS = ("name", "task", "cluster")
 METRIC_KEYS = ("name", "pattern")
 NOTIFY_KEYS = ("slack",)
+BUDGET_KEYS = ("max_run_usd",)  # cost (issue 14)
+E_NOT_USD = "{path} must be a number of US dollars, 0 or more (got {value})"
 
 # User-facing texts. `{path}` is where in the file (e.g. "stages[1].task"), `{where}` the same as a
 # "stages[1]: " prefix (empty at the top level); quoted values come pre-quoted.
@@ -184,6 +188,8 @@ class Pipeline:
     notify_slack: str = ""
     autostop_minutes: int = 30
     timeout_minutes: int = 180
+    max_run_usd: float = 0.0
+    """`budget.max_run_usd`: > 0, a run estimated above it waits for approval (issue 14)."""
     from_file: bool = False
     """False when the file was absent and the defaults were used."""
 
@@ -326,7 +332,28 @@ class _Parser:
             pipeline.timeout_minutes = self.positive_int(
                 items["timeout_minutes"][1], "timeout_minutes"
             )
+        if "budget" in items:
+            pipeline.max_run_usd = self.budget(items["budget"][1])
         return pipeline
+
+    def budget(self, node: Node) -> float:
+        """`budget: {max_run_usd: N}`: dollars, 0 (no limit) or more."""
+        items = self.mapping(node, "budget", BUDGET_KEYS)
+        if "max_run_usd" not in items:
+            return 0.0
+        value = items["max_run_usd"][1]
+        path = "budget.max_run_usd"
+        if not isinstance(value, ScalarNode) or value.tag not in (_INT, _FLOAT):
+            shown = _q(str(value.value)) if isinstance(value, ScalarNode) else _kind(value)
+            self.fail(E_NOT_USD.format(path=path, value=shown), value)
+        number = float(
+            self.constructor.construct_yaml_int(value)
+            if value.tag == _INT
+            else self.constructor.construct_yaml_float(value)
+        )
+        if not math.isfinite(number) or number < 0:
+            self.fail(E_NOT_USD.format(path=path, value=_q(str(value.value))), value)
+        return number
 
     def on(self, node: Node, pipeline: Pipeline) -> None:
         items = self.mapping(node, "on", ON_KEYS)

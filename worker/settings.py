@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # Cost (issue 14): prices for infrastructure without a price catalog (worker/cost.py).
     gpu_hour_usd: float = Field(0.0, alias="SKYRUN_GPU_HOUR_USD", ge=0, allow_inf_nan=False)
     cpu_hour_usd: float = Field(0.0, alias="SKYRUN_CPU_HOUR_USD", ge=0, allow_inf_nan=False)
+    # Budgets (issue 14): runs estimated above this wait for approval (0 = never).
+    approval_usd: float = Field(0.0, alias="SKYRUN_APPROVAL_USD", ge=0, allow_inf_nan=False)
+    approval_timeout_s: int = Field(86400, alias="SKYRUN_APPROVAL_TIMEOUT_S", ge=1)
+    """How long a run waits for approval before it ends cancelled."""
 
     @field_validator("local_mounts", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from worker.activities import USER_ERROR, PipelineActivities
     from worker.backends.base import EXIT_CANCELLED
+    from worker.budget import EXPIRED
     from worker.contract import (
         DEFAULT_BRANCH,
         QUERY_PROGRESS,
@@ -27,7 +28,10 @@ with workflow.unsafe.imports_passed_through():
         SA_LANE,
         SA_REF,
         SA_STATE,
+        SIGNAL_APPROVE,
         WORKFLOW_NAME,
+        Approval,
+        Approve,
         ClusterCost,
         RunProgress,
         RunRequest,
@@ -83,6 +87,8 @@ PATCH_LANES = "lane-coordinator"
 PATCH_DEFAULT_LANE = "default-branch-lane"
 # Runs started before quality gates existed replay without the evaluate_gates step.
 PATCH_GATES = "gates"
+# Runs started before budgets existed replay without the approval wait (issue 14).
+PATCH_APPROVAL = "approval"
 WORKER_GONE = (
     "the worker holding this run's clusters ({queue}) did not come back within {seconds} s, "
     "and its jobs stopped with it; restart it (same host and SKYRUN_DATA_DIR) and retry the run"
@@ -138,6 +144,10 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 PINNED_SCHEDULE_TIMEOUT = timedelta(minutes=10)
 
 
+class ApprovalExpired(Exception):
+    """A run waiting for budget approval was not approved in time (caught in `run`)."""
+
+
 def pinned_wait(prepared: PrepareOutput) -> timedelta | None:
     """How long a pinned run's work waits for its worker (older workers send no value)."""
     if not prepared.worker_queue:
@@ -182,10 +192,17 @@ class PipelineWorkflow:
         """Coordinators this run entered (workflow ids), left again after its teardown."""
         self._admitted: set[str] = set()
         self._notice = ""
+        self._approved: Approve | None = None
 
     @workflow.signal(name=SIGNAL_ADMITTED)
     def admitted(self, coordinator: str) -> None:
         self._admitted.add(coordinator)
+
+    @workflow.signal(name=SIGNAL_APPROVE)
+    def approve(self, approve: Approve) -> None:
+        """Budget approval: the first one counts; one sent while nothing waits is kept."""
+        if self._approved is None:
+            self._approved = approve
 
     @workflow.signal(name=SIGNAL_NOTICE)
     def notice(self, notice: Notice) -> None:
@@ -274,10 +291,14 @@ class PipelineWorkflow:
             self._estimated(prepared)
             self._notify_slack = prepared.notify_slack
             self._start_reporters(request)
+            if prepared.approval_reason and workflow.patched(PATCH_APPROVAL):
+                await self._await_approval(prepared)
             self._set_state(RunState.RUNNING)
             await self._run_stages_within(request, prepared, queue)
             if self._outcome is None and prepared.gates and workflow.patched(PATCH_GATES):
                 await self._check_gates(prepared.gates)
+        except ApprovalExpired:
+            pass  # the run ends cancelled, saying why (set by _await_approval)
         except TimeoutError:
             progress.error = RUN_TIMED_OUT.format(
                 minutes=prepared.timeout_minutes if prepared else 0, stage=self._active
@@ -510,6 +531,31 @@ class PipelineWorkflow:
         assert self._progress is not None
         self._progress.estimate = list(prepared.estimate)
         self._progress.estimate_usd = prepared.estimate_usd
+
+    async def _await_approval(self, prepared: PrepareOutput) -> None:
+        """Wait in `awaiting_approval` (nothing launched) until approved; raise ApprovalExpired
+        when its durable timer runs out first (the run then ends cancelled)."""
+        assert self._progress is not None
+        timeout = timedelta(seconds=prepared.approval_timeout_s or 86400)
+        self._progress.approval = Approval(
+            reason=prepared.approval_reason,
+            estimate_usd=prepared.estimate_usd,
+            limit_usd=prepared.approval_limit_usd,
+            expires_at=(workflow.now() + timeout).isoformat(),
+        )
+        self._set_state(RunState.AWAITING_APPROVAL)
+        try:
+            await workflow.wait_condition(lambda: self._approved is not None, timeout=timeout)
+        except TimeoutError:
+            self._progress.error = EXPIRED.format(
+                hours=timeout.total_seconds() / 3600, reason=prepared.approval_reason
+            )
+            self._finish_stages(StageState.SKIPPED, "")
+            self._outcome = RunState.CANCELLED
+            raise ApprovalExpired from None
+        assert self._approved is not None
+        self._progress.approval.approved_by = self._approved.user
+        self._progress.approval.approved_at = workflow.now().isoformat()
 
     def _cluster_launching(self, planned: PlannedStage) -> None:
         """Its time up (and its cost) counts from the start of its launch: provisioning too."""

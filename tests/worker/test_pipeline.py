@@ -59,7 +59,7 @@ autostop_minutes: 30
 timeout_minutes: 180
 """
 
-TOP_KNOWN = "on, stages, envs, metrics, gates, notify, autostop_minutes, timeout_minutes"
+TOP_KNOWN = "on, stages, envs, metrics, gates, notify, autostop_minutes, timeout_minutes, budget"
 STAGE_RULE = "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
 
 
@@ -938,3 +938,44 @@ def test_a_long_gate_is_refused_without_echoing_all_of_it() -> None:
     error = error_of("gates:\n  - " + "m" * 10_000 + " >= 1\n")
     assert error.line == 2 and "characters long; the limit is" in error.problem
     assert len(str(error)) < 300
+
+
+# --- budget (issue 14) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "usd"), [("5", 5.0), ("2.5", 2.5), ("0", 0.0)])
+def test_budget_max_run_usd_is_read_in_dollars(text: str, usd: float) -> None:
+    assert parse_pipeline(f"budget: {{max_run_usd: {text}}}\n").max_run_usd == usd
+    assert parse_pipeline("stages: [{name: a, task: a.yaml}]\n").max_run_usd == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        (
+            "on: {}\nbudget:\n  max_run_usd: -1\n",
+            3,
+            "budget.max_run_usd must be a number of US dollars, 0 or more (got '-1')",
+        ),
+        (
+            "budget: {max_run_usd: lots}\n",
+            1,
+            "budget.max_run_usd must be a number of US dollars, 0 or more (got 'lots')",
+        ),
+        (
+            "budget: {max_run_usd: .inf}\n",
+            1,
+            "budget.max_run_usd must be a number of US dollars, 0 or more (got '.inf')",
+        ),
+        (
+            "budget: {max_run_usd: [1]}\n",
+            1,
+            "budget.max_run_usd must be a number of US dollars, 0 or more (got list)",
+        ),
+        ("budget: {max_usd: 1}\n", 1, "budget: unknown key 'max_usd' (known: max_run_usd)"),
+        ("budget: 10\n", 1, "budget must be a mapping, not a number"),
+    ],
+)
+def test_a_bad_budget_is_an_error_at_its_line(text: str, line: int, problem: str) -> None:
+    error = error_of(text)
+    assert (error.line, error.problem) == (line, problem)

@@ -221,6 +221,21 @@ def cost_section(view: RunView) -> str:
     """The estimate (before any launch) and the clusters' cost (so far, while running)."""
     progress = view.progress
     lines = []
+    approval = progress.approval
+    if approval is not None and progress.state is RunState.AWAITING_APPROVAL:
+        lines.append(
+            texts.APPROVAL_WAITING.format(
+                reason=_markdown_text(approval.reason),
+                run_id=progress.run_id,
+                expires=format_time(approval.expires_at),
+            )
+        )
+    elif approval is not None and approval.approved_by:
+        lines.append(
+            texts.APPROVAL_GIVEN.format(
+                user=code(approval.approved_by), reason=_markdown_text(approval.reason)
+            )
+        )
     estimate = estimate_text(progress)
     if estimate:
         lines.append(texts.COST_ESTIMATE.format(text=_markdown_text(estimate)))

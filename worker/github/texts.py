@@ -22,6 +22,7 @@ STATE_EMOJI = {
     RunState.TIMED_OUT: "⏱️",
     RunState.SKIPPED: "⏭️",
     RunState.DENIED: "🔒",
+    RunState.AWAITING_APPROVAL: "💰",
 }
 STATE_WORDS = {
     RunState.QUEUED: "queued",
@@ -32,6 +33,7 @@ STATE_WORDS = {
     RunState.TIMED_OUT: "timed out",
     RunState.SKIPPED: "was skipped",
     RunState.DENIED: "was not run",
+    RunState.AWAITING_APPROVAL: "waits for budget approval",
 }
 STAGE_EMOJI = {
     StageState.PENDING: "⏸️ pending",
@@ -170,3 +172,8 @@ CHECK_TITLE_GATES_PASSED = "{count} of {count} stages succeeded · {gates} of {g
 COST_ESTIMATE = "**Estimate** {text}"
 COST_ACTUAL = "**Cost** {text}"
 COST_SO_FAR = "**Cost so far** {text}"
+APPROVAL_WAITING = (
+    "**Waiting for approval**: {reason}. Nothing is launched until someone with access to "
+    "skyrun runs `skyrun approve {run_id}`; otherwise the run is cancelled at {expires}."
+)
+APPROVAL_GIVEN = "**Approved** by {user}: {reason}"

@@ -137,6 +137,21 @@ def stage_line(stage: StageProgress) -> str:
 def cost_lines(progress: RunProgress) -> str:
     """The estimate and the clusters' cost, in mrkdwn ("" when the run has neither yet)."""
     lines = []
+    approval = progress.approval
+    if approval is not None and progress.state is RunState.AWAITING_APPROVAL:
+        lines.append(
+            texts.APPROVAL_WAITING.format(
+                reason=_plain(approval.reason),
+                run_id=escape(progress.run_id),
+                expires=slack_time(approval.expires_at),
+            )
+        )
+    elif approval is not None and approval.approved_by:
+        lines.append(
+            texts.APPROVAL_GIVEN.format(
+                user=escape(approval.approved_by), reason=_plain(approval.reason)
+            )
+        )
     estimate = estimate_text(progress)
     if estimate:
         lines.append(texts.COST_ESTIMATE.format(text=_plain(estimate)))

@@ -13,6 +13,7 @@ RUN_ICONS = {
     RunState.TIMED_OUT: ":alarm_clock:",
     RunState.SKIPPED: ":fast_forward:",
     RunState.DENIED: ":no_entry:",
+    RunState.AWAITING_APPROVAL: ":moneybag:",
 }
 RUN_WORDS = {
     RunState.QUEUED: "queued",
@@ -23,6 +24,7 @@ RUN_WORDS = {
     RunState.TIMED_OUT: "timed out",
     RunState.SKIPPED: "skipped",
     RunState.DENIED: "not allowed",
+    RunState.AWAITING_APPROVAL: "waiting for budget approval",
 }
 STAGE_ICONS = {
     StageState.PENDING: ":white_circle:",
@@ -128,3 +130,8 @@ NEXT_GATES_FAILED = (
 COST_ESTIMATE = ":moneybag: Estimate {text}"
 COST_ACTUAL = ":moneybag: Cost {text}"
 COST_SO_FAR = ":moneybag: Cost so far {text}"
+APPROVAL_WAITING = (
+    ":moneybag: *Waiting for approval*: {reason}. Nothing is launched until someone with access "
+    "to skyrun runs `skyrun approve {run_id}`; otherwise the run is cancelled {expires}."
+)
+APPROVAL_GIVEN = ":moneybag: Approved by {user}: {reason}"
