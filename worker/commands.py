@@ -39,6 +39,7 @@ Usage, on the first line of a pull request comment:
 - `/skyrun ... KEY=VALUE ...` sets environment variables for the tasks, e.g. `/skyrun EPOCHS=3`
 - `/skyrun cancel` cancels this pull request's running run (its clusters are still torn down)
 - `/skyrun status` lists this pull request's runs
+- `/skyrun approve` lets this pull request's run waiting for budget approval go (maintainers)
 - `/skyrun help` shows this help
 
 Only people with write access to the repository can start or cancel runs."""
@@ -102,11 +103,13 @@ class CommandKind(str, Enum):
     CANCEL = "cancel"
     STATUS = "status"
     HELP = "help"
+    APPROVE = "approve"
+    """Budgets (issue 14): let a run that waits for approval go (maintain or admin)."""
     USAGE = "usage"
     """The text was a `/skyrun` command the parser refused: reply with the error and usage."""
 
 
-KEYWORDS = (CommandKind.CANCEL, CommandKind.STATUS, CommandKind.HELP)
+KEYWORDS = (CommandKind.CANCEL, CommandKind.STATUS, CommandKind.HELP, CommandKind.APPROVE)
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,6 @@ def _keyword_command(kind: CommandKind, rest: list[str], host: Host, command: st
         return Command(kind)
     if len(rest) > 1:
         raise CommandError(E_TOO_MANY.format(command=kind.value, extra=extra))
-    if not rest and kind is CommandKind.CANCEL:
+    if not rest and kind in (CommandKind.CANCEL, CommandKind.APPROVE):
         raise CommandError(E_NEEDS_RUN.format(command=kind.value, name=command))
     return Command(kind, run_id=run_id_of(rest[0]) if rest else "")

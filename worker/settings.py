@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     approval_usd: float = Field(0.0, alias="SKYRUN_APPROVAL_USD", ge=0, allow_inf_nan=False)
     approval_timeout_s: int = Field(86400, alias="SKYRUN_APPROVAL_TIMEOUT_S", ge=1)
     """How long a run waits for approval before it ends cancelled."""
+    slack_approvers: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_SLACK_APPROVERS")
 
     @field_validator("local_mounts", mode="before")
     @classmethod
@@ -101,7 +102,7 @@ class Settings(BaseSettings):
         """SKYRUN_LOCAL_MOUNTS as (path, writable) pairs."""
         return [_local_mount(entry) for entry in self.local_mounts]
 
-    @field_validator("allowed_repos", "slack_allowed_users", mode="before")
+    @field_validator("allowed_repos", "slack_allowed_users", "slack_approvers", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split(value)

@@ -125,6 +125,8 @@ class SlackHandlers:
             record_slack("command", Outcome.REPLIED)
             status = await self._status(state, parsed.run_id, name)
             await _send(respond, **status)
+        elif parsed.kind is CommandKind.APPROVE:
+            await _ack(ack, await self._approve(state, user, parsed.run_id))
         elif parsed.kind is CommandKind.CANCEL:
             await _ack(ack, texts.CANCELLING.format(run_id=parsed.run_id))
             reply, _ = await self._cancel(state, user, parsed.run_id, name, "command")
@@ -247,6 +249,21 @@ class SlackHandlers:
         )
 
     # Cancel, by command or by the progress message's button.
+
+    async def _approve(self, state: BotState, user: str, run_id: str) -> str:
+        """Budgets (issue 14): SKYRUN_SLACK_APPROVERS may let a run over budget go."""
+        if user not in self.settings.slack_approvers:
+            record_slack("command", Outcome.DENIED)
+            return texts.APPROVE_DENIED.format(user=user)
+        try:
+            problem = await state.control.approve(run_id, user, via="slack")
+        except Exception as err:  # Temporal unreachable: nothing was approved, say so
+            record_slack("command", Outcome.ERROR)
+            return texts.APPROVE_FAILED.format(run_id=run_id, error=escape(str(err)))
+        record_slack("command", Outcome.REPLIED if problem else Outcome.ACCEPTED)
+        if problem:
+            return escape(problem)
+        return texts.APPROVED.format(user=user, url=self.links.run(run_id), run_id=run_id)
 
     async def _cancel(
         self, state: BotState, user: str, run_id: str, command: str, event: str

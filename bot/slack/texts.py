@@ -62,3 +62,11 @@ STATUS_FAILED = (
     ":warning: Could not read runs from Temporal: {error}. Try again in a minute, or open "
     "<{url}|the run pages>."
 )
+
+# Budgets (issue 14).
+APPROVED = "<@{user}> approved run <{url}|`{run_id}`>: it launches now."
+APPROVE_DENIED = (
+    "<@{user}> may not approve runs over budget: ask an operator to add your Slack user id to "
+    "SKYRUN_SLACK_APPROVERS."
+)
+APPROVE_FAILED = "Could not approve run `{run_id}`: {error}. Nothing was approved; try again."

@@ -118,6 +118,8 @@ class GitHubCommandActivities:
     async def resolve(self, command: GitHubCommand) -> Resolution:
         if command.from_check:
             return await self._resolve_check(command)
+        if command.action is CommandKind.APPROVE:
+            return await self.gate.resolve_approver(command)
         return await self.gate.resolve(command, run=command.action is CommandKind.RUN)
 
     async def _resolve_check(self, command: GitHubCommand) -> Resolution:
@@ -247,6 +249,16 @@ class GitHubCommandActivities:
         lane = lane_for_pr(command.repo, command.pr_number)
         reason = CANCELLED_BY.format(user=command.requested_by)
         return CancelOutput(await self.control.cancel_lane(lane, reason, command.received_at))
+
+    @activity.defn(name="github_approve_runs")
+    async def approve_runs(self, command: GitHubCommand) -> CancelOutput:
+        """Approve the pull request's runs that wait for budget approval (budgets, issue 14)."""
+        lane = lane_for_pr(command.repo, command.pr_number)
+        approved = []
+        for run_id in await self.control.lane_members(lane):
+            if not await self.control.approve(run_id, command.requested_by, via="github"):
+                approved.append(run_id)
+        return CancelOutput(approved)
 
     @activity.defn(name="github_reply")
     async def reply(self, data: ReplyInput) -> ReplyOutput:

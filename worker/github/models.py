@@ -48,6 +48,8 @@ class ReplyKind(str, Enum):
     CANCELLED = "cancelled"
     NOTHING_TO_CANCEL = "nothing_to_cancel"
     ALREADY_RUNNING = "already_running"
+    APPROVED = "approved"  # budgets (issue 14)
+    NOTHING_TO_APPROVE = "nothing_to_approve"
 
 
 @dataclass

@@ -488,6 +488,11 @@ def reply(
         text = texts.REPLY_CANCELLED.format(runs=names)
     elif kind is ReplyKind.NOTHING_TO_CANCEL:
         text = texts.REPLY_NOTHING_TO_CANCEL
+    elif kind is ReplyKind.APPROVED:
+        names = ", ".join(f"[`{run_id}`]({links.run(run_id)})" for run_id in data.run_ids)
+        text = texts.REPLY_APPROVED.format(runs=names)
+    elif kind is ReplyKind.NOTHING_TO_APPROVE:
+        text = texts.REPLY_NOTHING_TO_APPROVE
     elif kind is ReplyKind.ALREADY_RUNNING:
         run_id = data.run_ids[0]
         text = texts.REPLY_ALREADY_RUNNING.format(

@@ -37,7 +37,15 @@ class GitHubServices:
         if self.commands is None:
             return []
         c = self.commands
-        return [c.dispatch, c.acknowledge, c.resolve, c.start_run, c.cancel_runs, c.reply]
+        return [
+            c.dispatch,
+            c.acknowledge,
+            c.resolve,
+            c.start_run,
+            c.cancel_runs,
+            c.reply,
+            c.approve_runs,
+        ]
 
 
 def make_github(

@@ -142,6 +142,13 @@ NEEDS_WRITE = (
 )
 WHAT_RUN = "start runs"
 WHAT_CANCEL = "cancel runs"
+WHAT_APPROVE = "approve runs over budget"
+NEEDS_MAINTAIN = (
+    "@{user} needs the maintain or admin role on {repo} to {what} (their role is {role}); "
+    "ask a maintainer to comment `/skyrun approve`"
+)
+REPLY_APPROVED = "💰 Approved {runs}: launching now."
+REPLY_NOTHING_TO_APPROVE = "No skyrun run on this pull request waits for approval."
 FORK_PR = "pull requests from forks run only when a maintainer comments `/skyrun` on them"
 FORK_GONE = "the pull request's fork was deleted, so its commits cannot be run"
 PR_CLOSED = "pull request #{number} is closed"
@@ -173,7 +180,8 @@ COST_ESTIMATE = "**Estimate** {text}"
 COST_ACTUAL = "**Cost** {text}"
 COST_SO_FAR = "**Cost so far** {text}"
 APPROVAL_WAITING = (
-    "**Waiting for approval**: {reason}. Nothing is launched until someone with access to "
-    "skyrun runs `skyrun approve {run_id}`; otherwise the run is cancelled at {expires}."
+    "**Waiting for approval**: {reason}. Nothing is launched until a maintainer comments "
+    "`/skyrun approve` (or runs `skyrun approve {run_id}`); otherwise it is cancelled at "
+    "{expires}."
 )
 APPROVAL_GIVEN = "**Approved** by {user}: {reason}"

@@ -131,7 +131,8 @@ COST_ESTIMATE = ":moneybag: Estimate {text}"
 COST_ACTUAL = ":moneybag: Cost {text}"
 COST_SO_FAR = ":moneybag: Cost so far {text}"
 APPROVAL_WAITING = (
-    ":moneybag: *Waiting for approval*: {reason}. Nothing is launched until someone with access "
-    "to skyrun runs `skyrun approve {run_id}`; otherwise the run is cancelled {expires}."
+    ":moneybag: *Waiting for approval*: {reason}. Nothing is launched until it is approved "
+    "(`/skyrun approve {run_id}` here, `/skyrun approve` on the pull request, or "
+    "`skyrun approve {run_id}`); otherwise it is cancelled {expires}."
 )
 APPROVAL_GIVEN = ":moneybag: Approved by {user}: {reason}"
