@@ -32,6 +32,8 @@ from worker.slack import texts
 Block = dict[str, Any]
 
 ACTION_CANCEL = "skyrun_cancel"
+ACTION_APPROVE = "skyrun_approve"
+"""Budgets (issue 14): the Approve button of a run that waits for approval."""
 ACTION_LINK_PREFIX = "skyrun_link_"
 """URL buttons still send Slack an interaction; the bot acknowledges these without acting."""
 ACTIONS_BLOCK = "skyrun_actions"
@@ -226,9 +228,21 @@ def buttons(progress: RunProgress, links: Links, *, run_pages: bool = True) -> l
     )
     if progress.dashboard_url:
         elements.append(_link_button("dashboard", texts.BUTTON_DASHBOARD, progress.dashboard_url))
+    if progress.state is RunState.AWAITING_APPROVAL:
+        elements.append(approve_button(progress.run_id))
     if not progress.state.finished:
         elements.append(cancel_button(progress.run_id))
     return elements
+
+
+def approve_button(run_id: str) -> Block:
+    return {
+        "type": "button",
+        "action_id": ACTION_APPROVE,
+        "text": {"type": "plain_text", "text": texts.BUTTON_APPROVE},
+        "style": "primary",
+        "value": run_id,
+    }
 
 
 def metrics_text(progress: RunProgress, baseline: Baseline | None) -> str:

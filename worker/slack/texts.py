@@ -136,3 +136,4 @@ APPROVAL_WAITING = (
     "`skyrun approve {run_id}`); otherwise it is cancelled {expires}."
 )
 APPROVAL_GIVEN = ":moneybag: Approved by {user}: {reason}"
+BUTTON_APPROVE = "Approve"

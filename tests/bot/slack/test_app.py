@@ -626,8 +626,10 @@ async def test_approve_command_for_slack_approvers_only(
 ) -> None:
     from tests.runs import request_for, wait_finished
     from worker.contract import RunState
+    from worker.links import Links
     from worker.process import build_workers, running_workers
     from worker.runcontrol import RunControl
+    from worker.slack.blocks import ACTION_APPROVE, buttons
 
     files = {
         ".skyrun.yaml": "stages:\n  - {name: a, task: a.yaml}\n",
@@ -660,6 +662,20 @@ async def test_approve_command_for_slack_approvers_only(
             return ack_text(await deliver(http, body))
 
         assert await approve("U0MALLORY") == texts.APPROVE_DENIED.format(user="U0MALLORY")
+        # The Approve button the waiting run's message carries says the same to a non-approver.
+        waiting_progress = await control.progress(outcome.run_id)
+        assert waiting_progress is not None
+        button = next(
+            element
+            for element in buttons(waiting_progress, Links(priced))
+            if element["action_id"] == ACTION_APPROVE
+        )
+        clicked = await deliver(
+            http, block_action(button, response_url=slack.response_url("click"), user="U0X")
+        )
+        assert clicked.status_code == 200
+        await slack.wait_for(lambda: slack.responses("click"), 20, "the button's denial")
+        assert slack.responses("click")[0]["text"] == texts.APPROVE_DENIED.format(user="U0X")
         assert (await control.progress(outcome.run_id)).state is RunState.AWAITING_APPROVAL  # type: ignore[union-attr]
         assert await approve("U0BOSS") == texts.APPROVED.format(
             user="U0BOSS", url=f"http://skyrun.test/runs/{outcome.run_id}", run_id=outcome.run_id
