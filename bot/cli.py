@@ -19,6 +19,7 @@ from bot.console import (
     follow,
     print_summary,
 )
+from worker.costview import format_usd
 from worker.formatting import format_duration
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 
+APPROVED = "approved {run_id}: it launches now"
+COST_TIMEOUT_S = 5.0
+"""How long `skyrun runs` waits for a run's cost (its progress query)."""
 NO_TEMPORAL = (
     "cannot reach Temporal at {target}: {error}\n"
     "start the local stack with `skyrun dev` (or `make run`), or set TEMPORAL_ADDRESS"
@@ -78,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument(
         "--wait", action="store_true", help="follow the retry; exit non-zero if it fails"
     )
+    approve = sub.add_parser("approve", help="approve a run that waits for budget approval")
+    approve.add_argument("run_id")
     sub.add_parser("check", help="what is configured and reachable")
     return parser
 
@@ -141,6 +147,11 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         return EXIT_OK if cancelled else EXIT_FAILED
     if command == "retry":
         return await _retry(args, settings, control)
+    if command == "approve":
+        user = os.environ.get("USER") or "cli"
+        problem = await control.approve(args.run_id, user, via="cli")
+        print(problem or APPROVED.format(run_id=args.run_id), file=sys.stderr if problem else None)
+        return EXIT_FAILED if problem else EXIT_OK
     raise AssertionError(command)
 
 
@@ -283,13 +294,29 @@ async def _runs(args: argparse.Namespace, control: RunControl) -> int:
     runs = await control.list_runs(limit=args.limit, repo=args.repo, state=args.state)
     if not runs:
         print("no runs")
+    costs = await _costs(control, [run.run_id for run in runs])
     for run in runs:
         took = format_duration(run.duration_s)
         print(
             f"{run.run_id:<28} {run.state.value:<10} {run.repo:<30} "
-            f"{run.ref or '-':<14} {run.trigger:<8} {took}"
+            f"{run.ref or '-':<14} {run.trigger:<8} {took:<12} {costs.get(run.run_id, '-')}"
         )
     return EXIT_OK
+
+
+async def _costs(control: RunControl, run_ids: list[str]) -> dict[str, str]:
+    """Each run's cost as the list shows it (a run that does not answer in time shows `-`)."""
+
+    async def one(run_id: str) -> tuple[str, str]:
+        try:
+            progress = await asyncio.wait_for(control.progress(run_id), COST_TIMEOUT_S)
+        except Exception:  # a list must not fail on one run's query
+            return run_id, "-"
+        if progress is None or not progress.clusters:
+            return run_id, "-"
+        return run_id, format_usd(progress.cost_usd)
+
+    return dict(await asyncio.gather(*(one(run_id) for run_id in run_ids)))
 
 
 async def _status(run_id: str, settings: Settings, control: RunControl) -> int:

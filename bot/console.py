@@ -8,6 +8,7 @@ import sys
 
 from worker.capacity import queued_line
 from worker.contract import RunProgress, RunState
+from worker.costview import cost_text, estimate_text
 from worker.formatting import format_duration, format_number
 from worker.links import Links
 from worker.runcontrol import RunControl
@@ -77,6 +78,10 @@ def print_summary(progress: RunProgress | None, settings: Settings) -> None:
             print(f"    {line}")
     for name, value in progress.metrics.items():
         print(f"  metric {name} = {format_number(value)}")
+    if estimate := estimate_text(progress):
+        print(f"  estimate: {estimate}")
+    if cost := cost_text(progress):
+        print(f"  cost:     {cost}")
     print(f"  page:     {links.run(progress.run_id)}")
     if progress.retry_of:
         print(f"  retry of: {links.run(progress.retry_of)}")

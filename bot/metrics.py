@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from prometheus_client import (
@@ -23,7 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,7 +35,7 @@ from temporalio.client import Client
 from bot.pages.loading import UNANSWERED
 from bot.state import BotState
 from worker.contract import RunState, Trigger
-from worker.runcontrol import RunControl, runs_query, summary_of
+from worker.runcontrol import RunControl, RunSummary, runs_query, summary_of
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bot.access")
@@ -109,9 +110,13 @@ def record_slack(event: str, outcome: Outcome | str) -> None:
 REFRESH_EVERY_S = 15.0
 """Scrapes closer together than this reuse the last look, so scrapers cannot load Temporal."""
 REFRESH_TIMEOUT_S = 10.0
+COST_SLACK = timedelta(seconds=5)
+"""Runs closed this long before the collector started still count (the app was starting)."""
 QUERY_TIMEOUT_S = 3.0
 CONCURRENCY = 8
 MAX_LIVE_RUNS = 500
+MAX_CLOSED_RUNS = 500
+"""Runs closed since the last look whose cost one refresh reads (more wait for the next)."""
 
 
 @dataclass
@@ -129,6 +134,11 @@ class RunsCollector(Collector):
         self._snapshot: _Snapshot | None = None
         self._taken = -math.inf
         self._lock = asyncio.Lock()
+        # Cost (issue 14): dollars of the runs that closed since this collector started.
+        self._since = datetime.now(UTC) - COST_SLACK
+        self._costed: set[str] = set()
+        self.dollars: dict[tuple[str, str], float] = {}
+        """Actual cost (USD) of finished runs by (repository, trigger), counted once each."""
 
     async def refresh(self, client: Client, control: RunControl, task_queue: str) -> None:
         async with self._lock:
@@ -168,6 +178,7 @@ class RunsCollector(Collector):
                 return None
             return progress.backend or "unknown", len(progress.clusters_up)
 
+        await self._count_dollars(client, control, task_queue, limit)
         counts = await asyncio.gather(*(count(t, s) for t in Trigger for s in RunState))
         live = runs_query(task_queue=task_queue, running_only=True)
         run_ids = [
@@ -183,7 +194,38 @@ class RunsCollector(Collector):
             snapshot.clusters[backend] = snapshot.clusters.get(backend, 0) + up
         return snapshot
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    async def _count_dollars(
+        self, client: Client, control: RunControl, task_queue: str, limit: asyncio.Semaphore
+    ) -> None:
+        """Add the final cost of each run that closed since the collector started, once."""
+        since = self._since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        query = (
+            f"{runs_query(task_queue=task_queue)} AND ExecutionStatus != 'Running' "
+            f"AND CloseTime >= '{since}'"
+        )
+        closed = [
+            summary_of(execution)
+            async for execution in client.list_workflows(query, limit=MAX_CLOSED_RUNS)
+        ]
+
+        async def cost(summary: RunSummary) -> None:
+            async with limit:
+                try:
+                    progress = await asyncio.wait_for(
+                        control.progress(summary.run_id), QUERY_TIMEOUT_S
+                    )
+                except UNANSWERED:
+                    return  # asked again at the next refresh
+            if summary.run_id in self._costed:
+                return
+            self._costed.add(summary.run_id)
+            if progress is not None and progress.cost_usd:
+                key = (summary.repo, summary.trigger or OTHER)
+                self.dollars[key] = self.dollars.get(key, 0.0) + progress.cost_usd
+
+        await asyncio.gather(*(cost(s) for s in closed if s.run_id not in self._costed))
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         snapshot = self._snapshot
         up = GaugeMetricFamily(
             "skyrun_temporal_up", "1 when the last look at Temporal for run metrics succeeded."
@@ -215,6 +257,15 @@ class RunsCollector(Collector):
         )
         unanswered.add_metric([], snapshot.unanswered)
         yield unanswered
+        dollars = CounterMetricFamily(
+            "skyrun_cost_usd",
+            "Actual cost in USD (clusters' hourly price x time up) of the runs that finished "
+            "since this bot started, by repository and trigger.",
+            labels=["repo", "trigger"],
+        )
+        for (repo, trigger), usd in sorted(self.dollars.items()):
+            dollars.add_metric([repo, trigger], round(usd, 6))
+        yield dollars
 
 
 class MetricsEndpoint:

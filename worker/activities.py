@@ -25,7 +25,16 @@ from worker.backends.base import (
     TaskSpecError,
     cluster_name_for,
 )
-from worker.contract import INFRA_CAUSES, RunRequest, Trigger
+from worker.budget import judge
+from worker.contract import INFRA_CAUSES, RunRequest, StageEstimate, Trigger
+from worker.cost import (
+    PlannedCluster,
+    Pricer,
+    SettingsPricer,
+    SkyPilotPricer,
+    estimate,
+    lane_history,
+)
 from worker.gitcheckout import CheckoutError, checkout, default_branch
 from worker.limits import MAX_ERROR_CHARS, MAX_PREPARED_BYTES, bounded, payload_bytes
 from worker.logparse import parse_metrics, parse_report, tail_lines
@@ -93,6 +102,17 @@ INFRA_NO_RETRIES = (
 )
 
 
+HISTORY_TIMEOUT_S = 20.0
+"""The estimate waits this long for the lane's last successful run, then uses the worst case."""
+
+
+def pricer_for(settings: Settings, backend: str) -> Pricer:
+    """SkyPilot's catalogs on the SkyPilot backend, the SKYRUN_*_HOUR_USD settings elsewhere."""
+    if backend == "skypilot":
+        return SkyPilotPricer(settings.gpu_hour_usd, settings.cpu_hour_usd)
+    return SettingsPricer(settings.gpu_hour_usd, settings.cpu_hour_usd, where=backend)
+
+
 def user_error(message: str) -> ApplicationError:
     """A failure the user caused (bad pipeline, missing task, bad ref): never retried.
 
@@ -156,6 +176,7 @@ class PipelineActivities:
         client: Client | None = None,
         token_provider: Callable[[RunRequest], str | None] | None = None,
         masker: Masker | None = None,
+        pricer: Pricer | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -166,6 +187,8 @@ class PipelineActivities:
         self._token_provider = token_provider or (lambda _request: None)
         self.masker = masker or Masker.from_settings(settings)
         """Masks every secret this worker holds out of the stage logs it writes."""
+        self.pricer = pricer or pricer_for(settings, backend.name)
+        """Prices the stages' clusters for the run's estimate (worker/cost.py)."""
 
     def checkout_dir(self, run_id: str) -> Path:
         return self.settings.data_path / "checkouts" / run_id
@@ -235,6 +258,12 @@ class PipelineActivities:
                 output.skip_reason = MERGE_GROUP_OFF.format(file=PIPELINE_FILE)
                 return output
             output.stages = await self._plan(data.run_id, request, pipeline, path)
+            output.estimate, output.estimate_usd = await self._estimate(
+                data.run_id, request.lane, output
+            )
+            verdict = judge(output.estimate_usd, pipeline.max_run_usd, self.settings.approval_usd)
+            output.approval_reason, output.approval_limit_usd = verdict.reason, verdict.limit_usd
+            output.approval_timeout_s = self.settings.approval_timeout_s
             # The output is one Temporal payload, and each stage's part goes into a later
             # activity input with the request: refuse here what could not travel there.
             size = await asyncio.to_thread(payload_bytes, output)
@@ -289,6 +318,24 @@ class PipelineActivities:
             if stage.cluster not in still_needed:
                 planned[-1].down_after = [cluster_name_for(run_id, stage.cluster)]
         return planned
+
+    async def _estimate(
+        self, run_id: str, lane: str, output: PrepareOutput
+    ) -> tuple[list[StageEstimate], float | None]:
+        """The run's estimate (cost): prices x the lane's last successful durations."""
+        history = None
+        if self.client is not None and lane:
+            try:
+                history = await asyncio.wait_for(
+                    lane_history(self.client, self.settings.temporal_task_queue, lane, run_id),
+                    HISTORY_TIMEOUT_S,
+                )
+            except Exception as err:  # an estimate without history says "worst case"
+                activity.logger.warning("estimate: no lane history: %s", err)
+        stages = [
+            PlannedCluster(s.name, s.cluster, s.launch, s.task_yaml, s.envs) for s in output.stages
+        ]
+        return await estimate(stages, self.pricer, history, output.timeout_minutes)
 
     @activity.defn(name="resolve_default_branch")
     async def resolve_default_branch(self, data: PrepareInput) -> str:

@@ -45,6 +45,7 @@ e.g. `/skyrun sweep LR=0.01,0.1 BS=32,64`
 - `/skyrun retry` retries this pull request's latest failed or cancelled run from its failed \
 stage (same commit and values; stages that succeeded are reused)
 - `/skyrun status` lists this pull request's runs
+- `/skyrun approve` lets this pull request's run waiting for budget approval go (maintainers)
 - `/skyrun help` shows this help
 
 Only people with write access to the repository can start or cancel runs."""
@@ -126,6 +127,8 @@ class CommandKind(str, Enum):
     CANCEL = "cancel"
     STATUS = "status"
     HELP = "help"
+    APPROVE = "approve"
+    """Budgets (issue 14): let a run that waits for approval go (maintain or admin)."""
     USAGE = "usage"
     SWEEP = "sweep"
     """One run per combination of `KEY=a,b` values (worker/sweep.py)."""
@@ -139,10 +142,12 @@ KEYWORDS = (
     CommandKind.STATUS,
     CommandKind.HELP,
     CommandKind.RETRY,
+    CommandKind.APPROVE,
 )
 NEEDS_RUN = (
     CommandKind.CANCEL,
     CommandKind.RETRY,
+    CommandKind.APPROVE,
 )
 """Slash commands that act on one run, which they must name."""
 

@@ -58,10 +58,12 @@ class RunState(str, Enum):
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
     DENIED = "denied"
+    # Budgets (issue 14): planned, estimated above a limit, nothing launched until approved.
+    AWAITING_APPROVAL = "awaiting_approval"
 
     @property
     def finished(self) -> bool:
-        return self not in (RunState.QUEUED, RunState.RUNNING)
+        return self not in (RunState.QUEUED, RunState.RUNNING, RunState.AWAITING_APPROVAL)
 
 
 class StageState(str, Enum):
@@ -196,6 +198,67 @@ INFRA_RECOVERED = {
 """What a stage shows once it came through the cause ("recovered after preemption, 1x")."""
 
 
+# Cost (issue 14): what a run was estimated to cost before it launched, and what it cost.
+
+
+@dataclass
+class StageEstimate:
+    """One stage's part of a run's estimate: the hourly price of its cluster x its duration."""
+
+    stage: str
+    cluster: str
+    resources: str = ""
+    """What the price is for, e.g. `1x A100 (lambda gpu_1x_a100)` or `2 CPUs`."""
+    hourly_usd: float | None = None
+    """None: the price is unknown (`note` says why)."""
+    minutes: float = 0.0
+    from_run: str = ""
+    """The lane's last successful run the duration comes from ("": the worst case)."""
+    usd: float | None = None
+    note: str = ""
+
+
+@dataclass
+class ClusterCost:
+    """One cluster a run held: its hourly price x the time it was up (launch start to down)."""
+
+    cluster: str
+    name: str
+    hourly_usd: float | None = None
+    up_at: str = ""
+    """When its launch started (provisioning counts)."""
+    down_at: str = ""
+    """When its teardown finished ("" while it is up)."""
+    up_s: float = 0.0
+    """Its time up so far (to `down_at`, or to the last look while it is up)."""
+    busy_s: float = 0.0
+    """Time its stages ran (the rest of its up time was provisioning, setup waits or idle)."""
+    cost_usd: float | None = None
+
+
+SIGNAL_APPROVE = "approve"
+"""Lets a run that waits in `awaiting_approval` go (payload: `Approve`)."""
+
+
+@dataclass
+class Approve:
+    user: str
+    via: str = ""
+    """Where it was approved: `github`, `slack` or `cli`."""
+
+
+@dataclass
+class Approval:
+    """Why a run waits for approval, the numbers, and who let it go."""
+
+    reason: str
+    estimate_usd: float | None = None
+    limit_usd: float = 0.0
+    expires_at: str = ""
+    approved_by: str = ""
+    approved_at: str = ""
+
+
 @dataclass
 class StageProgress:
     name: str
@@ -224,6 +287,10 @@ class StageProgress:
     needs: list[str] | None = None
     """Stages that had to succeed before this one started ([]: it started with the run); None
     in runs that predate `needs:`, where each stage needed the one before it."""
+    # Cost (issue 14).
+    cost_usd: float | None = None
+    """Its cluster's hourly price x its time; the launching stage also carries the cluster's
+    provisioning, idle and teardown time. None while unknown."""
 
 
 @dataclass
@@ -264,6 +331,15 @@ class RunProgress:
     """What it waits for: "repository" (`concurrency`) or "deployment" (the deployment's cap)."""
     queue_capacity: int = 0
     """That pool's cap (at most this many runs compute at once)."""
+    # Cost (issue 14): the estimate made before any launch, and the actual cost.
+    estimate_usd: float | None = None
+    """None when unknown (a price or the plan is unknown)."""
+    estimate: list[StageEstimate] = field(default_factory=list)
+    cost_usd: float | None = None
+    """Every cluster's hourly price x its time up (so far, while running); None when unknown."""
+    clusters: list[ClusterCost] = field(default_factory=list)
+    approval: Approval | None = None
+    """Set when the run's estimate passed a budget: it waited (or waits) for approval."""
 
     @property
     def failed_gates(self) -> list[GateResult]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.contract import GateResult, RunProgress, RunRequest, Verdict
+from worker.contract import GateResult, RunProgress, RunRequest, StageEstimate, Verdict
 
 DEFAULT_MAX_INFRA_RETRIES = 2
 """The pipeline file's `max_infra_retries` when it does not say."""
@@ -61,6 +61,13 @@ class PrepareOutput:
     """The pipeline's `concurrency`: runs of this repository computing at once (0: no limit)."""
     max_concurrent_runs: int = 0
     """SKYRUN_MAX_CONCURRENT_RUNS of the worker that prepared the run (0: no limit)."""
+    # Cost (issue 14): the run's estimate, made before anything is launched (worker/cost.py).
+    estimate: list[StageEstimate] = field(default_factory=list)
+    estimate_usd: float | None = None
+    # Budgets (issue 14): why the run must wait for approval ("" when it need not).
+    approval_reason: str = ""
+    approval_limit_usd: float = 0.0
+    approval_timeout_s: int = 0
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -45,11 +46,14 @@ TOP_KEYS = (
     "timeout_minutes",
     "max_infra_retries",
     "concurrency",
+    "budget",  # cost (issue 14)
 )
 ON_KEYS = ("push", "pull_request", "merge_group")
 STAGE_KEYS = ("name", "task", "cluster", "needs")
 METRIC_KEYS = ("name", "pattern")
 NOTIFY_KEYS = ("slack",)
+BUDGET_KEYS = ("max_run_usd",)  # cost (issue 14)
+E_NOT_USD = "{path} must be a number of US dollars, 0 or more (got {value})"
 
 # User-facing texts. `{path}` is where in the file (e.g. "stages[1].task"), `{where}` the same as a
 # "stages[1]: " prefix (empty at the top level); quoted values come pre-quoted.
@@ -216,6 +220,8 @@ class Pipeline:
     connection); a job that exits non-zero is never retried."""
     concurrency: int = 0
     """At most this many runs of the repository compute at once (0: no limit); more queue."""
+    max_run_usd: float = 0.0
+    """`budget.max_run_usd`: > 0, a run estimated above it waits for approval (issue 14)."""
     from_file: bool = False
     """False when the file was absent and the defaults were used."""
 
@@ -472,6 +478,8 @@ class _Parser:
             )
         if "concurrency" in items:
             pipeline.concurrency = self.concurrency(items["concurrency"][1])
+        if "budget" in items:
+            pipeline.max_run_usd = self.budget(items["budget"][1])
         return pipeline
 
     def retry_count(self, node: Node, path: str) -> int:
@@ -491,6 +499,25 @@ class _Parser:
                 return int(value)
         shown = _q(str(node.value)) if isinstance(node, ScalarNode) else f"a {_kind(node)}"
         self.fail(E_CONCURRENCY.format(limit=MAX_CONCURRENCY, value=shown), node)
+
+    def budget(self, node: Node) -> float:
+        """`budget: {max_run_usd: N}`: dollars, 0 (no limit) or more."""
+        items = self.mapping(node, "budget", BUDGET_KEYS)
+        if "max_run_usd" not in items:
+            return 0.0
+        value = items["max_run_usd"][1]
+        path = "budget.max_run_usd"
+        if not isinstance(value, ScalarNode) or value.tag not in (_INT, _FLOAT):
+            shown = _q(str(value.value)) if isinstance(value, ScalarNode) else _kind(value)
+            self.fail(E_NOT_USD.format(path=path, value=shown), value)
+        number = float(
+            self.constructor.construct_yaml_int(value)
+            if value.tag == _INT
+            else self.constructor.construct_yaml_float(value)
+        )
+        if not math.isfinite(number) or number < 0:
+            self.fail(E_NOT_USD.format(path=path, value=_q(str(value.value))), value)
+        return number
 
     def on(self, node: Node, pipeline: Pipeline) -> None:
         items = self.mapping(node, "on", ON_KEYS)

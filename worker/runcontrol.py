@@ -34,7 +34,9 @@ from worker.contract import (
     SA_STATE,
     SA_TRIGGER,
     SA_USER,
+    SIGNAL_APPROVE,
     WORKFLOW_NAME,
+    Approve,
     RunProgress,
     RunRequest,
     RunState,
@@ -84,6 +86,8 @@ _STATUS_STATES = {
 
 
 LANE_CANCELLED = "its lane was cancelled"
+NOT_A_RUN = "no run with id {run_id} (see `skyrun runs`)"
+NOT_WAITING = "run {run_id} does not wait for approval (it is {state})"
 MEMBERS_TIMEOUT = timedelta(seconds=2)
 
 
@@ -307,6 +311,18 @@ class RunControl:
             raise
         except WorkflowQueryFailedError:
             return None
+
+    async def approve(self, run_id: str, user: str, via: str = "") -> str:
+        """Let a run that waits for budget approval go; "" when done, else why not (in words)."""
+        progress = await self.progress(run_id)
+        if progress is None:
+            return NOT_A_RUN.format(run_id=run_id)
+        if progress.state is not RunState.AWAITING_APPROVAL:
+            return NOT_WAITING.format(run_id=run_id, state=progress.state.value)
+        await self.client.get_workflow_handle(run_id).signal(
+            SIGNAL_APPROVE, Approve(user=user, via=via)
+        )
+        return ""
 
     async def summary(self, run_id: str) -> RunSummary | None:
         try:

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     max_sweep: int = Field(16, alias="SKYRUN_MAX_SWEEP", ge=1)
     # Concurrency caps (worker/capacity.py): runs computing at once across the deployment.
     max_concurrent_runs: int = Field(0, alias="SKYRUN_MAX_CONCURRENT_RUNS", ge=0, le=10_000)
+    # Cost (issue 14): prices for infrastructure without a price catalog (worker/cost.py).
+    gpu_hour_usd: float = Field(0.0, alias="SKYRUN_GPU_HOUR_USD", ge=0, allow_inf_nan=False)
+    cpu_hour_usd: float = Field(0.0, alias="SKYRUN_CPU_HOUR_USD", ge=0, allow_inf_nan=False)
+    # Budgets (issue 14): runs estimated above this wait for approval (0 = never).
+    approval_usd: float = Field(0.0, alias="SKYRUN_APPROVAL_USD", ge=0, allow_inf_nan=False)
+    approval_timeout_s: int = Field(86400, alias="SKYRUN_APPROVAL_TIMEOUT_S", ge=1)
+    """How long a run waits for approval before it ends cancelled."""
+    slack_approvers: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_SLACK_APPROVERS")
 
     @field_validator("local_mounts", mode="before")
     @classmethod
@@ -98,7 +106,7 @@ class Settings(BaseSettings):
         """SKYRUN_LOCAL_MOUNTS as (path, writable) pairs."""
         return [_local_mount(entry) for entry in self.local_mounts]
 
-    @field_validator("allowed_repos", "slack_allowed_users", mode="before")
+    @field_validator("allowed_repos", "slack_allowed_users", "slack_approvers", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split(value)

@@ -21,6 +21,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from worker.activities import USER_ERROR, PipelineActivities
     from worker.backends.base import EXIT_CANCELLED
+    from worker.budget import EXPIRED
     from worker.capacity import (
         DEPLOYMENT_POOL,
         POOL_DEPLOYMENT,
@@ -35,7 +36,11 @@ with workflow.unsafe.imports_passed_through():
         SA_LANE,
         SA_REF,
         SA_STATE,
+        SIGNAL_APPROVE,
         WORKFLOW_NAME,
+        Approval,
+        Approve,
+        ClusterCost,
         InfraCause,
         RunProgress,
         RunRequest,
@@ -61,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         lane_workflow_id,
         pool_workflow_id,
     )
+    from worker.costview import account
     from worker.gates import undecided, verdict_of
     from worker.limits import bounded
     from worker.models import (
@@ -104,6 +110,8 @@ STAGES_STUCK = (
 STAGE_CANCELLED_BY = "stage '{stage}' was cancelled because stage '{failed}' failed"
 # Runs started before concurrency caps existed replay without entering capacity pools.
 PATCH_CAPACITY = "capacity"
+# Runs started before budgets existed replay without the approval wait (issue 14).
+PATCH_APPROVAL = "approval"
 WORKER_GONE = (
     "the worker holding this run's clusters ({queue}) did not come back within {seconds} s, "
     "and its jobs stopped with it; restart it (same host and SKYRUN_DATA_DIR) and retry the run"
@@ -157,6 +165,10 @@ GATES_RETRY = RetryPolicy(
 GATED_TRIGGERS = (Trigger.COMMENT, Trigger.PULL_REQUEST)
 HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 PINNED_SCHEDULE_TIMEOUT = timedelta(minutes=10)
+
+
+class ApprovalExpired(Exception):
+    """A run waiting for budget approval was not approved in time (caught in `run`)."""
 
 
 def pinned_wait(prepared: PrepareOutput) -> timedelta | None:
@@ -239,10 +251,17 @@ class PipelineWorkflow:
         self._notice = ""
         self._pools: dict[str, tuple[str, int]] = {}
         """Capacity pools this run waits for or holds: coordinator id → (kind, capacity)."""
+        self._approved: Approve | None = None
 
     @workflow.signal(name=SIGNAL_ADMITTED)
     def admitted(self, coordinator: str) -> None:
         self._admitted.add(coordinator)
+
+    @workflow.signal(name=SIGNAL_APPROVE)
+    def approve(self, approve: Approve) -> None:
+        """Budget approval: the first one counts; one sent while nothing waits is kept."""
+        if self._approved is None:
+            self._approved = approve
 
     @workflow.signal(name=SIGNAL_NOTICE)
     def notice(self, notice: Notice) -> None:
@@ -266,6 +285,7 @@ class PipelineWorkflow:
     def progress(self) -> RunProgress:
         assert self._progress is not None
         self._progress.clusters_up = list(self._up)
+        account(self._progress, workflow.now().isoformat())
         return self._progress
 
     @workflow.run
@@ -345,8 +365,11 @@ class PipelineWorkflow:
             progress.stages = stage_list(
                 request, [StageProgress(s.name, s.cluster) for s in prepared.stages]
             )
+            self._estimated(prepared)
             self._notify_slack = prepared.notify_slack
             self._start_reporters(request)
+            if prepared.approval_reason and workflow.patched(PATCH_APPROVAL):
+                await self._await_approval(prepared)
             if (prepared.concurrency or prepared.max_concurrent_runs) and workflow.patched(
                 PATCH_CAPACITY
             ):
@@ -355,6 +378,8 @@ class PipelineWorkflow:
             await self._run_stages_within(request, prepared, queue)
             if self._outcome is None and prepared.gates and workflow.patched(PATCH_GATES):
                 await self._check_gates(prepared.gates)
+        except ApprovalExpired:
+            pass  # the run ends cancelled, saying why (set by _await_approval)
         except TimeoutError:
             minutes = prepared.timeout_minutes if prepared else 0
             # The stages whose jobs the timeout stopped (several in a DAG run).
@@ -393,6 +418,7 @@ class PipelineWorkflow:
             note = CLUSTERS_LEFT.format(names=", ".join(self._left))
             self._progress.error = f"{self._progress.error}; {note}".lstrip("; ")
         self._progress.finished_at = workflow.now().isoformat()
+        account(self._progress, self._progress.finished_at)
         outcome = self._outcome or RunState.SUCCEEDED
         self._set_state(outcome)
         self._closing = True
@@ -694,6 +720,7 @@ class PipelineWorkflow:
         if planned.launch and planned.cluster_name not in self._up:
             # Recorded before launching: a cancelled launch still leaves a cluster to down.
             self._up.append(planned.cluster_name)
+            self._cluster_launching(planned)
         out = await workflow.execute_activity_method(
             PipelineActivities.run_stage,
             StageInput(
@@ -720,6 +747,7 @@ class PipelineWorkflow:
         stage.infra_recovered = [InfraCause(cause) for cause in out.infra_recoveries]
         stage.infra_retries = len(stage.infra_recovered)
         stage.finished_at = workflow.now().isoformat()
+        self._cluster_ran(planned, out.duration_s)
         if out.exit_code != 0:
             stage.state = (
                 StageState.CANCELLED if out.exit_code == EXIT_CANCELLED else StageState.FAILED
@@ -752,6 +780,7 @@ class PipelineWorkflow:
                 raise
             self._left += [name for name in names if name not in self._left]
         self._up = [name for name in self._up if name not in names]
+        self._clusters_down(names)
 
     async def _teardown(self, run_id: str, queue: str) -> None:
         if self._up:
@@ -768,6 +797,64 @@ class PipelineWorkflow:
         except ActivityError as err:
             if not not_started(err):  # a gone worker removes the checkout when it starts again
                 raise
+
+    # -- cost (issue 14): the estimate before any launch, clusters' up times for the actual cost.
+
+    def _estimated(self, prepared: PrepareOutput) -> None:
+        """The estimate goes into the progress before the first report and the first launch."""
+        assert self._progress is not None
+        self._progress.estimate = list(prepared.estimate)
+        self._progress.estimate_usd = prepared.estimate_usd
+
+    async def _await_approval(self, prepared: PrepareOutput) -> None:
+        """Wait in `awaiting_approval` (nothing launched) until approved; raise ApprovalExpired
+        when its durable timer runs out first (the run then ends cancelled)."""
+        assert self._progress is not None
+        timeout = timedelta(seconds=prepared.approval_timeout_s or 86400)
+        self._progress.approval = Approval(
+            reason=prepared.approval_reason,
+            estimate_usd=prepared.estimate_usd,
+            limit_usd=prepared.approval_limit_usd,
+            expires_at=(workflow.now() + timeout).isoformat(),
+        )
+        self._set_state(RunState.AWAITING_APPROVAL)
+        try:
+            await workflow.wait_condition(lambda: self._approved is not None, timeout=timeout)
+        except TimeoutError:
+            self._progress.error = EXPIRED.format(
+                hours=timeout.total_seconds() / 3600, reason=prepared.approval_reason
+            )
+            self._finish_stages(StageState.SKIPPED, "")
+            self._outcome = RunState.CANCELLED
+            raise ApprovalExpired from None
+        assert self._approved is not None
+        self._progress.approval.approved_by = self._approved.user
+        self._progress.approval.approved_at = workflow.now().isoformat()
+
+    def _cluster_launching(self, planned: PlannedStage) -> None:
+        """Its time up (and its cost) counts from the start of its launch: provisioning too."""
+        assert self._progress is not None
+        hourly = next(
+            (e.hourly_usd for e in self._progress.estimate if e.cluster == planned.cluster), None
+        )
+        self._progress.clusters = [
+            c for c in self._progress.clusters if c.name != planned.cluster_name
+        ] + [ClusterCost(planned.cluster, planned.cluster_name, hourly, workflow.now().isoformat())]
+
+    def _cluster_ran(self, planned: PlannedStage, seconds: float) -> None:
+        assert self._progress is not None
+        for cluster in self._progress.clusters:
+            if cluster.name == planned.cluster_name and not cluster.down_at:
+                cluster.busy_s = round(cluster.busy_s + seconds, 3)
+
+    def _clusters_down(self, names: list[str]) -> None:
+        """Its time up ends when its teardown finished."""
+        assert self._progress is not None
+        now = workflow.now().isoformat()
+        for cluster in self._progress.clusters:
+            if cluster.name in names and not cluster.down_at:
+                cluster.down_at = now
+        account(self._progress, now)
 
     def _mark_cancelled(self) -> None:
         assert self._progress is not None

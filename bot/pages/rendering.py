@@ -15,6 +15,7 @@ from starlette.responses import Response
 from bot.pages.texts import TRIGGER_LABELS
 from bot.pages.views import iso_time, repo_name
 from worker.contract import RunState
+from worker.costview import format_usd
 from worker.formatting import (
     format_change,
     format_duration,
@@ -77,6 +78,7 @@ def templates() -> Jinja2Templates:
         iso=iso_time,
         repo_name=repo_name,
         recoveries=format_recoveries,
+        usd=format_usd,
     )
     return loaded
 

@@ -13,6 +13,7 @@ from bot.pages.texts import TRIGGER_LABELS, VERDICT_LABELS
 from worker.baseline import Baseline
 from worker.capacity import queued_line
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger, Verdict
+from worker.costview import cluster_line, estimate_line, estimate_text, format_usd
 from worker.formatting import parse_time, stage_flow
 from worker.gates import failure_summary
 from worker.links import GitHubHost, Links, repo_problem
@@ -174,6 +175,13 @@ class RunView:
     """How the stages run when some run at once (`prep → a ∥ b → join`), else ""."""
     queue: str = ""
     """A queued run's place in line and the cap it waits for ("" unless it waits)."""
+    # Cost (issue 14).
+    estimate: str = ""
+    """`≈ $4.10: train 1x A100 … $3.67/h x ~55 min, from run X` ("" before it is planned)."""
+    estimate_lines: list[str] = dataclasses.field(default_factory=list)
+    cost: str = ""
+    """The run's cost (so far), `$3.95`; "" before a cluster was launched."""
+    cluster_lines: list[str] = dataclasses.field(default_factory=list)
 
 
 def gate_failure(progress: RunProgress) -> str:
@@ -195,6 +203,8 @@ class RunRow:
     error: str = ""
     commit: str = ""
     """The resolved commit (visibility only knows it when the trigger named one)."""
+    cost_usd: float | None = None
+    estimate_usd: float | None = None
 
     @property
     def headline(self) -> list[tuple[str, float]]:
@@ -276,6 +286,10 @@ def build_view(
         timeline=timeline(progress, now),
         flow=stage_flow(progress.stage_needs),
         queue=queued_line(progress) if progress.state is RunState.QUEUED else "",
+        estimate=estimate_text(progress),
+        estimate_lines=[estimate_line(line) for line in progress.estimate],
+        cost=format_usd(progress.cost_usd) if progress.clusters else "",
+        cluster_lines=[cluster_line(cluster) for cluster in progress.clusters],
     )
 
 
@@ -289,6 +303,8 @@ def build_row(summary: RunSummary, progress: RunProgress | None, now: datetime) 
         metrics=headline_metrics(progress) if progress else None,
         error=progress.error if progress else "",
         commit=(progress.commit if progress else "") or summary.commit,
+        cost_usd=progress.cost_usd if progress else None,
+        estimate_usd=progress.estimate_usd if progress else None,
     )
 
 
@@ -336,6 +352,8 @@ def row_json(row: RunRow, links: Links) -> dict[str, Any]:
     data["metrics"] = row.metrics
     data["error"] = row.error
     data["commit"] = row.commit
+    data["cost_usd"] = row.cost_usd
+    data["estimate_usd"] = row.estimate_usd
     data["url"] = links.run(summary.run_id)
     data["api_url"] = links.api(summary.run_id)
     return data

@@ -61,6 +61,7 @@ from worker.retry import RetryRefused
 from worker.runcontrol import RunSummary, StartOutcome, runs_query, summary_of
 from worker.settings import Settings
 from worker.slack.blocks import (
+    ACTION_APPROVE,
     ACTION_CANCEL,
     ACTION_LINK_PREFIX,
     ACTION_RETRY,
@@ -130,6 +131,8 @@ class SlackHandlers:
             record_slack("command", Outcome.REPLIED)
             status = await self._status(state, parsed.run_id, name)
             await _send(respond, **status)
+        elif parsed.kind is CommandKind.APPROVE:
+            await _ack(ack, await self._approve(state, user, parsed.run_id))
         elif parsed.kind is CommandKind.CANCEL:
             await _ack(ack, texts.CANCELLING.format(run_id=parsed.run_id))
             reply, _ = await self._cancel(state, user, parsed.run_id, name, "command")
@@ -313,6 +316,23 @@ class SlackHandlers:
 
     # Cancel, by command or by the progress message's button.
 
+    async def _approve(
+        self, state: BotState, user: str, run_id: str, event: str = "command"
+    ) -> str:
+        """Budgets (issue 14): SKYRUN_SLACK_APPROVERS may let a run over budget go."""
+        if user not in self.settings.slack_approvers:
+            record_slack(event, Outcome.DENIED)
+            return texts.APPROVE_DENIED.format(user=user)
+        try:
+            problem = await state.control.approve(run_id, user, via="slack")
+        except Exception as err:  # Temporal unreachable: nothing was approved, say so
+            record_slack(event, Outcome.ERROR)
+            return texts.APPROVE_FAILED.format(run_id=run_id, error=escape(str(err)))
+        record_slack(event, Outcome.REPLIED if problem else Outcome.ACCEPTED)
+        if problem:
+            return escape(problem)
+        return texts.APPROVED.format(user=user, url=self.links.run(run_id), run_id=run_id)
+
     async def _cancel(
         self, state: BotState, user: str, run_id: str, command: str, event: str
     ) -> tuple[str, bool]:
@@ -447,6 +467,27 @@ class SlackHandlers:
         else:
             await _send(respond, text=reply, response_type="ephemeral")
 
+    async def approve_button(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        """Budgets (issue 14): as `/skyrun approve RUN`, for SKYRUN_SLACK_APPROVERS."""
+        await ack()
+        state: BotState = context[STATE_KEY]
+        user = str((body.get("user") or {}).get("id") or "")
+        run_id = str(action.get("value") or "")
+        if not RUN_ID_RE.fullmatch(run_id):
+            record_slack("action", Outcome.REPLIED)
+            error = _sentence(E_BAD_RUN_ID.format(word=quoted(run_id)))
+            await _send(respond, text=texts.BAD_BUTTON.format(error=error))
+            return
+        reply = await self._approve(state, user, run_id, "action")
+        await _send(respond, text=reply, response_type="ephemeral")
+
     async def link_button(self, ack: AsyncAck) -> None:
         """URL buttons open in the browser; Slack still expects their click acknowledged."""
         await ack()
@@ -500,6 +541,7 @@ def build_bolt_app(settings: Settings) -> AsyncApp:
     app.command(re.compile(r"^/"))(handlers.command)
     app.action(ACTION_CANCEL)(handlers.cancel_button)
     app.action(ACTION_RETRY)(handlers.retry_button)
+    app.action(ACTION_APPROVE)(handlers.approve_button)
     app.action(re.compile("^" + re.escape(ACTION_LINK_PREFIX)))(handlers.link_button)
     return app
 

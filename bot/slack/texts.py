@@ -89,3 +89,10 @@ STARTED_SWEEP = (
 )
 ALREADY_SWEEP = "This request already started sweep `{sweep_id}`; nothing new was started."
 SWEEP_TOO_LARGE = ":warning: {error}. Nothing was started."
+# Budgets (issue 14).
+APPROVED = "<@{user}> approved run <{url}|`{run_id}`>: it launches now."
+APPROVE_DENIED = (
+    "<@{user}> may not approve runs over budget: ask an operator to add your Slack user id to "
+    "SKYRUN_SLACK_APPROVERS."
+)
+APPROVE_FAILED = "Could not approve run `{run_id}`: {error}. Nothing was approved; try again."

@@ -17,7 +17,7 @@ from bot.app import create_app
 from bot.metrics import Outcome, RunsCollector, record_slack, record_webhook
 from tests.bot.pages.helpers import Stack, bot_stack, gated_files
 from tests.runs import request_for, wait_finished, wait_stage_running
-from worker.contract import RunState
+from worker.contract import RunState, Trigger
 from worker.settings import Settings
 
 
@@ -153,3 +153,48 @@ async def test_metrics_still_answer_when_temporal_does_not(settings: Settings) -
     samples = scraped(response.text)
     assert samples[("skyrun_temporal_up", ())] == 0
     assert not any(name == "skyrun_runs" for name, _ in samples)
+
+
+# Cost (issue 14): dollars by repository and trigger.
+
+
+async def test_metrics_count_the_dollars_of_finished_runs_once_by_repository_and_trigger(
+    client: Client, make_settings: Callable[..., Settings], git_repo: Callable[..., Path]
+) -> None:
+    settings = make_settings(SKYRUN_CPU_HOUR_USD="3600")  # a dollar a second per CPU
+    files = {
+        ".skyrun.yaml": "stages:\n  - {name: a, task: a.yaml}\n",
+        "a.yaml": "resources: {cpus: 2}\nrun: sleep 0.5\n",
+    }
+    collector = RunsCollector(ttl_s=0)
+    queue = settings.temporal_task_queue
+    async with bot_stack(client, settings) as stack:
+        repo = git_repo(files)
+        first = await stack.control.start(request_for(repo))
+        second = await stack.control.start(request_for(repo, trigger=Trigger.PUSH, lane="b"))
+        costs = [
+            (await wait_finished(stack.control, run.run_id)).cost_usd for run in (first, second)
+        ]
+        assert all(cost is not None and cost >= 2 * 0.5 for cost in costs), costs
+        wanted = {
+            ("skyrun_cost_usd_total", (("repo", str(repo)), ("trigger", trigger))): cost
+            for trigger, cost in zip(("cli", "push"), costs, strict=True)
+        }
+
+        def counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            return {key: collected(collector).get(key, 0.0) for key in wanted}
+
+        async def poll() -> None:
+            while True:
+                await collector.refresh(client, stack.control, queue)
+                if all(counted()[key] >= (cost or 0) - 1e-5 for key, cost in wanted.items()):
+                    return
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(poll(), 30)
+        assert counted() == {key: pytest.approx(cost, abs=1e-5) for key, cost in wanted.items()}
+        # A later look counts nothing twice.
+        await collector.refresh(client, stack.control, queue)
+        assert counted() == {key: pytest.approx(cost, abs=1e-5) for key, cost in wanted.items()}
+        response = await stack.http.get("/metrics")
+        assert "skyrun_cost_usd_total" in response.text

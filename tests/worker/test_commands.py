@@ -331,6 +331,7 @@ def test_the_command_kinds_keep_their_serialized_values() -> None:
         "USAGE": "usage",
         "RETRY": "retry",
         "SWEEP": "sweep",
+        "APPROVE": "approve",  # budgets (issue 14)
     }
     assert CommandKind is CommandKind
     assert GitHubCommand.__dataclass_fields__["action"].type == "CommandKind"
@@ -489,3 +490,28 @@ def test_sweep_limits_are_those_of_key_value() -> None:
 def test_the_sweep_usage_is_in_both_usage_texts() -> None:
     assert "`/skyrun sweep [STAGE ...] KEY=a,b [KEY=c,d ...]`" in COMMENT_USAGE
     assert "`{command} sweep OWNER/REPO[@REF]" in SLASH_USAGE
+
+
+# --- approve (budgets, issue 14) -----------------------------------------------------------------
+
+
+class TestApprove:
+    def test_on_a_pull_request_it_takes_no_arguments(self) -> None:
+        assert parse("approve", Host.COMMENT) == Command(CommandKind.APPROVE)
+        assert parse("APPROVE", Host.COMMENT) == Command(CommandKind.APPROVE)
+        with pytest.raises(CommandError) as refused:
+            parse("approve run-1", Host.COMMENT)
+        assert str(refused.value) == E_NO_ARGUMENTS.format(command="approve", extra="'run-1'")
+
+    def test_in_slack_it_names_the_run(self) -> None:
+        assert parse("approve ml-0123456789", Host.SLASH) == Command(
+            CommandKind.APPROVE, run_id="ml-0123456789"
+        )
+        with pytest.raises(CommandError) as refused:
+            parse("approve", Host.SLASH)
+        assert str(refused.value) == E_NEEDS_RUN.format(command="approve", name="/skyrun")
+        with pytest.raises(CommandError):
+            parse("approve a b", Host.SLASH)
+
+    def test_usage_mentions_it(self) -> None:
+        assert "`/skyrun approve`" in COMMENT_USAGE

@@ -1137,3 +1137,44 @@ def test_a_bad_concurrency_is_an_error_at_its_line(text: str, shown: str) -> Non
         "concurrency must be a whole number: how many runs of this repository may compute at "
         f"once, or 0 for no limit, at most 10,000 (got {shown})"
     )
+
+
+# --- budget (issue 14) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "usd"), [("5", 5.0), ("2.5", 2.5), ("0", 0.0)])
+def test_budget_max_run_usd_is_read_in_dollars(text: str, usd: float) -> None:
+    assert parse_pipeline(f"budget: {{max_run_usd: {text}}}\n").max_run_usd == usd
+    assert parse_pipeline("stages: [{name: a, task: a.yaml}]\n").max_run_usd == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        (
+            "on: {}\nbudget:\n  max_run_usd: -1\n",
+            3,
+            "budget.max_run_usd must be a number of US dollars, 0 or more (got '-1')",
+        ),
+        (
+            "budget: {max_run_usd: lots}\n",
+            1,
+            "budget.max_run_usd must be a number of US dollars, 0 or more (got 'lots')",
+        ),
+        (
+            "budget: {max_run_usd: .inf}\n",
+            1,
+            "budget.max_run_usd must be a number of US dollars, 0 or more (got '.inf')",
+        ),
+        (
+            "budget: {max_run_usd: [1]}\n",
+            1,
+            "budget.max_run_usd must be a number of US dollars, 0 or more (got list)",
+        ),
+        ("budget: {max_usd: 1}\n", 1, "budget: unknown key 'max_usd' (known: max_run_usd)"),
+        ("budget: 10\n", 1, "budget must be a mapping, not a number"),
+    ],
+)
+def test_a_bad_budget_is_an_error_at_its_line(text: str, line: int, problem: str) -> None:
+    error = error_of(text)
+    assert (error.line, error.problem) == (line, problem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from worker.settings import Backend, load_settings
 from worker.temporal import tls_config
@@ -128,3 +129,21 @@ def test_the_deployment_cap_defaults_to_no_limit_and_refuses_negatives() -> None
     assert load_settings(_env_file=None, SKYRUN_MAX_CONCURRENT_RUNS="4").max_concurrent_runs == 4
     with pytest.raises(ValueError, match="SKYRUN_MAX_CONCURRENT_RUNS"):
         load_settings(_env_file=None, SKYRUN_MAX_CONCURRENT_RUNS="-1")
+
+
+# Cost (issue 14): prices for infrastructure without a catalog.
+
+
+def test_hour_prices_default_to_free_and_read_their_documented_names() -> None:
+    settings = load_settings(_env_file=None)
+    assert (settings.gpu_hour_usd, settings.cpu_hour_usd) == (0, 0)
+    priced = load_settings(_env_file=None, SKYRUN_GPU_HOUR_USD="2.5", SKYRUN_CPU_HOUR_USD="0.04")
+    assert (priced.gpu_hour_usd, priced.cpu_hour_usd) == (2.5, 0.04)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "two dollars"])
+@pytest.mark.parametrize("name", ["SKYRUN_GPU_HOUR_USD", "SKYRUN_CPU_HOUR_USD"])
+def test_bad_hour_prices_are_refused_at_startup_naming_the_setting(name: str, value: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        load_settings(_env_file=None, **{name: value})
+    assert name in str(refused.value)

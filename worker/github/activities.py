@@ -134,6 +134,8 @@ class GitHubCommandActivities:
     async def resolve(self, command: GitHubCommand) -> Resolution:
         if command.from_check:
             return await self._resolve_check(command)
+        if command.action is CommandKind.APPROVE:
+            return await self.gate.resolve_approver(command)
         if command.action is CommandKind.RETRY:
             return await self._resolve_retry(command)
         run = command.action in (CommandKind.RUN, CommandKind.SWEEP)
@@ -352,6 +354,16 @@ class GitHubCommandActivities:
             raise ApplicationError(str(err), type="RequestTooLarge", non_retryable=True) from None
         started = outcome.started or await self._started_by(outcome.run_id, command.delivery_id)
         return RetryRunOutput(outcome.run_id, started, run_id)
+
+    @activity.defn(name="github_approve_runs")
+    async def approve_runs(self, command: GitHubCommand) -> CancelOutput:
+        """Approve the pull request's runs that wait for budget approval (budgets, issue 14)."""
+        lane = lane_for_pr(command.repo, command.pr_number)
+        approved = []
+        for run_id in await self.control.lane_members(lane):
+            if not await self.control.approve(run_id, command.requested_by, via="github"):
+                approved.append(run_id)
+        return CancelOutput(approved)
 
     @activity.defn(name="github_reply")
     async def reply(self, data: ReplyInput) -> ReplyOutput:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from github.GithubException import UnknownObjectException
 from github.Repository import Repository
@@ -22,6 +23,9 @@ from worker.github.models import Resolution
 from worker.models import AuthorizeInput, AuthorizeOutput
 
 ALLOWED_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+APPROVER_ROLES = frozenset({"admin", "maintain"})
+"""Who may approve a run over budget (GitHub's REST `permission` folds maintain into write:
+the role is read from `role_name`)."""
 
 
 class GitHubGate:
@@ -36,6 +40,28 @@ class GitHubGate:
     async def resolve(self, command: GitHubCommand, *, run: bool) -> Resolution:
         """May the commenter run (and which commit) or cancel; reads the PR only for a run."""
         return await asyncio.to_thread(self._resolve, command, run)
+
+    async def resolve_approver(self, command: GitHubCommand) -> Resolution:
+        """May the commenter approve runs over budget: the maintain or admin role."""
+        return await asyncio.to_thread(self._resolve_approver, command)
+
+    def _resolve_approver(self, command: GitHubCommand) -> Resolution:
+        with api_errors(self.auth):
+            repo = self._repo(command.repo, command.installation_id)
+            user = command.requested_by
+            try:
+                _headers, data = repo._requester.requestJsonAndCheck(
+                    "GET", f"{repo.url}/collaborators/{quote(user, safe='')}/permission"
+                )
+            except UnknownObjectException:
+                data = {}
+        role = str((data or {}).get("role_name") or (data or {}).get("permission") or "none")
+        if role in APPROVER_ROLES:
+            return Resolution(allowed=True)
+        reason = texts.NEEDS_MAINTAIN.format(
+            user=user, repo=command.repo, what=texts.WHAT_APPROVE, role=role
+        )
+        return Resolution(allowed=False, reason=reason)
 
     def _repo(self, name: str, installation_id: int | None) -> Repository:
         return self.auth.client(name, installation_id).get_repo(name)

@@ -50,6 +50,8 @@ class ReplyKind(str, Enum):
     ALREADY_RUNNING = "already_running"
     RETRY_REFUSED = "retry_refused"
     ALREADY_RETRIED = "already_retried"
+    APPROVED = "approved"  # budgets (issue 14)
+    NOTHING_TO_APPROVE = "nothing_to_approve"
 
 
 @dataclass

@@ -22,6 +22,7 @@ from worker.contract import (
     Trigger,
     Verdict,
 )
+from worker.costview import cost_text, estimate_text
 from worker.formatting import (
     NO_VALUE,
     format_change,
@@ -229,6 +230,42 @@ def metrics_section(view: RunView) -> str:
     return "\n".join(lines)
 
 
+def _markdown_text(text: str) -> str:
+    """Plain text safe in Markdown prose: no math (`$`), strikethrough (`~`) or tags."""
+    for char in ("\\", "$", "~", "*", "<", ">", "|"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def cost_section(view: RunView) -> str:
+    """The estimate (before any launch) and the clusters' cost (so far, while running)."""
+    progress = view.progress
+    lines = []
+    approval = progress.approval
+    if approval is not None and progress.state is RunState.AWAITING_APPROVAL:
+        lines.append(
+            texts.APPROVAL_WAITING.format(
+                reason=_markdown_text(approval.reason),
+                run_id=progress.run_id,
+                expires=format_time(approval.expires_at),
+            )
+        )
+    elif approval is not None and approval.approved_by:
+        lines.append(
+            texts.APPROVAL_GIVEN.format(
+                user=code(approval.approved_by), reason=_markdown_text(approval.reason)
+            )
+        )
+    estimate = estimate_text(progress)
+    if estimate:
+        lines.append(texts.COST_ESTIMATE.format(text=_markdown_text(estimate)))
+    cost = cost_text(progress)
+    if cost:
+        template = texts.COST_ACTUAL if progress.state.finished else texts.COST_SO_FAR
+        lines.append(template.format(text=_markdown_text(cost)))
+    return "  \n".join(lines)
+
+
 def gates_section(view: RunView) -> str:
     """Each gate passed or failed, with the run's value and the threshold it was held to."""
     gates = view.progress.gates
@@ -395,6 +432,7 @@ def run_comment(view: RunView, masker: Masker | None = None) -> str:
     body = _join(
         [
             texts.RUN_TAG.format(run_id=view.progress.run_id) + "\n" + header,
+            cost_section(view),
             stages_table(view) if view.progress.stages else "",
             retry_section(view),
             outcome_section(view),
@@ -471,6 +509,7 @@ def check_output(view: RunView, masker: Masker | None = None) -> dict[str, str]:
     summary = _join(
         [
             "\n".join(_header(view)[1:]),
+            cost_section(view),
             stages_table(view) if view.progress.stages else "",
             retry_section(view),
             gates_section(view),
@@ -519,6 +558,11 @@ def reply(
             retry_id=retry_id,
             retry_url=links.run(retry_id),
         )
+    elif kind is ReplyKind.APPROVED:
+        names = ", ".join(f"[`{run_id}`]({links.run(run_id)})" for run_id in data.run_ids)
+        text = texts.REPLY_APPROVED.format(runs=names)
+    elif kind is ReplyKind.NOTHING_TO_APPROVE:
+        text = texts.REPLY_NOTHING_TO_APPROVE
     elif kind is ReplyKind.ALREADY_RUNNING:
         run_id = data.run_ids[0]
         text = texts.REPLY_ALREADY_RUNNING.format(

@@ -166,7 +166,7 @@ class GitHubReporter:
             "external_id": progress.run_id,
             "output": render.check_output(view, masker),
         }
-        if progress.state is RunState.QUEUED:
+        if progress.state in (RunState.QUEUED, RunState.AWAITING_APPROVAL):
             fields["status"] = "queued"
             fields["actions"] = [CANCEL_ACTION]
         elif progress.state is RunState.RUNNING:

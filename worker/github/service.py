@@ -46,6 +46,7 @@ class GitHubServices:
             c.reply,
             c.retry_run,  # retry from the failed stage
             c.start_sweep,
+            c.approve_runs,
         ]
 
 

@@ -22,6 +22,7 @@ STATE_EMOJI = {
     RunState.TIMED_OUT: "⏱️",
     RunState.SKIPPED: "⏭️",
     RunState.DENIED: "🔒",
+    RunState.AWAITING_APPROVAL: "💰",
 }
 STATE_WORDS = {
     RunState.QUEUED: "queued",
@@ -32,6 +33,7 @@ STATE_WORDS = {
     RunState.TIMED_OUT: "timed out",
     RunState.SKIPPED: "was skipped",
     RunState.DENIED: "was not run",
+    RunState.AWAITING_APPROVAL: "waits for budget approval",
 }
 STAGE_EMOJI = {
     StageState.PENDING: "⏸️ pending",
@@ -143,6 +145,13 @@ NEEDS_WRITE = (
 )
 WHAT_RUN = "start runs"
 WHAT_CANCEL = "cancel runs"
+WHAT_APPROVE = "approve runs over budget"
+NEEDS_MAINTAIN = (
+    "@{user} needs the maintain or admin role on {repo} to {what} (their role is {role}); "
+    "ask a maintainer to comment `/skyrun approve`"
+)
+REPLY_APPROVED = "💰 Approved {runs}: launching now."
+REPLY_NOTHING_TO_APPROVE = "No skyrun run on this pull request waits for approval."
 FORK_PR = "pull requests from forks run only when a maintainer comments `/skyrun` on them"
 FORK_GONE = "the pull request's fork was deleted, so its commits cannot be run"
 PR_CLOSED = "pull request #{number} is closed"
@@ -197,3 +206,13 @@ RETRY_COMMIT_GONE = (
     "commit `{commit}` of run `{run_id}` is no longer part of pull request #{number} (its branch "
     "was force-pushed; the head is `{head}`); comment `/skyrun` to run the head"
 )
+# Cost (issue 14): the estimate made before any launch, and what the clusters cost.
+COST_ESTIMATE = "**Estimate** {text}"
+COST_ACTUAL = "**Cost** {text}"
+COST_SO_FAR = "**Cost so far** {text}"
+APPROVAL_WAITING = (
+    "**Waiting for approval**: {reason}. Nothing is launched until a maintainer comments "
+    "`/skyrun approve` (or runs `skyrun approve {run_id}`); otherwise it is cancelled at "
+    "{expires}."
+)
+APPROVAL_GIVEN = "**Approved** by {user}: {reason}"

@@ -105,6 +105,16 @@ class GitHubCommandWorkflow:
             return CommandResult("no_run", commit=command.head_sha)
         if command.action is CommandKind.RETRY:
             return await self._retry(command, resolution)
+        if command.action is CommandKind.APPROVE:
+            approved = await workflow.execute_activity_method(
+                GitHubCommandActivities.approve_runs,
+                command,
+                start_to_close_timeout=API_TIMEOUT,
+                retry_policy=TEMPORAL_RETRY,
+            )
+            kind = ReplyKind.APPROVED if approved.run_ids else ReplyKind.NOTHING_TO_APPROVE
+            await self._reply(ReplyInput(command, kind, run_ids=approved.run_ids))
+            return CommandResult("approved", approved.run_ids)
         if command.action is CommandKind.CANCEL:
             cancelled = await workflow.execute_activity_method(
                 GitHubCommandActivities.cancel_runs,

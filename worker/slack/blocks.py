@@ -16,6 +16,7 @@ from worker.contract import (
     Trigger,
     Verdict,
 )
+from worker.costview import cost_text, estimate_text
 from worker.formatting import (
     NO_VALUE,
     format_change,
@@ -37,6 +38,8 @@ Block = dict[str, Any]
 ACTION_CANCEL = "skyrun_cancel"
 ACTION_RETRY = "skyrun_retry"
 """The Retry button of a failed, cancelled or timed-out run (its value: the run id)."""
+ACTION_APPROVE = "skyrun_approve"
+"""Budgets (issue 14): the Approve button of a run that waits for approval."""
 ACTION_LINK_PREFIX = "skyrun_link_"
 """URL buttons still send Slack an interaction; the bot acknowledges these without acting."""
 ACTIONS_BLOCK = "skyrun_actions"
@@ -148,6 +151,39 @@ def stage_line(stage: StageProgress, links: Links | None = None) -> str:
     return texts.STAGE_LINE.format(icon=icon, name=escape(stage.name), detail=detail)
 
 
+def cost_lines(progress: RunProgress) -> str:
+    """The estimate and the clusters' cost, in mrkdwn ("" when the run has neither yet)."""
+    lines = []
+    approval = progress.approval
+    if approval is not None and progress.state is RunState.AWAITING_APPROVAL:
+        lines.append(
+            texts.APPROVAL_WAITING.format(
+                reason=_plain(approval.reason),
+                run_id=escape(progress.run_id),
+                expires=slack_time(approval.expires_at),
+            )
+        )
+    elif approval is not None and approval.approved_by:
+        lines.append(
+            texts.APPROVAL_GIVEN.format(
+                user=escape(approval.approved_by), reason=_plain(approval.reason)
+            )
+        )
+    estimate = estimate_text(progress)
+    if estimate:
+        lines.append(texts.COST_ESTIMATE.format(text=_plain(estimate)))
+    cost = cost_text(progress)
+    if cost:
+        template = texts.COST_ACTUAL if progress.state.finished else texts.COST_SO_FAR
+        lines.append(template.format(text=_plain(cost)))
+    return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    """Text with no mrkdwn in it: Slack has no escape for `~` (strikethrough), so it reads as ≈."""
+    return escape(text).replace("~", "≈")
+
+
 def _section(text: str) -> Block:
     return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
 
@@ -243,11 +279,23 @@ def buttons(progress: RunProgress, links: Links, *, run_pages: bool = True) -> l
     )
     if progress.dashboard_url:
         elements.append(_link_button("dashboard", texts.BUTTON_DASHBOARD, progress.dashboard_url))
+    if progress.state is RunState.AWAITING_APPROVAL:
+        elements.append(approve_button(progress.run_id))
     if not progress.state.finished:
         elements.append(cancel_button(progress.run_id))
     elif retryable(progress):
         elements.append(retry_button(progress.run_id))
     return elements
+
+
+def approve_button(run_id: str) -> Block:
+    return {
+        "type": "button",
+        "action_id": ACTION_APPROVE,
+        "text": {"type": "plain_text", "text": texts.BUTTON_APPROVE},
+        "style": "primary",
+        "value": run_id,
+    }
 
 
 def metrics_text(progress: RunProgress, baseline: Baseline | None) -> str:
@@ -374,6 +422,9 @@ def run_blocks(
             blocks.append(_section(retry_text(progress, links)))
     elif not state.finished:
         blocks.append(_section(texts.PLANNING))
+    costs = cost_lines(progress)
+    if costs:
+        blocks.append(_context([costs]))
     if progress.error:
         text = texts.ERROR.format(error=escape(progress.error))
         hint = next_step(progress, links if run_pages else None)

@@ -13,6 +13,7 @@ RUN_ICONS = {
     RunState.TIMED_OUT: ":alarm_clock:",
     RunState.SKIPPED: ":fast_forward:",
     RunState.DENIED: ":no_entry:",
+    RunState.AWAITING_APPROVAL: ":moneybag:",
 }
 RUN_WORDS = {
     RunState.QUEUED: "queued",
@@ -23,6 +24,7 @@ RUN_WORDS = {
     RunState.TIMED_OUT: "timed out",
     RunState.SKIPPED: "skipped",
     RunState.DENIED: "not allowed",
+    RunState.AWAITING_APPROVAL: "waiting for budget approval",
 }
 STAGE_ICONS = {
     StageState.PENDING: ":white_circle:",
@@ -140,3 +142,14 @@ RETRY_TITLE = ":recycle: *Retry of <{url}|{run_id}>*"
 RETRY_REUSED = "Reused (not run again; result, metrics and log of `{run_id}`): {stages}"
 RETRY_RERUN = "Runs again: {stages}"
 RETRY_RERUN_STAGE = "`{stage}` ({reason})"
+# Cost (issue 14): the estimate made before any launch, and what the clusters cost.
+COST_ESTIMATE = ":moneybag: Estimate {text}"
+COST_ACTUAL = ":moneybag: Cost {text}"
+COST_SO_FAR = ":moneybag: Cost so far {text}"
+APPROVAL_WAITING = (
+    ":moneybag: *Waiting for approval*: {reason}. Nothing is launched until it is approved "
+    "(`/skyrun approve {run_id}` here, `/skyrun approve` on the pull request, or "
+    "`skyrun approve {run_id}`); otherwise it is cancelled {expires}."
+)
+APPROVAL_GIVEN = ":moneybag: Approved by {user}: {reason}"
+BUTTON_APPROVE = "Approve"

@@ -646,3 +646,73 @@ async def test_a_sweep_over_the_cap_or_by_a_stranger_is_refused_at_once(
     assert ack_text(empty).startswith(":warning: A lists an empty value")
     await asyncio.sleep(0.3)
     assert slack.calls == []
+
+
+# Budgets (issue 14): `/skyrun approve RUN` for SKYRUN_SLACK_APPROVERS only.
+
+
+async def test_approve_command_for_slack_approvers_only(
+    client: Client,
+    slack_settings: Callable[..., Settings],
+    slack: FakeSlack,
+    git_repo: Callable[..., Path],
+) -> None:
+    from tests.runs import request_for, wait_finished
+    from worker.contract import RunState
+    from worker.links import Links
+    from worker.process import build_workers, running_workers
+    from worker.runcontrol import RunControl
+    from worker.slack.blocks import ACTION_APPROVE, buttons
+
+    files = {
+        ".skyrun.yaml": "stages:\n  - {name: a, task: a.yaml}\n",
+        "a.yaml": "run: echo hi\n",
+    }
+    # 1 CPU at $1/h for the worst case of 180 min: $3 estimated, above SKYRUN_APPROVAL_USD.
+    priced = slack_settings(
+        SKYRUN_SLACK_APPROVERS="U0BOSS", SKYRUN_APPROVAL_USD="0.01", SKYRUN_CPU_HOUR_USD="1"
+    )
+    async with (
+        running_workers(build_workers(client, priced)),
+        serving(create_app(priced, client)) as http,
+    ):
+        control = RunControl(client, priced.temporal_task_queue)
+        outcome = await control.start(request_for(git_repo(files)))
+
+        async def awaiting() -> None:
+            while True:
+                progress = await control.progress(outcome.run_id)
+                if progress and progress.state is RunState.AWAITING_APPROVAL:
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(awaiting(), 60)
+
+        async def approve(user: str) -> str:
+            body = slash_command(
+                f"approve {outcome.run_id}", user=user, response_url=slack.response_url(user)
+            )
+            return ack_text(await deliver(http, body))
+
+        assert await approve("U0MALLORY") == texts.APPROVE_DENIED.format(user="U0MALLORY")
+        # The Approve button the waiting run's message carries says the same to a non-approver.
+        waiting_progress = await control.progress(outcome.run_id)
+        assert waiting_progress is not None
+        button = next(
+            element
+            for element in buttons(waiting_progress, Links(priced))
+            if element["action_id"] == ACTION_APPROVE
+        )
+        clicked = await deliver(
+            http, block_action(button, response_url=slack.response_url("click"), user="U0X")
+        )
+        assert clicked.status_code == 200
+        await slack.wait_for(lambda: slack.responses("click"), 20, "the button's denial")
+        assert slack.responses("click")[0]["text"] == texts.APPROVE_DENIED.format(user="U0X")
+        assert (await control.progress(outcome.run_id)).state is RunState.AWAITING_APPROVAL  # type: ignore[union-attr]
+        assert await approve("U0BOSS") == texts.APPROVED.format(
+            user="U0BOSS", url=f"http://skyrun.test/runs/{outcome.run_id}", run_id=outcome.run_id
+        )
+        done = await wait_finished(control, outcome.run_id)
+        assert done.state is RunState.SUCCEEDED, done.error
+        assert done.approval is not None and done.approval.approved_by == "U0BOSS"
