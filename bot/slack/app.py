@@ -373,11 +373,8 @@ class SlackHandlers:
         await ack()
         state: BotState = context[STATE_KEY]
         user = str((body.get("user") or {}).get("id") or "")
-        run_id = str(action.get("value") or "")
-        if not RUN_ID_RE.fullmatch(run_id):  # skyrun's buttons carry run ids, nothing else
-            record_slack("action", Outcome.REPLIED)
-            error = _sentence(E_BAD_RUN_ID.format(word=quoted(run_id)))
-            await _send(respond, text=texts.BAD_BUTTON.format(error=error))
+        run_id = await _button_run_id(action, respond)
+        if not run_id:
             return
         reply, cancelled = await self._cancel(state, user, run_id, PREFIX, "action")
         if cancelled:
@@ -451,11 +448,8 @@ class SlackHandlers:
         await ack()
         state: BotState = context[STATE_KEY]
         user = str((body.get("user") or {}).get("id") or "")
-        run_id = str(action.get("value") or "")
-        if not RUN_ID_RE.fullmatch(run_id):  # skyrun's buttons carry run ids, nothing else
-            record_slack("action", Outcome.REPLIED)
-            error = _sentence(E_BAD_RUN_ID.format(word=quoted(run_id)))
-            await _send(respond, text=texts.BAD_BUTTON.format(error=error))
+        run_id = await _button_run_id(action, respond)
+        if not run_id:
             return
         channel = str((body.get("channel") or {}).get("id") or "")
         target = SlackTarget(channel=channel, user=user, response_url="")
@@ -479,11 +473,8 @@ class SlackHandlers:
         await ack()
         state: BotState = context[STATE_KEY]
         user = str((body.get("user") or {}).get("id") or "")
-        run_id = str(action.get("value") or "")
-        if not RUN_ID_RE.fullmatch(run_id):
-            record_slack("action", Outcome.REPLIED)
-            error = _sentence(E_BAD_RUN_ID.format(word=quoted(run_id)))
-            await _send(respond, text=texts.BAD_BUTTON.format(error=error))
+        run_id = await _button_run_id(action, respond)
+        if not run_id:
             return
         reply = await self._approve(state, user, run_id, "action")
         await _send(respond, text=reply, response_type="ephemeral")
@@ -496,6 +487,18 @@ class SlackHandlers:
 async def _ack(ack: AsyncAck, text: str) -> None:
     """Acknowledge with a reply only the requester sees."""
     await ack(text=text, response_type="ephemeral")
+
+
+async def _button_run_id(action: dict[str, Any], respond: AsyncRespond) -> str:
+    """The run a button acts on; "" (after telling the user) when its value is no run id:
+    skyrun's buttons carry run ids, nothing else."""
+    run_id = str(action.get("value") or "")
+    if RUN_ID_RE.fullmatch(run_id):
+        return run_id
+    record_slack("action", Outcome.REPLIED)
+    error = _sentence(E_BAD_RUN_ID.format(word=quoted(run_id)))
+    await _send(respond, text=texts.BAD_BUTTON.format(error=error))
+    return ""
 
 
 def _sentence(error: str) -> str:
