@@ -15,7 +15,7 @@ from bot.pages.rendering import (
     render_markdown,
     templates,
 )
-from bot.pages.views import build_view
+from bot.pages.views import RunView, build_view
 from tests.bot.pages.helpers import GITHUB_REPO, diamond_progress
 from worker.baseline import Baseline
 from worker.contract import (
@@ -31,6 +31,25 @@ from worker.contract import (
 from worker.formatting import format_change
 from worker.links import GitHubHost, Links
 from worker.settings import load_settings
+
+
+def run_body(progress: RunProgress, baseline: Baseline | None = None) -> tuple[RunView, str]:
+    """The run page's body for `progress`, as of 2026-01-02, and the view it was made from."""
+    settings = load_settings(_env_file=None)
+    view = build_view(
+        progress,
+        links=Links(settings),
+        github=GitHubHost.of(settings),
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+        live_tails={},
+        baseline=baseline,
+    )
+    html = (
+        templates()
+        .get_template("run_body.html")
+        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    )
+    return view, html
 
 
 def test_markdown_reports_escape_raw_html_and_unsafe_links() -> None:
@@ -82,19 +101,8 @@ def test_the_run_page_shows_changes_against_the_baseline_and_escapes_the_run() -
             )
         ],
     )  # fmt: skip
-    settings = load_settings(_env_file=None)
-    view = build_view(
-        progress,
-        links=Links(settings),
-        github=GitHubHost.of(settings),
-        now=datetime(2026, 1, 2, tzinfo=UTC),
-        live_tails={},
-        baseline=Baseline("base<run>", "b" * 40, "main", {"accuracy": 0.8, "loss": 0.5}),
-    )
-    html = (
-        templates()
-        .get_template("run_body.html")
-        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
+    _view, html = run_body(
+        progress, Baseline("base<run>", "b" * 40, "main", {"accuracy": 0.8, "loss": 0.5})
     )
     assert '<div class="metric-delta up" title="was 0.8">+0.02 (+2.5%)</div>' in html
     assert '<div class="metric-delta same" title="was 0.5">±0</div>' in html
@@ -122,19 +130,7 @@ def test_the_run_page_lists_each_gate_and_says_when_one_failed_the_check() -> No
             GateResult("<b>x</b> <= base", True, 1, None, "no baseline"),
         ],
     )
-    settings = load_settings(_env_file=None)
-    view = build_view(
-        progress,
-        links=Links(settings),
-        github=GitHubHost.of(settings),
-        now=datetime(2026, 1, 2, tzinfo=UTC),
-        live_tails={},
-    )
-    html = (
-        templates()
-        .get_template("run_body.html")
-        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
-    )
+    _view, html = run_body(progress)
     assert 'data-role="gate-failed"' in html and "accuracy 0.81 &lt; 0.85" in html
     assert 'data-verdict="failed"' in html and "gate failed</span>" in html
     assert html.count('data-passed="0"') == 1 and html.count('data-passed="1"') == 1
@@ -161,19 +157,7 @@ def test_the_run_page_says_which_stage_came_through_infrastructure_failures() ->
         state=RunState.SUCCEEDED,
         stages=[StageProgress("prep", "p", StageState.SUCCEEDED, launched=True), recovered],
     )
-    settings = load_settings(_env_file=None)
-    view = build_view(
-        progress,
-        links=Links(settings),
-        github=GitHubHost.of(settings),
-        now=datetime(2026, 1, 2, tzinfo=UTC),
-        live_tails={},
-    )
-    html = (
-        templates()
-        .get_template("run_body.html")
-        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
-    )
+    _view, html = run_body(progress)
     assert html.count('data-role="recovered"') == 1
     assert "recovered after preemption, 1\u00d7</span>" in html
 
@@ -205,19 +189,7 @@ def test_jinja_and_markdown_are_each_loaded_on_first_use_only() -> None:
 
 def test_the_run_page_draws_a_timeline_bar_per_stage() -> None:
     progress = diamond_progress()
-    settings = load_settings(_env_file=None)
-    view = build_view(
-        progress,
-        links=Links(settings),
-        github=GitHubHost.of(settings),
-        now=datetime(2026, 1, 2, tzinfo=UTC),
-        live_tails={},
-    )
-    html = (
-        templates()
-        .get_template("run_body.html")
-        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
-    )
+    _view, html = run_body(progress)
     assert 'data-role="flow">prep → left ∥ right → join<' in html
     assert 'class="tl-bar s-succeeded" style="left: 10.0%; width: 50.0%"' in html
     assert 'class="tl-bar s-succeeded" style="left: 10.0%; width: 25.0%"' in html
@@ -240,19 +212,7 @@ def test_a_queued_run_page_says_its_place_in_line_and_the_cap() -> None:
         queue_pool="repository",
         queue_capacity=1,
     )
-    settings = load_settings(_env_file=None)
-    view = build_view(
-        progress,
-        links=Links(settings),
-        github=GitHubHost.of(settings),
-        now=datetime(2026, 1, 2, tzinfo=UTC),
-        live_tails={},
-    )
-    html = (
-        templates()
-        .get_template("run_body.html")
-        .render(view=view, run=progress, paths=Paths(), poll_ms=2000)
-    )
+    view, html = run_body(progress)
     assert 'data-role="queue" data-position="2"' in html
     assert f"2nd in line, behind {GITHUB_REPO}#41" in html
     assert f"{GITHUB_REPO} runs at most 1 at once" in html
