@@ -179,3 +179,57 @@ async def test_a_retry_that_fails_again_is_retried_from_its_own_failed_stage(
     assert [s.reused_from for s in final.stages] == [first, first, ""]
     assert bucket_file(settings, "train.count").read_text() == "x\n"
     assert bucket_file(settings, "eval.count").read_text() == "x\nx\nx\n"
+
+
+# A diamond (stages as a DAG): one middle stage fails; its retry reuses the other branch and
+# runs the failed stage and the join, which waits for it.
+DIAMOND = {
+    "prep.yaml": "run: |\n  echo x >> $DATA_BUCKET_URL/prep.count\n  echo '::metric rows=1'\n",
+    "left.yaml": "run: |\n  echo x >> $DATA_BUCKET_URL/left.count\n",
+    "right.yaml": (
+        "run: |\n"
+        "  [ -f $DATA_BUCKET_URL/right.tried ] || {\n"
+        "    touch $DATA_BUCKET_URL/right.tried; until [ -s $DATA_BUCKET_URL/left.count ]; do\n"
+        "      sleep 0.1; done; sleep 1; exit 3; }\n"
+        "  echo x >> $DATA_BUCKET_URL/right.count\n"
+    ),
+    "join.yaml": (
+        "run: |\n"
+        "  test -s $DATA_BUCKET_URL/right.count || { echo 'right did not run first'; exit 5; }\n"
+        "  echo '::metric accuracy=0.9'\n"
+    ),
+    ".skyrun.yaml": (
+        "stages:\n"
+        "  - {name: prep, task: prep.yaml}\n"
+        "  - {name: left, task: left.yaml, needs: [prep]}\n"
+        "  - {name: right, task: right.yaml, needs: [prep]}\n"
+        "  - {name: join, task: join.yaml, needs: [left, right]}\n"
+    ),
+}
+
+
+async def test_a_dag_retry_reuses_the_branch_that_succeeded_and_joins_after_the_rerun(
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(DIAMOND)
+    outcome = await control.start(request_for(repo, commit=head(repo)))
+    first = await wait_finished(control, outcome.run_id)
+    assert first.state is RunState.FAILED
+    states = {s.name: s.state for s in first.stages}
+    assert states["right"] is StageState.FAILED and states["join"] is StageState.SKIPPED
+
+    retry = await control.retry(outcome.run_id, requested_by="retrier")
+    progress = await wait_finished(control, retry.run_id)
+
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    by_name = {s.name: s for s in progress.stages}
+    assert by_name["prep"].reused_from == outcome.run_id
+    assert by_name["prep"].metrics == {"rows": 1.0}
+    assert by_name["join"].metrics == {"accuracy": 0.9}
+    assert not by_name["right"].reused_from and not by_name["join"].reused_from
+    assert bucket_file(settings, "prep.count").read_text() == "x\n"
+    assert bucket_file(settings, "right.count").read_text() == "x\n"
+    # left finished before right failed (right waits for it): reused, not run again.
+    assert by_name["left"].reused_from == outcome.run_id
+    assert bucket_file(settings, "left.count").read_text() == "x\n"
+    assert clusters_left(settings) == []
