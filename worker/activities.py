@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -25,7 +26,8 @@ from worker.backends.base import (
     TaskSpecError,
     cluster_name_for,
 )
-from worker.budget import judge
+from worker.budget import Verdict as BudgetVerdict
+from worker.budget import judge, judge_month, monthly_budget_for
 from worker.contract import INFRA_CAUSES, RunRequest, StageEstimate, Trigger
 from worker.cost import (
     PlannedCluster,
@@ -36,6 +38,7 @@ from worker.cost import (
     lane_history,
 )
 from worker.gitcheckout import CheckoutError, checkout, default_branch
+from worker.ledger import month_of, spent_this_month
 from worker.limits import MAX_ERROR_CHARS, MAX_PREPARED_BYTES, bounded, payload_bytes
 from worker.logparse import parse_metrics, parse_report, tail_lines
 from worker.logstore import LogStore, LogStoreError
@@ -78,6 +81,7 @@ PLAN_TOO_LARGE = (
     "long once encoded; the limit is {limit:,}: make the task files or the envs in {file} "
     "smaller, or run fewer stages at once (name the stages to run)"
 )
+NO_LEDGER_CLIENT = "this worker has no Temporal client to read the month's ledger with"
 NO_BASELINE_CLIENT = (
     "this worker has no Temporal client to find the baseline run with; start it with "
     "`skyrun worker`"
@@ -262,6 +266,8 @@ class PipelineActivities:
                 data.run_id, request.lane, output
             )
             verdict = judge(output.estimate_usd, pipeline.max_run_usd, self.settings.approval_usd)
+            if not verdict.reason:
+                verdict = await self._judge_month(request.repo, output.estimate_usd)
             output.approval_reason, output.approval_limit_usd = verdict.reason, verdict.limit_usd
             output.approval_timeout_s = self.settings.approval_timeout_s
             # The output is one Temporal payload, and each stage's part goes into a later
@@ -450,6 +456,23 @@ class PipelineActivities:
                 # Whatever is left of the cluster goes first, so the relaunch provisions anew.
                 await self.backend.down(task.cluster_name)
                 task.launch = True
+
+    async def _judge_month(self, repo: str, estimate_usd: float | None) -> BudgetVerdict:
+        """Whether the run would take its repository past its monthly budget (fail closed: a
+        ledger that cannot be read means approval)."""
+        budget = monthly_budget_for(repo, self.settings.monthly_budgets)
+        if budget is None:
+            return BudgetVerdict("")
+        month = month_of(datetime.now(UTC).isoformat())
+        spent: float | None = None
+        error = NO_LEDGER_CLIENT
+        if self.client is not None:
+            try:
+                queue = self.settings.temporal_task_queue
+                spent = await spent_this_month(self.client, repo, month, queue)
+            except Exception as err:  # the ledger did not answer: unknown, never "nothing spent"
+                error = bounded(str(err) or type(err).__name__, 200)
+        return judge_month(repo, estimate_usd, spent, budget, error)
 
     def _open_log(self, run_id: str, stage: str) -> BinaryIO:
         try:

@@ -18,6 +18,7 @@ from worker.backends.base import ComputeBackend
 from worker.coordinator import CoordinatorActivities, CoordinatorWorkflow
 from worker.github.service import GitHubServices, make_github
 from worker.github.workflow import GitHubCommandWorkflow, GitHubDeliveryWorkflow
+from worker.ledger import LedgerActivities, LedgerWorkflow
 from worker.reporting import ReportingActivities, make_reporting
 from worker.settings import Backend, Settings
 from worker.sweep import SweepWorkflow
@@ -79,6 +80,7 @@ def build_workers(
     coordination = CoordinatorActivities(client)
     methods += [reports.report_progress, reports.authorize_run, *gh.activities()]
     methods += [coordination.enter, coordination.closed_runs]
+    methods.append(LedgerActivities(client).record_cost)
     methods.append(SweepReporting(settings, client, gh).report)
     common = dict(
         activities=methods,
@@ -96,6 +98,7 @@ def build_workers(
                 GitHubCommandWorkflow,
                 GitHubDeliveryWorkflow,
                 SweepWorkflow,
+                LedgerWorkflow,
             ],
             **common,  # type: ignore[arg-type]
         )

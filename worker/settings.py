@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.budget import MonthlyBudget, parse_monthly_budgets
+
 
 class Backend(str, Enum):
     LOCAL = "local"
@@ -86,6 +88,8 @@ class Settings(BaseSettings):
     approval_timeout_s: int = Field(86400, alias="SKYRUN_APPROVAL_TIMEOUT_S", ge=1)
     """How long a run waits for approval before it ends cancelled."""
     slack_approvers: Annotated[list[str], NoDecode] = Field([], alias="SKYRUN_SLACK_APPROVERS")
+    # Monthly budgets (worker/budget.py, worker/ledger.py): `acme/*=500,acme/big=2000`.
+    monthly_budgets_text: str = Field("", alias="SKYRUN_MONTHLY_BUDGETS")
 
     @field_validator("local_mounts", mode="before")
     @classmethod
@@ -110,6 +114,17 @@ class Settings(BaseSettings):
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("monthly_budgets_text")
+    @classmethod
+    def _check_monthly_budgets(cls, value: str) -> str:
+        parse_monthly_budgets(value)
+        return value
+
+    @property
+    def monthly_budgets(self) -> list[MonthlyBudget]:
+        """SKYRUN_MONTHLY_BUDGETS, parsed (checked at startup)."""
+        return parse_monthly_budgets(self.monthly_budgets_text)
 
     @field_validator("public_url", "temporal_ui_url")
     @classmethod

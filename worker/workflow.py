@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from worker.costview import account
     from worker.gates import undecided, verdict_of
+    from worker.ledger import CostRecord, LedgerActivities, RecordInput, month_of
     from worker.limits import bounded
     from worker.models import (
         AuthorizeInput,
@@ -110,6 +111,8 @@ STAGES_STUCK = (
 STAGE_CANCELLED_BY = "stage '{stage}' was cancelled because stage '{failed}' failed"
 # Runs started before concurrency caps existed replay without entering capacity pools.
 PATCH_CAPACITY = "capacity"
+# Runs started before monthly budgets existed replay without recording their cost.
+PATCH_LEDGER = "ledger"
 # Runs started before budgets existed replay without the approval wait (issue 14).
 PATCH_APPROVAL = "approval"
 WORKER_GONE = (
@@ -155,6 +158,11 @@ GATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
+)
+LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
 )
 GATES_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -419,6 +427,8 @@ class PipelineWorkflow:
             self._progress.error = f"{self._progress.error}; {note}".lstrip("; ")
         self._progress.finished_at = workflow.now().isoformat()
         account(self._progress, self._progress.finished_at)
+        if self._progress.cost_usd is not None and workflow.patched(PATCH_LEDGER):
+            await self._record_cost(self._progress.cost_usd)
         outcome = self._outcome or RunState.SUCCEEDED
         self._set_state(outcome)
         self._closing = True
@@ -430,6 +440,26 @@ class PipelineWorkflow:
                 self._progress.error, self._progress, type="RunFailed", non_retryable=True
             )
         return RunResult(self._progress)
+
+    async def _record_cost(self, usd: float) -> None:
+        """Add this run's cost to its repository's ledger of the month (monthly budgets)."""
+        assert self._progress is not None
+        info = workflow.info()
+        try:
+            await workflow.execute_activity_method(
+                LedgerActivities.record_cost,
+                RecordInput(
+                    self._progress.repo,
+                    month_of(self._progress.finished_at),
+                    info.task_queue,
+                    CostRecord(f"{info.workflow_id}/{info.run_id}", usd),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=LEDGER_RETRY,
+            )
+        except ActivityError as err:
+            # The run is over either way; a lost record only lets a later run spend more.
+            workflow.logger.warning("recording the cost failed: %s", error_message(err))
 
     async def _check_gates(self, gates: list[str]) -> None:
         """Record what the gates decide; the run's state stays as its stages ended."""

@@ -16,10 +16,15 @@ from worker.budget import (
     DEPLOYMENT_SOURCE,
     EXPIRED,
     OVER_DEPLOYMENT,
+    OVER_MONTH,
     OVER_PIPELINE,
     UNKNOWN_ESTIMATE,
+    MonthlyBudget,
     Verdict,
     judge,
+    judge_month,
+    monthly_budget_for,
+    parse_monthly_budgets,
 )
 from worker.contract import RunProgress, RunState, StageState
 from worker.process import build_workers, running_workers
@@ -119,3 +124,44 @@ def test_bad_approval_limits_are_refused_at_startup(
 ) -> None:
     with pytest.raises(ValueError, match="SKYRUN_APPROVAL_USD"):
         make_settings(SKYRUN_APPROVAL_USD=value)
+
+
+# Monthly budgets (SKYRUN_MONTHLY_BUDGETS): parsing, which applies, and the judgement.
+
+
+def test_monthly_budgets_parse_and_the_most_specific_applies() -> None:
+    budgets = parse_monthly_budgets(" acme/*=500, acme/big=2000 ,other/x=0.5,")
+    assert budgets == [
+        MonthlyBudget("acme/*", 500),
+        MonthlyBudget("acme/big", 2000),
+        MonthlyBudget("other/x", 0.5),
+    ]
+    assert monthly_budget_for("acme/big", budgets) == MonthlyBudget("acme/big", 2000)
+    assert monthly_budget_for("acme/small", budgets) == MonthlyBudget("acme/*", 500)
+    assert monthly_budget_for("zeta/x", budgets) is None
+    wide = parse_monthly_budgets("*=10,acme/*=20")
+    assert monthly_budget_for("acme/a", wide) == MonthlyBudget("acme/*", 20)
+    assert parse_monthly_budgets("") == []
+
+
+@pytest.mark.parametrize("text", ["acme", "=5", "acme/*=", "acme/*=lots", "a=-1", "a=nan", "a=inf"])
+def test_bad_monthly_budgets_are_refused_at_startup(
+    make_settings: Callable[..., Settings], text: str
+) -> None:
+    with pytest.raises(ValueError, match="SKYRUN_MONTHLY_BUDGETS"):
+        make_settings(SKYRUN_MONTHLY_BUDGETS=text)
+
+
+def test_the_month_judges_spend_plus_estimate_and_fails_closed() -> None:
+    budget = MonthlyBudget("acme/*", 100)
+    assert judge_month("acme/a", 40, 60, budget) == Verdict("")
+    assert judge_month("acme/a", 40.01, 60, budget) == Verdict(
+        OVER_MONTH.format(
+            estimate="$40.01", repo="acme/a", budget="$100.00", glob="acme/*", spent="$60.00"
+        ),
+        100,
+    )
+    unknown = judge_month("acme/a", None, 0, budget)
+    assert "the estimate is unknown" in unknown.reason and unknown.limit_usd == 100
+    unread = judge_month("acme/a", 1, None, budget, "no worker")
+    assert "this month's spend (no worker) is unknown" in unread.reason
