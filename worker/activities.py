@@ -270,6 +270,8 @@ class PipelineActivities:
                 verdict = await self._judge_month(request.repo, output.estimate_usd)
             output.approval_reason, output.approval_limit_usd = verdict.reason, verdict.limit_usd
             output.approval_timeout_s = self.settings.approval_timeout_s
+            limits = [u for u in (pipeline.max_run_usd, self.settings.approval_usd) if u > 0]
+            output.run_limit_usd = min(limits, default=0.0)
             # The output is one Temporal payload, and each stage's part goes into a later
             # activity input with the request: refuse here what could not travel there.
             size = await asyncio.to_thread(payload_bytes, output)

@@ -334,6 +334,9 @@ class RunProgress:
     # Cost (issue 14): the estimate made before any launch, and the actual cost.
     estimate_usd: float | None = None
     """None when unknown (a price or the plan is unknown)."""
+    budget_usd: float = 0.0
+    """The run's limit (the lower of budget.max_run_usd and SKYRUN_APPROVAL_USD; 0: none): a run
+    that costs more is reported as over budget, not stopped."""
     estimate: list[StageEstimate] = field(default_factory=list)
     cost_usd: float | None = None
     """Every cluster's hourly price x its time up (so far, while running); None when unknown."""

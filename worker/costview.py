@@ -19,6 +19,10 @@ LINE_NO_PRICE = "{stage}: price unknown ({note})"
 FROM_RUN = "~{duration}, from run {run_id}"
 WORST_CASE = "worst case {duration}: no earlier successful run"
 COST = "{total}: {clusters}"
+OVER_BUDGET = (
+    "over budget: {cost} is above this run's limit of {limit} (the lower of budget.max_run_usd "
+    "and SKYRUN_APPROVAL_USD); it was not stopped"
+)
 COST_CLUSTER = "{cluster} {hourly}/h \u00d7 up {up}{detail}"
 COST_CLUSTER_NO_PRICE = "{cluster} up {up} (price unknown)"
 COST_UP_SO_FAR = " so far"
@@ -110,6 +114,14 @@ def cost_text(progress: RunProgress) -> str:
         return ""
     clusters = "; ".join(cluster_line(cluster) for cluster in progress.clusters)
     return COST.format(total=format_usd(progress.cost_usd), clusters=clusters)
+
+
+def over_budget_text(progress: RunProgress) -> str:
+    """Said on every surface once a run costs more than its per-run limit (it is not stopped)."""
+    cost, limit = progress.cost_usd, progress.budget_usd
+    if limit <= 0 or cost is None or cost <= limit:
+        return ""
+    return OVER_BUDGET.format(cost=format_usd(cost), limit=format_usd(limit))
 
 
 def account(progress: RunProgress, now: str) -> None:

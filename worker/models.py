@@ -68,6 +68,8 @@ class PrepareOutput:
     approval_reason: str = ""
     approval_limit_usd: float = 0.0
     approval_timeout_s: int = 0
+    run_limit_usd: float = 0.0
+    """The tighter of budget.max_run_usd and SKYRUN_APPROVAL_USD (0: none)."""
 
 
 @dataclass

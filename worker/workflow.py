@@ -835,6 +835,7 @@ class PipelineWorkflow:
         assert self._progress is not None
         self._progress.estimate = list(prepared.estimate)
         self._progress.estimate_usd = prepared.estimate_usd
+        self._progress.budget_usd = prepared.run_limit_usd
 
     async def _await_approval(self, prepared: PrepareOutput) -> None:
         """Wait in `awaiting_approval` (nothing launched) until approved; raise ApprovalExpired

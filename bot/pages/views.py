@@ -13,7 +13,13 @@ from bot.pages.texts import TRIGGER_LABELS, VERDICT_LABELS
 from worker.baseline import Baseline
 from worker.capacity import queued_line
 from worker.contract import RunProgress, RunState, StageProgress, StageState, Trigger, Verdict
-from worker.costview import cluster_line, estimate_line, estimate_text, format_usd
+from worker.costview import (
+    cluster_line,
+    estimate_line,
+    estimate_text,
+    format_usd,
+    over_budget_text,
+)
 from worker.formatting import parse_time, stage_flow
 from worker.gates import failure_summary
 from worker.links import GitHubHost, Links, repo_problem
@@ -182,6 +188,8 @@ class RunView:
     cost: str = ""
     """The run's cost (so far), `$3.95`; "" before a cluster was launched."""
     cluster_lines: list[str] = dataclasses.field(default_factory=list)
+    over_budget: str = ""
+    """Why the run is reported over its per-run limit ("" while it is not)."""
 
 
 def gate_failure(progress: RunProgress) -> str:
@@ -290,6 +298,7 @@ def build_view(
         estimate_lines=[estimate_line(line) for line in progress.estimate],
         cost=format_usd(progress.cost_usd) if progress.clusters else "",
         cluster_lines=[cluster_line(cluster) for cluster in progress.clusters],
+        over_budget=over_budget_text(progress),
     )
 
 

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from tests.runs import clusters_left, request_for, wait_finished
 from worker.budget import OVER_MONTH
 from worker.contract import RunProgress, RunState, StageState, lane_for_branch
+from worker.costview import OVER_BUDGET, over_budget_text
 from worker.ledger import month_of, spent_this_month
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
@@ -79,3 +80,36 @@ async def test_a_run_that_would_pass_the_monthly_budget_waits_and_costs_are_coun
         assert approved.cost_usd is not None
         total = await spent_this_month(client, str(repo), month, queue)
         assert round(total, 6) == round(spent + approved.cost_usd, 6)
+
+
+async def test_a_run_that_costs_more_than_its_limit_is_reported_not_stopped(
+    client: Client, make_settings: Callable[..., Settings], git_repo: Callable[..., Path]
+) -> None:
+    settings = make_settings(SKYRUN_CPU_HOUR_USD="3600")
+    files = {
+        ".skyrun.yaml": (
+            "budget: {max_run_usd: 2}\ntimeout_minutes: 1\n"
+            "stages:\n  - {name: train, task: train.yaml}\n"
+        ),
+        "train.yaml": "resources: {cpus: 1}\nenvs: {NAP: '0'}\nrun: sleep $NAP\n",
+    }
+    repo = git_repo(files)
+    async with running_workers(build_workers(client, settings)):
+        control = RunControl(client, settings.temporal_task_queue)
+        # No history: the worst case ($60) is above $2, so the first run needs approval.
+        first = await control.start(request_for(repo))
+        await waiting(control, first.run_id)
+        assert await control.approve(first.run_id, "maria") == ""
+        quick = await wait_finished(control, first.run_id)
+        assert quick.state is RunState.SUCCEEDED and over_budget_text(quick) == ""
+        # The lane's history says about a second: within $2, it runs at once, then takes longer.
+        second = await control.start(request_for(repo, envs={"NAP": "3"}))
+        slow = await wait_finished(control, second.run_id)
+
+    assert slow.state is RunState.SUCCEEDED, slow.error
+    assert slow.approval is None and slow.budget_usd == 2
+    assert slow.estimate_usd is not None and slow.estimate_usd <= 2
+    assert slow.cost_usd is not None and slow.cost_usd > 3
+    assert over_budget_text(slow) == OVER_BUDGET.format(
+        cost=f"${slow.cost_usd:,.2f}", limit="$2.00"
+    )

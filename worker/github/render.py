@@ -22,7 +22,7 @@ from worker.contract import (
     Trigger,
     Verdict,
 )
-from worker.costview import cost_text, estimate_text
+from worker.costview import cost_text, estimate_text, over_budget_text
 from worker.formatting import (
     NO_VALUE,
     format_change,
@@ -263,6 +263,9 @@ def cost_section(view: RunView) -> str:
     if cost:
         template = texts.COST_ACTUAL if progress.state.finished else texts.COST_SO_FAR
         lines.append(template.format(text=_markdown_text(cost)))
+    over = over_budget_text(progress)
+    if over:
+        lines.append(texts.OVER_BUDGET.format(text=_markdown_text(over)))
     return "  \n".join(lines)
 
 

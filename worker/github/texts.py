@@ -210,6 +210,7 @@ RETRY_COMMIT_GONE = (
 COST_ESTIMATE = "**Estimate** {text}"
 COST_ACTUAL = "**Cost** {text}"
 COST_SO_FAR = "**Cost so far** {text}"
+OVER_BUDGET = "⚠️ **Over budget**: {text}"
 APPROVAL_WAITING = (
     "**Waiting for approval**: {reason}. Nothing is launched until a maintainer comments "
     "`/skyrun approve` (or runs `skyrun approve {run_id}`); otherwise it is cancelled at "

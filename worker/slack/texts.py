@@ -146,6 +146,7 @@ RETRY_RERUN_STAGE = "`{stage}` ({reason})"
 COST_ESTIMATE = ":moneybag: Estimate {text}"
 COST_ACTUAL = ":moneybag: Cost {text}"
 COST_SO_FAR = ":moneybag: Cost so far {text}"
+OVER_BUDGET = ":warning: *Over budget*: {text}"
 APPROVAL_WAITING = (
     ":moneybag: *Waiting for approval*: {reason}. Nothing is launched until it is approved "
     "(`/skyrun approve {run_id}` here, `/skyrun approve` on the pull request, or "
