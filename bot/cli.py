@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bot.console import (
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--repo")
     runs.add_argument("--state")
     runs.add_argument("--limit", type=int, default=20)
+    sub.add_parser("clusters", help="clusters skyrun holds now: run, state, up since, cost so far")
     status = sub.add_parser("status", help="show one run")
     status.add_argument("run_id")
     cancel = sub.add_parser("cancel", help="cancel a run (its clusters are still torn down)")
@@ -141,6 +143,8 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
         return await _runs(args, control)
     if command == "status":
         return await _status(args.run_id, settings, control)
+    if command == "clusters":
+        return await _clusters(control)
     if command == "cancel":
         cancelled = await control.cancel(args.run_id)
         print(f"cancelling {args.run_id}" if cancelled else f"{args.run_id} is not running")
@@ -317,6 +321,60 @@ async def _costs(control: RunControl, run_ids: list[str]) -> dict[str, str]:
         return run_id, format_usd(progress.cost_usd)
 
     return dict(await asyncio.gather(*(one(run_id) for run_id in run_ids)))
+
+
+NO_CLUSTERS = "no clusters: no run of this deployment holds one"
+CLUSTERS_HEADING = f"{'CLUSTER':<44} {'RUN':<28} {'IN USE BY':<12} {'UP SINCE':<24} COST SO FAR"
+CLUSTER_ROW = "{name:<44} {run_id:<28} {state:<12} {since:<24} {cost}"
+CLUSTER_IDLE = "-"
+MAX_LISTED_RUNS = 200
+
+
+async def _clusters(control: RunControl) -> int:
+    """The clusters the deployment's running runs hold now (launching ones too), each with its
+    run, since when it is up and what it has cost so far. Nothing here decides anything: the
+    list of running runs comes from visibility, each run's clusters from its own progress."""
+    from worker.contract import StageState
+    from worker.costview import up_seconds
+    from worker.formatting import format_time
+
+    RUNNING = StageState.RUNNING
+
+    runs = await control.list_runs(limit=MAX_LISTED_RUNS, running_only=True)
+
+    async def held(run_id: str) -> RunProgress | None:
+        try:
+            return await asyncio.wait_for(control.progress(run_id), COST_TIMEOUT_S)
+        except Exception:  # one run that does not answer must not hide the others
+            return None
+
+    rows = []
+    for progress in await asyncio.gather(*(held(run.run_id) for run in runs)):
+        if progress is None:
+            continue
+        priced = {cluster.name: cluster for cluster in progress.clusters}
+        for name in progress.clusters_up:
+            cluster = priced.get(name)
+            since = format_time(cluster.up_at) if cluster else ""
+            cost = "-"
+            if cluster is not None and cluster.hourly_usd is not None:
+                now = datetime.now(UTC).isoformat()
+                cost = format_usd(cluster.hourly_usd * up_seconds(cluster, now) / 3600)
+            logical = cluster.cluster if cluster else ""
+            using = [s.name for s in progress.stages if s.cluster == logical and s.state is RUNNING]
+            state = ",".join(using) or CLUSTER_IDLE
+            rows.append(
+                CLUSTER_ROW.format(
+                    name=name, run_id=progress.run_id, state=state, since=since, cost=cost
+                )
+            )
+    if not rows:
+        print(NO_CLUSTERS)
+        return EXIT_OK
+    print(CLUSTERS_HEADING)
+    for row in rows:
+        print(row)
+    return EXIT_OK
 
 
 async def _status(run_id: str, settings: Settings, control: RunControl) -> int:

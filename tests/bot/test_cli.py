@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from bot.cli import NO_CLUSTERS
 from bot.console import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tests.runs import (
     alive,
@@ -21,6 +22,7 @@ from tests.runs import (
     wait_pidfile,
     wait_stage_running,
 )
+from worker.backends.base import cluster_name_for
 from worker.contract import RunState, StageState
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
@@ -302,3 +304,36 @@ async def test_cancel_a_sweep_from_the_command_line(
         progress = await wait_finished(control, f"{sweep_id}-{index}")
         assert progress.state is RunState.CANCELLED
     assert clusters_left(settings) == []
+
+
+# `skyrun clusters`: what the deployment's runs hold now.
+
+
+@pytest.mark.usefixtures("worker")
+async def test_clusters_lists_what_running_runs_hold_and_nothing_after(
+    settings: Settings, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(
+        {
+            "t.yaml": "run: |\n  echo started\n  sleep 300\n",
+            ".skyrun.yaml": "stages: [{name: t, task: t.yaml, cluster: box}]\n",
+        }
+    )
+    code, out, _ = await skyrun(settings, "clusters")
+    assert code == EXIT_OK and out.strip() == NO_CLUSTERS
+    control = RunControl(client, settings.temporal_task_queue)
+    run_id = (await control.start(request_for(repo))).run_id
+    await wait_stage_running(control, run_id, "t")
+
+    code, out, _ = await skyrun(settings, "clusters")
+
+    assert code == EXIT_OK, out
+    heading, row = out.strip().splitlines()
+    assert heading.startswith("CLUSTER") and "COST SO FAR" in heading
+    name, listed_run, in_use, *_ = row.split()
+    assert name == cluster_name_for(run_id, "box") and listed_run == run_id and in_use == "t"
+    assert row.endswith("$0.00")  # no price set for the local backend: free
+    assert await control.cancel(run_id)
+    await wait_finished(control, run_id)
+    code, out, _ = await skyrun(settings, "clusters")
+    assert code == EXIT_OK and out.strip() == NO_CLUSTERS
