@@ -111,6 +111,8 @@ STAGES_STUCK = (
 STAGE_CANCELLED_BY = "stage '{stage}' was cancelled because stage '{failed}' failed"
 # Runs started before concurrency caps existed replay without entering capacity pools.
 PATCH_CAPACITY = "capacity"
+# Runs cancelled while entering a coordinator hung before this (their cancel was consumed).
+PATCH_ENTER_CANCELLED = "enter-cancelled"
 # Runs started before monthly budgets existed replay without recording their cost.
 PATCH_LEDGER = "ledger"
 # Runs started before budgets existed replay without the approval wait (issue 14).
@@ -524,6 +526,11 @@ class PipelineWorkflow:
             # closed run.
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
+        if workflow.cancellation_reason() is not None and workflow.patched(PATCH_ENTER_CANCELLED):
+            # A cancel that landed while the signal was being sent is consumed by the activity,
+            # which then completes: without this the run would wait for an admission that its
+            # coordinator, told of the cancel too, never sends.
+            raise asyncio.CancelledError
         await workflow.wait_condition(lambda: coordinator in self._admitted)
 
     async def _enter_pools(self, request: RunRequest, prepared: PrepareOutput) -> None:

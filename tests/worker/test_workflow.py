@@ -147,6 +147,27 @@ async def test_same_work_twice_starts_one_run(
     await wait_finished(control, first.run_id)
 
 
+async def test_a_run_cancelled_while_it_enters_its_lane_ends_cancelled(
+    control: RunControl, git_repo: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The cancel lands while the run's signal to its lane's coordinator is in flight (the same
+    # moment the coordinator, told of a newer request, cancels it too): it used to be consumed by
+    # that activity, and the run then waited forever for an admission nobody would send.
+    for attempt in range(5):
+        repo = git_repo(
+            {
+                "train.yaml": SLOW_TASK.format(pidfile=tmp_path / f"job{attempt}.pid"),
+                ".skyrun.yaml": "stages: [{name: train, task: train.yaml}]\n",
+            }
+        )
+        first = await control.start(request_for(repo, commit=head(repo)))
+        newer = await control.start(request_for(repo, delivery_id=f"d-{attempt}", ref="other"))
+        await control.cancel(first.run_id)
+        await control.cancel(newer.run_id)
+        progress = await wait_finished(control, first.run_id, timeout=60)
+        assert progress.state is RunState.CANCELLED, (attempt, progress.error)
+
+
 @pytest.mark.host_processes
 async def test_newer_run_in_the_lane_supersedes_the_running_one(
     control: RunControl, settings: Settings, git_repo: Callable[..., Path], tmp_path: Path
