@@ -62,7 +62,9 @@ MAX_HISTORY = 5_000
 REMEMBERED = 256
 """How many runs that left a coordinator remembers, so a late `enter` of one is ignored."""
 
-ACTIVITY_RETRY = RetryPolicy(
+# Coordination never gives up (the coordinators' own activities, and runs entering them): a run
+# must not lose its place in line over a blip.
+COORDINATION_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
@@ -86,6 +88,7 @@ def lane_workflow_id(lane: str, task_queue: str) -> str:
 def pool_workflow_id(pool: str, task_queue: str) -> str:
     """A capacity pool's coordinator (a repository's `concurrency`, the deployment's cap)."""
     return _workflow_id("pool", pool, task_queue)
+
 
 
 @dataclass
@@ -342,7 +345,7 @@ class CoordinatorWorkflow:
             ClosedRunsInput([*self._members(), *self._state.superseded]),
             result_type=ClosedRunsOutput,
             start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=ACTIVITY_RETRY,
+            retry_policy=COORDINATION_RETRY,
         )
         for execution in closed.executions:
             self._forget(execution)

@@ -22,6 +22,7 @@ from temporalio.exceptions import ActivityError, CancelledError, FailureError
 with workflow.unsafe.imports_passed_through():
     from worker.contract import SA_STATE, WORKFLOW_NAME, RunState
     from worker.coordinator import (
+        COORDINATION_RETRY,
         SIGNAL_ADMITTED,
         SIGNAL_LEAVE,
         SIGNAL_NOTICE,
@@ -56,11 +57,6 @@ REPORT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
-)
-COORDINATION_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=0,
 )
 
 

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         lane_for_branch,
     )
     from worker.coordinator import (
+        COORDINATION_RETRY,
         SIGNAL_ADMITTED,
         SIGNAL_LEAVE,
         SIGNAL_NOTICE,
@@ -150,11 +151,6 @@ REPORT_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
     non_retryable_error_types=["NoReporter"],
-)
-COORDINATION_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=0,
 )
 GATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
