@@ -90,7 +90,6 @@ def pool_workflow_id(pool: str, task_queue: str) -> str:
     return _workflow_id("pool", pool, task_queue)
 
 
-
 @dataclass
 class Ticket:
     run_id: str
