@@ -321,6 +321,8 @@ class PipelineActivities:
                     envs=envs,
                     launch=launches(stages, index),
                     needs=needs[stage.name],
+                    managed=stage.managed,
+                    prelaunch=stage.prelaunch,
                 )
             )
             if stage.cluster not in still_needed:

@@ -24,6 +24,10 @@ class PlannedStage:
     needs: list[str] | None = None
     """Stages (by name) that must succeed before this one starts; None, from a planner that
     predates `needs:`, means the stage before it."""
+    managed: bool = False
+    """Run as a SkyPilot managed job (pipeline `managed: true`; issue 13)."""
+    prelaunch: bool = True
+    """Its cluster may be provisioned while its needs still run (pipeline `prelaunch`; issue 12)."""
 
 
 @dataclass

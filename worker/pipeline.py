@@ -47,9 +47,10 @@ TOP_KEYS = (
     "max_infra_retries",
     "concurrency",
     "budget",  # cost (issue 14)
+    "keep_warm_minutes",  # warm clusters (issue 12)
 )
 ON_KEYS = ("push", "pull_request", "merge_group")
-STAGE_KEYS = ("name", "task", "cluster", "needs")
+STAGE_KEYS = ("name", "task", "cluster", "needs", "managed", "prelaunch")
 METRIC_KEYS = ("name", "pattern")
 NOTIFY_KEYS = ("slack",)
 BUDGET_KEYS = ("max_run_usd",)  # cost (issue 14)
@@ -99,6 +100,8 @@ E_NOT_POSITIVE_INT = "{path} must be a positive integer"
 E_NOT_RETRY_COUNT = "{path} must be a whole number from 0 to {most}"
 MAX_INFRA_RETRIES = 10
 """Most relaunches a pipeline may allow a stage (each one provisions a cluster again)."""
+MAX_KEEP_WARM_MINUTES = 24 * 60
+E_MINUTES_OR_ZERO = "{path} must be a whole number of minutes from 0 to {most} (got {value})"
 E_CONCURRENCY = (
     "concurrency must be a whole number: how many runs of this repository may compute at once, "
     "or 0 for no limit, at most {limit:,} (got {value})"
@@ -191,6 +194,11 @@ class Stage:
     needs: list[str] | None = None
     """Stages that must succeed before this one starts; None (no `needs:`) means the stage
     before it, [] starts with the run. See `resolve_needs`."""
+    managed: bool = False
+    """A SkyPilot managed job (recovers from spot preemption itself); the local backend runs it
+    as an ordinary stage and says so in its log."""
+    prelaunch: bool = True
+    """False: never provision this stage's cluster before its needs have finished."""
 
 
 @dataclass
@@ -221,6 +229,8 @@ class Pipeline:
     concurrency: int = 0
     """At most this many runs of the repository compute at once (0: no limit); more queue."""
     max_run_usd: float = 0.0
+    keep_warm_minutes: int = 0
+    """> 0: after a run its clusters stay up this long, leased to the lane's next run."""
     """`budget.max_run_usd`: > 0, a run estimated above it waits for approval (issue 14)."""
     from_file: bool = False
     """False when the file was absent and the defaults were used."""
@@ -480,7 +490,20 @@ class _Parser:
             pipeline.concurrency = self.concurrency(items["concurrency"][1])
         if "budget" in items:
             pipeline.max_run_usd = self.budget(items["budget"][1])
+        if "keep_warm_minutes" in items:
+            pipeline.keep_warm_minutes = self.minutes_or_zero(
+                items["keep_warm_minutes"][1], "keep_warm_minutes", MAX_KEEP_WARM_MINUTES
+            )
         return pipeline
+
+    def minutes_or_zero(self, node: Node, path: str, most: int) -> int:
+        """0 (off) up to `most` minutes, written as a plain YAML integer."""
+        if isinstance(node, ScalarNode) and node.tag == _INT:
+            value = self.constructor.construct_yaml_int(node)
+            if 0 <= value <= most:
+                return int(value)
+        shown = _q(str(node.value)) if isinstance(node, ScalarNode) else f"a {_kind(node)}"
+        self.fail(E_MINUTES_OR_ZERO.format(path=path, most=most, value=shown), node)
 
     def retry_count(self, node: Node, path: str) -> int:
         problem = E_NOT_RETRY_COUNT.format(path=path, most=MAX_INFRA_RETRIES)
@@ -571,7 +594,12 @@ class _Parser:
             needs = None
             if "needs" in items:
                 needs = self.needs(items["needs"][1], f"{path}.needs", lines)
-            stages.append(Stage(name=name, task=task, cluster=cluster, needs=needs))
+            stage = Stage(name=name, task=task, cluster=cluster, needs=needs)
+            if "managed" in items:
+                stage.managed = self.boolean(items["managed"][1], f"{path}.managed")
+            if "prelaunch" in items:
+                stage.prelaunch = self.boolean(items["prelaunch"][1], f"{path}.prelaunch")
+            stages.append(stage)
             self.task_lines[name] = _line(task_node)
             self.dag_lines[name] = lines
         check_dag(stages, self.dag_lines, self.file)

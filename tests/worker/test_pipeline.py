@@ -141,6 +141,18 @@ def test_infrastructure_failures_are_retried_twice_unless_the_file_says() -> Non
     assert parse_pipeline("max_infra_retries: 10\n").max_infra_retries == 10
 
 
+def test_warm_minutes_managed_and_prelaunch_default_as_designed() -> None:
+    pipeline = parse_pipeline("stages:\n  - {name: fit, task: fit.yaml}\n")
+    assert pipeline.keep_warm_minutes == 0
+    assert (pipeline.stages[0].managed, pipeline.stages[0].prelaunch) == (False, True)
+    pipeline = parse_pipeline(
+        "keep_warm_minutes: 1440\n"
+        "stages:\n  - {name: fit, task: fit.yaml, managed: true, prelaunch: false}\n"
+    )
+    assert pipeline.keep_warm_minutes == 1440
+    assert (pipeline.stages[0].managed, pipeline.stages[0].prelaunch) == (True, False)
+
+
 def test_cluster_defaults_to_stage_name() -> None:
     pipeline = parse_pipeline("stages:\n  - name: fit\n    task: jobs/fit.yml\n")
     assert pipeline.stages == [Stage("fit", "jobs/fit.yml", "fit")]
@@ -213,7 +225,8 @@ def test_custom_file_name_appears_in_errors() -> None:
         (
             "stages:\n  - name: a\n    task: a.yaml\n    clutser: x\n",
             4,
-            "stages[0]: unknown key 'clutser' (known: name, task, cluster, needs)",
+            "stages[0]: unknown key 'clutser' "
+            "(known: name, task, cluster, needs, managed, prelaunch)",
         ),
         ("stages:\n  - name:\n    task: a.yaml\n", 2, "stages[0].name must not be empty"),
         (
@@ -315,6 +328,31 @@ def test_custom_file_name_appears_in_errors() -> None:
             "max_infra_retries must be a whole number from 0 to 10",
         ),
         ("max_infra_retries: '2'\n", 1, "max_infra_retries must be a whole number from 0 to 10"),
+        (
+            "keep_warm_minutes: -1\n",
+            1,
+            "keep_warm_minutes must be a whole number of minutes from 0 to 1440 (got '-1')",
+        ),
+        (
+            "envs: {}\nkeep_warm_minutes: 1441\n",
+            2,
+            "keep_warm_minutes must be a whole number of minutes from 0 to 1440 (got '1441')",
+        ),
+        (
+            "keep_warm_minutes: [5]\n",
+            1,
+            "keep_warm_minutes must be a whole number of minutes from 0 to 1440 (got a list)",
+        ),
+        (
+            "stages:\n  - name: fit\n    task: fit.yaml\n    managed: 'yes'\n",
+            4,
+            "stages[0].managed must be true or false",
+        ),
+        (
+            "stages:\n  - name: fit\n    task: fit.yaml\n    prelaunch: 1\n",
+            4,
+            "stages[0].prelaunch must be true or false",
+        ),
         ("timeout_minutes: -5\n", 1, "timeout_minutes must be a positive integer"),
         ("timeout_minutes: 1.5\n", 1, "timeout_minutes must be a positive integer"),
         ("timeout_minutes: '30'\n", 1, "timeout_minutes must be a positive integer"),
