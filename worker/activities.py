@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -88,6 +89,13 @@ NO_BASELINE_CLIENT = (
 )
 PR_RUNS_OFF = "pull request events do not start runs: {file} does not set on.pull_request: true"
 MERGE_GROUP_OFF = "merge queue groups do not start runs: {file} does not set on.merge_group: true"
+# Just-in-time provisioning (issue 12).
+LOG_PROVISIONING = (
+    "[skyrun] stage {stage}: provisioning cluster {cluster} ahead of the stages it needs "
+    "(launch with setup; the job follows on the ready cluster)"
+)
+LOG_PROVISION_ENDED = "[skyrun] cluster {cluster} provisioned (setup exited with status {code})\n"
+LOG_PROVISIONED = "[skyrun] stage {stage}: job on cluster {cluster}, provisioned ahead of time"
 LOG_INFRA_RECOVERING = (
     "[skyrun] infrastructure failure ({cause}): {error}\n"
     "[skyrun] not the task's failure: relaunching cluster {cluster} ({attempt} of "
@@ -358,6 +366,13 @@ class PipelineActivities:
         with failures_bounded():
             return await self._run_stage(data)
 
+    @activity.defn(name="provision_stage")
+    async def provision_stage(self, data: StageInput) -> StageOutput:
+        """Just-in-time provisioning (issue 12): launch the stage's cluster with the task's
+        setup, no job, while the stages it needs still run. Its exit code is the setup's."""
+        with failures_bounded():
+            return await self._run_stage(replace(data, provision=True))
+
     async def _run_stage(self, data: StageInput) -> StageOutput:
         stage = data.stage
         path = await self._ensure_checkout(data.run_id, data.request, data.commit)
@@ -369,13 +384,16 @@ class PipelineActivities:
             task_yaml=stage.task_yaml,
             envs=stage.envs,
             checkout_dir=path,
-            launch=stage.launch,
+            launch=stage.launch or data.provision,
             autostop_minutes=data.autostop_minutes,
             labels={"skyrun-run": data.run_id, "skyrun-stage": stage.name},
             lane=data.request.lane,
+            provision_only=data.provision,
         )
         raw = self._open_log(data.run_id, stage.name)
         started = time.monotonic()
+        job_at: list[float] = []
+        task.job_started = lambda: job_at.append(time.monotonic())
         # Everything written into the log store goes through the masker, even our own lines.
         with raw, contextlib.closing(self.masker.stream(raw)) as masked:
             log = cast(BinaryIO, masked)
@@ -384,6 +402,10 @@ class PipelineActivities:
             header = (
                 f"[skyrun] stage {stage.name}: {verb} {stage.task_file} on cluster {stage.cluster}"
             )
+            if data.provision:
+                header = LOG_PROVISIONING.format(stage=stage.name, cluster=stage.cluster)
+            elif data.provisioned:
+                header = LOG_PROVISIONED.format(stage=stage.name, cluster=stage.cluster)
             if attempt > 1:
                 header += f" (attempt {attempt})"
             log.write(f"{header}\n".encode())
@@ -398,7 +420,10 @@ class PipelineActivities:
                 except BackendError as err:
                     log.write(f"[skyrun] backend error: {bounded(str(err))}\n".encode())
                     raise backend_failure(BackendError(self.masker.mask(str(err)))) from None
-            log.write(f"[skyrun] stage {stage.name} exited with status {code}\n".encode())
+            if data.provision:
+                log.write(LOG_PROVISION_ENDED.format(cluster=stage.cluster, code=code).encode())
+            else:
+                log.write(f"[skyrun] stage {stage.name} exited with status {code}\n".encode())
             masked.close()
             # Read back through our own descriptor: the path may have been swapped meanwhile.
             text = await asyncio.to_thread(_read_from, raw, offset)
@@ -412,6 +437,7 @@ class PipelineActivities:
             log_tail=tail_lines(text, 20),
             duration_s=round(duration, 3),
             infra_recoveries=recoveries,
+            launch_s=round(job_at[-1] - started, 3) if job_at else None,
         )
 
     async def _run_recovering(

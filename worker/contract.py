@@ -234,6 +234,11 @@ class ClusterCost:
     busy_s: float = 0.0
     """Time its stages ran (the rest of its up time was provisioning, setup waits or idle)."""
     cost_usd: float | None = None
+    # Just-in-time provisioning and warm clusters (issue 12).
+    provision_s: float = 0.0
+    """How long provisioning it ahead of its stage took (launch and setup, no job)."""
+    reused_from: str = ""
+    """The earlier run whose warm cluster this is ("": this run launched it)."""
 
 
 SIGNAL_APPROVE = "approve"
@@ -291,6 +296,19 @@ class StageProgress:
     cost_usd: float | None = None
     """Its cluster's hourly price x its time; the launching stage also carries the cluster's
     provisioning, idle and teardown time. None while unknown."""
+    # Just-in-time provisioning and warm clusters (issue 12).
+    provision_started_at: str = ""
+    """When its cluster's provisioning ahead of time began ("": it was not prelaunched)."""
+    provision_finished_at: str = ""
+    provision_failed: str = ""
+    """Why provisioning ahead of time did not give a ready cluster (the stage launched it)."""
+    job_started_at: str = ""
+    """When its job began on the cluster (after provisioning, or the launch in its own step)."""
+    cluster_reused_from: str = ""
+    """The earlier run whose warm cluster the stage ran on ("": none)."""
+    launch_s: float | None = None
+    """Of its own step, the seconds before its job began (launching and setting up its cluster,
+    syncing the workdir); None when unknown."""
 
 
 @dataclass

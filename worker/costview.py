@@ -27,6 +27,9 @@ COST_CLUSTER = "{cluster} {hourly}/h \u00d7 up {up}{detail}"
 COST_CLUSTER_NO_PRICE = "{cluster} up {up} (price unknown)"
 COST_UP_SO_FAR = " so far"
 COST_DETAIL = " ({busy} running, {idle} provisioning/idle/teardown)"
+COST_DETAIL_AHEAD = (
+    " ({busy} running, {ahead} provisioning ahead, {idle} idle/teardown costing {idle_usd})"
+)
 
 
 def format_usd(value: float | None) -> str:
@@ -102,6 +105,15 @@ def cluster_line(cluster: ClusterCost) -> str:
         return COST_CLUSTER_NO_PRICE.format(cluster=cluster.cluster, up=up)
     idle = max(0.0, cluster.up_s - cluster.busy_s)
     detail = COST_DETAIL.format(busy=format_duration(cluster.busy_s), idle=format_duration(idle))
+    if cluster.provision_s:
+        # Provisioned ahead of its stage: what waiting for the stage's needs cost is shown.
+        idle = max(0.0, idle - cluster.provision_s)
+        detail = COST_DETAIL_AHEAD.format(
+            busy=format_duration(cluster.busy_s),
+            ahead=format_duration(cluster.provision_s),
+            idle=format_duration(idle),
+            idle_usd=format_usd(idle / 3600 * cluster.hourly_usd),
+        )
     return COST_CLUSTER.format(
         cluster=cluster.cluster, hourly=format_usd(cluster.hourly_usd), up=up, detail=detail
     )

@@ -86,6 +86,10 @@ class StageInput:
     autostop_minutes: int
     max_infra_retries: int = DEFAULT_MAX_INFRA_RETRIES
     """Relaunches allowed when the infrastructure fails the stage (pipeline `max_infra_retries`)."""
+    provision: bool = False
+    """Provision the stage's cluster (launch with setup, no job): `provision_stage` sets it."""
+    provisioned: bool = False
+    """The cluster was provisioned ahead of time for this stage: its job execs on it."""
 
 
 @dataclass
@@ -97,6 +101,9 @@ class StageOutput:
     duration_s: float
     infra_recoveries: list[str] = field(default_factory=list)
     """InfraCause values the stage was relaunched after, in order."""
+    launch_s: float | None = None
+    """Seconds from the activity's start until the job itself started (launch, setup and
+    workdir sync); None when no job started."""
 
 
 @dataclass

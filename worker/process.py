@@ -70,6 +70,7 @@ def build_workers(
     methods = [
         acts.prepare_run,
         acts.run_stage,
+        acts.provision_stage,
         acts.down_clusters,
         acts.cleanup_run,
         acts.wait_for_lane,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -82,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareOutput,
         ReportInput,
         StageInput,
+        StageOutput,
     )
     from worker.reporting import ReportingActivities
     from worker.retry import planned_request, stage_list
@@ -105,6 +109,9 @@ PATCH_GATES = "gates"
 # Runs started before stages formed a DAG replay the sequential loop (_run_stages).
 PATCH_DAG = "dag"
 RUN_TIMED_OUT_STAGES = "the run exceeded timeout_minutes ({minutes} min) during stages {stages}"
+PROVISION_SETUP_FAILED = (
+    "provisioning ahead of time failed (setup exited with status {code}); launched at stage time"
+)
 STAGES_STUCK = (
     "stages {stages} could not start: a stage they need neither ran nor succeeded; "
     "check their needs in .skyrun.yaml and run again"
@@ -116,6 +123,8 @@ PATCH_CAPACITY = "capacity"
 PATCH_ENTER_CANCELLED = "enter-cancelled"
 # Runs started before monthly budgets existed replay without recording their cost.
 PATCH_LEDGER = "ledger"
+# Runs started before just-in-time provisioning replay without provisioning ahead (issue 12).
+PATCH_PRELAUNCH = "prelaunch"
 # Runs started before budgets existed replay without the approval wait (issue 14).
 PATCH_APPROVAL = "approval"
 WORKER_GONE = (
@@ -210,7 +219,7 @@ def _woken(
     return len(done) != count or bool(failed) or any(t.done() for t in unfinished)
 
 
-async def _all_done(tasks: dict[str, asyncio.Task[None]]) -> None:
+async def _all_done(tasks: Mapping[str, asyncio.Task[Any]]) -> None:
     """Wait until every stage task ended; their errors (cancelled jobs) are expected here."""
     await workflow.wait_condition(lambda: all(t.done() for t in tasks.values()))
     for task in tasks.values():
@@ -258,6 +267,8 @@ class PipelineWorkflow:
         self._pools: dict[str, tuple[str, int]] = {}
         """Capacity pools this run waits for or holds: coordinator id → (kind, capacity)."""
         self._approved: Approve | None = None
+        self._prelaunches: dict[str, asyncio.Task[bool]] = {}
+        """Stage name → its cluster's provisioning ahead of time (True: ready for its job)."""
 
     @workflow.signal(name=SIGNAL_ADMITTED)
     def admitted(self, coordinator: str) -> None:
@@ -633,6 +644,8 @@ class PipelineWorkflow:
         busy: set[str] = set()
         """Clusters a running stage's job uses now."""
         failed: list[str] = []
+        if workflow.patched(PATCH_PRELAUNCH):
+            self._start_prelaunches(request, prepared, waiting, done, needs, queue)
         try:
             while True:
                 if self._stopping:
@@ -684,6 +697,8 @@ class PipelineWorkflow:
             self._cancel_jobs(tasks)
             await _all_done(tasks)
             raise
+        finally:
+            await self._stop_prelaunches()
 
     def _cancel_jobs(self, tasks: dict[str, asyncio.Task[None]]) -> None:
         """Cancel the stages whose job still runs; one downing its clusters finishes that."""
@@ -736,6 +751,40 @@ class PipelineWorkflow:
         if not self._stopping and not failed:
             await self._down(planned, queue)
 
+    def _stage_input(
+        self, request: RunRequest, prepared: PrepareOutput, planned: PlannedStage
+    ) -> StageInput:
+        assert self._progress is not None
+        return StageInput(
+            run_id=self._progress.run_id,
+            request=request,
+            commit=prepared.commit,
+            stage=planned,
+            metric_patterns=prepared.metric_patterns,
+            autostop_minutes=prepared.autostop_minutes,
+            max_infra_retries=prepared.max_infra_retries,
+        )
+
+    async def _stage_activity(
+        self,
+        method: Callable[[PipelineActivities, StageInput], Awaitable[StageOutput]],
+        data: StageInput,
+        prepared: PrepareOutput,
+        queue: str,
+    ) -> StageOutput:
+        """A stage's job (or its cluster's provisioning) on the run's worker; a cancel waits
+        until the job is stopped."""
+        return await workflow.execute_activity_method(
+            method,
+            data,
+            task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
+            schedule_to_start_timeout=self._gone_after,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=STAGE_RETRY,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+
     async def _execute_stage(
         self,
         request: RunRequest,
@@ -750,33 +799,26 @@ class PipelineWorkflow:
         stage.started_at = workflow.now().isoformat()
         stage.launched = planned.launch
         self._changed()
+        data = self._stage_input(request, prepared, planned)
+        provisioning = self._prelaunches.pop(planned.name, None)
+        if provisioning is not None and await provisioning:
+            # Its cluster is up and set up: the job execs on it (a failed provisioning is
+            # simply launched again now, below).
+            data.stage, data.provisioned = replace(planned, launch=False), True
         if planned.launch and planned.cluster_name not in self._up:
             # Recorded before launching: a cancelled launch still leaves a cluster to down.
             self._up.append(planned.cluster_name)
             self._cluster_launching(planned)
-        out = await workflow.execute_activity_method(
-            PipelineActivities.run_stage,
-            StageInput(
-                run_id=self._progress.run_id,
-                request=request,
-                commit=prepared.commit,
-                stage=planned,
-                metric_patterns=prepared.metric_patterns,
-                autostop_minutes=prepared.autostop_minutes,
-                max_infra_retries=prepared.max_infra_retries,
-            ),
-            task_queue=queue,
-            start_to_close_timeout=timedelta(minutes=prepared.timeout_minutes + 5),
-            schedule_to_start_timeout=self._gone_after,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=STAGE_RETRY,
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
+        if workflow.patched(PATCH_PRELAUNCH):
+            stage.job_started_at = workflow.now().isoformat()
+            self._changed()
+        out = await self._stage_activity(PipelineActivities.run_stage, data, prepared, queue)
         stage.exit_code = out.exit_code
         stage.metrics = out.metrics
         stage.report = out.report
         stage.log_tail = out.log_tail
         stage.duration_s = out.duration_s
+        stage.launch_s = out.launch_s
         stage.infra_recovered = [InfraCause(cause) for cause in out.infra_recoveries]
         stage.infra_retries = len(stage.infra_recovered)
         stage.finished_at = workflow.now().isoformat()
@@ -789,6 +831,71 @@ class PipelineWorkflow:
             return False
         stage.state = StageState.SUCCEEDED
         return True
+
+    # --- Just-in-time provisioning (issue 12) ------------------------------------------------
+
+    def _start_prelaunches(
+        self,
+        request: RunRequest,
+        prepared: PrepareOutput,
+        waiting: list[PlannedStage],
+        done: set[str],
+        needs: dict[str, list[str]],
+        queue: str,
+    ) -> None:
+        """Provision, from the start of the run, the fresh cluster of every stage that has to
+        wait for others (and allows it: `prelaunch`), so it is ready when its needs are met."""
+        for planned in waiting:
+            unmet = [n for n in needs[planned.name] if n not in done and n in needs]
+            if planned.launch and planned.prelaunch and unmet:
+                self._prelaunches[planned.name] = asyncio.create_task(
+                    self._prelaunch(request, prepared, planned, queue)
+                )
+
+    async def _prelaunch(
+        self, request: RunRequest, prepared: PrepareOutput, planned: PlannedStage, queue: str
+    ) -> bool:
+        """Launch the stage's cluster with its setup and no job; True when it is ready."""
+        assert self._progress is not None
+        stage = next(s for s in self._progress.stages if s.name == planned.name)
+        if self._stopping or planned.cluster_name in self._up:
+            return False
+        self._up.append(planned.cluster_name)  # before launching: a cancelled one is downed too
+        self._cluster_launching(planned)
+        stage.provision_started_at = workflow.now().isoformat()
+        self._changed()
+        started = workflow.time()
+        try:
+            out = await self._stage_activity(
+                PipelineActivities.provision_stage,
+                self._stage_input(request, prepared, planned),
+                prepared,
+                queue,
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            stage.provision_failed = bounded(error_message(err), 300)
+            return False
+        finally:
+            stage.provision_finished_at = workflow.now().isoformat()
+            self._changed()
+        for cluster in self._progress.clusters:
+            if cluster.name == planned.cluster_name:
+                cluster.provision_s = round(workflow.time() - started, 3)
+        if out.exit_code != 0:
+            stage.provision_failed = PROVISION_SETUP_FAILED.format(code=out.exit_code)
+            return False
+        return True
+
+    async def _stop_prelaunches(self) -> None:
+        """Cancel provisioning no stage took (a failed or cancelled run); its clusters are in
+        `_up`, so the teardown downs them."""
+        pending = self._prelaunches
+        for task in pending.values():
+            task.cancel()
+        await _all_done(pending)
+        self._prelaunches = {}
 
     async def _down(self, planned: PlannedStage, queue: str) -> None:
         names = [name for name in planned.down_after if name in self._up]

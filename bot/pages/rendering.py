@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bot.pages.texts import TRIGGER_LABELS
-from bot.pages.views import iso_time, repo_name
+from bot.pages.views import PART_TITLES, iso_time, repo_name
 from worker.contract import RunState
 from worker.costview import format_usd
 from worker.formatting import (
@@ -80,6 +80,7 @@ def templates() -> Jinja2Templates:
         recoveries=format_recoveries,
         usd=format_usd,
     )
+    loaded.env.globals["part_titles"] = PART_TITLES
     return loaded
 
 

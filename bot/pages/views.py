@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -111,6 +111,18 @@ class StageView:
 
 
 @dataclass
+class TimelinePart:
+    """A piece of a stage's bar: `provision` (its cluster launched and set up ahead of time),
+    `ready` (that cluster idle, waiting for the stage's needs), `launch` (launching and setting
+    up in the stage's own step) or `job`; in percent of the run's span."""
+
+    kind: str
+    left: float
+    width: float
+    seconds: float
+
+
+@dataclass
 class TimelineBar:
     """One stage on the run's timeline: where its bar starts and how wide it is, in percent of
     the run's span (from the run's start to its end, or to now while it runs)."""
@@ -121,16 +133,24 @@ class TimelineBar:
     width: float
     needs: list[str]
     running: bool = False
+    parts: list[TimelinePart] = dataclasses.field(default_factory=list)
 
 
 MIN_BAR_PERCENT = 0.6
 """A stage of a few milliseconds still shows as a sliver."""
+PART_TITLES = {
+    "provision": "provisioning ahead of time (launch and setup)",
+    "ready": "cluster ready, waiting for its needs",
+    "launch": "launching and setting up",
+    "job": "job",
+}
 
 
 def timeline(progress: RunProgress, now: datetime) -> list[TimelineBar]:
-    """A bar per stage that started, placed by its started_at / finished_at over the run's span."""
+    """A bar per stage that started, placed by its started_at / finished_at over the run's span;
+    a prelaunched cluster's provisioning is part of its stage's bar, ahead of the job."""
     start = parse_time(progress.started_at)
-    starts = [parse_time(s.started_at) for s in progress.stages]
+    starts = [parse_time(s.provision_started_at or s.started_at) for s in progress.stages]
     known = [when for when in starts if when is not None]
     if not known:
         return []
@@ -139,26 +159,59 @@ def timeline(progress: RunProgress, now: datetime) -> list[TimelineBar]:
     end = parse_time(progress.finished_at) or now
     end = max([end, *(when for when in ends if when is not None)])
     span = max((end - start).total_seconds(), 1e-3)
+
+    def place(began: datetime, finish: datetime) -> tuple[float, float]:
+        left = (began - start).total_seconds() / span * 100
+        width = max((finish - began).total_seconds() / span * 100, MIN_BAR_PERCENT)
+        left = min(left, 100 - MIN_BAR_PERCENT)
+        return round(left, 2), round(min(width, 100 - left), 2)
+
     needs = progress.stage_needs
     bars = []
     for stage, began, ended in zip(progress.stages, starts, ends, strict=True):
         if began is None:
             continue
-        running = stage.state is StageState.RUNNING and not progress.state.finished
-        finish = ended or (now if running else began)
-        left = (began - start).total_seconds() / span * 100
-        width = max((finish - began).total_seconds() / span * 100, MIN_BAR_PERCENT)
-        bars.append(
-            TimelineBar(
-                name=stage.name,
-                state=stage.state.value,
-                left=round(min(left, 100 - MIN_BAR_PERCENT), 2),
-                width=round(min(width, 100 - left), 2),
-                needs=needs[stage.name],
-                running=running,
-            )
-        )
+        provisioning = stage.state is StageState.PENDING and bool(stage.provision_started_at)
+        live = stage.state is StageState.RUNNING or provisioning
+        running = live and not progress.state.finished
+        provisioned = parse_time(stage.provision_finished_at)
+        finish = ended or (now if running else provisioned or began)
+        left, width = place(began, finish)
+        bar = TimelineBar(stage.name, stage.state.value, left, width, needs[stage.name], running)
+        bar.parts = _parts(stage, finish, place)
+        bars.append(bar)
     return bars
+
+
+def _parts(
+    stage: StageProgress,
+    finish: datetime,
+    place: Callable[[datetime, datetime], tuple[float, float]],
+) -> list[TimelinePart]:
+    """The stage's bar cut where its provisioning ended and its job began (when known)."""
+    marks: list[tuple[str, datetime]] = []
+    provision_at = parse_time(stage.provision_started_at)
+    provisioned_at = parse_time(stage.provision_finished_at)
+    job_at = parse_time(stage.job_started_at)
+    if provision_at is not None:
+        marks.append(("provision", provision_at))
+        if provisioned_at is not None:
+            marks.append(("ready", provisioned_at))
+    step_at = job_at or parse_time(stage.started_at)
+    if step_at is not None and stage.launch_s and stage.launched and not provision_at:
+        marks.append(("launch", step_at))
+        marks.append(("job", step_at + timedelta(seconds=stage.launch_s)))
+    elif step_at is not None:
+        marks.append(("job", step_at))
+    parts = []
+    for (kind, at), following in zip(marks, [*marks[1:], ("", finish)], strict=True):
+        until = min(max(following[1], at), finish)
+        if until <= at and kind != "job":
+            continue
+        left, width = place(at, until)
+        seconds = round((until - at).total_seconds(), 1)
+        parts.append(TimelinePart(kind, left, width, seconds))
+    return parts if len(parts) > 1 else []  # just a job: the stage's bar says it all
 
 
 @dataclass

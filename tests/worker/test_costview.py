@@ -76,6 +76,19 @@ def test_a_cluster_costs_its_price_times_its_whole_time_up_and_the_stages_add_up
     assert "train $3.00/h \u00d7 up 1 h 00 min (56 min 00 s running, 4 min 00 s " in text
 
 
+def test_a_cluster_provisioned_ahead_shows_its_idle_time_and_what_it_cost() -> None:
+    # Up 0 to 20 min: 5 min provisioning ahead of its stage, 3 min waiting for the stage's
+    # needs, 10 min running, 2 min teardown: 5 idle minutes at $6/h cost $0.50.
+    cluster = ClusterCost("train", "sr-r-train", 6.0, T0, at(20), busy_s=600, provision_s=300)
+    progress = run(stage("train", "train", 10, True), clusters=[cluster])
+    account(progress, at(20))
+    assert progress.cost_usd == pytest.approx(2.0)
+    assert cost_text(progress) == (
+        "$2.00: train $6.00/h \u00d7 up 20 min 00 s (10 min 00 s running, 5 min 00 s "
+        "provisioning ahead, 5 min 00 s idle/teardown costing $0.50)"
+    )
+
+
 def test_a_cluster_still_up_costs_until_now_and_says_so() -> None:
     progress = run(
         StageProgress("train", "train", StageState.RUNNING, launched=True),

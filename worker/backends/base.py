@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -51,6 +52,11 @@ class TaskRun:
     labels: dict[str, str] = field(default_factory=dict)
     lane: str = ""
     """The run's lane (RunRequest.lane); the local backend gives each lane a bucket directory."""
+    provision_only: bool = False
+    """Just-in-time provisioning (issue 12): launch the cluster and run the task's setup, but
+    not its job; the stage later execs its job on the ready cluster (`launch` False)."""
+    job_started: Callable[[], None] | None = None
+    """Called when the job itself starts (after any provisioning and setup), for the timeline."""
 
 
 class ComputeBackend(Protocol):
@@ -63,6 +69,9 @@ class ComputeBackend(Protocol):
 
     async def run(self, task: TaskRun, log: BinaryIO) -> int:
         """Launch or exec the task, appending its output to `log`; return the job's exit status.
+
+        With `provision_only` the cluster is launched and the setup run, but not the job; the
+        status is the setup's (0: the cluster is ready for an exec).
 
         A failing job is a return value (EXIT_FAILED or the process's code), not an exception.
         On asyncio cancellation the backend stops the job (kills it / cancels the request) and

@@ -326,7 +326,7 @@ class LocalBackend:
             if code != 0:
                 _write(log, LOG_SETUP_FAILED.format(code=code).encode())
                 return code
-        if spec.run is None:
+        if spec.run is None or task.provision_only:
             return 0
         run_env = {
             **env,
@@ -337,6 +337,8 @@ class LocalBackend:
         }
         script = await self._write_script(cluster, f"{task_id}-run", spec.run)
         prefix = RUN_PREFIX.format(name=spec.name or "task", pid="{pid}")
+        if task.job_started is not None:
+            task.job_started()
         return await self._execute(cluster, script, run_env, prefix, log, sandbox, binds, tmp)
 
     async def down(self, cluster_name: str) -> None:

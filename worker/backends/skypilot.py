@@ -87,6 +87,7 @@ LOG_LAUNCHING = "[skyrun] launching cluster {cluster} (SkyPilot request {request
 LOG_EXECUTING = "[skyrun] running on cluster {cluster} (SkyPilot request {request_id})\n"
 LOG_JOB_STARTED = "[skyrun] job {job_id} submitted on cluster {cluster}; its output follows\n"
 LOG_NO_JOB = "[skyrun] the task has no `run` commands: nothing to run\n"
+LOG_PROVISIONED = "[skyrun] cluster {cluster} is up and set up, ready for the stage's job\n"
 LOG_CANCELLING = "[skyrun] cancelled: stopping the SkyPilot request and job\n"
 MSG_CLUSTER_LOST = "cluster {cluster} is {status} after its job ended (code {code}): {cause}"
 MSG_CLUSTER_LOST_STREAM = (
@@ -177,6 +178,8 @@ class SkyPilotBackend:
             sky_task = await asyncio.to_thread(
                 _build_task, sky, task.task_yaml, task.envs, task.checkout_dir
             )
+            if task.provision_only:
+                sky_task.run = None  # launch and set up; the job comes later with an exec
             request_id = await self._submit(sky, sky_task, task)
             self._requests[cluster] = request_id
             template = LOG_LAUNCHING if task.launch else LOG_EXECUTING
@@ -187,9 +190,13 @@ class SkyPilotBackend:
             request_id = None
             self._requests.pop(cluster, None)
             if job_id is None:
-                stream.write(LOG_NO_JOB)
+                stream.write(
+                    LOG_PROVISIONED.format(cluster=cluster) if task.provision_only else LOG_NO_JOB
+                )
                 return EXIT_SUCCEEDED
             stream.write(LOG_JOB_STARTED.format(job_id=job_id, cluster=cluster))
+            if task.job_started is not None:
+                task.job_started()
             try:
                 code = int(
                     await asyncio.to_thread(

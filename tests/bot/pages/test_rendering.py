@@ -197,6 +197,23 @@ def test_the_run_page_draws_a_timeline_bar_per_stage() -> None:
     assert "needs left, right" in html
 
 
+def test_the_timeline_draws_a_prelaunched_clusters_provisioning_ahead_of_its_job() -> None:
+    progress = diamond_progress()
+    join = progress.stages[3]
+    join.provision_started_at = "2026-01-01T00:00:05+00:00"
+    join.provision_finished_at = "2026-01-01T00:00:30+00:00"
+    join.job_started_at = "2026-01-01T00:01:00+00:00"
+    _view, html = run_body(progress)
+    assert (
+        'class="tl-bar tl-provision s-succeeded" data-part="provision" '
+        'style="left: 5.0%; width: 25.0%" title="join: provisioning ahead of time (launch and '
+        'setup), 25 s"'
+    ) in html
+    assert 'data-part="ready" style="left: 30.0%; width: 30.0%"' in html
+    assert 'data-part="job" style="left: 60.0%; width: 40.0%"' in html
+    assert "provisioning ahead" in html and 'class="tl-legend muted"' in html
+
+
 def test_a_queued_run_page_says_its_place_in_line_and_the_cap() -> None:
     progress = RunProgress(
         run_id="r-3",

@@ -338,6 +338,46 @@ def test_a_running_stage_grows_to_now_and_stages_not_started_have_no_bar() -> No
     assert (bars["prep"].left, bars["prep"].width) == (0, 20)
 
 
+def test_a_prelaunched_stages_bar_shows_provisioning_waiting_and_its_job() -> None:
+    progress = diamond_progress()
+    join = progress.stages[3]
+    # Provisioned from 5 to 30 s while prep and the middle stages ran; its job 60 to 100 s.
+    join.provision_started_at = "2026-01-01T00:00:05+00:00"
+    join.provision_finished_at = "2026-01-01T00:00:30+00:00"
+    join.job_started_at = "2026-01-01T00:01:00+00:00"
+    # prep launched in its own step: 4 s of launch and setup before its job.
+    progress.stages[0].launch_s = 4.0
+    bars = {bar.name: bar for bar in diamond_view(progress).timeline}
+    assert (bars["join"].left, bars["join"].width) == (5, 95)
+    assert [(p.kind, p.left, p.width, p.seconds) for p in bars["join"].parts] == [
+        ("provision", 5, 25, 25.0),
+        ("ready", 30, 30, 30.0),
+        ("job", 60, 40, 40.0),
+    ]
+    assert [(p.kind, p.left, p.width) for p in bars["prep"].parts] == [
+        ("launch", 0, 4),
+        ("job", 4, 6),
+    ]
+    assert bars["left"].parts == []  # no launch time known: one bar
+
+
+def test_a_stage_still_waiting_for_its_needs_shows_its_cluster_provisioning() -> None:
+    progress = diamond_progress(RunState.RUNNING)
+    progress.finished_at = ""
+    join = progress.stages[3]
+    join.state, join.started_at, join.finished_at, join.duration_s = (
+        StageState.PENDING,
+        "",
+        "",
+        None,
+    )
+    join.provision_started_at = "2026-01-01T00:00:05+00:00"
+    view = diamond_view(progress, now=datetime(2026, 1, 1, 0, 1, 40, tzinfo=UTC))
+    bar = next(bar for bar in view.timeline if bar.name == "join")
+    assert bar.running and (bar.left, bar.state) == (5, "pending")
+    assert bar.parts == []  # provisioning alone is the whole bar so far
+
+
 def test_a_sequential_run_has_a_timeline_but_no_flow_and_old_runs_read_as_a_chain() -> None:
     progress = diamond_progress()
     for stage in progress.stages:
