@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import yaml
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
@@ -96,6 +99,10 @@ LOG_PROVISIONING = (
 )
 LOG_PROVISION_ENDED = "[skyrun] cluster {cluster} provisioned (setup exited with status {code})\n"
 LOG_PROVISIONED = "[skyrun] stage {stage}: job on cluster {cluster}, provisioned ahead of time"
+LOG_WARM = (
+    "[skyrun] stage {stage}: reused warm cluster {cluster} from run {run_id} (no provisioning; "
+    "its setup runs again and the workdir re-syncs)"
+)
 LOG_INFRA_RECOVERING = (
     "[skyrun] infrastructure failure ({cause}): {error}\n"
     "[skyrun] not the task's failure: relaunching cluster {cluster} ({attempt} of "
@@ -251,6 +258,7 @@ class PipelineActivities:
                 worker_gone_s=self.settings.worker_gone_seconds if self.pinned_queue else 0,
                 gates=[gate.expr for gate in pipeline.gates],
                 max_infra_retries=pipeline.max_infra_retries,
+                keep_warm_minutes=pipeline.keep_warm_minutes,
             )
             # Concurrency caps: the pools the run enters before it launches anything.
             output.concurrency = pipeline.concurrency
@@ -331,6 +339,9 @@ class PipelineActivities:
                     needs=needs[stage.name],
                     managed=stage.managed,
                     prelaunch=stage.prelaunch,
+                    fingerprint=cluster_fingerprint(self.backend.name, task_yaml)
+                    if launches(stages, index)
+                    else "",
                 )
             )
             if stage.cluster not in still_needed:
@@ -402,6 +413,10 @@ class PipelineActivities:
             header = (
                 f"[skyrun] stage {stage.name}: {verb} {stage.task_file} on cluster {stage.cluster}"
             )
+            if data.warm_from:
+                header = LOG_WARM.format(
+                    stage=stage.name, cluster=stage.cluster, run_id=data.warm_from
+                )
             if data.provision:
                 header = LOG_PROVISIONING.format(stage=stage.name, cluster=stage.cluster)
             elif data.provisioned:
@@ -568,6 +583,24 @@ class PipelineActivities:
             )
         results = evaluate(gates, data.progress.metrics, found.metrics if found else None)
         return GatesOutput(verdict_of(results), results, found.run_id if found else "")
+
+
+def cluster_fingerprint(backend: str, task_yaml: str) -> str:
+    """What a cluster is launched with, as a short digest: the backend and the task's
+    `resources` and `num_nodes` (a warm cluster is reused only for the same)."""
+    try:
+        config = yaml.safe_load(task_yaml)
+    except yaml.YAMLError:
+        return ""
+    if not isinstance(config, dict):
+        return ""
+    asked = {
+        "backend": backend,
+        "resources": config.get("resources"),
+        "nodes": config.get("num_nodes"),
+    }
+    text = json.dumps(asked, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _read_from(log: BinaryIO, offset: int) -> str:

@@ -29,11 +29,11 @@ import asyncio
 import bisect
 import hashlib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import FailureError
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client, WorkflowExecutionStatus
@@ -50,6 +50,14 @@ QUERY_MEMBERS = "coordinator_members"
 SIGNAL_ADMITTED = "coordinator_admitted"
 SIGNAL_NOTICE = "coordinator_notice"
 SIGNAL_POSITION = "coordinator_position"
+# Warm clusters (issue 12): a lane holds its last run's clusters for the next one.
+SIGNAL_WARM = "coordinator_warm"
+"""A run hands its clusters to its lane, to stay up until their warm time ends (`Handover`)."""
+SIGNAL_LEASE = "coordinator_lease"
+"""The lane gives its warm clusters to the run it admits, just before admitting it (`Lease`)."""
+QUERY_WARM = "coordinator_warm_clusters"
+DOWN_WARM = "down_clusters"
+"""The worker activity that tears clusters down (worker/activities.py)."""
 # Pools started before places in line existed replay without the position signals.
 PATCH_POSITIONS = "capacity"
 
@@ -57,6 +65,7 @@ SUPERSEDED = "superseded by run {run_id}, a newer request for this lane"
 STALE = "superseded by run {run_id}, which was requested after this one"
 
 IDLE = timedelta(hours=1)
+WARM_DOWN_GIVES_UP = timedelta(hours=6)
 CHECK_EVERY = timedelta(minutes=2)
 MAX_HISTORY = 5_000
 REMEMBERED = 256
@@ -135,6 +144,55 @@ class Notice:
 class Left:
     run_id: str
     execution: str
+    taken: list[str] = field(default_factory=list)
+    """Warm clusters (names) the run launched on; the rest of its lease goes back to the lane."""
+
+
+@dataclass
+class WarmCluster:
+    """A cluster a finished run left up for its lane's next run (`keep_warm_minutes`)."""
+
+    cluster: str
+    """Its name in the pipeline file (`cluster:`)."""
+    name: str
+    """The backend's cluster name (the run that launched it is in it)."""
+    fingerprint: str
+    """What it was launched with (backend and resources): reused only by a stage that asks
+    for the same."""
+    run_id: str
+    """The run that launched it."""
+    queue: str
+    """The task queue of the worker that can reach it (and tear it down)."""
+    until: str
+    """When its warm time ends (ISO 8601): downed then unless a run took it."""
+    hourly_usd: float | None = None
+    lane: str = ""
+
+
+@dataclass
+class WarmDown:
+    """`down_clusters`'s input (worker/models.py DownInput), as the coordinator sends it."""
+
+    run_id: str
+    cluster_names: list[str]
+
+
+@dataclass
+class Handover:
+    clusters: list[WarmCluster]
+
+
+@dataclass
+class Lease:
+    clusters: list[WarmCluster]
+
+
+@dataclass
+class Leased:
+    """Warm clusters a lane gave a run, until it leaves (saying which it took)."""
+
+    execution: str
+    clusters: list[WarmCluster]
 
 
 @dataclass
@@ -157,6 +215,9 @@ class CoordinatorState:
     """How often a busy lane makes sure its members still run (a terminated one never leaves)."""
     capacity_at: int = 0
     """`requested_at` of the request whose capacity the pool has (the newest one that set it)."""
+    warm: list[WarmCluster] = field(default_factory=list)
+    """A lane's warm clusters nobody holds now, until their time ends or a run takes them."""
+    leased: list[Leased] = field(default_factory=list)
 
 
 @dataclass
@@ -189,7 +250,7 @@ class ClosedRunsOutput:
 class CoordinatorWorkflow:
     def __init__(self) -> None:
         self._state = CoordinatorState(key="")
-        self._inbox: list[Ticket | CancelAll | Left] = []
+        self._inbox: list[Ticket | CancelAll | Left | Handover] = []
         self._told: dict[str, tuple[int, str, int]] = {}
         """The place each waiting execution was last told (position, ahead, capacity)."""
 
@@ -200,6 +261,14 @@ class CoordinatorWorkflow:
     @workflow.signal(name=SIGNAL_LEAVE)
     def leave(self, left: Left) -> None:
         self._inbox.append(left)
+
+    @workflow.signal(name=SIGNAL_WARM)
+    def warm(self, handover: Handover) -> None:
+        self._inbox.append(handover)
+
+    @workflow.query(name=QUERY_WARM)
+    def warm_clusters(self) -> list[WarmCluster]:
+        return list(self._state.warm)
 
     @workflow.signal(name=SIGNAL_CANCEL_ALL)
     def cancel_all(self, order: CancelAll) -> None:
@@ -218,15 +287,20 @@ class CoordinatorWorkflow:
         self._state = state
         while True:
             busy = bool(state.holders or state.waiting)
+            timeout = timedelta(seconds=state.check_every_s) if busy else IDLE
+            expiry = self._next_expiry()
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._inbox),
-                    timeout=timedelta(seconds=state.check_every_s) if busy else IDLE,
+                    timeout=timeout if expiry is None else min(timeout, expiry),
                 )
             except TimeoutError:
-                if not busy:
+                if state.warm:
+                    await self._expire()
+                elif not busy:
                     return
-                await self._forget_closed()
+                if busy:
+                    await self._forget_closed()
             while self._inbox:
                 await self._handle(self._inbox.pop(0))
             await self._admit()
@@ -241,10 +315,15 @@ class CoordinatorWorkflow:
                 if not self._inbox:
                     workflow.continue_as_new(state)
 
-    async def _handle(self, item: Ticket | CancelAll | Left) -> None:
+    async def _handle(self, item: Ticket | CancelAll | Left | Handover) -> None:
         state = self._state
-        if isinstance(item, Left):
-            self._forget(item.execution)
+        if isinstance(item, Handover):
+            self._keep(item.clusters)
+            names = {cluster.name for cluster in item.clusters}
+            for leased in state.leased:  # handed back: no longer the holder's to account for
+                leased.clusters = [c for c in leased.clusters if c.name not in names]
+        elif isinstance(item, Left):
+            self._forget(item.execution, item.taken)
         elif isinstance(item, CancelAll):
             if item.requested_at >= state.newest_at:
                 state.newest_at, state.stale = item.requested_at, item.reason
@@ -272,8 +351,20 @@ class CoordinatorWorkflow:
     def _members(self) -> list[Ticket]:
         return self._state.holders + self._state.waiting
 
-    def _forget(self, execution: str) -> None:
+    def _keep(self, clusters: list[WarmCluster]) -> None:
+        names = {cluster.name for cluster in clusters}
+        self._state.warm = [c for c in self._state.warm if c.name not in names] + clusters
+
+    def _forget(self, execution: str, taken: list[str] | None = None) -> None:
+        """`execution` is gone. Of the warm clusters it was leased, those it did not take come
+        back (all of them when it vanished without leaving: they are downed when due)."""
         state = self._state
+        for leased in [lease for lease in state.leased if lease.execution == execution]:
+            state.leased.remove(leased)
+            kept = {cluster.name for cluster in state.warm}
+            self._keep(
+                [c for c in leased.clusters if c.name not in (taken or []) and c.name not in kept]
+            )
 
         def others(tickets: list[Ticket]) -> list[Ticket]:
             return [ticket for ticket in tickets if ticket.execution != execution]
@@ -306,10 +397,47 @@ class CoordinatorWorkflow:
             ticket = state.waiting.pop(0)
             state.holders.append(ticket)
             handle = workflow.get_external_workflow_handle(ticket.run_id, run_id=ticket.execution)
+            warm, state.warm = state.warm, []
+            if warm:
+                state.leased.append(Leased(ticket.execution, warm))
             try:
+                if warm:  # a lane's warm clusters belong to the run it admits
+                    await handle.signal(SIGNAL_LEASE, Lease(warm))
                 await handle.signal(SIGNAL_ADMITTED, workflow.info().workflow_id)
             except FailureError:
-                self._forget(ticket.execution)
+                self._forget(ticket.execution)  # its lease comes back
+
+    # -- warm clusters (issue 12) ----------------------------------------------------------
+
+    def _next_expiry(self) -> timedelta | None:
+        """How long until the first warm cluster's time ends (None: none is warm)."""
+        if not self._state.warm:
+            return None
+        first = min(datetime.fromisoformat(cluster.until) for cluster in self._state.warm)
+        return max(first - workflow.now(), timedelta(seconds=1))
+
+    async def _expire(self) -> None:
+        """Tear down the warm clusters whose time ended (nobody took them)."""
+        now = workflow.now()
+        ended = [c for c in self._state.warm if datetime.fromisoformat(c.until) <= now]
+        self._state.warm = [c for c in self._state.warm if c not in ended]
+        await asyncio.gather(*(self._down(cluster) for cluster in ended))
+
+    async def _down(self, cluster: WarmCluster) -> None:
+        try:
+            await workflow.execute_activity(
+                DOWN_WARM,
+                WarmDown(cluster.run_id, [cluster.name]),
+                task_queue=cluster.queue,
+                start_to_close_timeout=timedelta(minutes=20),
+                schedule_to_close_timeout=WARM_DOWN_GIVES_UP,
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=COORDINATION_RETRY,
+            )
+        except ActivityError:
+            # Its worker never came back within hours: the cluster's own autostop with down
+            # (SkyPilot) or the worker's reaper at its start (local) removes it.
+            workflow.logger.warning("could not tear down warm cluster %s", cluster.name)
 
     async def _tell_places(self) -> bool:
         """Signal each waiting run whose place in line (or the one ahead) changed; True when

@@ -28,6 +28,9 @@ class PlannedStage:
     """Run as a SkyPilot managed job (pipeline `managed: true`; issue 13)."""
     prelaunch: bool = True
     """Its cluster may be provisioned while its needs still run (pipeline `prelaunch`; issue 12)."""
+    fingerprint: str = ""
+    """What its cluster is launched with (backend, resources): a warm cluster is reused only
+    by a stage with the same ("" when it does not launch, or cannot be told)."""
 
 
 @dataclass
@@ -60,6 +63,8 @@ class PrepareOutput:
     gates: list[str] = field(default_factory=list)
     """The pipeline's quality gates as written (checked by `prepare_run`)."""
     max_infra_retries: int = DEFAULT_MAX_INFRA_RETRIES
+    keep_warm_minutes: int = 0
+    """Pipeline `keep_warm_minutes`: > 0, the run's clusters stay up for the lane's next run."""
     # Concurrency caps (worker/capacity.py), read at the run's commit and from the settings.
     concurrency: int = 0
     """The pipeline's `concurrency`: runs of this repository computing at once (0: no limit)."""
@@ -86,6 +91,8 @@ class StageInput:
     autostop_minutes: int
     max_infra_retries: int = DEFAULT_MAX_INFRA_RETRIES
     """Relaunches allowed when the infrastructure fails the stage (pipeline `max_infra_retries`)."""
+    warm_from: str = ""
+    """The earlier run whose warm cluster this stage launches on (no provisioning)."""
     provision: bool = False
     """Provision the stage's cluster (launch with setup, no job): `provision_stage` sets it."""
     provisioned: bool = False

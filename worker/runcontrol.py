@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,10 +46,12 @@ from worker.contract import (
 from worker.coordinator import (
     COORDINATOR_WORKFLOW,
     QUERY_MEMBERS,
+    QUERY_WARM,
     SIGNAL_CANCEL_ALL,
     CancelAll,
     CoordinatorState,
     Members,
+    WarmCluster,
     lane_workflow_id,
 )
 from worker.limits import check_request
@@ -281,6 +284,28 @@ class RunControl:
             start_signal_args=[order],
         )
         return run_ids + await self._cancel_sweeps(lane, order)
+
+    async def warm_clusters(self, limit: int = 200) -> list[WarmCluster]:
+        """Every warm cluster the deployment's lanes hold now, soonest expiry first. A list to
+        show (visibility finds the coordinators, each one's query says what it holds)."""
+        query = (
+            f"WorkflowType = {_quote(COORDINATOR_WORKFLOW)} AND ExecutionStatus = 'Running' "
+            f"AND TaskQueue = {_quote(self.task_queue)}"
+        )
+        ids = [execution.id async for execution in self.client.list_workflows(query, limit=limit)]
+
+        async def held(workflow_id: str) -> list[WarmCluster]:
+            handle = self.client.get_workflow_handle(workflow_id)
+            try:
+                found: list[WarmCluster] = await handle.query(
+                    QUERY_WARM, result_type=list[WarmCluster], rpc_timeout=MEMBERS_TIMEOUT
+                )
+            except (RPCError, WorkflowQueryFailedError):
+                return []
+            return found
+
+        every = [c for found in await asyncio.gather(*(held(i) for i in ids)) for c in found]
+        return sorted(every, key=lambda cluster: cluster.until)
 
     async def lane_members(self, lane: str) -> list[str]:
         """The runs the lane's coordinator holds or queues now, as far as it answers in time.

@@ -57,16 +57,21 @@ with workflow.unsafe.imports_passed_through():
     from worker.coordinator import (
         COORDINATION_RETRY,
         SIGNAL_ADMITTED,
+        SIGNAL_LEASE,
         SIGNAL_LEAVE,
         SIGNAL_NOTICE,
         SIGNAL_POSITION,
+        SIGNAL_WARM,
         CoordinatorActivities,
         CoordinatorState,
         EnterInput,
+        Handover,
+        Lease,
         Left,
         Notice,
         Position,
         Ticket,
+        WarmCluster,
         lane_workflow_id,
         pool_workflow_id,
     )
@@ -125,6 +130,10 @@ PATCH_ENTER_CANCELLED = "enter-cancelled"
 PATCH_LEDGER = "ledger"
 # Runs started before just-in-time provisioning replay without provisioning ahead (issue 12).
 PATCH_PRELAUNCH = "prelaunch"
+# Runs started before warm clusters replay without leasing or handing them over (issue 12).
+PATCH_WARM = "warm-clusters"
+WARM_AUTOSTOP_MARGIN_MINUTES = 10
+"""A warm cluster's idle autostop (the backstop) comes this long after its warm time ends."""
 # Runs started before budgets existed replay without the approval wait (issue 14).
 PATCH_APPROVAL = "approval"
 WORKER_GONE = (
@@ -268,11 +277,25 @@ class PipelineWorkflow:
         """Capacity pools this run waits for or holds: coordinator id → (kind, capacity)."""
         self._approved: Approve | None = None
         self._prelaunches: dict[str, asyncio.Task[bool]] = {}
+        # Warm clusters (issue 12).
+        self._lane = ""
+        """The lane coordinator's workflow id ("" for a run without a lane)."""
+        self._lane_name = ""
+        self._lease: list[WarmCluster] = []
+        """Warm clusters the lane gave this run that it has not taken (yet)."""
+        self._taken: list[WarmCluster] = []
+        """Warm clusters this run launches on instead of fresh ones."""
+        self._prepared: PrepareOutput | None = None
         """Stage name → its cluster's provisioning ahead of time (True: ready for its job)."""
 
     @workflow.signal(name=SIGNAL_ADMITTED)
     def admitted(self, coordinator: str) -> None:
         self._admitted.add(coordinator)
+
+    @workflow.signal(name=SIGNAL_LEASE)
+    def lease(self, lease: Lease) -> None:
+        """The lane's warm clusters, now this run's (sent just before its admission)."""
+        self._lease += lease.clusters
 
     @workflow.signal(name=SIGNAL_APPROVE)
     def approve(self, approve: Approve) -> None:
@@ -349,8 +372,10 @@ class PipelineWorkflow:
             ):
                 await self._learn_default_branch(request, info.workflow_id)
             if request.lane and workflow.patched(PATCH_LANES):
+                self._lane = lane_workflow_id(request.lane, info.task_queue)
+                self._lane_name = request.lane
                 await self._enter(
-                    lane_workflow_id(request.lane, info.task_queue),
+                    self._lane,
                     CoordinatorState(request.lane),
                     request,
                 )
@@ -383,6 +408,9 @@ class PipelineWorkflow:
                 request, [StageProgress(s.name, s.cluster) for s in prepared.stages]
             )
             self._estimated(prepared)
+            self._prepared = prepared
+            if self._lease and workflow.patched(PATCH_WARM):
+                await self._take_warm(prepared, queue)
             self._notify_slack = prepared.notify_slack
             self._start_reporters(request)
             if prepared.approval_reason and workflow.patched(PATCH_APPROVAL):
@@ -429,6 +457,8 @@ class PipelineWorkflow:
     async def _close(self, run_id: str, queue: str) -> RunResult:
         """Tear everything down, then publish the outcome: "finished" means no cluster is left."""
         assert self._progress is not None
+        if self._lease or (self._prepared and self._prepared.keep_warm_minutes):
+            await self._keep_warm(queue)
         await self._teardown(run_id, queue)
         await self._leave()
         if self._left:
@@ -572,8 +602,9 @@ class PipelineWorkflow:
         for coordinator in reversed(self._entered):
             # A coordinator that is gone has nobody waiting behind this run.
             with contextlib.suppress(FailureError):
+                taken = [c.name for c in self._taken] if coordinator == self._lane else []
                 await workflow.get_external_workflow_handle(coordinator).signal(
-                    SIGNAL_LEAVE, Left(info.workflow_id, info.run_id)
+                    SIGNAL_LEAVE, Left(info.workflow_id, info.run_id, taken)
                 )
         self._entered = []
 
@@ -678,6 +709,7 @@ class PipelineWorkflow:
                 if not unfinished and not any(
                     all(n in done or n not in needs for n in needs[p.name]) for p in waiting
                 ):
+                    await self._stop_prelaunches()
                     if waiting:  # needs that can never be met: refuse to call it a success
                         self._progress.error = STAGES_STUCK.format(
                             stages=", ".join(f"'{p.name}'" for p in waiting)
@@ -696,9 +728,8 @@ class PipelineWorkflow:
             self._stopping = True
             self._cancel_jobs(tasks)
             await _all_done(tasks)
-            raise
-        finally:
             await self._stop_prelaunches()
+            raise
 
     def _cancel_jobs(self, tasks: dict[str, asyncio.Task[None]]) -> None:
         """Cancel the stages whose job still runs; one downing its clusters finishes that."""
@@ -719,6 +750,7 @@ class PipelineWorkflow:
         assert self._progress is not None
         self._cancel_jobs(tasks)
         await _all_done(tasks)
+        await self._stop_prelaunches()
         now = workflow.now().isoformat()
         for stage in self._progress.stages:
             if stage.state is StageState.RUNNING and stage.name != failed_by:
@@ -748,6 +780,8 @@ class PipelineWorkflow:
             return
         done.add(stage.name)
         self._changed()
+        if prepared.keep_warm_minutes and workflow.patched(PATCH_WARM):
+            return  # its clusters stay up to the end of the run, then stay warm for the lane
         if not self._stopping and not failed:
             await self._down(planned, queue)
 
@@ -755,14 +789,19 @@ class PipelineWorkflow:
         self, request: RunRequest, prepared: PrepareOutput, planned: PlannedStage
     ) -> StageInput:
         assert self._progress is not None
+        autostop = prepared.autostop_minutes
+        if prepared.keep_warm_minutes:  # the backstop must not end the warm time early
+            autostop = max(autostop, prepared.keep_warm_minutes + WARM_AUTOSTOP_MARGIN_MINUTES)
+        stage = next(s for s in self._progress.stages if s.name == planned.name)
         return StageInput(
             run_id=self._progress.run_id,
             request=request,
             commit=prepared.commit,
             stage=planned,
             metric_patterns=prepared.metric_patterns,
-            autostop_minutes=prepared.autostop_minutes,
+            autostop_minutes=autostop,
             max_infra_retries=prepared.max_infra_retries,
+            warm_from=stage.cluster_reused_from if planned.launch else "",
         )
 
     async def _stage_activity(
@@ -847,7 +886,8 @@ class PipelineWorkflow:
         wait for others (and allows it: `prelaunch`), so it is ready when its needs are met."""
         for planned in waiting:
             unmet = [n for n in needs[planned.name] if n not in done and n in needs]
-            if planned.launch and planned.prelaunch and unmet:
+            warm = planned.cluster_name in self._up  # a warm cluster taken from the lane
+            if planned.launch and planned.prelaunch and unmet and not warm:
                 self._prelaunches[planned.name] = asyncio.create_task(
                     self._prelaunch(request, prepared, planned, queue)
                 )
@@ -896,6 +936,95 @@ class PipelineWorkflow:
             task.cancel()
         await _all_done(pending)
         self._prelaunches = {}
+
+    # --- Warm clusters (issue 12) ----------------------------------------------------------
+
+    async def _take_warm(self, prepared: PrepareOutput, queue: str) -> None:
+        """Launch on the lane's warm clusters where one matches (same cluster, resources and
+        worker): no provisioning. The others go back to the lane as they were."""
+        assert self._progress is not None
+        for planned in prepared.stages:
+            match = next(
+                (
+                    warm
+                    for warm in self._lease
+                    if planned.launch
+                    and planned.fingerprint
+                    and (warm.cluster, warm.fingerprint, warm.queue)
+                    == (planned.cluster, planned.fingerprint, queue)
+                ),
+                None,
+            )
+            if match is None:
+                continue
+            self._lease.remove(match)
+            self._taken.append(match)
+            fresh = planned.cluster_name
+            for other in prepared.stages:
+                if other.cluster_name == fresh:
+                    other.cluster_name = match.name
+                other.down_after = [match.name if n == fresh else n for n in other.down_after]
+            for stage in self._progress.stages:
+                if stage.cluster == planned.cluster:
+                    stage.cluster_reused_from = match.run_id
+            self._up.append(match.name)
+            self._cluster_launching(planned)
+            self._progress.clusters[-1].reused_from = match.run_id
+        unused, self._lease = self._lease, []
+        await self._hand_over(unused)
+        self._changed()
+
+    async def _keep_warm(self, queue: str) -> None:
+        """At the end of the run: a run that succeeded leaves its clusters to its lane for
+        `keep_warm_minutes`; any run gives back warm clusters it never took."""
+        assert self._progress is not None
+        giving, self._lease = self._lease, []
+        prepared = self._prepared
+        # A warm cluster no stage of this run got to use goes back as it was (any outcome).
+        used = {s.cluster for s in self._progress.stages if s.started_at and not s.reused_from}
+        giving += [c for c in self._taken if c.cluster not in used and c.name in self._up]
+        if (
+            prepared is not None
+            and prepared.keep_warm_minutes
+            and self._outcome is None
+            and self._lane
+            and workflow.patched(PATCH_WARM)
+        ):
+            until = (workflow.now() + timedelta(minutes=prepared.keep_warm_minutes)).isoformat()
+            launched = {p.cluster_name: p for p in prepared.stages if p.launch and p.fingerprint}
+            hourly = {c.name: c.hourly_usd for c in self._progress.clusters}
+            for name in self._up:
+                if (planned := launched.get(name)) is not None and planned.cluster in used:
+                    giving.append(
+                        WarmCluster(
+                            planned.cluster,
+                            name,
+                            planned.fingerprint,
+                            self._progress.run_id,
+                            queue,
+                            until,
+                            hourly.get(name),
+                            self._lane_name,
+                        )
+                    )
+        if await self._hand_over(giving):
+            names = {cluster.name for cluster in giving}
+            self._up = [name for name in self._up if name not in names]
+            self._clusters_down(sorted(names))  # the run's cost ends: the lane holds them
+
+    async def _hand_over(self, clusters: list[WarmCluster]) -> bool:
+        """Give `clusters` to the lane (its coordinator keeps them warm); False if it is gone,
+        and then they are this run's to tear down."""
+        if not clusters:
+            return False
+        try:
+            await workflow.get_external_workflow_handle(self._lane).signal(
+                SIGNAL_WARM, Handover(clusters)
+            )
+        except FailureError:
+            self._up += [c.name for c in clusters if c.name not in self._up]
+            return False
+        return True
 
     async def _down(self, planned: PlannedStage, queue: str) -> None:
         names = [name for name in planned.down_after if name in self._up]

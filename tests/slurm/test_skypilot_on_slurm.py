@@ -178,9 +178,15 @@ async def test_example_pipeline_runs_on_slurm_clusters_and_leaves_none(
     assert "(train, pid=" in logs["train"] and "epoch 20/20" in logs["train"]
     assert "Metric - accuracy:" in logs["eval"]
 
-    # Train and eval shared one cluster: one launch, then one exec; preprocess had its own.
+    # Train and eval shared one cluster: one launch (with setup, no job: provisioned while
+    # preprocess ran), then an exec for each; preprocess had its own.
     train_requests = [name for name, _, _ in requests_for(sky, train)]
-    assert train_requests.count("launch") == 1 and train_requests.count("exec") == 1, train_requests
+    assert train_requests.count("launch") == 1 and train_requests.count("exec") == 2, train_requests
+    preprocess, train_stage = progress.stages[0], progress.stages[1]
+    assert train_stage.provision_started_at < preprocess.finished_at
+    assert preprocess.finished_at <= train_stage.job_started_at
+    assert f"[skyrun] cluster {train} is up and set up, ready for the stage's job" in logs["train"]
+    assert "provisioning cluster train ahead of the stages it needs" in logs["train"]
     assert [name for name, _, _ in requests_for(sky, pre)].count("exec") == 0
 
     assert 0.8 < progress.metrics["accuracy"] <= 1.0
