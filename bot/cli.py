@@ -323,10 +323,14 @@ async def _costs(control: RunControl, run_ids: list[str]) -> dict[str, str]:
     return dict(await asyncio.gather(*(one(run_id) for run_id in run_ids)))
 
 
-NO_CLUSTERS = "no clusters: no run of this deployment holds one"
-CLUSTERS_HEADING = f"{'CLUSTER':<44} {'RUN':<28} {'IN USE BY':<12} {'UP SINCE':<24} COST SO FAR"
-CLUSTER_ROW = "{name:<44} {run_id:<28} {state:<12} {since:<24} {cost}"
+NO_CLUSTERS = "no clusters: no run or lane of this deployment holds one"
+CLUSTERS_HEADING = (
+    f"{'CLUSTER':<44} {'RUN':<28} {'IN USE BY':<12} {'UP SINCE':<24} {'WARM UNTIL':<24} COST SO FAR"
+)
+CLUSTER_ROW = "{name:<44} {run_id:<28} {state:<12} {since:<24} {until:<24} {cost}"
 CLUSTER_IDLE = "-"
+CLUSTER_WARM = "warm"
+"""In use by nobody: kept up for its lane's next run (`keep_warm_minutes`)."""
 MAX_LISTED_RUNS = 200
 
 
@@ -365,9 +369,15 @@ async def _clusters(control: RunControl) -> int:
             state = ",".join(using) or CLUSTER_IDLE
             rows.append(
                 CLUSTER_ROW.format(
-                    name=name, run_id=progress.run_id, state=state, since=since, cost=cost
+                    name=name,
+                    run_id=progress.run_id,
+                    state=state,
+                    since=since,
+                    until=CLUSTER_IDLE,
+                    cost=cost,
                 )
             )
+    rows += await _warm_rows(control)
     if not rows:
         print(NO_CLUSTERS)
         return EXIT_OK
@@ -375,6 +385,35 @@ async def _clusters(control: RunControl) -> int:
     for row in rows:
         print(row)
     return EXIT_OK
+
+
+async def _warm_rows(control: RunControl) -> list[str]:
+    """The warm clusters the lanes hold, with the run that left them and when they go; their
+    cost counts from when they became warm (their run paid for the time before)."""
+    from worker.formatting import format_time, seconds_between
+
+    try:
+        warm = await asyncio.wait_for(control.warm_clusters(), COST_TIMEOUT_S * 2)
+    except Exception:  # the list of running runs still stands without them
+        return []
+    now = datetime.now(UTC).isoformat()
+    rows = []
+    for cluster in warm:
+        cost = "-"
+        held = seconds_between(cluster.since, now) if cluster.since else None
+        if cluster.hourly_usd is not None and held is not None:
+            cost = format_usd(cluster.hourly_usd * max(0.0, held) / 3600)
+        rows.append(
+            CLUSTER_ROW.format(
+                name=cluster.name,
+                run_id=cluster.run_id,
+                state=CLUSTER_WARM,
+                since=format_time(cluster.since) if cluster.since else CLUSTER_IDLE,
+                until=format_time(cluster.until),
+                cost=cost,
+            )
+        )
+    return rows
 
 
 async def _status(run_id: str, settings: Settings, control: RunControl) -> int:

@@ -35,6 +35,7 @@ from temporalio.client import Client
 from bot.pages.loading import UNANSWERED
 from bot.state import BotState
 from worker.contract import RunState, Trigger
+from worker.coordinator import WarmCluster
 from worker.runcontrol import RunControl, RunSummary, runs_query, summary_of
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class _Snapshot:
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
     clusters: dict[str, int] = field(default_factory=dict)
     unanswered: int = 0
+    warm: list[WarmCluster] = field(default_factory=list)
 
 
 class RunsCollector(Collector):
@@ -186,6 +188,10 @@ class RunsCollector(Collector):
             async for execution in client.list_workflows(live, limit=MAX_LIVE_RUNS)
         ]
         snapshot = _Snapshot(runs=dict(counts))
+        try:
+            snapshot.warm = await asyncio.wait_for(control.warm_clusters(), QUERY_TIMEOUT_S * 2)
+        except UNANSWERED as err:
+            log.warning("metrics: cannot list warm clusters: %s", err)
         for answer in await asyncio.gather(*(clusters(run_id) for run_id in run_ids)):
             if answer is None:
                 snapshot.unanswered += 1
@@ -251,6 +257,26 @@ class RunsCollector(Collector):
         for backend, value in sorted(snapshot.clusters.items()):
             clusters.add_metric([backend], value)
         yield clusters
+        warm = GaugeMetricFamily(
+            "skyrun_warm_clusters",
+            "Clusters held warm for their lane's next run (keep_warm_minutes), by lane.",
+            labels=["lane"],
+        )
+        lanes: dict[str, int] = {}
+        for cluster in snapshot.warm:
+            lanes[cluster.lane] = lanes.get(cluster.lane, 0) + 1
+        for lane, value in sorted(lanes.items()):
+            warm.add_metric([lane], value)
+        yield warm
+        expiry = GaugeMetricFamily(
+            "skyrun_warm_cluster_expiry_timestamp_seconds",
+            "When each warm cluster is torn down unless a run of its lane takes it (Unix time).",
+            labels=["cluster", "lane", "run_id"],
+        )
+        for cluster in snapshot.warm:
+            until = datetime.fromisoformat(cluster.until).timestamp()
+            expiry.add_metric([cluster.name, cluster.lane, cluster.run_id], until)
+        yield expiry
         unanswered = GaugeMetricFamily(
             "skyrun_live_runs_unanswered",
             "Live runs whose progress query got no answer (is their worker running?).",

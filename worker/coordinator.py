@@ -167,6 +167,8 @@ class WarmCluster:
     """When its warm time ends (ISO 8601): downed then unless a run took it."""
     hourly_usd: float | None = None
     lane: str = ""
+    since: str = ""
+    """When it became warm (its run ended): its time warm costs from here."""
 
 
 @dataclass

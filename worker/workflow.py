@@ -1005,6 +1005,7 @@ class PipelineWorkflow:
                             until,
                             hourly.get(name),
                             self._lane_name,
+                            workflow.now().isoformat(),
                         )
                     )
         if await self._hand_over(giving):

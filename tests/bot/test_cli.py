@@ -24,6 +24,7 @@ from tests.runs import (
 )
 from worker.backends.base import cluster_name_for
 from worker.contract import RunState, StageState
+from worker.formatting import format_time
 from worker.process import build_workers, running_workers
 from worker.runcontrol import RunControl
 from worker.settings import Settings
@@ -337,3 +338,29 @@ async def test_clusters_lists_what_running_runs_hold_and_nothing_after(
     await wait_finished(control, run_id)
     code, out, _ = await skyrun(settings, "clusters")
     assert code == EXIT_OK and out.strip() == NO_CLUSTERS
+
+
+@pytest.mark.usefixtures("worker")
+async def test_clusters_lists_the_warm_clusters_a_lane_holds_and_until_when(
+    settings: Settings, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(
+        {
+            "t.yaml": "run: echo done\n",
+            ".skyrun.yaml": "keep_warm_minutes: 7\n"
+            "stages: [{name: t, task: t.yaml, cluster: box}]\n",
+        }
+    )
+    control = RunControl(client, settings.temporal_task_queue)
+    run_id = (await control.start(request_for(repo))).run_id
+    assert (await wait_finished(control, run_id)).state is RunState.SUCCEEDED
+
+    code, out, _ = await skyrun(settings, "clusters")
+
+    assert code == EXIT_OK, out
+    heading, row = out.strip().splitlines()
+    assert "WARM UNTIL" in heading
+    name, listed_run, in_use, *_ = row.split()
+    assert (name, listed_run, in_use) == (cluster_name_for(run_id, "box"), run_id, "warm")
+    (warm,) = await control.warm_clusters()
+    assert format_time(warm.until) in row and row.endswith("$0.00")

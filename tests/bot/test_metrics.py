@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -139,6 +140,24 @@ async def test_metrics_count_runs_and_clusters_of_this_deployment(
     # Another deployment's queue sees none of this one's runs.
     await collector.refresh(client, stack.control, f"{queue}-elsewhere")
     assert not any(v for (n, _), v in collected(collector).items() if n == "skyrun_runs")
+
+
+async def test_metrics_show_each_warm_cluster_and_when_it_goes(
+    stack: Stack, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    files = {
+        "t.yaml": "run: echo done\n",
+        ".skyrun.yaml": "keep_warm_minutes: 3\nstages: [{name: t, task: t.yaml}]\n",
+    }
+    request = request_for(git_repo(files))
+    outcome = await stack.control.start(request)
+    assert (await wait_finished(stack.control, outcome.run_id)).state is RunState.SUCCEEDED
+    collector = RunsCollector(ttl_s=0)
+    await collector.refresh(client, stack.control, stack.settings.temporal_task_queue)
+    found = collected(collector)
+    assert found[("skyrun_warm_clusters", (("lane", request.lane),))] == 1
+    (expiry,) = [v for (n, _), v in found.items() if n.startswith("skyrun_warm_cluster_expiry")]
+    assert 120 < expiry - time.time() <= 180
 
 
 async def test_metrics_still_answer_when_temporal_does_not(settings: Settings) -> None:
