@@ -18,6 +18,7 @@ import pytest
 import yaml
 from temporalio.client import Client
 
+from tests.runs import head
 from tests.slurm.conftest import LOGIN_USER, ClusterWatch, skyrun_clusters, slurm_jobs
 from worker.backends.base import cluster_name_for
 from worker.contract import RunProgress, RunRequest, RunState, StageState, Trigger, lane_for_branch
@@ -39,11 +40,12 @@ async def control(client: Client, slurm_settings: Settings) -> AsyncIterator[Run
         yield RunControl(client, slurm_settings.temporal_task_queue)
 
 
-def request_for(repo: Path) -> RunRequest:
+def request_for(repo: Path, commit: str = "") -> RunRequest:
     return RunRequest(
         repo=str(repo),
         clone_url=str(repo),
         ref="main",
+        commit=commit,
         trigger=Trigger.CLI,
         requested_by="tester",
         lane=lane_for_branch(str(repo), "main"),
@@ -147,7 +149,7 @@ def login_user_processes(pattern: str) -> list[str]:
     return [line for line in out.splitlines() if pattern in line]
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 async def test_example_pipeline_runs_on_slurm_clusters_and_leaves_none(
     control: RunControl,
     slurm_settings: Settings,
@@ -156,8 +158,11 @@ async def test_example_pipeline_runs_on_slurm_clusters_and_leaves_none(
     sky: Any,
     watch: ClusterWatch,
 ) -> None:
-    repo = git_repo(slurm_example_files)
-    outcome = await control.start(request_for(repo))
+    # Warm for a minute: the lane's second run below launches on the same two clusters.
+    files = dict(slurm_example_files)
+    files[".skyrun.yaml"] += "keep_warm_minutes: 1\n"
+    repo = git_repo(files)
+    outcome = await control.start(request_for(repo, head(repo)))
     run_id = outcome.run_id
     progress = await wait_finished(control, run_id)
 
@@ -202,7 +207,28 @@ async def test_example_pipeline_runs_on_slurm_clusters_and_leaves_none(
     jobs = sorted(job for job in watch.jobs_seen if run_id in job)
     assert len(jobs) == 2 and jobs[0].startswith(pre) and jobs[1].startswith(train), jobs
     assert progress.clusters_up == []
+
+    # The lane's next run: both clusters are warm, so nothing is provisioned.
+    assert sorted(c.name for c in await control.warm_clusters()) == sorted([pre, train])
+    git_repo({"NOTES.md": "a second commit\n"})
+    again = await control.start(request_for(repo, head(repo)))
+    second = await wait_finished(control, again.run_id)
+    assert second.state is RunState.SUCCEEDED, describe(second, slurm_settings)
+    assert [s.cluster_reused_from for s in second.stages] == [run_id] * 3
+    for stage in ("preprocess", "train"):
+        log = read_log(slurm_settings, again.run_id, stage)
+        assert f"reused warm cluster {stage} from run {run_id}" in log, log
+    # No new Slurm allocation: the same two jobs carried both runs.
+    assert sorted(job for job in watch.jobs_seen if again.run_id in job) == []
+    assert len(slurm_jobs(run_id)) == 2
+    # Nobody takes them within the minute: the lane tears them down.
+    await wait_for(
+        lambda: not [r for r in skyrun_clusters(sky) if run_id in r["name"]],
+        240,
+        "the warm clusters to be torn down when their time ended",
+    )
     await assert_nothing_left(sky, run_id)
+    assert await control.warm_clusters() == []
 
 
 @pytest.mark.timeout(600)
