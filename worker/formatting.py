@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from worker.contract import INFRA_RECOVERED, InfraCause
+from worker.contract import INFRA_RECOVERED, InfraCause, StageProgress
 
 NO_VALUE = "—"
 
@@ -72,6 +72,22 @@ def format_recoveries(causes: Sequence[InfraCause]) -> str:
     """What a stage came through ("recovered after preemption, 1" and a times sign), or ""."""
     counts = Counter(causes)
     return "; ".join(f"{INFRA_RECOVERED[cause]}, {count}\u00d7" for cause, count in counts.items())
+
+
+# --- just-in-time provisioning and warm clusters (issue 12) -----------------------------------
+
+WARM_FROM = "reused warm cluster from run {run_id}"
+PROVISIONED_AHEAD = "cluster provisioned ahead"
+
+
+def cluster_note(stage: StageProgress) -> str:
+    """How the stage's cluster came to be ready, when it was not launched in the stage's own
+    step: a warm cluster of an earlier run of the lane, or provisioned while its needs ran."""
+    if stage.cluster_reused_from:
+        return WARM_FROM.format(run_id=stage.cluster_reused_from)
+    if stage.provision_finished_at and not stage.provision_failed:
+        return PROVISIONED_AHEAD
+    return ""
 
 
 # --- stages as a DAG (issue 12) -------------------------------------------------------------

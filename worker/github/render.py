@@ -25,6 +25,7 @@ from worker.contract import (
 from worker.costview import cost_text, estimate_text, over_budget_text
 from worker.formatting import (
     NO_VALUE,
+    cluster_note,
     format_change,
     format_duration,
     format_number,
@@ -175,7 +176,13 @@ def stages_table(view: RunView) -> str:
                 if stage.duration_s is not None
                 else ("…" if stage.state is StageState.RUNNING else NO_VALUE),
                 cluster=stage.cluster,
-                shared="" if stage.launched or not started else texts.SHARED_CLUSTER,
+                shared=(
+                    texts.CLUSTER_NOTE.format(note=cluster_note(stage))
+                    if cluster_note(stage)
+                    else ""
+                )
+                if stage.launched or not started
+                else texts.SHARED_CLUSTER,
                 recovered=texts.RECOVERED.format(note=format_recoveries(stage.infra_recovered))
                 if stage.infra_recovered
                 else "",
@@ -185,6 +192,14 @@ def stages_table(view: RunView) -> str:
             )
         )
     return "\n".join(rows)
+
+
+def _cluster_shown(stage: StageProgress, started: bool) -> str:
+    """After the cluster's name: shared with an earlier stage, warm, or provisioned ahead."""
+    if started and not stage.launched:
+        return texts.SHARED_CLUSTER
+    note = cluster_note(stage)
+    return texts.CLUSTER_NOTE.format(note=note) if note else ""
 
 
 def metrics_section(view: RunView) -> str:

@@ -69,6 +69,8 @@ STAGES_HEADING = "| stage | state | duration | cluster | log |\n| --- | --- | --
 STAGE_ROW = "| `{name}` | {state}{recovered} | {duration} | `{cluster}`{shared} | {log} |"
 RECOVERED = " ({note})"
 SHARED_CLUSTER = " (shared)"
+CLUSTER_NOTE = " ({note})"
+"""A warm cluster reused, or one provisioned while the stage's needs ran (formatting.py)."""
 # Stages as a DAG: how the stages run, when some run at the same time (∥).
 STAGE_FLOW = "Stages: {flow}"
 LOG_LINK = "[log]({url})"

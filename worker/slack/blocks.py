@@ -19,6 +19,7 @@ from worker.contract import (
 from worker.costview import cost_text, estimate_text, over_budget_text
 from worker.formatting import (
     NO_VALUE,
+    cluster_note,
     format_change,
     format_duration,
     format_number,
@@ -148,6 +149,8 @@ def stage_line(stage: StageProgress, links: Links | None = None) -> str:
         detail += texts.STAGE_RERUN.format(reason=escape(stage.rerun_reason))
     if stage.infra_recovered:
         detail += texts.STAGE_RECOVERED.format(note=format_recoveries(stage.infra_recovered))
+    if (note := cluster_note(stage)) and not stage.reused_from:
+        detail += texts.STAGE_CLUSTER_NOTE.format(note=escape(note))
     return texts.STAGE_LINE.format(icon=icon, name=escape(stage.name), detail=detail)
 
 

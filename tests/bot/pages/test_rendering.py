@@ -214,6 +214,18 @@ def test_the_timeline_draws_a_prelaunched_clusters_provisioning_ahead_of_its_job
     assert "provisioning ahead" in html and 'class="tl-legend muted"' in html
 
 
+def test_a_warm_cluster_links_its_run_and_one_provisioned_ahead_says_so() -> None:
+    progress = diamond_progress()
+    progress.stages[0].cluster_reused_from = "diamond-0"
+    progress.stages[1].provision_finished_at = "2026-01-01T00:00:09+00:00"
+    _view, html = run_body(progress)
+    assert (
+        '<span data-role="warm-from">warm from <a href="/runs/diamond-0"><span class="mono">'
+        "diamond-0</span></a></span>"
+    ) in html
+    assert html.count('data-role="provisioned-ahead">provisioned ahead<') == 1
+
+
 def test_a_queued_run_page_says_its_place_in_line_and_the_cap() -> None:
     progress = RunProgress(
         run_id="r-3",

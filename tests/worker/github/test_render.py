@@ -71,6 +71,19 @@ def view(state: RunState = RunState.SUCCEEDED, **progress_fields: object) -> Run
     return RunView(progress, request, LINKS, base_ref="main")
 
 
+def test_a_warm_cluster_and_one_provisioned_ahead_are_named_after_the_cluster() -> None:
+    run = view()
+    run.progress.stages[0].cluster_reused_from = "ml-0"
+    run.progress.stages[1].provision_finished_at = "2024-01-01T00:00:05+00:00"
+    body = render.run_comment(run)
+    assert (
+        "| `prepare` | ✅ succeeded | 1.5 s | `prepare` (reused warm cluster from run ml-0) |"
+        in body
+    )
+    assert "| `train` | ✅ succeeded | 12 min 34 s | `train` (cluster provisioned ahead) |" in body
+    assert "| `eval` | ✅ succeeded | 3.0 s | `train` (shared) |" in body
+
+
 def test_a_succeeded_run() -> None:
     body = render.run_comment(view())
 

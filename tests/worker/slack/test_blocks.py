@@ -383,6 +383,24 @@ def test_a_stage_that_came_through_infrastructure_failures_says_so(links: Links)
     )
 
 
+def test_a_warm_cluster_and_one_provisioned_ahead_are_named(links: Links) -> None:
+    run = progress(
+        state=RunState.SUCCEEDED,
+        stages=[
+            stage("prep", StageState.SUCCEEDED, duration_s=2, cluster_reused_from="w-7"),
+            stage(
+                "train",
+                StageState.SUCCEEDED,
+                duration_s=4,
+                provision_finished_at="2026-01-01T00:00:01+00:00",
+            ),
+        ],
+    )
+    text = message_text(rendered(run, links))
+    assert "`prep` succeeded in 2.0 s · reused warm cluster from run w-7" in text
+    assert "`train` succeeded in 4.0 s · cluster provisioned ahead" in text
+
+
 # --- stages as a DAG -----------------------------------------------------------------------
 
 
