@@ -381,6 +381,7 @@ def view_json(view: RunView, links: Links) -> dict[str, Any]:
     data["retry_of"] = view.run.retry_of or None  # retry from the failed stage
     for stage, stage_view in zip(data["stages"], view.stages, strict=True):
         stage["reused_from"] = stage_view.stage.reused_from or None
+        stage["cluster_reused_from"] = stage_view.stage.cluster_reused_from or None
         stage["rerun_reason"] = stage_view.stage.rerun_reason or None
         stage["log_url"] = stage_view.log_url
         stage["log_tail"] = stage_view.tail

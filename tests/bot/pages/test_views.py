@@ -389,6 +389,13 @@ def test_a_sequential_run_has_a_timeline_but_no_flow_and_old_runs_read_as_a_chai
     assert [s["needs"] for s in stages] == [[], ["prep"], ["left"], ["right"]]
 
 
+def test_the_api_says_which_warm_clusters_stages_ran_on_or_null() -> None:
+    progress = diamond_progress()
+    progress.stages[1].cluster_reused_from = "diamond-0"
+    stages = view_json(diamond_view(progress), Links(load_settings(_env_file=None)))["stages"]
+    assert [s["cluster_reused_from"] for s in stages] == [None, "diamond-0", None, None]
+
+
 def test_the_api_lists_each_stages_needs() -> None:
     view = diamond_view(diamond_progress())
     stages = view_json(view, Links(load_settings(_env_file=None)))["stages"]
