@@ -175,14 +175,18 @@ async def run_worker(settings: Settings) -> int:
 async def _reap(client: Client, settings: Settings) -> None:
     """Remove local clusters of runs that closed while this worker was away (never fatal)."""
     from worker.reaper import reap
+    from worker.runcontrol import RunControl
 
     try:
+        # A cluster its lane holds warm outlives its run on purpose.
+        warm = await RunControl(client, settings.temporal_task_queue).warm_clusters()
         removed = await reap(
             client,
             settings.data_path,
             logs_dir=settings.logs_dir,
             worker=settings.worker_queue,
             bucket_idle_days=settings.local_bucket_idle_days,
+            warm=[cluster.name for cluster in warm],
         )
     except Exception:
         log.exception("could not look for clusters left by runs that are over")

@@ -85,12 +85,14 @@ async def reap(
     logs_dir: Path | None = None,
     worker: str = "",
     bucket_idle_days: float | None = None,
+    warm: Iterable[str] = (),
 ) -> list[str]:
     """Remove what runs that are over left under `data_path`; returns what was removed.
 
     `logs_dir` is the log store (default `<data>/logs`), where each removed cluster's last stage
     gets a note naming `worker` (default: this host); with `bucket_idle_days`, lane buckets idle
-    that long go too.
+    that long go too. Clusters named in `warm` are held by their lane for its next run
+    (`keep_warm_minutes`): their run is over, but they stay.
     """
     clusters_dir = data_path / "clusters"
     checkouts_dir = data_path / "checkouts"
@@ -113,7 +115,10 @@ async def reap(
         return statuses[run_id]
 
     legacy_running: set[str] | None = None
+    kept = set(warm)
     for name in clusters:
+        if name in kept:
+            continue
         owner = read_owner(clusters_dir, name)
         if owner is not None:
             status = await status_of(owner.run_id)

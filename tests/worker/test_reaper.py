@@ -162,3 +162,26 @@ async def test_a_sigkilled_worker_that_comes_back_removes_its_cluster_within_sec
             await asyncio.sleep(0.1)
         assert not (data[victim] / "checkouts" / outcome.run_id).exists()
         assert f"[skyrun] cluster {left} was removed when worker " in log_path.read_text()
+
+
+async def test_a_cluster_its_lane_holds_warm_outlives_its_run(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """`keep_warm_minutes`: the run is over, its lane keeps the cluster for the next run."""
+    data = tmp_path / "data"
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    backend = LocalBackend(data / "clusters")
+    run_id = f"reaper-warm-{uuid.uuid4().hex[:8]}"
+    await started_run(client, task_queue, run_id)
+    warm, done = cluster_name_for(run_id, "train"), cluster_name_for(run_id, "prep")
+    for name in (warm, done):
+        run = TaskRun(run_id, "train", name, "run: echo ok\n", {}, checkout, launch=True)
+        with (tmp_path / "run.log").open("ab") as log:
+            assert await backend.run(run, log) == 0
+    await client.get_workflow_handle(run_id).terminate("over")
+
+    removed = await reap(client, data, logs_dir=tmp_path / "logs", warm=[warm])
+
+    assert removed == [f"cluster {done}"]
+    assert list_clusters(data / "clusters") == [warm]
