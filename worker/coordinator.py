@@ -180,13 +180,28 @@ class WarmDown:
 
 
 @dataclass
+class StageTiming:
+    """How a stage went in the lane's last successful run, to time the next one's
+    provisioning ahead of it (so its cluster is ready when its needs finish)."""
+
+    stage: str
+    ready_after_s: float
+    """From the start of the run's stages until this stage's needs were met."""
+    provision_s: float
+    """How long launching (and setting up) its cluster took."""
+
+
+@dataclass
 class Handover:
     clusters: list[WarmCluster]
+    history: list[StageTiming] | None = None
+    """A successful run's stage timings (None: keep the lane's)."""
 
 
 @dataclass
 class Lease:
     clusters: list[WarmCluster]
+    history: list[StageTiming] = field(default_factory=list)
 
 
 @dataclass
@@ -220,6 +235,8 @@ class CoordinatorState:
     warm: list[WarmCluster] = field(default_factory=list)
     """A lane's warm clusters nobody holds now, until their time ends or a run takes them."""
     leased: list[Leased] = field(default_factory=list)
+    history: list[StageTiming] = field(default_factory=list)
+    """The stage timings of the lane's last successful run."""
 
 
 @dataclass
@@ -320,6 +337,8 @@ class CoordinatorWorkflow:
     async def _handle(self, item: Ticket | CancelAll | Left | Handover) -> None:
         state = self._state
         if isinstance(item, Handover):
+            if item.history is not None:
+                state.history = item.history
             self._keep(item.clusters)
             names = {cluster.name for cluster in item.clusters}
             for leased in state.leased:  # handed back: no longer the holder's to account for
@@ -403,8 +422,9 @@ class CoordinatorWorkflow:
             if warm:
                 state.leased.append(Leased(ticket.execution, warm))
             try:
-                if warm:  # a lane's warm clusters belong to the run it admits
-                    await handle.signal(SIGNAL_LEASE, Lease(warm))
+                if warm or (state.history and state.newest_wins):
+                    # A lane's warm clusters belong to the run it admits; its timings help.
+                    await handle.signal(SIGNAL_LEASE, Lease(warm, state.history))
                 await handle.signal(SIGNAL_ADMITTED, workflow.info().workflow_id)
             except FailureError:
                 self._forget(ticket.execution)  # its lease comes back

@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         Left,
         Notice,
         Position,
+        StageTiming,
         Ticket,
         WarmCluster,
         lane_workflow_id,
@@ -221,6 +222,19 @@ def _planned_needs(stages: list[PlannedStage]) -> dict[str, list[str]]:
     return needs
 
 
+PROVISION_MARGIN = 1.25
+PROVISION_SLACK_S = 5.0
+
+
+def provision_delay(last: StageTiming | None) -> float:
+    """How long after the start of the stages to provision a stage's cluster, so it is ready
+    when its needs are met: as long before that as its launch took last time, with a margin
+    (0 without a last time)."""
+    if last is None:
+        return 0.0
+    return max(0.0, last.ready_after_s - last.provision_s * PROVISION_MARGIN - PROVISION_SLACK_S)
+
+
 def _woken(
     done: set[str], count: int, failed: list[str], unfinished: list[asyncio.Task[None]]
 ) -> bool:
@@ -286,6 +300,13 @@ class PipelineWorkflow:
         self._taken: list[WarmCluster] = []
         """Warm clusters this run launches on instead of fresh ones."""
         self._prepared: PrepareOutput | None = None
+        self._history: dict[str, StageTiming] = {}
+        """The lane's last successful run's stage timings (from its lease)."""
+        self._stages_began: float | None = None
+        self._ready_at: dict[str, float] = {}
+        """When each stage's needs were met (workflow time)."""
+        self._provisioning: set[str] = set()
+        """Stages whose cluster's provisioning ahead has begun (not still waiting its turn)."""
         """Stage name → its cluster's provisioning ahead of time (True: ready for its job)."""
 
     @workflow.signal(name=SIGNAL_ADMITTED)
@@ -296,6 +317,7 @@ class PipelineWorkflow:
     def lease(self, lease: Lease) -> None:
         """The lane's warm clusters, now this run's (sent just before its admission)."""
         self._lease += lease.clusters
+        self._history = {timing.stage: timing for timing in lease.history}
 
     @workflow.signal(name=SIGNAL_APPROVE)
     def approve(self, approve: Approve) -> None:
@@ -457,7 +479,7 @@ class PipelineWorkflow:
     async def _close(self, run_id: str, queue: str) -> RunResult:
         """Tear everything down, then publish the outcome: "finished" means no cluster is left."""
         assert self._progress is not None
-        if self._lease or (self._prepared and self._prepared.keep_warm_minutes):
+        if self._lane and self._prepared is not None and workflow.patched(PATCH_WARM):
             await self._keep_warm(queue)
         await self._teardown(run_id, queue)
         await self._leave()
@@ -675,6 +697,7 @@ class PipelineWorkflow:
         busy: set[str] = set()
         """Clusters a running stage's job uses now."""
         failed: list[str] = []
+        self._stages_began = workflow.time()
         if workflow.patched(PATCH_PRELAUNCH):
             self._start_prelaunches(request, prepared, waiting, done, needs, queue)
         try:
@@ -837,10 +860,16 @@ class PipelineWorkflow:
         stage.state = StageState.RUNNING
         stage.started_at = workflow.now().isoformat()
         stage.launched = planned.launch
+        self._ready_at[planned.name] = workflow.time()
         self._changed()
         data = self._stage_input(request, prepared, planned)
         provisioning = self._prelaunches.pop(planned.name, None)
-        if provisioning is not None and await provisioning:
+        if provisioning is not None and planned.name not in self._provisioning:
+            # Its needs were met before its provisioning was due: launch it now instead.
+            provisioning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await provisioning
+        elif provisioning is not None and await provisioning:
             # Its cluster is up and set up: the job execs on it (a failed provisioning is
             # simply launched again now, below).
             data.stage, data.provisioned = replace(planned, launch=False), True
@@ -882,24 +911,36 @@ class PipelineWorkflow:
         needs: dict[str, list[str]],
         queue: str,
     ) -> None:
-        """Provision, from the start of the run, the fresh cluster of every stage that has to
-        wait for others (and allows it: `prelaunch`), so it is ready when its needs are met."""
+        """Provision the fresh cluster of every stage that has to wait for others (and allows it:
+        `prelaunch`), so it is ready when its needs are met: timed from the lane's last
+        successful run (its launch taken from when its needs were met, with a margin), or at
+        the start of the run without one."""
         for planned in waiting:
             unmet = [n for n in needs[planned.name] if n not in done and n in needs]
             warm = planned.cluster_name in self._up  # a warm cluster taken from the lane
             if planned.launch and planned.prelaunch and unmet and not warm:
+                delay = provision_delay(self._history.get(planned.name))
                 self._prelaunches[planned.name] = asyncio.create_task(
-                    self._prelaunch(request, prepared, planned, queue)
+                    self._prelaunch(request, prepared, planned, queue, delay)
                 )
 
     async def _prelaunch(
-        self, request: RunRequest, prepared: PrepareOutput, planned: PlannedStage, queue: str
+        self,
+        request: RunRequest,
+        prepared: PrepareOutput,
+        planned: PlannedStage,
+        queue: str,
+        delay: float = 0.0,
     ) -> bool:
-        """Launch the stage's cluster with its setup and no job; True when it is ready."""
+        """Launch the stage's cluster with its setup and no job (after `delay` seconds, a
+        durable timer); True when it is ready."""
         assert self._progress is not None
         stage = next(s for s in self._progress.stages if s.name == planned.name)
+        if delay > 0:
+            await workflow.sleep(delay)
         if self._stopping or planned.cluster_name in self._up:
             return False
+        self._provisioning.add(planned.name)
         self._up.append(planned.cluster_name)  # before launching: a cancelled one is downed too
         self._cluster_launching(planned)
         stage.provision_started_at = workflow.now().isoformat()
@@ -983,13 +1024,7 @@ class PipelineWorkflow:
         # A warm cluster no stage of this run got to use goes back as it was (any outcome).
         used = {s.cluster for s in self._progress.stages if s.started_at and not s.reused_from}
         giving += [c for c in self._taken if c.cluster not in used and c.name in self._up]
-        if (
-            prepared is not None
-            and prepared.keep_warm_minutes
-            and self._outcome is None
-            and self._lane
-            and workflow.patched(PATCH_WARM)
-        ):
+        if prepared is not None and prepared.keep_warm_minutes and self._outcome is None:
             until = (workflow.now() + timedelta(minutes=prepared.keep_warm_minutes)).isoformat()
             launched = {p.cluster_name: p for p in prepared.stages if p.launch and p.fingerprint}
             hourly = {c.name: c.hourly_usd for c in self._progress.clusters}
@@ -1008,19 +1043,38 @@ class PipelineWorkflow:
                             workflow.now().isoformat(),
                         )
                     )
-        if await self._hand_over(giving):
+        history = self._timings() if self._outcome is None else None
+        if await self._hand_over(giving, history):
             names = {cluster.name for cluster in giving}
             self._up = [name for name in self._up if name not in names]
             self._clusters_down(sorted(names))  # the run's cost ends: the lane holds them
 
-    async def _hand_over(self, clusters: list[WarmCluster]) -> bool:
-        """Give `clusters` to the lane (its coordinator keeps them warm); False if it is gone,
-        and then they are this run's to tear down."""
-        if not clusters:
+    def _timings(self) -> list[StageTiming]:
+        """This run's stage timings, for the lane's next run to provision just in time."""
+        assert self._progress is not None
+        began = self._stages_began
+        provisioned = {c.name: c.provision_s for c in self._progress.clusters}
+        timings = []
+        for planned in self._prepared.stages if self._prepared and began is not None else []:
+            stage = next(s for s in self._progress.stages if s.name == planned.name)
+            ready = self._ready_at.get(planned.name)
+            took = provisioned.get(planned.cluster_name) or (
+                stage.launch_s if stage.launched and not stage.cluster_reused_from else None
+            )
+            if ready is not None and began is not None and took:
+                timings.append(StageTiming(planned.name, round(ready - began, 3), took))
+        return timings
+
+    async def _hand_over(
+        self, clusters: list[WarmCluster], history: list[StageTiming] | None = None
+    ) -> bool:
+        """Give `clusters` to the lane (its coordinator keeps them warm), with a successful
+        run's timings; False if it is gone, and then they are this run's to tear down."""
+        if not clusters and history is None:
             return False
         try:
             await workflow.get_external_workflow_handle(self._lane).signal(
-                SIGNAL_WARM, Handover(clusters)
+                SIGNAL_WARM, Handover(clusters, history)
             )
         except FailureError:
             self._up += [c.name for c in clusters if c.name not in self._up]

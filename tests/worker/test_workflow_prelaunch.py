@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
-from tests.runs import clusters_left, request_for, wait_finished
-from worker.contract import RunState, StageState
+from tests.runs import clusters_left, head, request_for, wait_finished
+from worker.contract import RunProgress, RunState, StageState
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 from worker.workflow import PATCH_PRELAUNCH, PipelineWorkflow
@@ -167,3 +168,31 @@ async def test_a_prelaunched_run_replays_on_todays_code_behind_its_patch(
         history, raise_on_replay_failure=False
     )
     assert result.replay_failure is None, result.replay_failure
+
+
+async def test_the_lanes_last_run_times_provisioning_so_the_cluster_idles_little(
+    control: RunControl, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(pipeline(seconds=12))
+    first = await wait_finished(control, (await control.start(request_for(repo))).run_id)
+    assert first.state is RunState.SUCCEEDED, first.error
+    git_repo({"NOTES.md": "next commit\n"})  # the lane's next run, of a new commit
+    outcome = await control.start(request_for(repo, commit=head(repo)))
+    second = await wait_finished(control, outcome.run_id)
+
+    assert second.state is RunState.SUCCEEDED, second.error
+    began = datetime.fromisoformat(second.stages[0].started_at)
+
+    def after(run: RunProgress) -> float:
+        return (datetime.fromisoformat(run.stages[1].provision_started_at) - began).total_seconds()
+
+    # Without history it started with the run; now it waits until about its launch time (a
+    # second or so here) plus a margin before the first stage's 12 s are up.
+    first_began = datetime.fromisoformat(first.stages[0].started_at)
+    first_at = datetime.fromisoformat(first.stages[1].provision_started_at)
+    assert (first_at - first_began).total_seconds() < 2
+    assert 3 < after(second) < 12
+    # And it was still ready in time: the job started as soon as the first stage ended.
+    ready = datetime.fromisoformat(second.stages[1].provision_finished_at)
+    assert ready <= datetime.fromisoformat(second.stages[0].finished_at)
+    assert second.stages[1].metrics["setup_at"] < second.stages[0].metrics["end"]
