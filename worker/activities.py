@@ -373,6 +373,7 @@ class PipelineActivities:
             autostop_minutes=data.autostop_minutes,
             labels={"skyrun-run": data.run_id, "skyrun-stage": stage.name},
             lane=data.request.lane,
+            managed=stage.managed,
         )
         raw = self._open_log(data.run_id, stage.name)
         started = time.monotonic()

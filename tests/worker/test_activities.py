@@ -28,6 +28,7 @@ class FlakyInfra:
         self.failures, self.cause, self.code = failures, cause, code
         self.runs: list[bool] = []
         """`launch` of every run call, in order."""
+        self.tasks: list[TaskRun] = []
         self.downs: list[str] = []
 
     async def validate(self, task_yaml: str, envs: dict[str, str], checkout_dir: Path) -> None:
@@ -35,6 +36,7 @@ class FlakyInfra:
 
     async def run(self, task: TaskRun, log: BinaryIO) -> int:
         self.runs.append(task.launch)
+        self.tasks.append(task)
         log.write(f"job attempt {len(self.runs)}\n".encode())
         if len(self.runs) <= self.failures:
             raise InfraError(self.cause, f"cluster {task.cluster_name} went away")
@@ -59,9 +61,12 @@ async def run_stage(
     *,
     launch: bool = True,
     retries: int = 2,
+    managed: bool = False,
 ) -> tuple[PipelineActivities, object]:
     activities = PipelineActivities(settings, backend)
-    stage = PlannedStage("train", "train", "sr-r-train", "t.yaml", "run: x\n", {}, launch=launch)
+    stage = PlannedStage(
+        "train", "train", "sr-r-train", "t.yaml", "run: x\n", {}, launch=launch, managed=managed
+    )
     request = RunRequest(repo=str(repo), clone_url=str(repo), ref="main")
     data = StageInput("run-infra", request, "", stage, [], 30, max_infra_retries=retries)
     return activities, await ActivityEnvironment().run(activities.run_stage, data)
@@ -141,3 +146,14 @@ async def test_a_job_that_fails_is_never_retried(settings: Settings, repo: Path)
     assert output.infra_recoveries == []  # type: ignore[attr-defined]
     assert backend.runs == [True]
     assert backend.downs == []
+
+
+@pytest.mark.parametrize("managed", [True, False])
+async def test_the_stage_s_managed_key_reaches_the_backend(
+    settings: Settings, repo: Path, managed: bool
+) -> None:
+    backend = FlakyInfra(failures=0)
+
+    await run_stage(settings, repo, backend, managed=managed)
+
+    assert [task.managed for task in backend.tasks] == [managed]

@@ -51,6 +51,9 @@ class TaskRun:
     labels: dict[str, str] = field(default_factory=dict)
     lane: str = ""
     """The run's lane (RunRequest.lane); the local backend gives each lane a bucket directory."""
+    managed: bool = False
+    """Run as a SkyPilot managed job (pipeline `managed: true`); the local backend runs it as an
+    ordinary stage and says so in the log."""
 
 
 class ComputeBackend(Protocol):
