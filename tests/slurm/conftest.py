@@ -30,6 +30,9 @@ SLURM_EXAMPLE = REPO_ROOT / "examples" / "mock-training-slurm"
 SLURM_CONFIG = Path(os.environ.get("SKYRUN_SLURM_CONFIG", "~/.slurm/config")).expanduser()
 LOGIN_USER = os.environ.get("SKYRUN_SLURM_USER", "skyrun-slurm")
 API_START_TIMEOUT_S = 180
+# Managed jobs (`managed: true`): the jobs controller runs inside the API server (consolidation
+# mode) rather than as a controller cluster of its own, which would not fit on the node's CPUs.
+SKY_CONFIG = "jobs:\n  controller:\n    consolidation_mode: true\n"
 POLL_EVERY_S = 3.0
 
 
@@ -78,6 +81,8 @@ def sky_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServ
     home = tmp_path_factory.mktemp("skyhome")
     (home / ".slurm").mkdir()
     shutil.copy(SLURM_CONFIG, home / ".slurm" / "config")
+    (home / ".sky").mkdir()
+    (home / ".sky" / "config.yaml").write_text(SKY_CONFIG)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYPILOT_")}
     env.update(
@@ -120,6 +125,8 @@ def _plain(text: str) -> str:
 
 def _down_leftovers(server: ApiServer) -> None:
     """Safety net: a failed test must not leave Slurm jobs behind for the next one."""
+    # Managed jobs first: their clusters belong to the jobs controller, not to `sky down`.
+    server.cli("jobs", "cancel", "--all", "--yes", timeout=300)
     out = server.cli("status", "--all-users", timeout=120).stdout
     for line in _plain(out).splitlines():
         name = line.split()[0] if line.split() else ""
