@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/dag.py
+	$(BIN)/python bench/retry.py
 
 # skyrun's added wall time over the SkyPilot SDK, on the local Slurm cluster (needs root).
 bench-slurm: $(STAMP)
