@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from sky.jobs import ManagedJobStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from tests.worker.backends.fake_sky import FakeSky
 from worker import metrics as worker_metrics
 from worker.activities import USER_ERROR, PipelineActivities
 from worker.backends.base import EXIT_FAILED, InfraError, TaskRun
+from worker.backends.skypilot import SkyPilotBackend
 from worker.contract import InfraCause, RunRequest
 from worker.models import PlannedStage, StageInput
 from worker.settings import Settings
@@ -57,7 +60,7 @@ def infra_count(cause: InfraCause, outcome: str) -> float:
 async def run_stage(
     settings: Settings,
     repo: Path,
-    backend: FlakyInfra,
+    backend: FlakyInfra | SkyPilotBackend,
     *,
     launch: bool = True,
     retries: int = 2,
@@ -157,3 +160,21 @@ async def test_the_stage_s_managed_key_reaches_the_backend(
     await run_stage(settings, repo, backend, managed=managed)
 
     assert [task.managed for task in backend.tasks] == [managed]
+
+
+async def test_a_managed_job_without_capacity_is_relaunched_as_an_infrastructure_failure(
+    settings: Settings, repo: Path
+) -> None:
+    fake = FakeSky()
+    fake.jobs.states = [ManagedJobStatus.FAILED_NO_RESOURCE]  # the first job, then SUCCEEDED
+    fake.jobs.failure_reason = "Failed to acquire resources in all zones"
+    backend = SkyPilotBackend(sdk=fake, managed_poll_seconds=0.01)
+
+    _, output = await run_stage(settings, repo, backend, managed=True)
+
+    assert output.exit_code == 0  # type: ignore[attr-defined]
+    assert output.infra_recoveries == ["capacity"]  # type: ignore[attr-defined]
+    assert len(fake.named("jobs.launch")) == 2
+    assert fake.jobs.live() == []
+    log = (settings.logs_dir / "run-infra" / "train.log").read_text()
+    assert "FAILED_NO_RESOURCE" in log and "relaunching cluster train (1 of" in log
