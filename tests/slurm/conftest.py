@@ -32,6 +32,7 @@ LOGIN_USER = os.environ.get("SKYRUN_SLURM_USER", "skyrun-slurm")
 API_START_TIMEOUT_S = 180
 # Managed jobs (`managed: true`): the jobs controller runs inside the API server (consolidation
 # mode) rather than as a controller cluster of its own, which would not fit on the node's CPUs.
+MANAGED_TESTS = "test_managed_on_slurm.py"
 SKY_CONFIG = "jobs:\n  controller:\n    consolidation_mode: true\n"
 POLL_EVERY_S = 3.0
 
@@ -45,6 +46,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slurm)
             if os.environ.get(OPT_IN_ENV) != "1":
                 item.add_marker(skip)
+    # Managed jobs last: the jobs controller's processes they start in the API server stay for the
+    # session, and the node has only 2 CPUs for the other tests' clusters.
+    items.sort(key=lambda item: item.path.name == MANAGED_TESTS)
 
 
 def _free_port() -> int:
