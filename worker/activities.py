@@ -339,8 +339,9 @@ class PipelineActivities:
                     needs=needs[stage.name],
                     managed=stage.managed,
                     prelaunch=stage.prelaunch,
+                    # A managed job's cluster is the jobs controller's: never kept warm.
                     fingerprint=cluster_fingerprint(self.backend.name, task_yaml)
-                    if launches(stages, index)
+                    if launches(stages, index) and not stage.managed
                     else "",
                 )
             )
@@ -400,6 +401,7 @@ class PipelineActivities:
             labels={"skyrun-run": data.run_id, "skyrun-stage": stage.name},
             lane=data.request.lane,
             provision_only=data.provision,
+            managed=stage.managed,
         )
         raw = self._open_log(data.run_id, stage.name)
         started = time.monotonic()

@@ -918,7 +918,9 @@ class PipelineWorkflow:
         for planned in waiting:
             unmet = [n for n in needs[planned.name] if n not in done and n in needs]
             warm = planned.cluster_name in self._up  # a warm cluster taken from the lane
-            if planned.launch and planned.prelaunch and unmet and not warm:
+            # A managed job's cluster belongs to SkyPilot's jobs controller: never ahead.
+            ahead = planned.prelaunch and not planned.managed
+            if planned.launch and ahead and unmet and not warm:
                 delay = provision_delay(self._history.get(planned.name))
                 self._prelaunches[planned.name] = asyncio.create_task(
                     self._prelaunch(request, prepared, planned, queue, delay)

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from sky.jobs import ManagedJobStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from tests.worker.backends.fake_sky import FakeSky
 from worker import metrics as worker_metrics
 from worker.activities import USER_ERROR, PipelineActivities
 from worker.backends.base import EXIT_FAILED, InfraError, TaskRun
+from worker.backends.skypilot import SkyPilotBackend
 from worker.contract import InfraCause, RunRequest
 from worker.models import PlannedStage, StageInput
 from worker.settings import Settings
@@ -28,6 +31,7 @@ class FlakyInfra:
         self.failures, self.cause, self.code = failures, cause, code
         self.runs: list[bool] = []
         """`launch` of every run call, in order."""
+        self.tasks: list[TaskRun] = []
         self.downs: list[str] = []
 
     async def validate(self, task_yaml: str, envs: dict[str, str], checkout_dir: Path) -> None:
@@ -35,6 +39,7 @@ class FlakyInfra:
 
     async def run(self, task: TaskRun, log: BinaryIO) -> int:
         self.runs.append(task.launch)
+        self.tasks.append(task)
         log.write(f"job attempt {len(self.runs)}\n".encode())
         if len(self.runs) <= self.failures:
             raise InfraError(self.cause, f"cluster {task.cluster_name} went away")
@@ -55,13 +60,16 @@ def infra_count(cause: InfraCause, outcome: str) -> float:
 async def run_stage(
     settings: Settings,
     repo: Path,
-    backend: FlakyInfra,
+    backend: FlakyInfra | SkyPilotBackend,
     *,
     launch: bool = True,
     retries: int = 2,
+    managed: bool = False,
 ) -> tuple[PipelineActivities, object]:
     activities = PipelineActivities(settings, backend)
-    stage = PlannedStage("train", "train", "sr-r-train", "t.yaml", "run: x\n", {}, launch=launch)
+    stage = PlannedStage(
+        "train", "train", "sr-r-train", "t.yaml", "run: x\n", {}, launch=launch, managed=managed
+    )
     request = RunRequest(repo=str(repo), clone_url=str(repo), ref="main")
     data = StageInput("run-infra", request, "", stage, [], 30, max_infra_retries=retries)
     return activities, await ActivityEnvironment().run(activities.run_stage, data)
@@ -141,3 +149,32 @@ async def test_a_job_that_fails_is_never_retried(settings: Settings, repo: Path)
     assert output.infra_recoveries == []  # type: ignore[attr-defined]
     assert backend.runs == [True]
     assert backend.downs == []
+
+
+@pytest.mark.parametrize("managed", [True, False])
+async def test_the_stage_s_managed_key_reaches_the_backend(
+    settings: Settings, repo: Path, managed: bool
+) -> None:
+    backend = FlakyInfra(failures=0)
+
+    await run_stage(settings, repo, backend, managed=managed)
+
+    assert [task.managed for task in backend.tasks] == [managed]
+
+
+async def test_a_managed_job_without_capacity_is_relaunched_as_an_infrastructure_failure(
+    settings: Settings, repo: Path
+) -> None:
+    fake = FakeSky()
+    fake.jobs.states = [ManagedJobStatus.FAILED_NO_RESOURCE]  # the first job, then SUCCEEDED
+    fake.jobs.failure_reason = "Failed to acquire resources in all zones"
+    backend = SkyPilotBackend(sdk=fake, managed_poll_seconds=0.01)
+
+    _, output = await run_stage(settings, repo, backend, managed=True)
+
+    assert output.exit_code == 0  # type: ignore[attr-defined]
+    assert output.infra_recoveries == ["capacity"]  # type: ignore[attr-defined]
+    assert len(fake.named("jobs.launch")) == 2
+    assert fake.jobs.live() == []
+    log = (settings.logs_dir / "run-infra" / "train.log").read_text()
+    assert "FAILED_NO_RESOURCE" in log and "relaunching cluster train (1 of" in log

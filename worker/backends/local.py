@@ -14,6 +14,9 @@ launch that creates it to `down`; stages naming the same cluster share it:
         job.pid        process group and token of the job running now, written by its shell
                        before anything of the task runs
 
+A `managed: true` stage (a SkyPilot managed job elsewhere) runs as an ordinary stage here, with
+a line in its log saying so.
+
 File mounts are synced on launch only, as SkyPilot does. Cloud storage, volumes, managed
 secrets and multi-node tasks are refused with a TaskSpecError; `resources` are ignored.
 
@@ -114,6 +117,10 @@ SYNC_FAILED = "could not sync {src} to cluster {name}: {error}"
 STALE_JOB_SURVIVED = "cluster {name}: process group {pgid} of an earlier job does not die"
 DOWN_FAILED = "could not remove cluster {name}: {error}"
 
+LOG_MANAGED = (
+    "[skyrun] stage {stage}: managed: true is a SkyPilot managed job; the local backend runs it "
+    "as an ordinary stage (no preemption recovery here)\n"
+)
 LOG_IGNORING_RESOURCES = "local backend: ignoring resources {resources}\n"
 LOG_SETUP_FAILED = "local backend: setup failed with return code {code}; run skipped\n"
 LOG_LEFTOVERS_KILLED = "local backend: stopped processes the task left running\n"
@@ -266,6 +273,8 @@ class LocalBackend:
         await asyncio.to_thread(_write_owner, cluster, ClusterOwner(task.run_id, task.stage))
         if sandbox is None:
             _write(log, LOG_SANDBOX_OFF.encode())
+        if task.managed:
+            _write(log, LOG_MANAGED.format(stage=task.stage).encode())
         if spec.resources:
             _write(log, LOG_IGNORING_RESOURCES.format(resources=spec.resources).encode())
         bucket = self.bucket_dir(task.lane, task.run_id)

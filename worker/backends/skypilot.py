@@ -2,6 +2,11 @@
 
 `sky` is imported lazily on first use (it takes seconds, and the bot must never import it), and
 every SDK call blocks on HTTP, so each one runs in a thread via `asyncio.to_thread`.
+
+A `managed: true` stage runs as a SkyPilot managed job named after the stage's cluster
+(`sky.jobs.launch`): the jobs controller provisions its cluster and recovers it from preemption;
+skyrun follows its log, maps its final state from `sky.jobs.queue_v2` and cancels it
+(`sky.jobs.cancel`) on cancellation and in `down`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -89,6 +95,57 @@ LOG_JOB_STARTED = "[skyrun] job {job_id} submitted on cluster {cluster}; its out
 LOG_NO_JOB = "[skyrun] the task has no `run` commands: nothing to run\n"
 LOG_PROVISIONED = "[skyrun] cluster {cluster} is up and set up, ready for the stage's job\n"
 LOG_CANCELLING = "[skyrun] cancelled: stopping the SkyPilot request and job\n"
+# Managed jobs (`managed: true`): the jobs controller runs the task on a cluster of its own and
+# recovers it from preemption by itself; skyrun follows it and maps its final state.
+LOG_MANAGED_LAUNCHING = (
+    "[skyrun] launching managed job {name} (SkyPilot request {request_id}); the jobs controller "
+    "provisions its cluster and recovers it from preemption\n"
+)
+LOG_MANAGED_OWN_CLUSTER = (
+    "[skyrun] stage {stage}: a managed job runs on a cluster of its own, not on cluster {name} "
+    "of the stages before it: files they left there are not visible (use DATA_BUCKET_URL)\n"
+)
+LOG_MANAGED_STARTED = "[skyrun] managed job {job_id} ({name}) submitted; its output follows\n"
+LOG_MANAGED_STREAM_BROKE = (
+    "[skyrun] the log stream of managed job {job_id} broke ({error}); asking SkyPilot for its "
+    "state\n"
+)
+LOG_MANAGED_ENDED = "[skyrun] managed job {job_id} ended {status}{recoveries}\n"
+LOG_MANAGED_RECOVERIES = " after {count} recoveries by the jobs controller"
+LOG_MANAGED_SETUP_FAILED = (
+    "[skyrun] managed job {job_id}: its setup failed (FAILED_SETUP), so its run commands never "
+    "started; fix the task's `setup:` (its output is above){reason}\n"
+)
+LOG_MANAGED_REASON = ": {reason}"
+MSG_MANAGED_PRECHECKS = (
+    "SkyPilot refused to start managed job {name} (FAILED_PRECHECKS: no enabled cloud offers "
+    "the task's resources, or a precheck failed); change `resources:` in the task or ask an "
+    "operator to enable a cloud that has them. SkyPilot said: {reason}"
+)
+MSG_MANAGED_NO_RESOURCE = (
+    "managed job {name} found no capacity for its resources (FAILED_NO_RESOURCE): {reason}"
+)
+MSG_MANAGED_CONTROLLER = (
+    "the jobs controller failed managed job {name} (FAILED_CONTROLLER), not the task: {reason}"
+)
+MSG_MANAGED_STREAM_LOST = (
+    "lost the log stream of managed job {job_id} ({name}) while it was {status}; it was "
+    "cancelled so that the stage can start again: {error}"
+)
+MSG_MANAGED_UNSETTLED = (
+    "managed job {job_id} ({name}) was still {status} {seconds:.0f} s after its log ended; it "
+    "was cancelled. Look at `sky jobs queue` and `sky jobs logs --controller {job_id}`."
+)
+MSG_MANAGED_NOT_FOUND = "managed job {job_id} ({name}) is not in SkyPilot's jobs queue"
+MSG_MANAGED_NO_ID = "SkyPilot accepted managed job {name} but returned no job id"
+MSG_MANAGED_NOT_STOPPED = (
+    "managed job(s) {job_ids} ({name}) did not stop within {seconds:.0f} s of being cancelled; "
+    "check `sky jobs queue` and cancel them with `sky jobs cancel {job_ids_arg}`"
+)
+MSG_MANAGED_LOOKUP_FAILED = (
+    "could not look up managed jobs named {name} in SkyPilot's jobs queue: {error}"
+)
+MSG_NO_REASON = "SkyPilot gave no reason"
 MSG_CLUSTER_LOST = "cluster {cluster} is {status} after its job ended (code {code}): {cause}"
 MSG_CLUSTER_LOST_STREAM = (
     "cluster {cluster} is {status} and its job stream broke ({error}): {cause}"
@@ -100,6 +157,33 @@ EXIT_MARKER = "::skyrun-exit-code"
 _EXIT_LINE = re.compile(rf"{re.escape(EXIT_MARKER)} (-?\d{{1,4}})\s*$")
 RUN_WRAPPER = (
     f'(\n{{run}}\n)\n__skyrun_exit=$?\necho "{EXIT_MARKER} $__skyrun_exit"\nexit $__skyrun_exit\n'
+)
+# How long a managed job may take to reach a final state after its log ended (the controller
+# records it, then tears the job's cluster down), and how often its state is asked for.
+MANAGED_SETTLE_SECONDS = 180.0
+MANAGED_POLL_SECONDS = 2.0
+# How long a cancelled managed job may take to be CANCELLED (its cluster torn down).
+MANAGED_CANCEL_SECONDS = 300.0
+# Fields asked of the jobs queue (a small record; the default set has no failure reason).
+_MANAGED_FIELDS = ["job_id", "task_id", "job_name", "status", "failure_reason", "recovery_count"]
+# ManagedJobStatus values (sky/jobs/state.py), compared as text so that no sky import is needed.
+_MANAGED_SUCCEEDED = "SUCCEEDED"
+_MANAGED_CANCELLED = "CANCELLED"
+_MANAGED_FAILED = "FAILED"
+_MANAGED_FAILED_SETUP = "FAILED_SETUP"
+_MANAGED_FAILED_PRECHECKS = "FAILED_PRECHECKS"
+_MANAGED_FAILED_NO_RESOURCE = "FAILED_NO_RESOURCE"
+_MANAGED_FAILED_CONTROLLER = "FAILED_CONTROLLER"
+_MANAGED_TERMINAL = frozenset(
+    {
+        _MANAGED_SUCCEEDED,
+        _MANAGED_CANCELLED,
+        _MANAGED_FAILED,
+        _MANAGED_FAILED_SETUP,
+        _MANAGED_FAILED_PRECHECKS,
+        _MANAGED_FAILED_NO_RESOURCE,
+        _MANAGED_FAILED_CONTROLLER,
+    }
 )
 # Cluster states in which a failed job counts as the task's own failure.
 _GONE = "gone"
@@ -155,11 +239,24 @@ class SkyPilotBackend:
 
     name = "skypilot"
 
-    def __init__(self, api_server_endpoint: str | None = None, sdk: Any | None = None) -> None:
+    def __init__(
+        self,
+        api_server_endpoint: str | None = None,
+        sdk: Any | None = None,
+        *,
+        managed_poll_seconds: float = MANAGED_POLL_SECONDS,
+        managed_settle_seconds: float = MANAGED_SETTLE_SECONDS,
+        managed_cancel_seconds: float = MANAGED_CANCEL_SECONDS,
+    ) -> None:
         self._endpoint = api_server_endpoint.rstrip("/") if api_server_endpoint else None
         self._sdk = sdk
         # In-flight launch/exec request per cluster, so `down` can cancel a launch still running.
         self._requests: dict[str, str] = {}
+        # Names of the managed jobs this process launched: `down` of one must see the jobs queue.
+        self._managed_names: set[str] = set()
+        self._poll = managed_poll_seconds
+        self._settle = managed_settle_seconds
+        self._cancel_wait = managed_cancel_seconds
 
     # -- ComputeBackend -------------------------------------------------------------------------
 
@@ -169,6 +266,8 @@ class SkyPilotBackend:
 
     async def run(self, task: TaskRun, log: BinaryIO) -> int:
         sky = await self._sky()
+        if task.managed:
+            return await self._run_managed(sky, task, log)
         cluster = task.cluster_name
         secrets = _secret_values(task.task_yaml, task.envs)
         stream = _LogStream(log)
@@ -250,7 +349,11 @@ class SkyPilotBackend:
                 del self._requests[cluster]
 
     async def down(self, cluster_name: str) -> None:
-        """Tear the cluster down (INIT clusters too); if cancelled, the teardown still finishes."""
+        """Tear the cluster down (INIT clusters too); if cancelled, the teardown still finishes.
+
+        A cluster that does not exist may be a managed stage's name: the jobs controller owns
+        that job's cluster, so a managed job of that name still running is cancelled instead.
+        """
         sky = await self._sky()
         in_flight = self._requests.pop(cluster_name, None)
         if in_flight is not None:
@@ -263,6 +366,7 @@ class SkyPilotBackend:
         except Exception as exc:
             if _is_a(exc, {"ClusterDoesNotExist"}):
                 logger.info("cluster %s is already gone", cluster_name)
+                await self._cancel_managed_named(sky, cluster_name)
                 return
             action = f"tear down cluster {cluster_name}"
             raise _translate(exc, action, cluster_name, [], force_transient=True) from None
@@ -271,6 +375,206 @@ class SkyPilotBackend:
         if not self._endpoint:
             return ""
         return _URL_USERINFO.sub("://", self._endpoint) + DASHBOARD_PATH
+
+    # -- managed jobs ---------------------------------------------------------------------------
+
+    async def _run_managed(self, sky: Any, task: TaskRun, log: BinaryIO) -> int:
+        """Run the stage as a managed job named after its cluster; map its final state."""
+        name = task.cluster_name
+        secrets = _secret_values(task.task_yaml, task.envs)
+        stream = _LogStream(log)
+        request_id: str | None = None
+        job_id: int | None = None
+        ended = False
+        try:
+            sky_task = await asyncio.to_thread(
+                _build_task, sky, task.task_yaml, task.envs, task.checkout_dir
+            )
+            if not task.launch:
+                stream.write(LOG_MANAGED_OWN_CLUSTER.format(stage=task.stage, name=name))
+            self._managed_names.add(name)
+            request_id = await self._submit_call(
+                sky, name, functools.partial(sky.jobs.launch, sky_task, name=name)
+            )
+            self._requests[name] = request_id
+            stream.write(LOG_MANAGED_LAUNCHING.format(name=name, request_id=request_id))
+            result = await asyncio.to_thread(sky.stream_and_get, request_id, output_stream=stream)
+            request_id = None
+            self._requests.pop(name, None)
+            job_id = _first_job_id(result)
+            if job_id is None:
+                raise BackendError(MSG_MANAGED_NO_ID.format(name=name))
+            stream.write(LOG_MANAGED_STARTED.format(job_id=job_id, name=name))
+            try:
+                # Its return code (0, 100, 103) says less than the state the queue gives below.
+                await asyncio.to_thread(
+                    sky.jobs.tail_logs, job_id=job_id, follow=True, output_stream=stream
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = _describe(exc, secrets)
+                stream.write(LOG_MANAGED_STREAM_BROKE.format(job_id=job_id, error=error))
+                record = await asyncio.to_thread(self._managed_record, sky, job_id, name)
+                status = _managed_status(record)
+                if status not in _MANAGED_TERMINAL:
+                    raise InfraError(
+                        InfraCause.CONNECTION,
+                        MSG_MANAGED_STREAM_LOST.format(
+                            job_id=job_id, name=name, status=status, error=error
+                        ),
+                    ) from None
+            record = await self._managed_settled(sky, job_id, name)
+            ended = True
+            return _managed_outcome(record, job_id, name, stream, secrets)
+        except asyncio.CancelledError:
+            stream.write(LOG_CANCELLING)
+            await self._stop_managed(sky, name, request_id, job_id)
+            raise
+        except (TaskSpecError, BackendError):
+            if not ended:
+                await self._stop_managed(sky, name, request_id, job_id)
+            raise
+        except Exception as exc:
+            await self._stop_managed(sky, name, request_id, job_id)
+            action = f"run managed job {name}"
+            raise _translate(exc, action, name, secrets, infra=True) from None
+        finally:
+            stream.stop()
+            if self._requests.get(name) == request_id:
+                self._requests.pop(name, None)
+
+    def _managed_record(self, sky: Any, job_id: int, name: str) -> Any:
+        """The jobs queue's record of the job (its first task), or raise BackendError."""
+        result = sky.get(sky.jobs.queue_v2(refresh=False, job_ids=[job_id], fields=_MANAGED_FIELDS))
+        for record in _queue_records(result):
+            if _field(record, "job_id") == job_id:
+                return record
+        raise BackendError(MSG_MANAGED_NOT_FOUND.format(job_id=job_id, name=name))
+
+    async def _managed_settled(self, sky: Any, job_id: int, name: str) -> Any:
+        """The job's record once its state is final (the controller records it a little after
+        the log ends); past the settle time the job is cancelled and this raises."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settle
+        while True:
+            record = await asyncio.to_thread(self._managed_record, sky, job_id, name)
+            status = _managed_status(record)
+            if status in _MANAGED_TERMINAL:
+                return record
+            if loop.time() >= deadline:
+                raise BackendError(
+                    MSG_MANAGED_UNSETTLED.format(
+                        job_id=job_id, name=name, status=status, seconds=self._settle
+                    )
+                )
+            await asyncio.sleep(self._poll)
+
+    def _live_managed(self, sky: Any, name: str) -> list[int]:
+        """Ids of the managed jobs named exactly `name` that are not in a final state."""
+        result = sky.get(
+            sky.jobs.queue_v2(
+                refresh=False, skip_finished=True, name_match=name, fields=_MANAGED_FIELDS
+            )
+        )
+        ids = {
+            int(_field(record, "job_id"))
+            for record in _queue_records(result)
+            if _field(record, "job_name") == name
+            and _managed_status(record) not in _MANAGED_TERMINAL
+            and _field(record, "job_id") is not None
+        }
+        return sorted(ids)
+
+    async def _cancel_managed_named(self, sky: Any, name: str) -> None:
+        """`down` of a managed stage: cancel its job if it still runs, and wait until it stops.
+
+        No jobs controller means no managed job: nothing to do. Failing to look is raised
+        (retried by Temporal) for a name this process launched a managed job under, so that no
+        job is left running unseen; for other names (most likely an ordinary cluster already
+        gone, on a server that may not run managed jobs at all) it is logged.
+        """
+        try:
+            live = await asyncio.to_thread(self._live_managed, sky, name)
+        except Exception as exc:
+            if _is_a(exc, _CLUSTER_STATE_ERRORS):
+                logger.info("no jobs controller is up: no managed job %s to cancel", name)
+                return
+            error = _describe(exc, [])
+            message = MSG_MANAGED_LOOKUP_FAILED.format(name=name, error=error)
+            if name in self._managed_names:
+                raise BackendError(message) from None
+            logger.warning("%s", message)
+            return
+        self._managed_names.discard(name)
+        if live:
+            logger.info("cancelling managed job(s) %s named %s", live, name)
+            await self._cancel_managed(sky, name, live, raise_errors=True)
+
+    async def _stop_managed(
+        self, sky: Any, name: str, request_id: str | None, job_id: int | None
+    ) -> None:
+        """Best effort: cancel the launch request and the job (the ones the launch created, if it
+        was cut short), waiting until they stopped; errors are logged, not raised."""
+        if request_id is not None:
+            await self._stop_remote(sky, name, request_id, None)
+        try:
+            if job_id is not None:
+                ids = [job_id]
+            elif request_id is not None:
+                # The launch may have created the job before it was cancelled.
+                ids = await asyncio.wait_for(
+                    asyncio.to_thread(self._live_managed, sky, name), CANCEL_TIMEOUT_SECONDS
+                )
+            else:
+                return
+            if ids:
+                await self._cancel_managed(sky, name, ids, raise_errors=False)
+        except Exception:
+            logger.warning("could not stop managed job %s", name, exc_info=True)
+
+    async def _cancel_managed(
+        self, sky: Any, name: str, job_ids: list[int], *, raise_errors: bool
+    ) -> None:
+        """Cancel the jobs and wait until the controller says they ended (cluster torn down)."""
+
+        def cancel_and_wait() -> list[int]:
+            sky.get(sky.jobs.cancel(job_ids=job_ids))
+            deadline = time.monotonic() + self._cancel_wait
+            while True:
+                result = sky.get(
+                    sky.jobs.queue_v2(refresh=False, job_ids=job_ids, fields=_MANAGED_FIELDS)
+                )
+                live = sorted(
+                    {
+                        int(_field(record, "job_id"))
+                        for record in _queue_records(result)
+                        if _managed_status(record) not in _MANAGED_TERMINAL
+                    }
+                )
+                if not live or time.monotonic() >= deadline:
+                    return live
+                time.sleep(self._poll)
+
+        try:
+            live = await asyncio.to_thread(cancel_and_wait)
+        except Exception as exc:
+            if not raise_errors:
+                logger.warning("could not cancel managed job(s) %s", job_ids, exc_info=True)
+                return
+            action = f"cancel managed job {name}"
+            raise _translate(exc, action, name, [], force_transient=True) from None
+        if live:
+            ids = ", ".join(str(i) for i in live)
+            message = MSG_MANAGED_NOT_STOPPED.format(
+                job_ids=ids,
+                name=name,
+                seconds=self._cancel_wait,
+                job_ids_arg=" ".join(str(i) for i in live),
+            )
+            if raise_errors:
+                raise BackendError(message)
+            logger.warning("%s", message)
 
     # -- extras for the CLI and metrics ---------------------------------------------------------
 
@@ -350,6 +654,10 @@ class SkyPilotBackend:
             )
         else:
             call = functools.partial(sky.exec, sky_task, cluster_name=task.cluster_name)
+        return await self._submit_call(sky, task.cluster_name, call)
+
+    async def _submit_call(self, sky: Any, cluster: str, call: Callable[[], str]) -> str:
+        """Send a request; if cancelled meanwhile, cancel the request it created."""
         submitting = asyncio.ensure_future(asyncio.to_thread(call))
         try:
             return await asyncio.shield(submitting)
@@ -360,7 +668,7 @@ class SkyPilotBackend:
             with contextlib.suppress(Exception):
                 request_id = await asyncio.wait_for(submitting, CANCEL_TIMEOUT_SECONDS)
             if request_id is not None:
-                await self._stop_remote(sky, task.cluster_name, request_id, None)
+                await self._stop_remote(sky, cluster, request_id, None)
             raise
 
     async def _stop_remote(
@@ -435,6 +743,66 @@ def job_exit_code(code: int, reported: int | None) -> int:
     if reported is None or reported == EXIT_SUCCEEDED or code == EXIT_SUCCEEDED:
         return code
     return reported
+
+
+# -- managed job states ---------------------------------------------------------------------------
+
+
+def _first_job_id(result: Any) -> int | None:
+    """The job id of a `sky.jobs.launch` result `(job_ids, controller_handle)`.
+
+    Only the ids are touched: the handle's repr can fail on the client.
+    """
+    ids = result[0] if isinstance(result, tuple) and result else result
+    if isinstance(ids, list):
+        ids = ids[0] if ids else None
+    return int(ids) if isinstance(ids, int) else None
+
+
+def _queue_records(result: Any) -> list[Any]:
+    """The records of a `sky.jobs.queue_v2` result `(records, total, counts, total_no_filter)`."""
+    records = result[0] if isinstance(result, tuple) else result
+    return list(records or [])
+
+
+def _field(record: Any, name: str) -> Any:
+    """A field of a queue record: a ManagedJobRecord (pydantic, dict-like) or a plain dict."""
+    getter = getattr(record, "get", None)
+    return getter(name) if callable(getter) else getattr(record, name, None)
+
+
+def _managed_status(record: Any) -> str:
+    status = _field(record, "status")
+    return str(getattr(status, "value", status))
+
+
+def _managed_outcome(
+    record: Any, job_id: int, name: str, stream: _LogStream, secrets: list[str]
+) -> int:
+    """Map a managed job's final state to the stage: an exit status, or a raised error."""
+    status = _managed_status(record)
+    raw_reason = _field(record, "failure_reason")
+    reason = _describe(RuntimeError(raw_reason), secrets) if raw_reason else MSG_NO_REASON
+    count = _field(record, "recovery_count") or 0
+    recoveries = LOG_MANAGED_RECOVERIES.format(count=count) if count else ""
+    stream.write(LOG_MANAGED_ENDED.format(job_id=job_id, status=status, recoveries=recoveries))
+    if status == _MANAGED_SUCCEEDED:
+        return EXIT_SUCCEEDED
+    if status == _MANAGED_CANCELLED:
+        return EXIT_CANCELLED
+    if status == _MANAGED_FAILED:
+        return job_exit_code(EXIT_FAILED, stream.exit_code)
+    if status == _MANAGED_FAILED_SETUP:
+        detail = LOG_MANAGED_REASON.format(reason=reason) if raw_reason else ""
+        stream.write(LOG_MANAGED_SETUP_FAILED.format(job_id=job_id, reason=detail))
+        return EXIT_FAILED
+    if status == _MANAGED_FAILED_PRECHECKS:
+        raise TaskSpecError(MSG_MANAGED_PRECHECKS.format(name=name, reason=reason))
+    if status == _MANAGED_FAILED_NO_RESOURCE:
+        message = MSG_MANAGED_NO_RESOURCE.format(name=name, reason=reason)
+        raise InfraError(InfraCause.CAPACITY, message)
+    # FAILED_CONTROLLER: SkyPilot's own failure; Temporal retries the stage.
+    raise BackendError(MSG_MANAGED_CONTROLLER.format(name=name, reason=reason))
 
 
 def _parse_config(task_yaml: str) -> dict[str, Any]:

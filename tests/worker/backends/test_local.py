@@ -23,6 +23,7 @@ from worker.backends.local import (
     JOB_RECORD,
     LOG_IGNORING_RESOURCES,
     LOG_LEFTOVERS_KILLED,
+    LOG_MANAGED,
     LOG_SETUP_FAILED,
     MOUNT_MISSING,
     MULTI_NODE,
@@ -76,6 +77,7 @@ def task_run(
     launch: bool = True,
     envs: dict[str, str] | None = None,
     stage: str = "train",
+    managed: bool = False,
 ) -> TaskRun:
     return TaskRun(
         run_id="run1",
@@ -85,6 +87,7 @@ def task_run(
         envs=envs or {},
         checkout_dir=checkout,
         launch=launch,
+        managed=managed,
     )
 
 
@@ -512,6 +515,29 @@ async def test_resources_are_ignored_with_a_note_in_the_log(
     text = log_path.read_text()
     assert LOG_IGNORING_RESOURCES.format(resources='{"accelerators": "A100:8"}') in text
     assert output(log_path) == [("task", "trained")]
+
+
+async def test_a_managed_stage_runs_as_an_ordinary_one_and_says_so(
+    backend: LocalBackend, checkout: Path, log: BinaryIO, log_path: Path
+) -> None:
+    task_yaml = "setup: echo set up\nrun: echo trained; exit 3\n"
+    note = LOG_MANAGED.format(stage="train")
+
+    assert await backend.run(task_run(checkout, task_yaml, managed=True), log) == 3
+    assert await backend.run(task_run(checkout, task_yaml, launch=False, managed=True), log) == 3
+
+    text = log_path.read_text()
+    assert text.count(note) == 2
+    assert "managed: true" in note and "ordinary stage" in note
+    assert output(log_path) == [("setup", "set up"), ("task", "trained"), ("task", "trained")]
+
+
+async def test_an_ordinary_stage_says_nothing_about_managed_jobs(
+    backend: LocalBackend, checkout: Path, log: BinaryIO, log_path: Path
+) -> None:
+    assert await backend.run(task_run(checkout, "run: echo trained\n"), log) == 0
+
+    assert "managed" not in log_path.read_text()
 
 
 async def test_worker_secrets_are_not_passed_to_tasks(
