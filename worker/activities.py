@@ -322,6 +322,8 @@ class PipelineActivities:
                 task_envs, pipeline.envs, self.settings.skypilot_bucket_url, request.envs
             )
             envs.update(SKYRUN_RUN_ID=run_id, SKYRUN_STAGE=stage.name)
+            # The same for a retry as for the run it retries: where earlier stages kept data.
+            envs.update(SKYRUN_DATA_KEY=request.data_key or run_id)
             try:
                 await self.backend.validate(task_yaml, envs, path)
             except TaskSpecError as err:

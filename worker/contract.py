@@ -167,6 +167,9 @@ class RunRequest:
     """Stages of `retry_of` carried over as they ended there (each with `reused_from` set)."""
     retry_reasons: dict[str, str] = field(default_factory=dict)
     """Why each stage that is not reused runs again (stage name → reason)."""
+    data_key: str = ""
+    """What tasks get as SKYRUN_DATA_KEY: the run id of the first run of a chain of retries
+    ("" = this run's own id), so every retry finds where the runs it reuses kept their data."""
     # Sweeps (`/skyrun sweep`): set on each run a sweep starts; such a run posts no report of
     # its own (the sweep posts one table for all of them).
     sweep: SweepMember | None = None

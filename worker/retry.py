@@ -185,6 +185,7 @@ def retry_request(
         check_push_filter=False,
         check_pr_filter=False,
         retry_of=progress.run_id,
+        data_key=original.data_key or progress.run_id,
         reused=plan.reused,
         retry_reasons=dict(plan.reasons),
         # A sweep's run retried is a run of its own: it reports itself, the sweep is over.

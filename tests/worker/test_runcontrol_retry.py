@@ -151,6 +151,7 @@ async def test_a_retry_that_fails_again_is_retried_from_its_own_failed_stage(
     files["eval.yaml"] = (
         "run: |\n"
         "  echo x >> $DATA_BUCKET_URL/eval.count\n"
+        '  echo "$SKYRUN_RUN_ID $SKYRUN_DATA_KEY" >> $DATA_BUCKET_URL/eval.keys\n'
         "  [ $(wc -l < $DATA_BUCKET_URL/eval.count) -ge 3 ] || exit 4\n"
     )
     files[".skyrun.yaml"] = (
@@ -179,6 +180,9 @@ async def test_a_retry_that_fails_again_is_retried_from_its_own_failed_stage(
     assert [s.reused_from for s in final.stages] == [first, first, ""]
     assert bucket_file(settings, "train.count").read_text() == "x\n"
     assert bucket_file(settings, "eval.count").read_text() == "x\nx\nx\n"
+    # Each retry's tasks find data where the first run filed it: under its data key.
+    keys = bucket_file(settings, "eval.keys").read_text().splitlines()
+    assert keys == [f"{first} {first}", f"{first}-retry {first}", f"{first}-retry2 {first}"]
 
 
 # A diamond (stages as a DAG): one middle stage fails; its retry reuses the other branch and
