@@ -38,6 +38,8 @@ class Preempting:
 
     async def run(self, task: TaskRun, log: BinaryIO) -> int:
         code = await self.local.run(task, log)
+        if task.provision_only:
+            return code  # provisioned ahead of its stage (prelaunch): no job ran to lose
         self.launches.append(task.stage)
         if task.stage == self.stage and self.times > 0:
             self.times -= 1
