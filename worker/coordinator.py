@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
@@ -40,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.service import RPCError, RPCStatusCode
 
     from worker.contract import slug
+    from worker.ledger import LEDGER_RETRY, CostRecord, LedgerActivities, RecordInput, month_of
 
 COORDINATOR_WORKFLOW = "SkyrunCoordinator"
 SIGNAL_ENTER = "coordinator_enter"
@@ -60,6 +63,11 @@ DOWN_WARM = "down_clusters"
 """The worker activity that tears clusters down (worker/activities.py)."""
 # Pools started before places in line existed replay without the position signals.
 PATCH_POSITIONS = "capacity"
+PATCH_WARM_UPKEEP = "warm-upkeep"
+"""Expired warm clusters are torn down beside the loop, not in it (it admitted no run
+meanwhile), and the time a cluster spends warm is charged to its repository's month."""
+WARM_COST_KEY = "warm:{name}:{since}"
+"""A warm spell's record in the ledger (one per cluster and start of its warm time)."""
 
 SUPERSEDED = "superseded by run {run_id}, a newer request for this lane"
 STALE = "superseded by run {run_id}, which was requested after this one"
@@ -168,7 +176,9 @@ class WarmCluster:
     hourly_usd: float | None = None
     lane: str = ""
     since: str = ""
-    """When it became warm (its run ended): its time warm costs from here."""
+    """When it became warm (its run ended, or the lane last leased it): its time warm costs from
+    here, charged to `repo`'s month when a run takes it or it is downed."""
+    repo: str = ""
 
 
 @dataclass
@@ -237,6 +247,8 @@ class CoordinatorState:
     leased: list[Leased] = field(default_factory=list)
     history: list[StageTiming] = field(default_factory=list)
     """The stage timings of the lane's last successful run."""
+    downing: list[WarmCluster] = field(default_factory=list)
+    """Warm clusters whose time ended, being torn down (again after a continue-as-new)."""
 
 
 @dataclass
@@ -272,6 +284,8 @@ class CoordinatorWorkflow:
         self._inbox: list[Ticket | CancelAll | Left | Handover] = []
         self._told: dict[str, tuple[int, str, int]] = {}
         """The place each waiting execution was last told (position, ahead, capacity)."""
+        self._downs: set[asyncio.Task[None]] = set()
+        self._charges: set[asyncio.Task[None]] = set()
 
     @workflow.signal(name=SIGNAL_ENTER)
     def enter(self, ticket: Ticket) -> None:
@@ -287,7 +301,8 @@ class CoordinatorWorkflow:
 
     @workflow.query(name=QUERY_WARM)
     def warm_clusters(self) -> list[WarmCluster]:
-        return list(self._state.warm)
+        """Every cluster the lane holds up: warm ones, and expired ones not yet torn down."""
+        return [*self._state.warm, *self._state.downing]
 
     @workflow.signal(name=SIGNAL_CANCEL_ALL)
     def cancel_all(self, order: CancelAll) -> None:
@@ -304,6 +319,8 @@ class CoordinatorWorkflow:
     @workflow.run
     async def run(self, state: CoordinatorState) -> None:
         self._state = state
+        for cluster in state.downing:  # their teardown began before a continue-as-new
+            self._down_apart(cluster)
         while True:
             busy = bool(state.holders or state.waiting)
             timeout = timedelta(seconds=state.check_every_s) if busy else IDLE
@@ -316,7 +333,8 @@ class CoordinatorWorkflow:
             except TimeoutError:
                 if state.warm:
                     await self._expire()
-                elif not busy:
+                elif not busy and not state.downing:
+                    await workflow.wait_condition(lambda: not self._charges)
                     return
                 if busy:
                     await self._forget_closed()
@@ -331,6 +349,7 @@ class CoordinatorWorkflow:
                 or workflow.info().get_current_history_length() > MAX_HISTORY
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                await workflow.wait_condition(lambda: not self._charges)
                 if not self._inbox:
                     workflow.continue_as_new(state)
 
@@ -419,6 +438,12 @@ class CoordinatorWorkflow:
             state.holders.append(ticket)
             handle = workflow.get_external_workflow_handle(ticket.run_id, run_id=ticket.execution)
             warm, state.warm = state.warm, []
+            if warm and workflow.patched(PATCH_WARM_UPKEEP):
+                for cluster in warm:
+                    self._apart(self._charges, self._charge(cluster))
+                # Warm from now on again if it comes back: the run pays while it holds it.
+                now = workflow.now().isoformat()
+                warm = [replace(cluster, since=now) for cluster in warm]
             if warm:
                 state.leased.append(Leased(ticket.execution, warm))
             try:
@@ -443,7 +468,52 @@ class CoordinatorWorkflow:
         now = workflow.now()
         ended = [c for c in self._state.warm if datetime.fromisoformat(c.until) <= now]
         self._state.warm = [c for c in self._state.warm if c not in ended]
-        await asyncio.gather(*(self._down(cluster) for cluster in ended))
+        if not workflow.patched(PATCH_WARM_UPKEEP):
+            await asyncio.gather(*(self._down(cluster) for cluster in ended))
+            return
+        self._state.downing += ended
+        for cluster in ended:
+            self._down_apart(cluster)
+
+    def _down_apart(self, cluster: WarmCluster) -> None:
+        """Tear `cluster` down while the loop goes on admitting runs (a teardown may wait hours
+        for its worker); its warm time is charged once it is down."""
+
+        async def down() -> None:
+            await self._down(cluster)
+            self._state.downing = [c for c in self._state.downing if c.name != cluster.name]
+            await self._charge(cluster)
+
+        self._apart(self._downs, down())
+
+    @staticmethod
+    def _apart(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _charge(self, cluster: WarmCluster) -> None:
+        """Add what `cluster` cost while warm, since `since`, to its repository's month."""
+        if cluster.hourly_usd is None or not cluster.repo or not cluster.since:
+            return
+        now = workflow.now()
+        hours = max((now - datetime.fromisoformat(cluster.since)).total_seconds(), 0) / 3600
+        key = WARM_COST_KEY.format(name=cluster.name, since=cluster.since)
+        try:
+            await workflow.execute_activity_method(
+                LedgerActivities.record_cost,
+                RecordInput(
+                    cluster.repo,
+                    month_of(now.isoformat()),
+                    workflow.info().task_queue,
+                    CostRecord(key, round(cluster.hourly_usd * hours, 6)),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=LEDGER_RETRY,
+            )
+        except ActivityError:
+            # A lost record only lets a later run spend more; the lane goes on.
+            workflow.logger.warning("could not charge warm cluster %s", cluster.name)
 
     async def _down(self, cluster: WarmCluster) -> None:
         try:

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 from temporalio.client import Client
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -30,6 +31,11 @@ NOT_CONFIRMED = "the ledger {ledger} did not show the cost of {run} within {seco
 RECORD_COST = "record_cost"
 KEEP_AFTER_MONTH = timedelta(days=40)
 """How long a ledger stays after its month began: past the month, nothing asks it any more."""
+LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+)
 CONTINUE_AFTER = 2_000
 """Records before the ledger continues as new (its history stays small)."""
 

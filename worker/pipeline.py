@@ -164,6 +164,11 @@ E_CLUSTER_CONFLICT = (
     "time (neither needs the other): add {first} to the needs of {second}, or give one of "
     "them its own cluster"
 )
+E_MANAGED_SHARED = (
+    "{path}: stage {stage} is a managed job, which SkyPilot's jobs controller runs on a cluster "
+    "of its own, so it cannot share cluster {cluster} with stage {other}: give it a cluster of "
+    "its own, or drop managed"
+)
 E_UNKNOWN_STAGE = "unknown stage {names} (known: {known})"
 E_UNKNOWN_STAGES = "unknown stages {names} (known: {known})"
 E_ASSIGNMENT = "expected KEY=VALUE, got {item}"
@@ -288,6 +293,7 @@ class DagLines:
     index: int
     stage: int
     cluster: int | None = None
+    managed: int | None = None
     needs: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Needed stage name → (path such as "stages[2].needs[0]", line)."""
 
@@ -326,8 +332,9 @@ def ancestors(stages: list[Stage]) -> dict[str, set[str]]:
 
 
 def check_dag(stages: list[Stage], lines: Mapping[str, DagLines], file: str) -> None:
-    """Refuse unknown needs, a stage needing itself, cycles, and two stages that could run at
-    the same time on one cluster; each error names the line of the offending entry."""
+    """Refuse unknown needs, a stage needing itself, cycles, two stages that could run at the
+    same time on one cluster, and a managed stage sharing its cluster; each error names the line
+    of the offending entry."""
     known = [stage.name for stage in stages]
     needs = resolve_needs(stages)
 
@@ -384,6 +391,18 @@ def check_dag(stages: list[Stage], lines: Mapping[str, DagLines], file: str) -> 
                 path = f"stages[{where.index}]"
             problem = E_CLUSTER_CONFLICT.format(
                 path=path, first=_q(first.name), second=_q(second.name), cluster=_q(first.cluster)
+            )
+            raise PipelineError(problem, file, line)
+    for stage in stages:
+        other = next((o for o in stages if o.cluster == stage.cluster and o is not stage), None)
+        if stage.managed and other is not None:
+            where = lines.get(stage.name)
+            line, path = None, "stages"
+            if where is not None:
+                line = where.managed or where.stage
+                path = f"stages[{where.index}].managed"
+            problem = E_MANAGED_SHARED.format(
+                path=path, stage=_q(stage.name), cluster=_q(stage.cluster), other=_q(other.name)
             )
             raise PipelineError(problem, file, line)
 
@@ -597,6 +616,7 @@ class _Parser:
             stage = Stage(name=name, task=task, cluster=cluster, needs=needs)
             if "managed" in items:
                 stage.managed = self.boolean(items["managed"][1], f"{path}.managed")
+                lines.managed = _line(items["managed"][1])
             if "prelaunch" in items:
                 stage.prelaunch = self.boolean(items["prelaunch"][1], f"{path}.prelaunch")
             stages.append(stage)

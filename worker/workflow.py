@@ -78,7 +78,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from worker.costview import account
     from worker.gates import undecided, verdict_of
-    from worker.ledger import CostRecord, LedgerActivities, RecordInput, month_of
+    from worker.ledger import LEDGER_RETRY, CostRecord, LedgerActivities, RecordInput, month_of
     from worker.limits import bounded
     from worker.models import (
         AuthorizeInput,
@@ -175,11 +175,6 @@ GATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
-)
-LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=10,
 )
 GATES_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -1023,9 +1018,15 @@ class PipelineWorkflow:
         assert self._progress is not None
         giving, self._lease = self._lease, []
         prepared = self._prepared
-        # A warm cluster no stage of this run got to use goes back as it was (any outcome).
+        # A warm cluster no stage of this run got to use goes back (any outcome), warm again
+        # from now: this run's cost covered it while it held it.
         used = {s.cluster for s in self._progress.stages if s.started_at and not s.reused_from}
-        giving += [c for c in self._taken if c.cluster not in used and c.name in self._up]
+        now = workflow.now().isoformat()
+        giving += [
+            replace(c, since=now)
+            for c in self._taken
+            if c.cluster not in used and c.name in self._up
+        ]
         if prepared is not None and prepared.keep_warm_minutes and self._outcome is None:
             until = (workflow.now() + timedelta(minutes=prepared.keep_warm_minutes)).isoformat()
             launched = {p.cluster_name: p for p in prepared.stages if p.launch and p.fingerprint}
@@ -1042,7 +1043,8 @@ class PipelineWorkflow:
                             until,
                             hourly.get(name),
                             self._lane_name,
-                            workflow.now().isoformat(),
+                            now,
+                            self._progress.repo,
                         )
                     )
         history = self._timings() if self._outcome is None else None

@@ -1095,6 +1095,23 @@ def test_stages_sharing_a_cluster_in_a_dag_launch_once_in_dag_order() -> None:
             2,
             "stages[0].needs must be a list, not a mapping",
         ),
+        (
+            "stages:\n  - {name: prep, task: p.yaml, cluster: gpu}\n"
+            "  - name: train\n    task: t.yaml\n    cluster: gpu\n    managed: true\n",
+            6,
+            "stages[1].managed: stage 'train' is a managed job, which SkyPilot's jobs controller "
+            "runs on a cluster of its own, so it cannot share cluster 'gpu' with stage 'prep': "
+            "give it a cluster of its own, or drop managed",
+        ),
+        (
+            # Shared through the default cluster name (the stage's own): the earlier stage.
+            "stages:\n  - {name: train, task: t.yaml, managed: true}\n"
+            "  - {name: eval, task: e.yaml, cluster: train}\n",
+            2,
+            "stages[0].managed: stage 'train' is a managed job, which SkyPilot's jobs controller "
+            "runs on a cluster of its own, so it cannot share cluster 'train' with stage 'eval': "
+            "give it a cluster of its own, or drop managed",
+        ),
     ],
     ids=[
         "unknown",
@@ -1104,6 +1121,8 @@ def test_stages_sharing_a_cluster_in_a_dag_launch_once_in_dag_order() -> None:
         "cluster",
         "default-cluster-name",
         "kind",
+        "managed-shared",
+        "managed-shared-by-default-name",
     ],
 )
 def test_bad_needs_are_errors_at_the_line_of_the_entry(text: str, line: int, problem: str) -> None:

@@ -5,14 +5,29 @@ On a real Temporal dev server with the local backend."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from tests.runs import clusters_left as cluster_entries
+from temporalio.client import Client, WorkflowHandle
+
+from tests.deploy.processes import fleet
 from tests.runs import head, request_for, wait_finished
 from worker.backends.base import cluster_name_for
+from worker.backends.local import list_clusters
 from worker.contract import RunProgress, RunState, StageState, lane_for_branch
+from worker.coordinator import (
+    COORDINATOR_WORKFLOW,
+    QUERY_WARM,
+    SIGNAL_WARM,
+    CoordinatorState,
+    Handover,
+    WarmCluster,
+    lane_workflow_id,
+)
+from worker.ledger import spent_this_month
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 
@@ -37,8 +52,23 @@ def warm_pipeline(
 
 
 def clusters_left(settings: Settings) -> list[str]:
-    """The local clusters up (their directories; each has a `.run` record beside it)."""
-    return [name for name in cluster_entries(settings) if not name.endswith(".run")]
+    return list_clusters(settings.data_path / "clusters")
+
+
+def second_commit(minutes: int, head: str = "") -> dict[str, str]:
+    """The lane's next commit: prep computes for a while on its warm cluster; train asks for
+    other resources, so its cluster is provisioned ahead (its setup takes a while too)."""
+    return {
+        "prep.yaml": TASK.format(name="prep", run="echo started; sleep 8", cpus=1),
+        "train.yaml": "resources: {cpus: 2}\nsetup: |\n  echo provisioning; sleep 4\n"
+        "run: echo trained\n",
+        ".skyrun.yaml": f"{head}keep_warm_minutes: {minutes}\n"
+        "stages:\n  - {name: prep, task: prep.yaml}\n  - {name: train, task: train.yaml}\n",
+    }
+
+
+def logged(log: Path, text: str) -> bool:
+    return log.exists() and text in log.read_text()
 
 
 def log_of(settings: Settings, run_id: str, stage: str) -> str:
@@ -158,6 +188,161 @@ async def test_a_warm_cluster_nobody_takes_is_torn_down_when_its_time_ends(
             await asyncio.sleep(1)
 
     await asyncio.wait_for(gone(), 120)
+
+
+async def test_a_teardown_waiting_for_its_worker_does_not_hold_up_the_lane(
+    client: Client, control: RunControl, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    """A warm cluster whose time ended is torn down on its own worker's queue, which may have
+    no worker for hours; the lane admits its next run meanwhile and keeps showing the cluster."""
+    repo = git_repo(warm_pipeline())
+    stranded = handed_cluster(repo, f"{settings.temporal_task_queue}-nobody-polls", "gone", 1)
+    coordinator = await hand_over(client, settings, repo, stranded)
+    await asyncio.sleep(2)  # its time has ended: its teardown waits for a worker
+
+    run = await asyncio.wait_for(run_once(control, repo), 120)
+    assert run.state is RunState.SUCCEEDED, run.error
+    assert [s.cluster_reused_from for s in run.stages] == ["", ""]
+    held = await coordinator.query(QUERY_WARM, result_type=list[WarmCluster])
+    assert stranded in held  # still up as far as anyone knows: listed until it is down
+    assert {c.run_id for c in held} == {"gone", run.run_id}
+
+
+async def test_a_run_past_its_timeout_downs_the_warm_and_provisioned_clusters_it_used(
+    control: RunControl, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    repo = git_repo(warm_pipeline())
+    first = await run_once(control, repo)
+    assert first.state is RunState.SUCCEEDED, first.error
+    files = second_commit(5, head="timeout_minutes: 1\n")
+    files["prep.yaml"] = TASK.format(name="prep", run="sleep 300", cpus=1)
+    files["train.yaml"] = files["train.yaml"].replace("sleep 4", "sleep 300")
+    git_repo(files)
+    second = await asyncio.wait_for(run_once(control, repo), 150)
+
+    assert second.state is RunState.TIMED_OUT, second.error
+    prep, train = second.stages
+    assert prep.cluster_reused_from == first.run_id  # timed out on the warm cluster it took
+    assert train.provision_started_at and not train.provision_finished_at  # still provisioning
+    assert train.state is StageState.SKIPPED
+    # Both were downed; the first run's train cluster (cpus: 1) was never taken: the lane's still.
+    assert clusters_left(settings) == [cluster_name_for(first.run_id, "train")]
+    assert [c.name for c in await control.warm_clusters()] == clusters_left(settings)
+
+
+async def test_a_sigkilled_worker_leaves_no_cluster_provisioned_ahead_or_kept_warm(
+    client: Client, task_queue: str, tmp_path: Path, git_repo: Callable[..., Path]
+) -> None:
+    """The worker is killed while its run computes on a warm cluster and provisions another
+    ahead, and the lane holds a third warm; the worker comes back on its data dir: the run goes
+    on, and once the warm minute is over nothing is left."""
+    repo = git_repo(warm_pipeline(minutes=1))
+    data = tmp_path / "data"
+    control = RunControl(client, task_queue)
+    target = client.service_client.config.target_host
+    async with fleet(tmp_path / "fleet", target, task_queue) as processes:
+        worker = await processes.worker("worker", data, 1)
+        first = await run_once(control, repo)
+        assert first.state is RunState.SUCCEEDED, first.error
+        git_repo(second_commit(1))
+        outcome = await control.start(request_for(repo, commit=head(repo)))
+        logs = processes.log_dir / outcome.run_id
+        for _ in range(600):
+            if logged(logs / "prep.log", "started") and logged(logs / "train.log", "provisioning"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(worker.output())
+        await processes.stop(worker, signal.SIGKILL)
+
+        await processes.worker("worker-back", data, 1)
+        second = await wait_finished(control, outcome.run_id, timeout=150)
+        assert second.state is RunState.SUCCEEDED, second.error
+        assert second.stages[0].cluster_reused_from == first.run_id
+        assert second.stages[1].provision_started_at
+
+        async def gone() -> None:
+            while list_clusters(data / "clusters") or await control.warm_clusters():
+                await asyncio.sleep(1)
+
+        await asyncio.wait_for(gone(), 150)
+
+
+async def test_the_time_a_cluster_spends_warm_is_charged_to_its_repositorys_month(
+    client: Client, control: RunControl, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    """Runs pay for the clusters they hold; the lane's warm spells in between are charged when
+    a run takes the cluster and when it is downed, each spell once (monthly budgets see it)."""
+    repo = git_repo(warm_pipeline())
+    taken = handed_cluster(repo, settings.worker_queue, "taken", 600, since_minutes=-60, usd=2.0)
+    expiring = handed_cluster(repo, settings.worker_queue, "expiring", 20, since_minutes=-30)
+    await hand_over(client, settings, repo, taken, expiring)
+    month = datetime.now(UTC).strftime("%Y-%m")
+
+    async def spent() -> float:
+        return await spent_this_month(client, str(repo), month, settings.temporal_task_queue)
+
+    async def charged(usd: float) -> None:
+        while abs(await spent() - usd) > 0.05:
+            await asyncio.sleep(0.2)
+
+    # The lane's next run is leased both (it uses neither: other cluster names): an hour of
+    # `taken` at $2 and half an hour of `expiring` at $3.6 so far.
+    run = await run_once(control, repo)
+    assert run.state is RunState.SUCCEEDED, run.error
+    await asyncio.wait_for(charged(2.0 + 1.8), 30)
+    back = {c.run_id: c for c in await control.warm_clusters() if c.run_id != run.run_id}
+    assert sorted(back) == ["expiring", "taken"]
+    assert all(
+        datetime.fromisoformat(c.since) > datetime.now(UTC) - timedelta(minutes=1)
+        for c in back.values()
+    )  # warm again from when the run gave them back
+
+    async def expired() -> None:
+        while "expiring" in {c.run_id for c in await control.warm_clusters()}:
+            await asyncio.sleep(0.5)
+
+    await asyncio.wait_for(expired(), 60)  # downed when its time ended, seconds more charged
+    await asyncio.wait_for(charged(3.8), 30)
+    assert await spent() > 3.8
+
+
+def handed_cluster(
+    repo: Path,
+    queue: str,
+    run_id: str,
+    seconds: float,
+    since_minutes: float = 0,
+    usd: float | None = 3.6,
+) -> WarmCluster:
+    """A warm cluster as a run of `run_id` would hand it to its lane, warm for `seconds`."""
+    now = datetime.now(UTC)
+    return WarmCluster(
+        cluster="gpu",
+        name=f"skyrun-{run_id}-gpu",
+        fingerprint=f"local:{run_id}",
+        run_id=run_id,
+        queue=queue,
+        until=(now + timedelta(seconds=seconds)).isoformat(),
+        hourly_usd=usd,
+        lane=lane_for_branch(str(repo), "main"),
+        since=(now + timedelta(minutes=since_minutes)).isoformat(),
+        repo=str(repo),
+    )
+
+
+async def hand_over(
+    client: Client, settings: Settings, repo: Path, *clusters: WarmCluster
+) -> WorkflowHandle[Any, Any]:
+    lane = lane_for_branch(str(repo), "main")
+    return await client.start_workflow(
+        COORDINATOR_WORKFLOW,
+        CoordinatorState(lane),
+        id=lane_workflow_id(lane, settings.temporal_task_queue),
+        task_queue=settings.temporal_task_queue,
+        start_signal=SIGNAL_WARM,
+        start_signal_args=[Handover(list(clusters))],
+    )
 
 
 def _maybe(settings: Settings, run_id: str, stage: str) -> str:

@@ -101,10 +101,6 @@ LOG_MANAGED_LAUNCHING = (
     "[skyrun] launching managed job {name} (SkyPilot request {request_id}); the jobs controller "
     "provisions its cluster and recovers it from preemption\n"
 )
-LOG_MANAGED_OWN_CLUSTER = (
-    "[skyrun] stage {stage}: a managed job runs on a cluster of its own, not on cluster {name} "
-    "of the stages before it: files they left there are not visible (use DATA_BUCKET_URL)\n"
-)
 LOG_MANAGED_STARTED = "[skyrun] managed job {job_id} ({name}) submitted; its output follows\n"
 LOG_MANAGED_STREAM_BROKE = (
     "[skyrun] the log stream of managed job {job_id} broke ({error}); asking SkyPilot for its "
@@ -390,8 +386,6 @@ class SkyPilotBackend:
             sky_task = await asyncio.to_thread(
                 _build_task, sky, task.task_yaml, task.envs, task.checkout_dir
             )
-            if not task.launch:
-                stream.write(LOG_MANAGED_OWN_CLUSTER.format(stage=task.stage, name=name))
             self._managed_names.add(name)
             request_id = await self._submit_call(
                 sky, name, functools.partial(sky.jobs.launch, sky_task, name=name)

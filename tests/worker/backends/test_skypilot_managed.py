@@ -26,7 +26,6 @@ from worker.backends.base import (
 from worker.backends.skypilot import (
     EXIT_MARKER,
     LOG_CANCELLING,
-    LOG_MANAGED_OWN_CLUSTER,
     LOG_MANAGED_STARTED,
     SkyPilotBackend,
 )
@@ -117,16 +116,6 @@ async def test_recoveries_by_the_jobs_controller_are_shown_in_the_log(
 
     assert code == EXIT_SUCCEEDED
     assert "after 2 recoveries by the jobs controller" in log
-
-
-async def test_a_managed_stage_on_a_shared_cluster_says_it_runs_on_its_own(
-    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
-) -> None:
-    code, log = await run_logged(backend, managed_run(checkout, launch=False))
-
-    assert code == EXIT_SUCCEEDED
-    assert len(fake.named("jobs.launch")) == 1 and "exec" not in fake.names()
-    assert LOG_MANAGED_OWN_CLUSTER.format(stage="train", name=NAME) in log
 
 
 async def test_a_final_state_recorded_after_the_log_ends_is_waited_for(
