@@ -223,7 +223,11 @@ async def test_a_run_past_its_timeout_downs_the_warm_and_provisioned_clusters_it
     assert second.state is RunState.TIMED_OUT, second.error
     prep, train = second.stages
     assert prep.cluster_reused_from == first.run_id  # timed out on the warm cluster it took
-    assert train.provision_started_at and not train.provision_finished_at  # still provisioning
+    # Its provisioning (a 300 s setup) was still going when the minute ended, and was stopped.
+    provisioned = datetime.fromisoformat(train.provision_finished_at) - datetime.fromisoformat(
+        train.provision_started_at
+    )
+    assert timedelta(seconds=45) < provisioned < timedelta(seconds=120)
     assert train.state is StageState.SKIPPED
     # Both were downed; the first run's train cluster (cpus: 1) was never taken: the lane's still.
     assert clusters_left(settings) == [cluster_name_for(first.run_id, "train")]
