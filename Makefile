@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-only test-slurm test-slurm-managed bench bench-slurm clean bubblewrap
+.PHONY: run test lint test-only test-slurm bench bench-slurm clean bubblewrap
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,14 +46,6 @@ test: lint test-only
 test-slurm: $(STAMP)
 	deploy/local-slurm/up.sh
 	SKYRUN_SLURM_E2E=1 $(BIN)/pytest tests/slurm --durations=0; status=$$?; \
-	if [ "$${SKYRUN_SLURM_KEEP:-}" != 1 ]; then deploy/local-slurm/down.sh; fi; \
-	exit $$status
-
-# Managed jobs (`managed: true`) on the local Slurm cluster: about five minutes more, so not in
-# test-slurm (CI's 45 minutes); see README "Managed stages".
-test-slurm-managed: $(STAMP)
-	deploy/local-slurm/up.sh
-	SKYRUN_SLURM_E2E=1 SKYRUN_SLURM_MANAGED=1 $(BIN)/pytest tests/slurm/test_managed_on_slurm.py --durations=0; status=$$?; \
 	if [ "$${SKYRUN_SLURM_KEEP:-}" != 1 ]; then deploy/local-slurm/down.sh; fi; \
 	exit $$status
 

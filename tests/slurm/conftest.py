@@ -34,9 +34,6 @@ API_START_TIMEOUT_S = 180
 # mode) rather than as a controller cluster of its own, which would not fit on the node's CPUs.
 MANAGED_TESTS = "test_managed_on_slurm.py"
 SKY_CONFIG = "jobs:\n  controller:\n    consolidation_mode: true\n"
-MANAGED_OPT_IN_ENV = "SKYRUN_SLURM_MANAGED"
-"""The managed-job tests take about five minutes more (the jobs controller starts in the API
-server, then provisions the job's cluster): `make test-slurm-managed`, not in CI's 45 minutes."""
 POLL_EVERY_S = 3.0
 
 
@@ -49,20 +46,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slurm)
             if os.environ.get(OPT_IN_ENV) != "1":
                 item.add_marker(skip)
-            elif item.path.name == MANAGED_TESTS and not managed_opted_in():
-                item.add_marker(pytest.mark.skip(reason=MANAGED_SKIPPED))
     # Managed jobs last: the jobs controller's processes they start in the API server stay for the
     # session, and the node has only 2 CPUs for the other tests' clusters.
     items.sort(key=lambda item: item.path.name == MANAGED_TESTS)
-
-
-MANAGED_SKIPPED = (
-    f"managed jobs on the local Slurm cluster: `make test-slurm-managed` ({MANAGED_OPT_IN_ENV}=1)"
-)
-
-
-def managed_opted_in() -> bool:
-    return os.environ.get(MANAGED_OPT_IN_ENV) == "1"
 
 
 def _free_port() -> int:
@@ -99,9 +85,8 @@ def sky_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServ
     home = tmp_path_factory.mktemp("skyhome")
     (home / ".slurm").mkdir()
     shutil.copy(SLURM_CONFIG, home / ".slurm" / "config")
-    if managed_opted_in():  # otherwise the suite runs as before, without a jobs controller
-        (home / ".sky").mkdir()
-        (home / ".sky" / "config.yaml").write_text(SKY_CONFIG)
+    (home / ".sky").mkdir()
+    (home / ".sky" / "config.yaml").write_text(SKY_CONFIG)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYPILOT_")}
     env.update(
@@ -145,8 +130,7 @@ def _plain(text: str) -> str:
 def _down_leftovers(server: ApiServer) -> None:
     """Safety net: a failed test must not leave Slurm jobs behind for the next one."""
     # Managed jobs first: their clusters belong to the jobs controller, not to `sky down`.
-    if managed_opted_in():
-        server.cli("jobs", "cancel", "--all", "--yes", timeout=300)
+    server.cli("jobs", "cancel", "--all", "--yes", timeout=300)
     out = server.cli("status", "--all-users", timeout=120).stdout
     for line in _plain(out).splitlines():
         name = line.split()[0] if line.split() else ""
