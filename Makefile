@@ -61,7 +61,7 @@ bench: $(STAMP)
 # skyrun's added wall time over the SkyPilot SDK, on the local Slurm cluster (needs root).
 bench-slurm: $(STAMP)
 	deploy/local-slurm/up.sh
-	$(BIN)/python bench/skypilot_overhead.py; status=$$?; \
+	$(BIN)/python bench/skypilot_overhead.py && $(BIN)/python bench/retry.py slurm; status=$$?; \
 	if [ "$${SKYRUN_SLURM_KEEP:-}" != 1 ]; then deploy/local-slurm/down.sh; fi; \
 	exit $$status
 

@@ -330,6 +330,9 @@ CLUSTERS_HEADING = (
 CLUSTER_ROW = "{name:<44} {run_id:<28} {state:<12} {since:<24} {until:<24} {cost}"
 CLUSTER_IDLE = "-"
 CLUSTER_WARM = "warm"
+CLUSTER_TEARING_DOWN = "tearing down"
+"""A warm cluster whose time ended, its teardown under way (or waiting for its worker)."""
+WARM_UNKNOWN = "skyrun: warm clusters not listed: the lanes did not answer ({error})"
 """In use by nobody: kept up for its lane's next run (`keep_warm_minutes`)."""
 MAX_LISTED_RUNS = 200
 
@@ -394,7 +397,8 @@ async def _warm_rows(control: RunControl) -> list[str]:
 
     try:
         warm = await asyncio.wait_for(control.warm_clusters(), COST_TIMEOUT_S * 2)
-    except Exception:  # the list of running runs still stands without them
+    except Exception as err:  # the list of running runs still stands without them
+        print(WARM_UNKNOWN.format(error=str(err) or type(err).__name__), file=sys.stderr)
         return []
     now = datetime.now(UTC).isoformat()
     rows = []
@@ -407,7 +411,11 @@ async def _warm_rows(control: RunControl) -> list[str]:
             CLUSTER_ROW.format(
                 name=cluster.name,
                 run_id=cluster.run_id,
-                state=CLUSTER_WARM,
+                state=(
+                    CLUSTER_WARM
+                    if datetime.fromisoformat(cluster.until) > datetime.now(UTC)
+                    else CLUSTER_TEARING_DOWN
+                ),
                 since=format_time(cluster.since) if cluster.since else CLUSTER_IDLE,
                 until=format_time(cluster.until),
                 cost=cost,

@@ -6,9 +6,21 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
 
 from worker.contract import RunProgress, RunRequest, StageState, Trigger, lane_for_branch
+from worker.coordinator import (
+    COORDINATOR_WORKFLOW,
+    SIGNAL_WARM,
+    CoordinatorState,
+    Handover,
+    WarmCluster,
+    lane_workflow_id,
+)
 from worker.runcontrol import RunControl
 from worker.settings import Settings
 
@@ -86,3 +98,41 @@ def head(repo: Path) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def handed_cluster(
+    repo: Path,
+    queue: str,
+    run_id: str,
+    seconds: float,
+    since_minutes: float = 0,
+    usd: float | None = 3.6,
+) -> WarmCluster:
+    """A warm cluster as a run of `run_id` would hand it to its lane, warm for `seconds`."""
+    now = datetime.now(UTC)
+    return WarmCluster(
+        cluster="gpu",
+        name=f"skyrun-{run_id}-gpu",
+        fingerprint=f"local:{run_id}",
+        run_id=run_id,
+        queue=queue,
+        until=(now + timedelta(seconds=seconds)).isoformat(),
+        hourly_usd=usd,
+        lane=lane_for_branch(str(repo), "main"),
+        since=(now + timedelta(minutes=since_minutes)).isoformat(),
+        repo=str(repo),
+    )
+
+
+async def hand_over(
+    client: Client, settings: Settings, repo: Path, *clusters: WarmCluster
+) -> WorkflowHandle[Any, Any]:
+    lane = lane_for_branch(str(repo), "main")
+    return await client.start_workflow(
+        COORDINATOR_WORKFLOW,
+        CoordinatorState(lane),
+        id=lane_workflow_id(lane, settings.temporal_task_queue),
+        task_queue=settings.temporal_task_queue,
+        start_signal=SIGNAL_WARM,
+        start_signal_args=[Handover(list(clusters))],
+    )

@@ -882,8 +882,7 @@ class PipelineWorkflow:
         stage.log_tail = out.log_tail
         stage.duration_s = out.duration_s
         stage.launch_s = out.launch_s
-        stage.infra_recovered = [InfraCause(cause) for cause in out.infra_recoveries]
-        stage.infra_retries = len(stage.infra_recovered)
+        self._recovered(stage, out.infra_recoveries)
         stage.finished_at = workflow.now().isoformat()
         self._cluster_ran(planned, out.duration_s)
         if out.exit_code != 0:
@@ -961,10 +960,18 @@ class PipelineWorkflow:
         for cluster in self._progress.clusters:
             if cluster.name == planned.cluster_name:
                 cluster.provision_s = round(workflow.time() - started, 3)
+        self._recovered(stage, out.infra_recoveries)  # relaunched while provisioning ahead
         if out.exit_code != 0:
             stage.provision_failed = PROVISION_SETUP_FAILED.format(code=out.exit_code)
             return False
         return True
+
+    @staticmethod
+    def _recovered(stage: StageProgress, causes: list[str]) -> None:
+        """Add the infrastructure failures a launch recovered from to the stage's (those of its
+        provisioning ahead first)."""
+        stage.infra_recovered = [*stage.infra_recovered, *(InfraCause(c) for c in causes)]
+        stage.infra_retries = len(stage.infra_recovered)
 
     async def _stop_prelaunches(self) -> None:
         """Cancel provisioning no stage took (a failed or cancelled run); its clusters are in

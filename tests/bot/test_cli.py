@@ -17,6 +17,8 @@ from bot.console import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tests.runs import (
     alive,
     clusters_left,
+    hand_over,
+    handed_cluster,
     request_for,
     wait_finished,
     wait_pidfile,
@@ -364,3 +366,25 @@ async def test_clusters_lists_the_warm_clusters_a_lane_holds_and_until_when(
     assert (name, listed_run, in_use) == (cluster_name_for(run_id, "box"), run_id, "warm")
     (warm,) = await control.warm_clusters()
     assert format_time(warm.until) in row and row.endswith("$0.00")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_clusters_lists_a_warm_cluster_whose_time_ended_as_tearing_down(
+    settings: Settings, client: Client, git_repo: Callable[..., Path]
+) -> None:
+    """Its teardown waits for a worker that is away: it is still up, and still costs."""
+    repo = git_repo({"t.yaml": "run: echo done\n"})
+    gone = f"{settings.temporal_task_queue}-away"
+    cluster = handed_cluster(repo, gone, "old-run", 1, since_minutes=-60, usd=1.5)
+    await hand_over(client, settings, repo, cluster)
+    control = RunControl(client, settings.temporal_task_queue)
+    while not await control.warm_clusters():  # the list finds the lane through visibility
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.5)
+
+    code, out, _ = await skyrun(settings, "clusters")
+
+    assert code == EXIT_OK, out
+    _, row = out.strip().splitlines()
+    assert row.split()[:4] == [cluster.name, "old-run", "tearing", "down"]
+    assert row.endswith("$1.50")

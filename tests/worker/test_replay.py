@@ -14,6 +14,9 @@ from worker.coordinator import CoordinatorWorkflow
 from worker.github.workflow import GitHubCommandWorkflow, GitHubDeliveryWorkflow
 from worker.workflow import PipelineWorkflow
 
+REPLAY_BUILD_ID = "recorded"
+"""The Replayer's task queue is `replay-<build id>`; record.py records on that queue, as a run
+computes its lane coordinator's id from its task queue."""
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
 
 
@@ -26,12 +29,13 @@ def test_histories_of_every_path_were_recorded() -> None:
 async def test_a_recorded_history_replays_on_todays_code(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
     replayer = Replayer(
+        build_id=REPLAY_BUILD_ID,
         workflows=[
             PipelineWorkflow,
             CoordinatorWorkflow,
             GitHubCommandWorkflow,
             GitHubDeliveryWorkflow,
-        ]
+        ],
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

@@ -28,15 +28,21 @@ class Preempting:
 
     name = "local"
 
-    def __init__(self, settings: Settings, stage: str, times: int) -> None:
+    def __init__(
+        self, settings: Settings, stage: str, times: int, provisioning_fails: int = 0
+    ) -> None:
         self.local = LocalBackend.from_settings(settings)
         self.stage, self.times = stage, times
+        self.provisioning_fails = provisioning_fails
         self.launches: list[str] = []
 
     async def validate(self, task_yaml: str, envs: dict[str, str], checkout_dir: Path) -> None:
         await self.local.validate(task_yaml, envs, checkout_dir)
 
     async def run(self, task: TaskRun, log: BinaryIO) -> int:
+        if task.provision_only and task.stage == self.stage and self.provisioning_fails > 0:
+            self.provisioning_fails -= 1
+            raise InfraError(InfraCause.CAPACITY, "no capacity for the resources anywhere")
         code = await self.local.run(task, log)
         if task.provision_only:
             return code  # provisioned ahead of its stage (prelaunch): no job ran to lose
@@ -98,4 +104,25 @@ async def test_past_the_limit_the_run_fails_naming_the_infrastructure(
     assert "exit status" not in error
     assert [s.state for s in progress.stages] == [StageState.FAILED, StageState.SKIPPED]
     assert backend.launches == ["a", "a"]
+    assert clusters_left(settings) == []
+
+
+async def test_a_recovery_while_provisioning_ahead_shows_on_the_stage(
+    client: Client, settings: Settings, git_repo: Callable[..., Path]
+) -> None:
+    """b's cluster, provisioned while a runs, finds no capacity once and is launched again
+    there; its job then runs on it, and the stage counts that recovery like one of its own."""
+    files = {**FILES, "a.yaml": "run: sleep 2\n"}
+    repo = git_repo({**files, ".skyrun.yaml": PIPELINE + "2\n"})
+    backend = Preempting(settings, "b", times=0, provisioning_fails=1)
+
+    run_id, progress = await run_with(client, settings, repo, backend)
+
+    assert progress.state is RunState.SUCCEEDED, progress.error
+    b = progress.stages[1]
+    assert b.provision_started_at and not b.provision_failed
+    assert (b.infra_retries, b.infra_recovered) == (1, [InfraCause.CAPACITY])
+    assert backend.launches == ["a", "b"]  # b's job ran once, on the cluster provisioned ahead
+    log = (settings.logs_dir / run_id / "b.log").read_text()
+    assert "relaunching cluster b (1 of max_infra_retries 2" in log
     assert clusters_left(settings) == []

@@ -9,23 +9,17 @@ import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
 from tests.deploy.processes import fleet
-from tests.runs import head, request_for, wait_finished
+from tests.runs import hand_over, handed_cluster, head, request_for, wait_finished
 from worker.backends.base import cluster_name_for
 from worker.backends.local import list_clusters
 from worker.contract import RunProgress, RunState, StageState, lane_for_branch
 from worker.coordinator import (
-    COORDINATOR_WORKFLOW,
     QUERY_WARM,
-    SIGNAL_WARM,
-    CoordinatorState,
-    Handover,
     WarmCluster,
-    lane_workflow_id,
 )
 from worker.ledger import spent_this_month
 from worker.runcontrol import RunControl
@@ -309,44 +303,6 @@ async def test_the_time_a_cluster_spends_warm_is_charged_to_its_repositorys_mont
     await asyncio.wait_for(expired(), 60)  # downed when its time ended, seconds more charged
     await asyncio.wait_for(charged(3.8), 30)
     assert await spent() > 3.8
-
-
-def handed_cluster(
-    repo: Path,
-    queue: str,
-    run_id: str,
-    seconds: float,
-    since_minutes: float = 0,
-    usd: float | None = 3.6,
-) -> WarmCluster:
-    """A warm cluster as a run of `run_id` would hand it to its lane, warm for `seconds`."""
-    now = datetime.now(UTC)
-    return WarmCluster(
-        cluster="gpu",
-        name=f"skyrun-{run_id}-gpu",
-        fingerprint=f"local:{run_id}",
-        run_id=run_id,
-        queue=queue,
-        until=(now + timedelta(seconds=seconds)).isoformat(),
-        hourly_usd=usd,
-        lane=lane_for_branch(str(repo), "main"),
-        since=(now + timedelta(minutes=since_minutes)).isoformat(),
-        repo=str(repo),
-    )
-
-
-async def hand_over(
-    client: Client, settings: Settings, repo: Path, *clusters: WarmCluster
-) -> WorkflowHandle[Any, Any]:
-    lane = lane_for_branch(str(repo), "main")
-    return await client.start_workflow(
-        COORDINATOR_WORKFLOW,
-        CoordinatorState(lane),
-        id=lane_workflow_id(lane, settings.temporal_task_queue),
-        task_queue=settings.temporal_task_queue,
-        start_signal=SIGNAL_WARM,
-        start_signal_args=[Handover(list(clusters))],
-    )
 
 
 def _maybe(settings: Settings, run_id: str, stage: str) -> str:

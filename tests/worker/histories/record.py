@@ -8,7 +8,8 @@ Run it with the code whose histories must keep replaying, e.g. a release before 
 
 It starts a Temporal dev server, a worker on the local backend and a few runs that cover the
 workflow's paths (success, a failing stage, cancellation, a newer run superseding an older one),
-and writes each run's history as JSON.
+and writes each run's history as JSON. With code that has warm clusters it also records a lane
+coordinator tearing down two warm clusters whose time ended (`warm-expiry`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import contextlib
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from worker import coordinator
 from worker.contract import RunRequest, Trigger, lane_for_branch
 from worker.devserver import temporal_binary
 from worker.process import build_workers, running_workers
@@ -30,6 +34,9 @@ from worker.runcontrol import RunControl
 from worker.settings import load_settings
 from worker.temporal import ensure_search_attributes
 
+QUEUE = "replay-recorded"
+"""The task queue the runs are recorded on: the Replayer's, with build id "recorded"
+(tests/worker/test_replay.py), because runs derive their lane coordinator's id from it."""
 PIPELINE = "stages:\n  - {name: prepare, task: prepare.yaml}\n  - {name: train, task: train.yaml}\n"
 
 
@@ -75,10 +82,10 @@ async def record(out: Path) -> None:
         settings = load_settings(
             _env_file=None,
             SKYRUN_DATA_DIR=root / "data",
-            TEMPORAL_TASK_QUEUE="record",
+            TEMPORAL_TASK_QUEUE=QUEUE,
             TEMPORAL_ADDRESS=client.service_client.config.target_host,
         )
-        control = RunControl(client, "record")
+        control = RunControl(client, QUEUE)
         runs: dict[str, str] = {}
         async with running_workers(build_workers(client, settings)):
             ok, sha = repo_with(root / "ok", "run: echo '::metric accuracy=0.9'\n")
@@ -102,11 +109,45 @@ async def record(out: Path) -> None:
             runs["superseding"] = (await control.start(request(newer, new_sha, lane))).run_id
             for name in ("superseded", "superseding"):
                 await finished(client, runs[name])
+            if hasattr(coordinator, "WarmCluster"):
+                runs["warm-expiry"] = await warm_expiry(client, settings.worker_queue)
         for name, run_id in runs.items():
             history = await client.get_workflow_handle(run_id).fetch_history()
             (out / f"{name}.json").write_text(history.to_json())
             print(f"recorded {name}: {run_id}")
         await env.shutdown()
+
+
+async def warm_expiry(client: Client, queue: str) -> str:
+    """A lane's coordinator holds a warm cluster until its time ends and downs it, twice."""
+    lane = lane_for_branch("warm-recorded", "main")
+
+    def warm(name: str) -> Any:
+        now = datetime.now(UTC)
+        until = (now + timedelta(seconds=2)).isoformat()
+        return coordinator.WarmCluster(
+            "gpu", name, "local:x", "recorded", queue, until, 1.0, lane, now.isoformat()
+        )
+
+    async def expired() -> None:
+        while await handle.query(coordinator.QUERY_WARM, result_type=list[Any]):
+            await asyncio.sleep(0.5)
+
+    workflow_id = coordinator.lane_workflow_id(lane, QUEUE)
+    handle = await client.start_workflow(
+        coordinator.COORDINATOR_WORKFLOW,
+        coordinator.CoordinatorState(lane),
+        id=workflow_id,
+        task_queue=QUEUE,
+        start_signal=coordinator.SIGNAL_WARM,
+        start_signal_args=[coordinator.Handover([warm("first")])],
+    )
+    await expired()
+    await handle.signal(coordinator.SIGNAL_WARM, coordinator.Handover([warm("second")]))
+    await expired()
+    await asyncio.sleep(1)
+    await handle.terminate("recorded")
+    return workflow_id
 
 
 if __name__ == "__main__":
