@@ -93,7 +93,10 @@ LOG_LAUNCHING = "[skyrun] launching cluster {cluster} (SkyPilot request {request
 LOG_EXECUTING = "[skyrun] running on cluster {cluster} (SkyPilot request {request_id})\n"
 LOG_JOB_STARTED = "[skyrun] job {job_id} submitted on cluster {cluster}; its output follows\n"
 LOG_NO_JOB = "[skyrun] the task has no `run` commands: nothing to run\n"
-LOG_PROVISIONED = "[skyrun] cluster {cluster} is up and set up, ready for the stage's job\n"
+LOG_SETUP_JOB = (
+    "[skyrun] cluster {cluster} is up; SkyPilot runs its setup as job {job_id}, whose output "
+    "follows\n"
+)
 LOG_CANCELLING = "[skyrun] cancelled: stopping the SkyPilot request and job\n"
 # Managed jobs (`managed: true`): the jobs controller runs the task on a cluster of its own and
 # recovers it from preemption by itself; skyrun follows it and maps its final state.
@@ -285,13 +288,18 @@ class SkyPilotBackend:
             request_id = None
             self._requests.pop(cluster, None)
             if job_id is None:
-                stream.write(
-                    LOG_PROVISIONED.format(cluster=cluster) if task.provision_only else LOG_NO_JOB
-                )
+                # Provisioned with no setup to run (the activity says so), or no `run` at all.
+                if not task.provision_only:
+                    stream.write(LOG_NO_JOB)
                 return EXIT_SUCCEEDED
-            stream.write(LOG_JOB_STARTED.format(job_id=job_id, cluster=cluster))
-            if task.job_started is not None:
-                task.job_started()
+            if task.provision_only:
+                # A launch without `run` still detaches the setup into a job of its own: its
+                # exit status is the setup's, and the stage's job has not started.
+                stream.write(LOG_SETUP_JOB.format(job_id=job_id, cluster=cluster))
+            else:
+                stream.write(LOG_JOB_STARTED.format(job_id=job_id, cluster=cluster))
+                if task.job_started is not None:
+                    task.job_started()
             try:
                 code = int(
                     await asyncio.to_thread(

@@ -32,6 +32,7 @@ from worker.backends.skypilot import (
     EXIT_MARKER,
     LOG_CANCELLING,
     LOG_NO_JOB,
+    LOG_SETUP_JOB,
     MSG_MISSING_ENVS,
     SkyPilotBackend,
     resolve_local_paths,
@@ -234,6 +235,39 @@ async def test_a_task_without_run_commands_has_no_job_to_follow(
     assert await backend.run(make_run(checkout), log) == EXIT_SUCCEEDED
     assert fake.named("tail_logs") == []
     assert LOG_NO_JOB in log.getvalue().decode()
+
+
+async def test_provisioning_ahead_launches_without_run_and_follows_the_setup_job(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    """`prelaunch`: a launch with the task's setup and no `run`; SkyPilot runs the setup as a
+    job of its own, whose exit status is the provisioning's; the stage's job has not begun."""
+    fake.job_id, fake.exit_code = 4, 7
+    started: list[bool] = []
+    task = make_run(
+        checkout,
+        task_yaml=TASK_YAML + "setup: pip install -r requirements.txt\n",
+        provision_only=True,
+        job_started=lambda: started.append(True),
+    )
+    log = io.BytesIO()
+
+    assert await backend.run(task, log) == 7
+    (launch,) = fake.named("launch")
+    assert launch.args[0].run is None and launch.args[0].setup
+    assert LOG_SETUP_JOB.format(cluster=CLUSTER, job_id=4) in log.getvalue().decode()
+    assert started == []  # job_started is the stage's job, not this setup
+
+
+async def test_provisioning_a_task_without_setup_ends_with_the_launch(
+    backend: SkyPilotBackend, fake: FakeSky, checkout: Path
+) -> None:
+    fake.job_id = None
+    log = io.BytesIO()
+
+    assert await backend.run(make_run(checkout, provision_only=True), log) == EXIT_SUCCEEDED
+    assert fake.named("tail_logs") == []
+    assert LOG_NO_JOB not in log.getvalue().decode()
 
 
 # -- cancellation ----------------------------------------------------------------------------------
