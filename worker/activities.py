@@ -409,6 +409,8 @@ class PipelineActivities:
         started = time.monotonic()
         job_at: list[float] = []
         task.job_started = lambda: job_at.append(time.monotonic())
+        setup_at: list[float] = []
+        task.setup_started = lambda: setup_at.append(time.monotonic())
         # Everything written into the log store goes through the masker, even our own lines.
         with raw, contextlib.closing(self.masker.stream(raw)) as masked:
             log = cast(BinaryIO, masked)
@@ -457,6 +459,7 @@ class PipelineActivities:
             duration_s=round(duration, 3),
             infra_recoveries=recoveries,
             launch_s=round(job_at[-1] - started, 3) if job_at else None,
+            setup_s=round(setup_at[-1] - started, 3) if setup_at else None,
         )
 
     async def _run_recovering(

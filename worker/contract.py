@@ -312,6 +312,11 @@ class StageProgress:
     launch_s: float | None = None
     """Of its own step, the seconds before its job began (launching and setting up its cluster,
     syncing the workdir); None when unknown."""
+    setup_s: float | None = None
+    """Of its own step, the seconds before its setup began; None when unknown (no setup, or
+    SkyPilot's launch request does not say)."""
+    provision_setup_s: float | None = None
+    """Of its provisioning ahead of time, the seconds before its setup began (as `setup_s`)."""
 
 
 @dataclass

@@ -111,6 +111,9 @@ class StageOutput:
     launch_s: float | None = None
     """Seconds from the activity's start until the job itself started (launch, setup and
     workdir sync); None when no job started."""
+    setup_s: float | None = None
+    """Seconds from the activity's start until the task's setup started; None when the backend
+    did not say (no setup, or SkyPilot running it inside its launch request)."""
 
 
 @dataclass

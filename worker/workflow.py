@@ -882,6 +882,7 @@ class PipelineWorkflow:
         stage.log_tail = out.log_tail
         stage.duration_s = out.duration_s
         stage.launch_s = out.launch_s
+        stage.setup_s = out.setup_s
         self._recovered(stage, out.infra_recoveries)
         stage.finished_at = workflow.now().isoformat()
         self._cluster_ran(planned, out.duration_s)
@@ -961,6 +962,7 @@ class PipelineWorkflow:
             if cluster.name == planned.cluster_name:
                 cluster.provision_s = round(workflow.time() - started, 3)
         self._recovered(stage, out.infra_recoveries)  # relaunched while provisioning ahead
+        stage.provision_setup_s = out.setup_s
         if out.exit_code != 0:
             stage.provision_failed = PROVISION_SETUP_FAILED.format(code=out.exit_code)
             return False

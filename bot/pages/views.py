@@ -112,9 +112,10 @@ class StageView:
 
 @dataclass
 class TimelinePart:
-    """A piece of a stage's bar: `provision` (its cluster launched and set up ahead of time),
-    `ready` (that cluster idle, waiting for the stage's needs), `launch` (launching and setting
-    up in the stage's own step) or `job`; in percent of the run's span."""
+    """A piece of a stage's bar: `provision` (its cluster launched ahead of time), `launch`
+    (launching in the stage's own step), `setup` (the task's setup, where the backend says when
+    it began; otherwise part of the launch), `ready` (the cluster idle, waiting for the stage's
+    needs) or `job`; in percent of the run's span."""
 
     kind: str
     left: float
@@ -139,9 +140,10 @@ class TimelineBar:
 MIN_BAR_PERCENT = 0.6
 """A stage of a few milliseconds still shows as a sliver."""
 PART_TITLES = {
-    "provision": "provisioning ahead of time (launch and setup)",
+    "provision": "provisioning ahead of time",
+    "setup": "setup",
     "ready": "cluster ready, waiting for its needs",
-    "launch": "launching and setting up",
+    "launch": "launching (with its setup, unless drawn apart)",
     "job": "job",
 }
 
@@ -188,18 +190,23 @@ def _parts(
     finish: datetime,
     place: Callable[[datetime, datetime], tuple[float, float]],
 ) -> list[TimelinePart]:
-    """The stage's bar cut where its provisioning ended and its job began (when known)."""
+    """The stage's bar cut where its setup began, its provisioning ended and its job began
+    (when known)."""
     marks: list[tuple[str, datetime]] = []
     provision_at = parse_time(stage.provision_started_at)
     provisioned_at = parse_time(stage.provision_finished_at)
     job_at = parse_time(stage.job_started_at)
     if provision_at is not None:
         marks.append(("provision", provision_at))
+        if stage.provision_setup_s is not None:
+            marks.append(("setup", provision_at + timedelta(seconds=stage.provision_setup_s)))
         if provisioned_at is not None:
             marks.append(("ready", provisioned_at))
     step_at = job_at or parse_time(stage.started_at)
     if step_at is not None and stage.launch_s and stage.launched and not provision_at:
         marks.append(("launch", step_at))
+        if stage.setup_s is not None and stage.setup_s < stage.launch_s:
+            marks.append(("setup", step_at + timedelta(seconds=stage.setup_s)))
         marks.append(("job", step_at + timedelta(seconds=stage.launch_s)))
     elif step_at is not None:
         marks.append(("job", step_at))

@@ -60,6 +60,13 @@ async def test_the_next_stages_cluster_is_provisioned_while_the_first_stage_runs
     assert second.metrics["start"] >= first.metrics["end"]
     assert second.provision_started_at < first.finished_at
     assert second.provision_started_at <= second.provision_finished_at <= second.job_started_at
+    # Its setup's start, for the timeline: after the launch began, before provisioning ended.
+    provisioning = datetime.fromisoformat(second.provision_finished_at) - datetime.fromisoformat(
+        second.provision_started_at
+    )
+    assert second.provision_setup_s is not None
+    assert 0 < second.provision_setup_s < provisioning.total_seconds()
+    assert first.setup_s is None  # no setup: nothing to draw
     assert second.job_started_at >= first.finished_at
     assert second.provision_failed == "" and second.launched
     assert first.provision_started_at == ""  # it starts with the run: nothing to hide

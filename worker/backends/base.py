@@ -57,6 +57,8 @@ class TaskRun:
     not its job; the stage later execs its job on the ready cluster (`launch` False)."""
     job_started: Callable[[], None] | None = None
     """Called when the job itself starts (after any provisioning and setup), for the timeline."""
+    setup_started: Callable[[], None] | None = None
+    """Called when the task's setup starts, where the backend knows (the timeline's setup)."""
     managed: bool = False
     """Run as a SkyPilot managed job (pipeline `managed: true`); the local backend runs it as an
     ordinary stage and says so in the log."""

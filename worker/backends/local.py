@@ -329,6 +329,8 @@ class LocalBackend:
                 "SKYPILOT_SETUP_NUM_GPUS_PER_NODE": "0",
             }
             script = await self._write_script(cluster, f"{task_id}-setup", spec.setup)
+            if task.setup_started is not None:
+                task.setup_started()
             code = await self._execute(
                 cluster, script, setup_env, SETUP_PREFIX, log, sandbox, binds, tmp
             )

@@ -296,6 +296,8 @@ class SkyPilotBackend:
                 # A launch without `run` still detaches the setup into a job of its own: its
                 # exit status is the setup's, and the stage's job has not started.
                 stream.write(LOG_SETUP_JOB.format(job_id=job_id, cluster=cluster))
+                if task.setup_started is not None:
+                    task.setup_started()
             else:
                 stream.write(LOG_JOB_STARTED.format(job_id=job_id, cluster=cluster))
                 if task.job_started is not None:

@@ -203,12 +203,13 @@ def test_the_timeline_draws_a_prelaunched_clusters_provisioning_ahead_of_its_job
     join.provision_started_at = "2026-01-01T00:00:05+00:00"
     join.provision_finished_at = "2026-01-01T00:00:30+00:00"
     join.job_started_at = "2026-01-01T00:01:00+00:00"
+    join.provision_setup_s = 15.0
     _view, html = run_body(progress)
     assert (
         'class="tl-bar tl-provision s-succeeded" data-part="provision" '
-        'style="left: 5.0%; width: 25.0%" title="join: provisioning ahead of time (launch and '
-        'setup), 25 s"'
+        'style="left: 5.0%; width: 15.0%" title="join: provisioning ahead of time, 15 s"'
     ) in html
+    assert 'data-part="setup" style="left: 20.0%; width: 10.0%" title="join: setup, 10 s"' in html
     assert 'data-part="ready" style="left: 30.0%; width: 30.0%"' in html
     assert 'data-part="job" style="left: 60.0%; width: 40.0%"' in html
     assert "provisioning ahead" in html and 'class="tl-legend muted"' in html

@@ -338,25 +338,35 @@ def test_a_running_stage_grows_to_now_and_stages_not_started_have_no_bar() -> No
     assert (bars["prep"].left, bars["prep"].width) == (0, 20)
 
 
-def test_a_prelaunched_stages_bar_shows_provisioning_waiting_and_its_job() -> None:
+def test_a_prelaunched_stages_bar_shows_provisioning_setup_waiting_and_its_job() -> None:
     progress = diamond_progress()
     join = progress.stages[3]
-    # Provisioned from 5 to 30 s while prep and the middle stages ran; its job 60 to 100 s.
+    # Provisioned from 5 to 30 s while prep and the middle stages ran, its setup from 20 s;
+    # its job 60 to 100 s.
     join.provision_started_at = "2026-01-01T00:00:05+00:00"
     join.provision_finished_at = "2026-01-01T00:00:30+00:00"
+    join.provision_setup_s = 15.0
     join.job_started_at = "2026-01-01T00:01:00+00:00"
-    # prep launched in its own step: 4 s of launch and setup before its job.
-    progress.stages[0].launch_s = 4.0
+    # prep launched in its own step: 4 s before its job, its setup from 1 s; right launched
+    # with SkyPilot, which does not say when the setup inside its launch began.
+    progress.stages[0].launch_s, progress.stages[0].setup_s = 4.0, 1.0
+    progress.stages[2].launch_s = 5.0
     bars = {bar.name: bar for bar in diamond_view(progress).timeline}
     assert (bars["join"].left, bars["join"].width) == (5, 95)
     assert [(p.kind, p.left, p.width, p.seconds) for p in bars["join"].parts] == [
-        ("provision", 5, 25, 25.0),
+        ("provision", 5, 15, 15.0),
+        ("setup", 20, 10, 10.0),
         ("ready", 30, 30, 30.0),
         ("job", 60, 40, 40.0),
     ]
     assert [(p.kind, p.left, p.width) for p in bars["prep"].parts] == [
-        ("launch", 0, 4),
+        ("launch", 0, 1),
+        ("setup", 1, 3),
         ("job", 4, 6),
+    ]
+    assert [(p.kind, p.left, p.width) for p in bars["right"].parts] == [
+        ("launch", 10, 5),
+        ("job", 15, 20),
     ]
     assert bars["left"].parts == []  # no launch time known: one bar
 

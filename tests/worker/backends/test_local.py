@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -188,6 +189,25 @@ run: |
     assert texts[4] == f"cwd={clusters.absolute() / CLUSTER / 'sky_workdir'}"
     assert texts[5:] == ["hello from the repo", "installed"]
     assert list_clusters(clusters) == [CLUSTER]
+
+
+async def test_the_timeline_hears_when_setup_and_job_begin(
+    backend: LocalBackend, checkout: Path, log: BinaryIO
+) -> None:
+    events: list[str] = []
+    task = task_run(checkout, "setup: echo s\nrun: echo r\n")
+    task.setup_started = lambda: events.append("setup")
+    task.job_started = lambda: events.append("job")
+    assert await backend.run(task, log) == 0
+    assert events == ["setup", "job"]
+
+    events.clear()  # an exec has no setup; provisioning ahead has no job
+    assert await backend.run(replace(task, launch=False), log) == 0
+    assert events == ["job"]
+    events.clear()
+    provisioning = replace(task, cluster_name=f"{CLUSTER}-2", provision_only=True)
+    assert await backend.run(provisioning, log) == 0
+    assert events == ["setup"]
 
 
 async def test_exec_shares_the_cluster_and_skips_setup(

@@ -243,12 +243,13 @@ async def test_provisioning_ahead_launches_without_run_and_follows_the_setup_job
     """`prelaunch`: a launch with the task's setup and no `run`; SkyPilot runs the setup as a
     job of its own, whose exit status is the provisioning's; the stage's job has not begun."""
     fake.job_id, fake.exit_code = 4, 7
-    started: list[bool] = []
+    started: list[str] = []
     task = make_run(
         checkout,
         task_yaml=TASK_YAML + "setup: pip install -r requirements.txt\n",
         provision_only=True,
-        job_started=lambda: started.append(True),
+        job_started=lambda: started.append("job"),
+        setup_started=lambda: started.append("setup"),
     )
     log = io.BytesIO()
 
@@ -256,7 +257,7 @@ async def test_provisioning_ahead_launches_without_run_and_follows_the_setup_job
     (launch,) = fake.named("launch")
     assert launch.args[0].run is None and launch.args[0].setup
     assert LOG_SETUP_JOB.format(cluster=CLUSTER, job_id=4) in log.getvalue().decode()
-    assert started == []  # job_started is the stage's job, not this setup
+    assert started == ["setup"]  # its job is the stage's, later
 
 
 async def test_provisioning_a_task_without_setup_ends_with_the_launch(
