@@ -335,7 +335,8 @@ class CoordinatorWorkflow:
                     await self._expire()
                 elif not busy and not state.downing:
                     await workflow.wait_condition(lambda: not self._charges)
-                    return
+                    if not self._inbox:  # nothing arrived while the charges finished
+                        return
                 if busy:
                     await self._forget_closed()
             while self._inbox:
@@ -481,8 +482,10 @@ class CoordinatorWorkflow:
 
         async def down() -> None:
             await self._down(cluster)
-            self._state.downing = [c for c in self._state.downing if c.name != cluster.name]
+            # Charged before it leaves `downing`: a continue-as-new meanwhile downs and charges
+            # it again, which the ledger counts once (by cluster and warm spell).
             await self._charge(cluster)
+            self._state.downing = [c for c in self._state.downing if c.name != cluster.name]
 
         self._apart(self._downs, down())
 
