@@ -330,10 +330,10 @@ CLUSTERS_HEADING = (
 CLUSTER_ROW = "{name:<44} {run_id:<28} {state:<12} {since:<24} {until:<24} {cost}"
 CLUSTER_IDLE = "-"
 CLUSTER_WARM = "warm"
+"""In use by nobody: kept up for its lane's next run (`keep_warm_minutes`)."""
 CLUSTER_TEARING_DOWN = "tearing down"
 """A warm cluster whose time ended, its teardown under way (or waiting for its worker)."""
 WARM_UNKNOWN = "skyrun: warm clusters not listed: the lanes did not answer ({error})"
-"""In use by nobody: kept up for its lane's next run (`keep_warm_minutes`)."""
 MAX_LISTED_RUNS = 200
 
 

@@ -1015,7 +1015,7 @@ class PipelineWorkflow:
                 if stage.cluster == planned.cluster:
                     stage.cluster_reused_from = match.run_id
             self._up.append(match.name)
-            self._cluster_launching(planned)
+            self._cluster_launching(planned, match.since)
             self._progress.clusters[-1].reused_from = match.run_id
         unused, self._lease = self._lease, []
         await self._hand_over(unused)
@@ -1169,15 +1169,17 @@ class PipelineWorkflow:
         self._progress.approval.approved_by = self._approved.user
         self._progress.approval.approved_at = workflow.now().isoformat()
 
-    def _cluster_launching(self, planned: PlannedStage) -> None:
-        """Its time up (and its cost) counts from the start of its launch: provisioning too."""
+    def _cluster_launching(self, planned: PlannedStage, since: str = "") -> None:
+        """Its time up (and its cost) counts from the start of its launch: provisioning too; a
+        warm cluster's from `since`, when the lane leased it (its time before, the lane's)."""
         assert self._progress is not None
         hourly = next(
             (e.hourly_usd for e in self._progress.estimate if e.cluster == planned.cluster), None
         )
+        up_at = since or workflow.now().isoformat()
         self._progress.clusters = [
             c for c in self._progress.clusters if c.name != planned.cluster_name
-        ] + [ClusterCost(planned.cluster, planned.cluster_name, hourly, workflow.now().isoformat())]
+        ] + [ClusterCost(planned.cluster, planned.cluster_name, hourly, up_at)]
 
     def _cluster_ran(self, planned: PlannedStage, seconds: float) -> None:
         assert self._progress is not None

@@ -375,7 +375,7 @@ async def test_clusters_lists_a_warm_cluster_whose_time_ended_as_tearing_down(
     """Its teardown waits for a worker that is away: it is still up, and still costs."""
     repo = git_repo({"t.yaml": "run: echo done\n"})
     gone = f"{settings.temporal_task_queue}-away"
-    cluster = handed_cluster(repo, gone, "old-run", 1, since_minutes=-60, usd=1.5)
+    cluster = handed_cluster(repo, gone, "old-run", 1, since_minutes=-60, usd=0.6)
     await hand_over(client, settings, repo, cluster)
     control = RunControl(client, settings.temporal_task_queue)
     while not await control.warm_clusters():  # the list finds the lane through visibility
@@ -387,4 +387,4 @@ async def test_clusters_lists_a_warm_cluster_whose_time_ended_as_tearing_down(
     assert code == EXIT_OK, out
     _, row = out.strip().splitlines()
     assert row.split()[:4] == [cluster.name, "old-run", "tearing", "down"]
-    assert row.endswith("$1.50")
+    assert row.endswith("$0.60")  # an hour warm at $0.60/h (a cent more takes another minute)
