@@ -32,6 +32,8 @@ LOGIN_USER = os.environ.get("SKYRUN_SLURM_USER", "skyrun-slurm")
 API_START_TIMEOUT_S = 180
 # Managed jobs (`managed: true`): the jobs controller runs inside the API server (consolidation
 # mode) rather than as a controller cluster of its own, which would not fit on the node's CPUs.
+# Only for the managed-job tests, which run last: the controller's processes in the server take
+# CPU the whole time, and every other test ran about a third slower with them.
 MANAGED_TESTS = "test_managed_on_slurm.py"
 SKY_CONFIG = "jobs:\n  controller:\n    consolidation_mode: true\n"
 POLL_EVERY_S = 3.0
@@ -63,6 +65,33 @@ class ApiServer:
     env: dict[str, str]
     """Environment for `sky` commands against this server (its HOME, its port)."""
     sky_cli: str
+    home: Path
+    port: int
+    managed_jobs: bool = False
+    """Whether the jobs controller runs in it (`with_managed_jobs`)."""
+
+    def start(self) -> None:
+        started = time.monotonic()
+        done = subprocess.run(
+            [self.sky_cli, "api", "start", "--port", str(self.port)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=API_START_TIMEOUT_S,
+            check=False,
+        )
+        print(f"sky api start: {time.monotonic() - started:.1f} s")
+        assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+
+    def with_managed_jobs(self) -> None:
+        """Restart it on the same port with the jobs controller inside (consolidation mode)."""
+        if self.managed_jobs:
+            return
+        (self.home / ".sky").mkdir(exist_ok=True)
+        (self.home / ".sky" / "config.yaml").write_text(SKY_CONFIG)
+        self.cli("api", "stop", timeout=60)
+        self.start()
+        self.managed_jobs = True
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -85,8 +114,6 @@ def sky_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServ
     home = tmp_path_factory.mktemp("skyhome")
     (home / ".slurm").mkdir()
     shutil.copy(SLURM_CONFIG, home / ".slurm" / "config")
-    (home / ".sky").mkdir()
-    (home / ".sky" / "config.yaml").write_text(SKY_CONFIG)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYPILOT_")}
     env.update(
@@ -94,19 +121,9 @@ def sky_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServ
         SKYPILOT_DISABLE_USAGE_COLLECTION="1",
         SKYPILOT_API_SERVER_LOCAL_PORT=str(port),
     )
-    server = ApiServer(f"http://127.0.0.1:{port}", env, sky_cli)
-    started = time.monotonic()
-    done = subprocess.run(
-        [sky_cli, "api", "start", "--port", str(port)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=API_START_TIMEOUT_S,
-        check=False,
-    )
-    print(f"sky api start: {time.monotonic() - started:.1f} s")
+    server = ApiServer(f"http://127.0.0.1:{port}", env, sky_cli, home, port)
     try:
-        assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+        server.start()
         checked = server.cli("check", "slurm", timeout=180)
         assert "Slurm: enabled" in _plain(checked.stdout + checked.stderr), checked.stdout[-2000:]
         # This process (the worker's activities and the tests' own SDK calls) talks to it.
@@ -130,7 +147,8 @@ def _plain(text: str) -> str:
 def _down_leftovers(server: ApiServer) -> None:
     """Safety net: a failed test must not leave Slurm jobs behind for the next one."""
     # Managed jobs first: their clusters belong to the jobs controller, not to `sky down`.
-    server.cli("jobs", "cancel", "--all", "--yes", timeout=300)
+    if server.managed_jobs:
+        server.cli("jobs", "cancel", "--all", "--yes", timeout=300)
     out = server.cli("status", "--all-users", timeout=120).stdout
     for line in _plain(out).splitlines():
         name = line.split()[0] if line.split() else ""

@@ -1,6 +1,7 @@
 """`managed: true` stages as SkyPilot managed jobs on the local Slurm cluster (issue 13).
 
-The jobs controller runs inside the session's API server (consolidation mode, see conftest).
+The jobs controller runs inside the session's API server, restarted in consolidation mode for
+this module, which runs last (see conftest).
 How far a managed job gets here depends on one thing outside skyrun: before every status check
 of a job, SkyPilot's controller checks the network with HEAD requests to https://8.8.8.8 and
 https://1.1.1.1 (sky/jobs/controller.py, `backend_utils.async_check_network_connection`) and
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from tests.slurm.conftest import skyrun_clusters, slurm_jobs
+from tests.slurm.conftest import ApiServer, skyrun_clusters, slurm_jobs
 from worker.backends.base import cluster_name_for
 from worker.contract import RunRequest, RunState, StageState, Trigger, lane_for_branch
 from worker.process import build_workers, running_workers
@@ -57,8 +58,18 @@ NO_NETWORK_CHECK = (
 )
 
 
+@pytest.fixture(scope="module")
+def managed_jobs_server(sky_api_server: ApiServer) -> ApiServer:
+    """The session's API server, restarted with the jobs controller in it (these tests run
+    last; see conftest)."""
+    sky_api_server.with_managed_jobs()
+    return sky_api_server
+
+
 @pytest.fixture
-async def control(client: Client, slurm_settings: Settings) -> AsyncIterator[RunControl]:
+async def control(
+    client: Client, slurm_settings: Settings, managed_jobs_server: ApiServer
+) -> AsyncIterator[RunControl]:
     async with running_workers(build_workers(client, slurm_settings)):
         yield RunControl(client, slurm_settings.temporal_task_queue)
 
