@@ -315,7 +315,7 @@ async def test_the_time_a_cluster_spends_warm_is_charged_to_its_repositorys_mont
             await asyncio.sleep(0.2)
 
     await asyncio.wait_for(more(), 90)
-    assert await spent() - before < 0.05  # seconds of it, not its half hour again
+    assert await spent() - before < 0.5  # its last minute, not its half hour again
 
 
 def _maybe(settings: Settings, run_id: str, stage: str) -> str:
