@@ -105,9 +105,9 @@ async def test_the_lanes_next_run_reuses_its_warm_clusters_without_provisioning(
     assert [c.reused_from for c in second.clusters] == [first.run_id, first.run_id]
     # It pays for them from when the lane leased them to it (before that, the lane did).
     warm_since = {c.name: c.since for c in warm}
-    for cluster in second.clusters:
-        up_at = datetime.fromisoformat(cluster.up_at)
-        assert datetime.fromisoformat(warm_since[cluster.name]) < up_at
+    for held in second.clusters:
+        up_at = datetime.fromisoformat(held.up_at)
+        assert datetime.fromisoformat(warm_since[held.name]) < up_at
         assert up_at <= datetime.fromisoformat(second.stages[0].started_at)
     # The same two clusters, now warm for the run after.
     assert clusters_left(settings) == names
