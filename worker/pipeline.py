@@ -376,6 +376,16 @@ def check_dag(stages: list[Stage], lines: Mapping[str, DagLines], file: str) -> 
     for stage in stages:
         if stage.name not in state:
             visit(stage.name)
+
+    def entry(stage: str, key: str) -> tuple[str, int | None]:
+        """Where to point for the stage's `cluster` (its entry) or `managed` (that key)."""
+        where = lines.get(stage)
+        if where is None:
+            return "stages", None
+        suffix = ".managed" if key == "managed" else ""
+        line = where.managed if key == "managed" else where.cluster
+        return f"stages[{where.index}]{suffix}", line or where.stage
+
     before = ancestors(stages)
     for index, second in enumerate(stages):
         for first in stages[:index]:
@@ -383,12 +393,7 @@ def check_dag(stages: list[Stage], lines: Mapping[str, DagLines], file: str) -> 
                 continue
             if first.name in before[second.name] or second.name in before[first.name]:
                 continue
-            where = lines.get(second.name)
-            line = None
-            path = "stages"
-            if where is not None:
-                line = where.cluster or where.stage
-                path = f"stages[{where.index}]"
+            path, line = entry(second.name, "cluster")
             problem = E_CLUSTER_CONFLICT.format(
                 path=path, first=_q(first.name), second=_q(second.name), cluster=_q(first.cluster)
             )
@@ -396,11 +401,7 @@ def check_dag(stages: list[Stage], lines: Mapping[str, DagLines], file: str) -> 
     for stage in stages:
         other = next((o for o in stages if o.cluster == stage.cluster and o is not stage), None)
         if stage.managed and other is not None:
-            where = lines.get(stage.name)
-            line, path = None, "stages"
-            if where is not None:
-                line = where.managed or where.stage
-                path = f"stages[{where.index}].managed"
+            path, line = entry(stage.name, "managed")
             problem = E_MANAGED_SHARED.format(
                 path=path, stage=_q(stage.name), cluster=_q(stage.cluster), other=_q(other.name)
             )
